@@ -1,0 +1,433 @@
+"""Find, parse and validate pipeline specs.
+
+A spec file holds one pipeline (top-level `source` and `sink`, the dpone format) or a list of
+them under `pipelines:`; any file may also declare `connections:`. Validation runs when the
+code location loads and reports every problem with its file, pipeline and field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster._utils.schedules import is_valid_cron_string
+
+from pgflow.config.durations import parse_duration
+from pgflow.config.errors import SpecError, SpecProblem
+from pgflow.config.model import (
+    ConnectionSpec,
+    FreshnessSpec,
+    PipelineSpec,
+    Project,
+    ScheduleSpec,
+    SinkSpec,
+    SourceOptions,
+    SourceSpec,
+    StrategySpec,
+    TableName,
+)
+from pgflow.config.reader import Section
+from pgflow.config.support import unsupported_reason
+
+DEFAULT_CONFIG_PATH = "pipelines"
+CONNECTION_TYPES = ("env", "vault")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
+_PIPELINE_KEYS = ("source", "sink", "name", "asset_key", "group", "description", "schedule",
+                  "freshness", "tags", "owners")  # fmt: skip
+
+
+def env_var_for(connection_id: str) -> str:
+    """`PGFLOW_CONN_<ID>`: upper-cased, anything but letters and digits as `_`."""
+    return "PGFLOW_CONN_" + re.sub(r"[^A-Z0-9]", "_", connection_id.upper())
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("PGFLOW_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def discover_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [*path.rglob("*.yaml"), *path.rglob("*.yml")]
+        return sorted(p for p in found if p.is_file())
+    raise SpecError(
+        [SpecProblem(path, None, None,
+                     "does not exist; set PGFLOW_CONFIG to a spec file or a folder of *.yaml specs")]
+    )  # fmt: skip
+
+
+def load_project(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Project:
+    """Load and validate every spec under `path` (default: $PGFLOW_CONFIG or ./pipelines)."""
+    environ = os.environ if environ is None else environ
+    root = Path(path) if path is not None else config_path(environ)
+    problems: list[SpecProblem] = []
+    pipelines: list[PipelineSpec] = []
+    connections: dict[str, ConnectionSpec] = {}
+    for file in discover_files(root):
+        file_pipelines, file_connections = _load_file(file, problems)
+        pipelines.extend(file_pipelines)
+        connections.update(file_connections)
+    _check_project(pipelines, connections, environ, problems)
+    if problems:
+        raise SpecError(problems)
+    return Project(pipelines=tuple(pipelines), connections=connections)
+
+
+def _load_file(
+    file: Path, problems: list[SpecProblem]
+) -> tuple[list[PipelineSpec], dict[str, ConnectionSpec]]:
+    try:
+        document = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        problems.append(SpecProblem(file, None, None, f"is not valid YAML: {exc}"))
+        return [], {}
+    if document is None:
+        return [], {}
+    if not isinstance(document, Mapping):
+        problems.append(SpecProblem(file, None, None,
+                                    "must hold a mapping with `source` and `sink`, or `pipelines:`"))  # fmt: skip
+        return [], {}
+
+    def report_file(field: str, message: str) -> None:
+        problems.append(SpecProblem(file, None, field, message))
+
+    top = Section(document, "", report_file)
+    connections = _read_connections(top, file)
+    if top.has("pipelines"):
+        entries = top.raw("pipelines")
+        if not isinstance(entries, list):
+            top.problem("pipelines", "must be a list of pipelines, each with `source` and `sink`")
+            entries = []
+        fields = [f"pipelines[{i}]" for i in range(len(entries))]
+        top.finish()
+    elif top.has("source") or top.has("sink"):
+        entries, fields = [document], [""]
+    else:
+        if not connections:
+            top.problem("source", "is required: a spec holds `source` and `sink`, or `pipelines:`")
+        top.finish()
+        return [], connections
+    pipelines = []
+    for entry, prefix in zip(entries, fields, strict=True):
+        pipeline = _read_pipeline(entry, prefix, file, problems)
+        if pipeline is not None:
+            pipelines.append(pipeline)
+    return pipelines, connections
+
+
+def _read_connections(top: Section, file: Path) -> dict[str, ConnectionSpec]:
+    declared = top.section("connections")
+    if declared is None:
+        return {}
+    result = {}
+    for connection_id in declared.keys():
+        entry = declared.section(connection_id)
+        kind = entry.text("type", choices=CONNECTION_TYPES, default="env") if entry else "env"
+        if entry:
+            entry.finish()
+        result[connection_id] = ConnectionSpec(connection_id, kind, file)  # type: ignore[arg-type]
+    return result
+
+
+def _read_pipeline(
+    entry: Any, prefix: str, file: Path, problems: list[SpecProblem]
+) -> PipelineSpec | None:
+    if not isinstance(entry, Mapping):
+        problems.append(SpecProblem(file, None, prefix or None, "must be a mapping with `source` and `sink`"))  # fmt: skip
+        return None
+    label = _pipeline_label(entry)
+    before = len(problems)
+
+    def report(field: str, message: str) -> None:
+        problems.append(SpecProblem(file, label, field, message))
+
+    spec = Section(entry, "", report)
+    source = _read_source(spec.section("source", required=True), report)
+    sink = _read_sink(spec.section("sink", required=True), report)
+    name = spec.text("name") or label
+    if not _NAME.match(name):
+        spec.problem("name", f"'{name}' must be letters, digits and _ (not starting with a digit)")
+    asset_key = _read_asset_key(spec, sink)
+    group = spec.text("group") or (source.connection_id if source else None) or "pgflow"
+    description = spec.text("description")
+    schedule = _read_schedule(spec)
+    freshness = _read_freshness(spec)
+    tags = _read_tags(spec)
+    owners = spec.names("owners") or ()
+    spec.finish()
+    if source is None or sink is None or len(problems) > before:
+        return None
+    _check_semantics(source, sink, report)
+    if len(problems) > before:
+        return None
+    return PipelineSpec(
+        name=name, file=file, source=source, sink=sink, asset_key=asset_key, group=group,
+        description=description, schedule=schedule, freshness=freshness, tags=tags, owners=owners,
+    )  # fmt: skip
+
+
+def _pipeline_label(entry: Mapping[str, Any]) -> str:
+    """The pipeline's name for messages: `name`, else derived from the sink target."""
+    if isinstance(entry.get("name"), str):
+        return entry["name"]
+    sink = entry.get("sink") if isinstance(entry.get("sink"), Mapping) else {}
+    table = sink.get("table") if isinstance(sink.get("table"), Mapping) else {}
+    if table.get("schema") and table.get("name"):
+        return re.sub(r"\W", "_", f"{table['schema']}_{table['name']}")
+    if isinstance(sink.get("path"), str):
+        return re.sub(r"\W", "_", Path(sink["path"].rstrip("/")).name) or "pipeline"
+    return "pipeline"
+
+
+def _read_table(section: Section, required: bool) -> TableName | None:
+    table = section.section("table", required=required)
+    if table is None:
+        return None
+    schema = table.text("schema", required=True)
+    name = table.text("name", required=True)
+    table.finish()
+    return TableName(schema, name) if schema and name else None
+
+
+def _read_endpoint(section: Section, types: tuple[str, ...]) -> tuple[str | None, ...]:
+    kind = section.text("type", required=True, choices=types)
+    connection_type = section.text("connection_type", choices=CONNECTION_TYPES, default="env")
+    connection_id = section.text("connection_id")
+    path = section.text("path")
+    if kind == "postgres" and not connection_id:
+        section.problem("connection_id", "is required for type postgres (a connection name)")
+    if kind == "delta" and not path:
+        section.problem("path", "is required for type delta (a folder or object-store URI)")
+    return kind, connection_type, connection_id, path
+
+
+def _read_source(section: Section | None, report: Any) -> SourceSpec | None:
+    if section is None:
+        return None
+    kind, connection_type, connection_id, path = _read_endpoint(section, ("postgres", "delta"))
+    table = _read_table(section, required=kind == "postgres")
+    options_section = section.section("options")
+    options = _read_source_options(options_section) if options_section else SourceOptions()
+    section.finish()
+    if kind is None:
+        return None
+    return SourceSpec(kind, connection_id, connection_type, table, path, options)  # type: ignore[arg-type]
+
+
+def _read_source_options(o: Section) -> SourceOptions:
+    lookback = None
+    if o.has("lookback"):
+        try:
+            lookback = parse_duration(o.raw("lookback"))
+        except ValueError as exc:
+            o.problem("lookback", str(exc))
+    options = SourceOptions(
+        incremental_strategy=o.text("incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"),  # type: ignore[arg-type]  # noqa: E501
+        incremental_column=o.text("incremental_column"),
+        lookback=lookback,
+        on_null_cursor=o.text("on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"),  # type: ignore[arg-type]  # noqa: E501
+        slot_name=o.text("slot_name"),
+        publication_name=o.text("publication_name"),
+        snapshot=o.text("snapshot", choices=("initial", "never"), default="initial"),  # type: ignore[arg-type]
+        auto_cleanup=o.flag("auto_cleanup"),
+        deleted_column=o.text("deleted_column"),
+        on_truncate=o.text("on_truncate", choices=("apply", "fail"), default="apply"),  # type: ignore[arg-type]
+        target_batch_size=o.positive_int("target_batch_size"),
+        max_changes_per_run=o.positive_int("max_changes_per_run"),
+        include_columns=o.names("include_columns"),
+        reset=o.flag("reset"),
+    )
+    o.finish()
+    return options
+
+
+def _read_sink(section: Section | None, report: Any) -> SinkSpec | None:
+    if section is None:
+        return None
+    kind, connection_type, connection_id, path = _read_endpoint(section, ("postgres", "delta"))
+    table = _read_table(section, required=kind == "postgres")
+    strategy_section = section.section("strategy", required=True)
+    strategy = _read_strategy(strategy_section) if strategy_section else None
+    section.finish()
+    if kind is None or strategy is None:
+        return None
+    return SinkSpec(kind, connection_id, connection_type, table, strategy, path)  # type: ignore[arg-type]
+
+
+def _read_strategy(s: Section) -> StrategySpec | None:
+    mode = s.text("mode", required=True, choices=("full_refresh", "incremental_append",
+                  "incremental_merge", "replace", "partition_replace"))  # fmt: skip
+    strategy = StrategySpec(
+        mode=mode or "full_refresh",  # type: ignore[arg-type]
+        method=s.text("method", choices=("truncate_insert", "exchange"), default="truncate_insert"),  # type: ignore[arg-type]  # noqa: E501
+        unique_key=s.names("unique_key") or (),
+        merge_policy=s.text("merge_policy", choices=("delete_insert", "upsert", "shadow_swap"), default="delete_insert"),  # type: ignore[arg-type]  # noqa: E501
+        duplicate_policy=s.text("duplicate_policy", choices=("fail", "keep_last"), default="fail"),  # type: ignore[arg-type]  # noqa: E501
+        only_new_rows=s.flag("only_new_rows"),
+        custom_predicate=s.text("custom_predicate"),
+        partition_column=s.text("partition_column"),
+        native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]  # noqa: E501
+        on_schema_change=s.text("on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"),  # type: ignore[arg-type]  # noqa: E501
+    )
+    s.finish()
+    return strategy if mode else None
+
+
+def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
+    raw = spec.text("asset_key")
+    if raw is not None:
+        parts = tuple(raw.strip("/").split("/"))
+        if not all(_KEY_PART.match(p) for p in parts):
+            spec.problem("asset_key", f"'{raw}' must be parts of letters, digits, _ or - joined by /, e.g. landing/orders")  # fmt: skip  # noqa: E501
+        return parts
+    if sink is None:
+        return ("pipeline",)
+    if sink.type == "delta":
+        return ("delta", Path(str(sink.path).rstrip("/")).name)
+    assert sink.table is not None
+    return (sink.table.schema, sink.table.name)
+
+
+def _read_schedule(spec: Section) -> ScheduleSpec | None:
+    raw = spec.raw("schedule")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        cron, timezone = raw, "UTC"
+    elif isinstance(raw, Mapping):
+        section = spec.section("schedule")
+        assert section is not None
+        cron = section.text("cron", required=True) or ""
+        timezone = section.text("timezone", default="UTC") or "UTC"
+        section.finish()
+    else:
+        spec.problem("schedule", "must be a cron string or a mapping with `cron` and `timezone`")
+        return None
+    if cron and not is_valid_cron_string(cron):
+        spec.problem("schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")  # fmt: skip
+        return None
+    if not _valid_timezone(timezone):
+        spec.problem("schedule", f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin")  # fmt: skip  # noqa: E501
+        return None
+    return ScheduleSpec(cron, timezone) if cron else None
+
+
+def _valid_timezone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _read_freshness(spec: Section) -> FreshnessSpec | None:
+    raw = spec.raw("freshness")
+    if raw is None:
+        return None
+    try:
+        if isinstance(raw, str):
+            return FreshnessSpec(fail_after=parse_duration(raw))
+        if isinstance(raw, Mapping) and set(raw) <= {"fail_after", "warn_after"} and "fail_after" in raw:  # noqa: E501
+            warn = parse_duration(raw["warn_after"]) if raw.get("warn_after") else None
+            fail = parse_duration(raw["fail_after"])
+            if warn is not None and warn >= fail:
+                spec.problem("freshness", "warn_after must be shorter than fail_after")
+                return None
+            return FreshnessSpec(fail_after=fail, warn_after=warn)
+    except ValueError as exc:
+        spec.problem("freshness", str(exc))
+        return None
+    spec.problem("freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after")  # fmt: skip  # noqa: E501
+    return None
+
+
+def _read_tags(spec: Section) -> dict[str, str]:
+    raw = spec.raw("tags")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in raw.items()
+    ):
+        spec.problem("tags", "must be a mapping of tag names to string values, e.g. {domain: sales}")
+        return {}
+    return {k: str(v) for k, v in raw.items()}
+
+
+def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
+    strategy, options = sink.strategy, source.options
+    if strategy.mode == "incremental_merge" and not strategy.unique_key:
+        report("sink.strategy.unique_key", "is required for mode incremental_merge: list the key column(s), e.g. [id]")  # fmt: skip  # noqa: E501
+    if strategy.only_new_rows and not strategy.unique_key:
+        report("sink.strategy.unique_key", "is required with only_new_rows: true (it decides which rows are new)")  # fmt: skip  # noqa: E501
+    if strategy.mode == "replace" and not strategy.custom_predicate:
+        report("sink.strategy.custom_predicate", "is required for mode replace: a SQL condition on the target, e.g. \"order_date >= '2026-01-01'\"")  # fmt: skip  # noqa: E501
+    if strategy.mode == "partition_replace" and not strategy.partition_column:
+        report("sink.strategy.partition_column", "is required for mode partition_replace: the column that decides each row's partition")  # fmt: skip  # noqa: E501
+    if options.incremental_strategy == "column" and not options.incremental_column:
+        report("source.options.incremental_column", "is required with incremental_strategy: column: name the cursor column, e.g. updated_at")  # fmt: skip  # noqa: E501
+    if source.type == "delta" and options.incremental_strategy != "full":
+        report("source.options.incremental_strategy", "applies to postgres sources only; a delta source is read by table version")  # fmt: skip  # noqa: E501
+    reason = unsupported_reason(source, sink)
+    if reason:
+        report(*reason)
+
+
+def _check_project(
+    pipelines: list[PipelineSpec],
+    declared: dict[str, ConnectionSpec],
+    environ: Mapping[str, str],
+    problems: list[SpecProblem],
+) -> None:
+    _check_unique(pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as", problems)  # fmt: skip  # noqa: E501
+    _check_unique(pipelines, lambda p: "/".join(p.asset_key), "asset_key", "has the same asset key as", problems)  # fmt: skip  # noqa: E501
+    _check_unique(pipelines, lambda p: p.name, "name", "has the same name as", problems)
+    for pipeline in pipelines:
+        for side, endpoint in (("source", pipeline.source), ("sink", pipeline.sink)):
+            message = _unknown_connection(endpoint.connection_id, endpoint.connection_type, declared, environ)  # fmt: skip  # noqa: E501
+            if message:
+                problems.append(SpecProblem(pipeline.file, pipeline.name, f"{side}.connection_id", message))  # fmt: skip  # noqa: E501
+
+
+def _check_unique(
+    pipelines: list[PipelineSpec], key: Any, field: str, verb: str, problems: list[SpecProblem]
+) -> None:
+    first_by_key: dict[str, PipelineSpec] = {}
+    for pipeline in pipelines:
+        value = key(pipeline)
+        first = first_by_key.setdefault(value, pipeline)
+        if first is not pipeline:
+            problems.append(SpecProblem(
+                pipeline.file, pipeline.name, field,
+                f"{verb} pipeline '{first.name}' in {first.file} ({value}); each pipeline needs its own",
+            ))  # fmt: skip
+
+
+def _unknown_connection(
+    connection_id: str | None,
+    connection_type: str,
+    declared: dict[str, ConnectionSpec],
+    environ: Mapping[str, str],
+) -> str | None:
+    """A connection is known when declared under `connections:` or configured for its type."""
+    if connection_id is None or connection_id in declared:
+        return None
+    if connection_type == "env" and env_var_for(connection_id) in environ:
+        return None
+    if connection_type == "vault" and environ.get("VAULT_ADDR"):
+        return None
+    if connection_type == "vault":
+        return (f"connection '{connection_id}' is unknown: set VAULT_ADDR (and VAULT_TOKEN or "
+                f"VAULT_ROLE_ID/VAULT_SECRET_ID) or declare it under `connections:`")  # fmt: skip
+    return (f"connection '{connection_id}' is unknown: set {env_var_for(connection_id)} to a "
+            f"libpq URI or declare it under `connections:`")  # fmt: skip

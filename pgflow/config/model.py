@@ -1,0 +1,140 @@
+"""Typed pipeline specs: what a YAML file says once it has been validated.
+
+Every class is a frozen dataclass so a spec can be shared between the code location,
+sensors and runs without anyone mutating it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+ConnectionType = Literal["env", "vault"]
+SourceType = Literal["postgres", "delta"]
+SinkType = Literal["postgres", "delta"]
+IncrementalStrategy = Literal["full", "column", "xmin", "cdc"]
+SinkMode = Literal[
+    "full_refresh", "incremental_append", "incremental_merge", "replace", "partition_replace"
+]
+FullRefreshMethod = Literal["truncate_insert", "exchange"]
+MergePolicy = Literal["delete_insert", "upsert", "shadow_swap"]
+DuplicatePolicy = Literal["fail", "keep_last"]
+NativeMode = Literal["auto", "required", "disabled"]
+SchemaChangePolicy = Literal["fail", "add_columns", "sync"]
+
+
+@dataclass(frozen=True)
+class TableName:
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    incremental_strategy: IncrementalStrategy = "full"
+    incremental_column: str | None = None
+    lookback: timedelta | None = None
+    on_null_cursor: Literal["exclude", "include", "fail"] = "exclude"
+    # CDC (logical replication) settings.
+    slot_name: str | None = None
+    publication_name: str | None = None
+    snapshot: Literal["initial", "never"] = "initial"
+    auto_cleanup: bool = False
+    deleted_column: str | None = None
+    on_truncate: Literal["apply", "fail"] = "apply"
+    target_batch_size: int | None = None
+    max_changes_per_run: int | None = None
+    include_columns: tuple[str, ...] | None = None
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    type: SourceType
+    connection_id: str | None
+    connection_type: ConnectionType
+    table: TableName | None
+    path: str | None = None
+    options: SourceOptions = field(default_factory=SourceOptions)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    mode: SinkMode
+    method: FullRefreshMethod = "truncate_insert"
+    unique_key: tuple[str, ...] = ()
+    merge_policy: MergePolicy = "delete_insert"
+    duplicate_policy: DuplicatePolicy = "fail"
+    only_new_rows: bool = False
+    custom_predicate: str | None = None
+    partition_column: str | None = None
+    native_mode: NativeMode = "auto"
+    on_schema_change: SchemaChangePolicy = "fail"
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    type: SinkType
+    connection_id: str | None
+    connection_type: ConnectionType
+    table: TableName | None
+    strategy: StrategySpec
+    path: str | None = None
+
+    @property
+    def target_id(self) -> str:
+        """What two pipelines must never share: the physical target they write."""
+        if self.type == "delta":
+            return f"delta:{self.path}"
+        return f"postgres:{self.connection_id}:{self.table}"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    cron: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class FreshnessSpec:
+    fail_after: timedelta
+    warn_after: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    file: Path
+    source: SourceSpec
+    sink: SinkSpec
+    asset_key: tuple[str, ...]
+    group: str
+    description: str | None = None
+    schedule: ScheduleSpec | None = None
+    freshness: FreshnessSpec | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    owners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """A connection declared under `connections:`; pipelines may also use undeclared ones."""
+
+    connection_id: str
+    type: ConnectionType = "env"
+    file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    pipelines: tuple[PipelineSpec, ...]
+    connections: dict[str, ConnectionSpec] = field(default_factory=dict)
+
+    def source_connection_ids(self) -> list[str]:
+        ids = {p.source.connection_id for p in self.pipelines if p.source.connection_id}
+        return sorted(ids)

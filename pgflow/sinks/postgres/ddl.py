@@ -1,0 +1,120 @@
+"""Create a target table in the sink from the source catalog, with faithful types.
+
+Type mapping, stated once:
+- built-in types keep their exact declaration (numeric(12,2), varchar(20), timestamptz, uuid,
+  jsonb, arrays of built-ins, ranges);
+- enums are RE-CREATED in the target's schema with the same name and labels (an existing enum
+  of that name must hold every source label);
+- domains are MAPPED to their base type (a domain's CHECK guards the source's writes, not the
+  replica's), arrays of domains to arrays of the base type;
+- other user-defined types (composites, extension types, user ranges) are mapped to text.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import TableName
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources.catalog import FIRST_USER_OID, Column, TableInfo
+
+
+class TargetSchemaError(RuntimeError):
+    """The target exists but cannot take the source's rows; says which column and the fix."""
+
+
+def target_type(column: Column, target_schema: str) -> sql.Composable:
+    if column.enum_name is not None:
+        enum = sql.Identifier(target_schema, column.enum_name.name)
+        return sql.SQL("{}[]").format(enum) if column.element_oid else enum
+    if column.base_type_oid < FIRST_USER_OID:
+        return sql.SQL(column.base_type_sql)  # catalog output: trusted type syntax
+    if column.element_oid and column.element_oid < FIRST_USER_OID:
+        return sql.SQL(f"{column.element_type_sql}[]")
+    return sql.SQL("text")
+
+
+def ensure_enums(log: SqlLog, source: TableInfo, target_schema: str) -> None:
+    seen: set[str] = set()
+    for column in source.columns:
+        if column.enum_name is None or column.enum_name.name in seen:
+            continue
+        seen.add(column.enum_name.name)
+        _ensure_enum(log, TableName(target_schema, column.enum_name.name), column.enum_labels)
+
+
+def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
+    existing = log.conn.execute(
+        "SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_type t"
+        " JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid"
+        " WHERE n.nspname = %s AND t.typname = %s",
+        (enum.schema, enum.name),
+    ).fetchone()
+    if existing is None or existing[0] is None:
+        log.execute(sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+            sql.Identifier(enum.schema, enum.name),
+            sql.SQL(", ").join(map(sql.Literal, labels)),
+        ))  # fmt: skip
+        return
+    missing = [label for label in labels if label not in existing[0]]
+    if missing:
+        raise TargetSchemaError(
+            f"enum {enum} in the sink lacks the source label(s) {', '.join(missing)}; add them with "
+            f"ALTER TYPE {enum} ADD VALUE '...' (outside a transaction) and run again"
+        )
+
+
+def create_target(log: SqlLog, source: TableInfo, target: TableName) -> None:
+    """CREATE the target like the source: columns, NOT NULLs and primary key."""
+    log.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema)))
+    ensure_enums(log, source, target.schema)
+    parts = [
+        sql.SQL("{} {}{}").format(
+            sql.Identifier(c.name),
+            target_type(c, target.schema),
+            sql.SQL(" NOT NULL") if c.not_null else sql.SQL(""),
+        )
+        for c in source.columns
+    ]
+    if source.primary_key:
+        parts.append(sql.SQL("PRIMARY KEY ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, source.primary_key))
+        ))  # fmt: skip
+    log.execute(sql.SQL("CREATE TABLE {} ({})").format(
+        sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts)
+    ))  # fmt: skip
+
+
+def check_target_fits(source: TableInfo, target: TableInfo) -> None:
+    """Every source column must exist in the target; extra target columns must be fillable."""
+    missing = [c.name for c in source.columns if target.column(c.name) is None]
+    if missing:
+        raise TargetSchemaError(
+            f"target {target.table} has no column(s) {', '.join(missing)} that the source "
+            f"{source.table} has; add them to the target (or drop the target so pgflow recreates it)"
+        )
+
+
+def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
+    """True when raw binary COPY bytes from the source are valid input for the target."""
+    for column in source.columns:
+        target_column = target.column(column.name)
+        if target_column is None or column.wire_type is None:
+            return False
+        if column.wire_type != target_column.wire_type:
+            return False
+        if column.base_type_sql != target_column.base_type_sql and column.kind != "e":
+            return False  # same OID, other typmod (e.g. numeric(12,2) vs numeric(10,2))
+    return True
+
+
+def lock_target(log: SqlLog, target: TableName) -> None:
+    """Serialize loads of one target across processes, released when the transaction ends."""
+    log.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+        sql.Literal(f"pgflow:{target}")
+    ))  # fmt: skip
+
+
+def quote_table(conn: psycopg.Connection, table: TableName) -> str:
+    return sql.Identifier(table.schema, table.name).as_string(conn)

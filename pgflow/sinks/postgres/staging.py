@@ -1,0 +1,100 @@
+"""UNLOGGED staging tables: every load lands here first, then one transaction applies it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import TableName
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources.base import CopyFormat
+
+STAGING_SCHEMA = "_pgflow_staging"
+PROGRESS_EVERY_SECONDS = 10.0
+
+# (rows so far, bytes so far); rows are approximate while streaming (one COPY message per row).
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CopyStats:
+    rows: int
+    bytes: int
+    seconds: float
+
+
+def staging_name(target: TableName) -> TableName:
+    suffix = secrets.token_hex(4)
+    # Postgres truncates identifiers at 63 bytes; keep the suffix that makes the name unique.
+    base = target.name.encode()[: 63 - len(suffix) - 2].decode(errors="ignore")
+    return TableName(STAGING_SCHEMA, f"{base}__{suffix}")
+
+
+def create_staging(log: SqlLog, target: TableName, columns: Sequence[str]) -> TableName:
+    """An empty UNLOGGED table with the target's types, in the source's column order."""
+    _ensure_staging_schema(log)
+    staging = staging_name(target)
+    log.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
+        sql.Identifier(staging.schema, staging.name),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Identifier(target.schema, target.name),
+    ))  # fmt: skip
+    return staging
+
+
+def _ensure_staging_schema(log: SqlLog) -> None:
+    # Two loads may race to create the schema; a savepoint keeps the loser's transaction usable.
+    exists = log.conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (STAGING_SCHEMA,)
+    ).fetchone()
+    if exists:
+        return
+    try:
+        with log.conn.transaction():
+            log.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(STAGING_SCHEMA)
+            ))  # fmt: skip
+    except psycopg.errors.UniqueViolation:
+        pass
+
+
+def copy_into(
+    log: SqlLog,
+    staging: TableName,
+    columns: Sequence[str],
+    chunks: Iterable[bytes],
+    fmt: CopyFormat,
+    progress: ProgressCallback | None = None,
+) -> CopyStats:
+    """Stream COPY data into staging chunk by chunk; memory holds one chunk at a time."""
+    options = sql.SQL(" (FORMAT BINARY)") if fmt == "binary" else sql.SQL("")
+    query = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+        sql.Identifier(staging.schema, staging.name),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        options,
+    )
+    log.record(query)
+    started = last_report = time.monotonic()
+    messages = total_bytes = 0
+    with log.conn.cursor() as cur:
+        with cur.copy(query) as copy:
+            for chunk in chunks:
+                copy.write(chunk)
+                messages += 1
+                total_bytes += len(chunk)
+                if progress and time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+                    last_report = time.monotonic()
+                    progress(messages, total_bytes)
+        rows = cur.rowcount
+    return CopyStats(rows=rows, bytes=total_bytes, seconds=time.monotonic() - started)
+
+
+def drop_staging(log: SqlLog, staging: TableName) -> None:
+    log.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
+        sql.Identifier(staging.schema, staging.name)
+    ))  # fmt: skip
