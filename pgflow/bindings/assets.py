@@ -1,0 +1,96 @@
+"""One software-defined asset per pipeline spec, plus an upstream spec per source table.
+
+No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
+"""
+
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from pgflow.bindings.io_managers import PipelineRead, io_manager_key
+from pgflow.config.model import PipelineSpec, Project, SourceSpec
+
+
+def pool_for(connection_id: str) -> str:
+    """One Dagster concurrency pool per source connection: caps loads hitting one OLTP database."""
+    return f"pgflow/source/{connection_id}"
+
+
+def source_asset_key(source: SourceSpec) -> dg.AssetKey:
+    if source.type == "delta":
+        return dg.AssetKey(["delta_source", str(source.path).rstrip("/").split("/")[-1]])
+    assert source.connection_id and source.table
+    return dg.AssetKey([source.connection_id, source.table.schema, source.table.name])
+
+
+def source_specs(project: Project) -> list[dg.AssetSpec]:
+    """External tables the pipelines read, so the UI shows source -> target lineage."""
+    specs: dict[dg.AssetKey, dg.AssetSpec] = {}
+    for pipeline in project.pipelines:
+        source = pipeline.source
+        key = source_asset_key(source)
+        if key in specs:
+            continue
+        where = f"table {source.table} on connection '{source.connection_id}'"
+        specs[key] = dg.AssetSpec(
+            key=key,
+            description=f"Source {where}, read by pgflow.",
+            group_name=source.connection_id or "sources",
+            kinds={source.type},
+        )
+    return list(specs.values())
+
+
+def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
+    sink, source = pipeline.sink, pipeline.source
+    freshness = None
+    if pipeline.freshness:
+        freshness = dg.FreshnessPolicy.time_window(
+            fail_window=pipeline.freshness.fail_after, warn_window=pipeline.freshness.warn_after
+        )
+
+    @dg.asset(
+        key=dg.AssetKey(list(pipeline.asset_key)),
+        name=None,
+        group_name=pipeline.group,
+        description=pipeline.description or _default_description(pipeline),
+        deps=[source_asset_key(source)],
+        io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
+        kinds={sink.type},
+        tags=pipeline.tags,
+        owners=list(pipeline.owners),
+        pool=pool_for(source.connection_id) if source.connection_id else None,
+        freshness_policy=freshness,
+        metadata={"pgflow/pipeline": _pipeline_metadata(pipeline)},
+        op_tags={"pgflow/pipeline": pipeline.name},
+    )
+    def _load(context: AssetExecutionContext) -> PipelineRead:
+        context.log.info(
+            f"pipeline '{pipeline.name}' ({pipeline.file}): {source.table} on "
+            f"'{source.connection_id}' -> {sink.table} on '{sink.connection_id}', "
+            f"{sink.strategy.mode}"
+        )
+        return PipelineRead(pipeline)
+
+    return _load
+
+
+def _default_description(pipeline: PipelineSpec) -> str:
+    return (
+        f"{pipeline.source.table} from '{pipeline.source.connection_id}' replicated into "
+        f"{pipeline.sink.table} on '{pipeline.sink.connection_id}' ({pipeline.sink.strategy.mode})."
+    )
+
+
+def _pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:
+    """Non-secret facts about the pipeline, shown in the UI and used by load_input."""
+    sink = pipeline.sink
+    return {
+        "name": pipeline.name,
+        "spec_file": str(pipeline.file),
+        "sink_connection_id": sink.connection_id or "",
+        "sink_connection_type": sink.connection_type,
+        "sink_schema": sink.table.schema if sink.table else "",
+        "sink_table": sink.table.name if sink.table else "",
+        "mode": sink.strategy.mode,
+    }

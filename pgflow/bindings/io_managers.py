@@ -1,0 +1,105 @@
+"""IO managers: one per sink strategy, each streaming a pipeline's source into its sink.
+
+An asset hands its IO manager a `PipelineRead` (what to read, not the rows); the IO manager
+opens the source snapshot and the sink, and runs the load with the strategy it stands for.
+Downstream assets receive a `TableRef` to the loaded table, never the rows in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pgflow.bindings.metadata import load_metadata
+from pgflow.config.model import PipelineSpec, SinkMode, TableName
+from pgflow.connections.resource import PostgresConnections
+from pgflow.sinks.postgres.load import load_table
+from pgflow.sources.postgres import PostgresTableSource
+
+
+@dataclass(frozen=True)
+class PipelineRead:
+    """An asset's output: the pipeline to run. The IO manager does the streaming."""
+
+    pipeline: PipelineSpec
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """What a downstream asset gets: where the table lives; connect with the `pg` resource."""
+
+    connection_id: str
+    connection_type: str
+    table: TableName
+
+
+class PostgresSinkIOManager(dg.ConfigurableIOManager):
+    """Base for the Postgres sink strategies; subclasses name the `mode` they apply."""
+
+    connections: PostgresConnections
+
+    @classmethod
+    def mode(cls) -> SinkMode:
+        raise NotImplementedError
+
+    def handle_output(self, context: dg.OutputContext, obj: PipelineRead) -> None:
+        spec = obj.pipeline
+        if spec.sink.strategy.mode != self.mode():
+            raise dg.DagsterInvariantViolationError(
+                f"pipeline '{spec.name}' uses mode {spec.sink.strategy.mode}, "
+                f"but was given the {self.mode()} IO manager"
+            )
+        source, sink = spec.source, spec.sink
+        assert source.connection_id and source.table and sink.connection_id and sink.table
+        with (
+            self.connections.connect(source.connection_id, source.connection_type) as src_conn,
+            self.connections.connect(sink.connection_id, sink.connection_type, autocommit=True) as dst_conn,  # noqa: E501
+        ):
+            reader = PostgresTableSource(src_conn, source.table)
+            progress = _progress_logger(context, sink.table, reader.info.estimated_rows)
+            result = load_table(dst_conn, reader, sink.table, sink.strategy, progress)
+            src_conn.rollback()  # end the read-only snapshot promptly
+            database = dst_conn.info.dbname
+        context.log.info(
+            f"{sink.table}: {result.rows:,} rows in {result.seconds:.1f}s "
+            f"({result.strategy}, {result.copy_format} COPY)"
+        )
+        context.add_output_metadata(load_metadata(result, database))
+
+    def load_input(self, context: dg.InputContext) -> TableRef:
+        spec = context.upstream_output.definition_metadata.get("pgflow/pipeline") if context.upstream_output else None  # noqa: E501
+        key = context.asset_key.path
+        if spec is None:
+            raise dg.DagsterInvariantViolationError(f"asset {'/'.join(key)} is not a pgflow table")
+        return TableRef(
+            connection_id=spec["sink_connection_id"],
+            connection_type=spec["sink_connection_type"],
+            table=TableName(spec["sink_schema"], spec["sink_table"]),
+        )
+
+
+def _progress_logger(context: dg.OutputContext, table: TableName, estimated: int | None):
+    total = f" of ~{estimated:,} (catalog estimate)" if estimated else ""
+
+    def report(rows: int, bytes_so_far: int) -> None:
+        context.log.info(f"{table}: ~{rows:,} rows{total}, {bytes_so_far / 1e6:,.1f} MB so far")
+
+    return report
+
+
+class FullRefreshIOManager(PostgresSinkIOManager):
+    """full_refresh: the target becomes exactly the source (truncate_insert or exchange)."""
+
+    @classmethod
+    def mode(cls) -> SinkMode:
+        return "full_refresh"
+
+
+IO_MANAGERS: dict[SinkMode, type[PostgresSinkIOManager]] = {
+    "full_refresh": FullRefreshIOManager,
+}
+
+
+def io_manager_key(mode: SinkMode, sink_type: str = "postgres") -> str:
+    return f"pgflow_{sink_type}_{mode}"

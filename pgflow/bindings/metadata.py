@@ -1,0 +1,43 @@
+"""Materialization metadata for a load: Dagster's standard keys plus pgflow's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from pgflow.sinks.postgres.load import LoadResult
+from pgflow.sources.catalog import TableInfo
+
+
+def column_schema(info: TableInfo) -> dg.TableSchema:
+    key = set(info.primary_key)
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.type_sql,
+                constraints=dg.TableColumnConstraints(
+                    nullable=not c.not_null, unique=key == {c.name}
+                ),
+            )
+            for c in info.columns
+        ]
+    )
+
+
+def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
+    rows_per_second = result.rows / result.seconds if result.seconds > 0 else 0.0
+    return {
+        "dagster/row_count": dg.MetadataValue.int(result.rows),
+        "dagster/table_name": dg.MetadataValue.text(f"{database}.{result.target}"),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(result.target_info)),
+        "pgflow/strategy": dg.MetadataValue.text(result.strategy),
+        "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "pgflow/copy_seconds": dg.MetadataValue.float(round(result.copy_seconds, 3)),
+        "pgflow/rows_per_second": dg.MetadataValue.float(round(rows_per_second, 1)),
+        "pgflow/bytes_moved": dg.MetadataValue.int(result.bytes),
+        "pgflow/copy_format": dg.MetadataValue.text(result.copy_format),
+        "pgflow/created_target": dg.MetadataValue.bool(result.created_target),
+        "pgflow/sql": dg.MetadataValue.md("```sql\n" + ";\n".join(result.statements) + ";\n```"),
+    }
