@@ -19,6 +19,10 @@ def parse_duration(text: object) -> timedelta:
     match = _PATTERN.match(str(text).lower())
     if not match or match.group(2) not in _UNITS:
         raise ValueError(
-            f"'{text}' is not a duration; write a number and a unit, e.g. 30s, 5m, 5 minutes, 2h, 1d"
+            f"'{text}' is not a duration; write a number and a unit, "
+            "e.g. 30s, 5m, 5 minutes, 2h, 1d"
         )
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"'{text}' is too long a duration; write at most 999999999 days") from None

@@ -37,6 +37,11 @@ DEFAULT_CONFIG_PATH = "pipelines"
 CONNECTION_TYPES = ("env", "vault")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
+# Dagster's own rules for group names, owners and asset tags (it refuses anything else).
+_GROUP = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}")
+_TAG_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
+_TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
 _PIPELINE_KEYS = ("source", "sink", "name", "asset_key", "group", "description", "schedule",
                   "freshness", "tags", "owners")  # fmt: skip
 
@@ -59,7 +64,8 @@ def discover_files(path: Path) -> list[Path]:
         return sorted(p for p in found if p.is_file())
     raise SpecError(
         [SpecProblem(path, None, None,
-                     "does not exist; set PGFLOW_CONFIG to a spec file or a folder of *.yaml specs")]
+                     "does not exist; set PGFLOW_CONFIG to a spec file or a folder of *.yaml "
+                     "specs")]
     )  # fmt: skip
 
 
@@ -86,15 +92,20 @@ def _load_file(
     file: Path, problems: list[SpecProblem]
 ) -> tuple[list[PipelineSpec], dict[str, ConnectionSpec]]:
     try:
-        document = yaml.safe_load(file.read_text())
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(SpecProblem(file, None, None, f"cannot be read as UTF-8 text: {exc}"))
+        return [], {}
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         problems.append(SpecProblem(file, None, None, f"is not valid YAML: {exc}"))
         return [], {}
     if document is None:
         return [], {}
     if not isinstance(document, Mapping):
-        problems.append(SpecProblem(file, None, None,
-                                    "must hold a mapping with `source` and `sink`, or `pipelines:`"))  # fmt: skip
+        message = "must hold a mapping with `source` and `sink`, or `pipelines:`"
+        problems.append(SpecProblem(file, None, None, message))
         return [], {}
 
     def report_file(field: str, message: str) -> None:
@@ -110,7 +121,9 @@ def _load_file(
         fields = [f"pipelines[{i}]" for i in range(len(entries))]
         top.finish()
     elif top.has("source") or top.has("sink"):
-        entries, fields = [document], [""]
+        # `connections:` was read above; the pipeline itself is everything else.
+        entries = [{k: v for k, v in document.items() if k != "connections"}]
+        fields = [""]
     else:
         if not connections:
             top.problem("source", "is required: a spec holds `source` and `sink`, or `pipelines:`")
@@ -129,7 +142,7 @@ def _read_connections(top: Section, file: Path) -> dict[str, ConnectionSpec]:
     if declared is None:
         return {}
     result = {}
-    for connection_id in declared.keys():
+    for connection_id in declared.keys():  # noqa: SIM118 (a Section, not a dict)
         entry = declared.section(connection_id)
         kind = entry.text("type", choices=CONNECTION_TYPES, default="env") if entry else "env"
         if entry:
@@ -142,7 +155,8 @@ def _read_pipeline(
     entry: Any, prefix: str, file: Path, problems: list[SpecProblem]
 ) -> PipelineSpec | None:
     if not isinstance(entry, Mapping):
-        problems.append(SpecProblem(file, None, prefix or None, "must be a mapping with `source` and `sink`"))  # fmt: skip
+        message = "must be a mapping with `source` and `sink`"
+        problems.append(SpecProblem(file, None, prefix or None, message))
         return None
     label = _pipeline_label(entry)
     before = len(problems)
@@ -157,12 +171,18 @@ def _read_pipeline(
     if not _NAME.match(name):
         spec.problem("name", f"'{name}' must be letters, digits and _ (not starting with a digit)")
     asset_key = _read_asset_key(spec, sink)
-    group = spec.text("group") or (source.connection_id if source else None) or "pgflow"
+    group = spec.text("group")
+    if group is not None and not _GROUP.match(group):
+        spec.problem("group", f"'{group}' must be letters, digits and _ (segments joined by /)")
+    if not group:
+        # Default: the source connection id, made a valid Dagster group name.
+        connection_id = source.connection_id if source else None
+        group = re.sub(r"[^A-Za-z0-9_]", "_", connection_id) if connection_id else "pgflow"
     description = spec.text("description")
     schedule = _read_schedule(spec)
     freshness = _read_freshness(spec)
     tags = _read_tags(spec)
-    owners = spec.names("owners") or ()
+    owners = _read_owners(spec)
     spec.finish()
     if source is None or sink is None or len(problems) > before:
         return None
@@ -225,7 +245,7 @@ def _read_source(section: Section | None, report: Any) -> SourceSpec | None:
 
 def _read_source_options(o: Section) -> SourceOptions:
     lookback = None
-    if o.has("lookback"):
+    if o.raw("lookback") is not None:
         try:
             lookback = parse_duration(o.raw("lookback"))
         except ValueError as exc:
@@ -268,14 +288,14 @@ def _read_strategy(s: Section) -> StrategySpec | None:
                   "incremental_merge", "replace", "partition_replace"))  # fmt: skip
     strategy = StrategySpec(
         mode=mode or "full_refresh",  # type: ignore[arg-type]
-        method=s.text("method", choices=("truncate_insert", "exchange"), default="truncate_insert"),  # type: ignore[arg-type]  # noqa: E501
+        method=s.text("method", choices=("truncate_insert", "exchange"), default="truncate_insert"),  # type: ignore[arg-type]
         unique_key=s.names("unique_key") or (),
         merge_policy=s.text("merge_policy", choices=("delete_insert", "upsert", "shadow_swap"), default="delete_insert"),  # type: ignore[arg-type]  # noqa: E501
-        duplicate_policy=s.text("duplicate_policy", choices=("fail", "keep_last"), default="fail"),  # type: ignore[arg-type]  # noqa: E501
+        duplicate_policy=s.text("duplicate_policy", choices=("fail", "keep_last"), default="fail"),  # type: ignore[arg-type]
         only_new_rows=s.flag("only_new_rows"),
         custom_predicate=s.text("custom_predicate"),
         partition_column=s.text("partition_column"),
-        native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]  # noqa: E501
+        native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]
         on_schema_change=s.text("on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"),  # type: ignore[arg-type]  # noqa: E501
     )
     s.finish()
@@ -293,7 +313,8 @@ def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
         return ("pipeline",)
     if sink.type == "delta":
         return ("delta", Path(str(sink.path).rstrip("/")).name)
-    assert sink.table is not None
+    if sink.table is None:  # a missing table or table field was reported already
+        return ("pipeline",)
     return (sink.table.schema, sink.table.name)
 
 
@@ -313,7 +334,7 @@ def _read_schedule(spec: Section) -> ScheduleSpec | None:
         spec.problem("schedule", "must be a cron string or a mapping with `cron` and `timezone`")
         return None
     if cron and not is_valid_cron_string(cron):
-        spec.problem("schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")  # fmt: skip
+        spec.problem("schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")  # fmt: skip  # noqa: E501
         return None
     if not _valid_timezone(timezone):
         spec.problem("schedule", f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin")  # fmt: skip  # noqa: E501
@@ -359,9 +380,35 @@ def _read_tags(spec: Section) -> dict[str, str]:
     if not isinstance(raw, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in raw.items()
     ):
-        spec.problem("tags", "must be a mapping of tag names to string values, e.g. {domain: sales}")
+        spec.problem("tags", "must be a mapping of tag names to string values, e.g. {domain: sales}")  # noqa: E501
         return {}
-    return {k: str(v) for k, v in raw.items()}
+    tags = {k: str(v) for k, v in raw.items()}
+    allowed = "must be letters, digits, _, - or . (at most 63 characters)"
+    for key, value in tags.items():
+        if not _TAG_KEY.match(key):
+            spec.problem("tags", f"tag name '{key}' {allowed}")
+        elif not _TAG_VALUE.match(value):
+            spec.problem(f"tags.{key}", f"'{value}' {allowed}")
+    return tags
+
+
+def _read_owners(spec: Section) -> tuple[str, ...]:
+    raw = spec.raw("owners")
+    if raw is None:
+        return ()
+    owners = [raw] if isinstance(raw, str) else raw
+    example = "e.g. [team:data-platform, ana@example.com]"
+    if not isinstance(owners, list) or not owners:
+        spec.problem("owners", f"must be a list of owners, {example}, got {raw!r}")
+        return ()
+    for owner in owners:
+        if not (isinstance(owner, str) and _valid_owner(owner)):
+            spec.problem("owners", f"'{owner}' must be an email address or team:<name>, {example}")
+    return tuple(o for o in owners if isinstance(o, str))
+
+
+def _valid_owner(owner: str) -> bool:
+    return bool(_EMAIL.fullmatch(owner)) or (owner.startswith("team:") and len(owner) > 5)
 
 
 def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
@@ -409,7 +456,8 @@ def _check_unique(
         if first is not pipeline:
             problems.append(SpecProblem(
                 pipeline.file, pipeline.name, field,
-                f"{verb} pipeline '{first.name}' in {first.file} ({value}); each pipeline needs its own",
+                f"{verb} pipeline '{first.name}' in {first.file} ({value}); "
+                "each pipeline needs its own",
             ))  # fmt: skip
 
 
@@ -422,7 +470,7 @@ def _unknown_connection(
     """A connection is known when declared under `connections:` or configured for its type."""
     if connection_id is None or connection_id in declared:
         return None
-    if connection_type == "env" and env_var_for(connection_id) in environ:
+    if connection_type == "env" and environ.get(env_var_for(connection_id)):
         return None
     if connection_type == "vault" and environ.get("VAULT_ADDR"):
         return None

@@ -50,7 +50,7 @@ class Section:
     ) -> str | None:
         value = self.raw(key)
         allowed = list(choices) if choices is not None else None
-        if value is None:
+        if value is None or (required and value == ""):
             if required:
                 hint = f"; one of: {', '.join(allowed)}" if allowed else ""
                 self.problem(key, f"is required{hint}")

@@ -10,13 +10,16 @@ from pgflow.config.model import SinkSpec, SourceSpec
 
 SUPPORTED_SOURCES = {("postgres", "full")}
 SUPPORTED_SINK_MODES = {("postgres", "full_refresh")}
+SUPPORTED_SCHEMA_CHANGES = {"fail"}
 
 
 def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | None:
     """(field, message) when the spec asks for a source or sink strategy not available yet."""
     strategy = source.options.incremental_strategy
     if (source.type, strategy) not in SUPPORTED_SOURCES:
-        field = "source.type" if source.type != "postgres" else "source.options.incremental_strategy"
+        field = (
+            "source.type" if source.type != "postgres" else "source.options.incremental_strategy"
+        )
         return field, (
             f"{source.type} source with incremental_strategy '{strategy}' is not supported yet; "
             f"supported now: {_describe(SUPPORTED_SOURCES)}"
@@ -26,6 +29,16 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
         return field, (
             f"{sink.type} sink with mode '{sink.strategy.mode}' is not supported yet; "
             f"supported now: {_describe(SUPPORTED_SINK_MODES)}"
+        )
+    # Settings the runtime would otherwise ignore silently.
+    if source.options.include_columns is not None:
+        return "source.options.include_columns", (
+            "is not supported yet; every column of the source table is copied, remove the key"
+        )
+    if sink.strategy.on_schema_change not in SUPPORTED_SCHEMA_CHANGES:
+        return "sink.strategy.on_schema_change", (
+            f"'{sink.strategy.on_schema_change}' is not supported yet; supported now: fail "
+            "(a load stops when the target's columns do not fit the source)"
         )
     return None
 

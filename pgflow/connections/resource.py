@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, PrivateAttr
 
 from pgflow.connections.secrets import (
@@ -63,7 +64,9 @@ class PostgresConnections(dg.ConfigurableResource):
     ) -> Iterator[psycopg.Connection]:
         """Open a connection; connect failures are re-raised without any secret in the text."""
         conninfo = self.conninfo(connection_id, connection_type)
-        kwargs.setdefault("application_name", self.application_name)
+        # A connection's own application_name (secret key or URI parameter) beats the default.
+        if "application_name" not in conninfo_to_dict(conninfo):
+            kwargs.setdefault("application_name", self.application_name)
         try:
             conn = psycopg.connect(conninfo, **kwargs)
         except psycopg.Error as exc:

@@ -124,7 +124,8 @@ def conninfo_from_secret(secret: Mapping[str, object], where: str) -> str:
     if "url" in secret:
         url = str(secret["url"])
         _check_parses(url, f"{where}: key url")
-        extra = {k: str(v) for k, v in secret.items() if k in _OPTIONAL_KEYS}
+        # Other keys (e.g. a password kept out of the URL) complete or override it, never vanish.
+        extra = {k: str(v) for k, v in secret.items() if k != "url" and v is not None}
         return make_conninfo(url, **extra) if extra else url
     missing = [k for k in ("host", "dbname", "user") if not secret.get(k)]
     if missing:

@@ -8,6 +8,7 @@ rolls all of it back, so the target is either the old rows or the new ones, neve
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -80,9 +81,9 @@ def load_table(
         ddl.check_target_fits(source.info, target_info)
         fmt: CopyFormat = "binary" if ddl.binary_compatible(source.info, target_info) else "text"
         stage = staging.create_staging(log, target, columns)
-        copied = staging.copy_into(
-            log, stage, columns, source.copy_out(columns, fmt), fmt, progress
-        )
+        # closing(): on failure the source's COPY must end now, not when the traceback dies.
+        with closing(source.copy_out(columns, fmt)) as chunks:
+            copied = staging.copy_into(log, stage, columns, chunks, fmt, progress)
         rows = apply(log, target, stage, columns)
         staging.drop_staging(log, stage)
         log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))

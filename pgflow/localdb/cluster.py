@@ -1,0 +1,447 @@
+"""A throw-away local PostgreSQL cluster for development and tests.
+
+The cluster lives in one state folder (``root``)::
+
+    root/data           the data directory (initdb)
+    root/postgres.log   the server log
+    root/cluster.json   user, password and last port (mode 0600: it holds the password)
+
+It listens on 127.0.0.1 only, on a free TCP port, with no unix socket, password (SCRAM)
+authentication and ``wal_level=logical`` so logical replication can be exercised locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+HOST = "127.0.0.1"
+SUPERUSER = "postgres"
+# Postgres refuses to run as root: as root we run the server binaries as this OS user.
+SERVER_OS_USER = "postgres"
+BINDIR_ENV = "PGFLOW_PG_BINDIR"
+INSTALL_HINT = (
+    "PostgreSQL server binaries not found: install them with "
+    "`apt-get install -y postgresql-15` (Debian/Ubuntu) or set PGFLOW_PG_BINDIR"
+)
+START_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 5
+LOG_TAIL_LINES = 30
+START_ATTEMPTS = 3
+SERVER_SETTINGS = {
+    "listen_addresses": HOST,
+    "unix_socket_directories": "",  # TCP only: no socket file to place or clean up
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+}
+
+
+class LocalDbError(RuntimeError):
+    """The local cluster could not be set up, started, stopped or reached."""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)  # kept out of repr so it does not end up in logs
+
+    def uri(self, dbname: str) -> str:
+        """A libpq URI for ``dbname`` (user, password and database percent-encoded)."""
+        user = quote(self.user, safe="")
+        password = quote(self.password, safe="")
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{quote(dbname, safe='')}"
+
+
+def find_bindir() -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl``: $PGFLOW_PG_BINDIR, pg_config, then a scan."""
+    override = os.environ.get(BINDIR_ENV)
+    if override:
+        if _has_server_binaries(Path(override)):
+            return Path(override)
+        raise LocalDbError(f"{BINDIR_ENV}={override} does not contain initdb and pg_ctl")
+    for candidate in _bindir_candidates():
+        if _has_server_binaries(candidate):
+            return candidate
+    raise LocalDbError(INSTALL_HINT)
+
+
+def _bindir_candidates() -> Iterator[Path]:
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        if result.returncode == 0 and result.stdout.strip():
+            yield Path(result.stdout.strip())
+    # Debian installs the server outside PATH; prefer the newest major version.
+    scanned = glob.glob("/usr/lib/postgresql/*/bin")
+    for found in sorted(scanned, key=_major_version, reverse=True):
+        yield Path(found)
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        yield Path(pg_ctl).parent
+
+
+def _major_version(bindir: str) -> int:
+    name = Path(bindir).parent.name
+    return int(name) if name.isdigit() else -1
+
+
+def _has_server_binaries(bindir: Path) -> bool:
+    return all(os.access(bindir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
+
+
+def pick_free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1 (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+class LocalPostgres:
+    """Create, start, stop and destroy a local cluster kept in the state folder ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        self.data_dir = self.root / "data"
+        self.log_file = self.root / "postgres.log"
+        self.state_file = self.root / "cluster.json"
+        self._lock_file = self.root / ".lock"
+
+    # -- public API ------------------------------------------------------------------------
+
+    def start(self, databases: Sequence[str] = ()) -> ClusterInfo:
+        """Initialise and start the cluster if needed, then create the missing ``databases``."""
+        with self._locked():
+            if not self._initialized():
+                self._init_cluster()
+            if self._server_running():
+                info = self._running_info()
+                self._wait_connectable(info)
+            else:
+                info = self._start_server()
+        for name in databases:
+            self._create_database(info, name)
+        return info
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown); nothing to do when it is not running."""
+        if not self.data_dir.is_dir():
+            return
+        with self._locked():
+            self._stop_server()
+
+    def status(self) -> ClusterInfo | None:
+        """The connection info when the server runs and accepts our credentials, else None."""
+        if not self._initialized() or not self._server_running():
+            return None
+        try:
+            info = self._running_info()
+            with self._connect(info):
+                return info
+        except (LocalDbError, psycopg.Error):
+            return None
+
+    def create_database(self, name: str) -> None:
+        """Create database ``name`` unless it exists (the server must be running)."""
+        info = self.status()
+        if info is None:
+            raise LocalDbError(f"local PostgreSQL in {self.root} is not running")
+        self._create_database(info, name)
+
+    def destroy(self) -> None:
+        """Stop the server and delete the whole state folder."""
+        if not self.root.exists():
+            return
+        with self._locked():
+            if self.data_dir.is_dir():
+                self._stop_server()
+            shutil.rmtree(self.root)
+
+    # -- initialisation ----------------------------------------------------------------------
+
+    def _initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def _init_cluster(self) -> None:
+        # A data folder without PG_VERSION is a failed initdb: start over.
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self._prepare_dir(self.data_dir, mode=0o700)
+        password = secrets.token_urlsafe(24)
+        pwfile = self.root / ".pwfile"
+        try:
+            # initdb reads the password file as the server user.
+            self._write_private(pwfile, password + "\n", server_owned=True)
+            self._run_pg(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                what="initdb",
+            )
+        except LocalDbError:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self._save_state({"user": SUPERUSER, "password": password, "port": None})
+
+    def _prepare_dir(self, path: Path, mode: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+        if _as_root():
+            os.chmod(self.root, 0o755)  # root keeps the state folder; the server user owns data/
+            _chown_to_server_user(path)
+            self._check_server_user_access(path)
+
+    def _check_server_user_access(self, path: Path) -> None:
+        # Every parent folder must be traversable by the server user (e.g. not under /root).
+        probe = subprocess.run(_server_user_prefix() + ["test", "-w", str(path)])
+        if probe.returncode != 0:
+            raise LocalDbError(
+                f"OS user {SERVER_OS_USER!r} cannot write to {path}: make its parent folders "
+                "traversable (chmod o+x) or choose a state folder elsewhere (e.g. under /tmp)"
+            )
+
+    # -- server process ----------------------------------------------------------------------
+
+    def _server_running(self) -> bool:
+        if not (self.data_dir / "postmaster.pid").is_file():
+            return False
+        result = self._run_pg("pg_ctl", "status", "-D", str(self.data_dir), check=False)
+        return result.returncode == 0
+
+    def _start_server(self) -> ClusterInfo:
+        state = self._load_state()
+        port = state.get("port")
+        if not isinstance(port, int) or not port_is_free(port):
+            port = pick_free_port()
+        for _ in range(START_ATTEMPTS - 1):
+            try:
+                return self._start_on_port(state, port)
+            except _PortTaken:
+                # Another process grabbed the port between our probe and the server's bind.
+                port = pick_free_port()
+        return self._start_on_port(state, port)
+
+    def _start_on_port(self, state: dict[str, object], port: int) -> ClusterInfo:
+        self._save_state({**state, "port": port})
+        self._ensure_log_file()
+        log_offset = self.log_file.stat().st_size
+        result = self._run_pg(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            _server_options(port),
+            check=False,
+        )
+        if result.returncode != 0:
+            log = self._log_since(log_offset)
+            if "Address already in use" in log:
+                raise _PortTaken(port)
+            raise LocalDbError(
+                f"PostgreSQL failed to start (pg_ctl exit {result.returncode}) in {self.data_dir}"
+                f"\n{_output(result)}\n--- tail of {self.log_file} ---\n{log}"
+            )
+        info = self._info(state, port)
+        self._wait_connectable(info)
+        return info
+
+    def _stop_server(self) -> None:
+        if not self._server_running():
+            return
+        result = self._run_pg(
+            "pg_ctl", "stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT_S), "-D",
+            str(self.data_dir), check=False,
+        )  # fmt: skip
+        if result.returncode != 0 and self._server_running():
+            raise LocalDbError(f"pg_ctl stop failed in {self.data_dir}\n{_output(result)}")
+
+    def _wait_connectable(self, info: ClusterInfo) -> None:
+        # pg_ctl -w returns once the postmaster is ready; this also proves the credentials.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with self._connect(info):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise LocalDbError(
+                        f"PostgreSQL in {self.data_dir} runs on port {info.port} but refuses "
+                        f"connections: {exc}\n--- tail of {self.log_file} ---\n{self._log_tail()}"
+                    ) from exc
+                time.sleep(0.2)
+
+    # -- databases ---------------------------------------------------------------------------
+
+    def _connect(self, info: ClusterInfo, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(info.uri(dbname), connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+
+    def _create_database(self, info: ClusterInfo, name: str) -> None:
+        with self._connect(info) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            if exists:
+                return
+            # A concurrent creator may win the race: that still satisfies "exists".
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    # -- state, log and helpers --------------------------------------------------------------
+
+    def _running_info(self) -> ClusterInfo:
+        return self._info(self._load_state(), self._pid_file_port())
+
+    def _info(self, state: dict[str, object], port: int) -> ClusterInfo:
+        return ClusterInfo(HOST, port, str(state["user"]), str(state["password"]))
+
+    def _pid_file_port(self) -> int:
+        # postmaster.pid line 4 is the port the running server actually listens on.
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        try:
+            return int(lines[3])
+        except (IndexError, ValueError) as exc:
+            raise LocalDbError(f"unreadable {self.data_dir / 'postmaster.pid'}") from exc
+
+    def _load_state(self) -> dict[str, object]:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except FileNotFoundError as exc:
+            raise LocalDbError(
+                f"{self.state_file} is missing, so the password of the cluster in "
+                f"{self.data_dir} is unknown: destroy the folder and start again"
+            ) from exc
+        if not isinstance(state, dict) or "password" not in state or "user" not in state:
+            raise LocalDbError(f"{self.state_file} is not a valid cluster state file")
+        return state
+
+    def _save_state(self, state: dict[str, object]) -> None:
+        self._write_private(self.state_file, json.dumps(state, indent=2) + "\n")
+
+    def _write_private(self, path: Path, text: str, server_owned: bool = False) -> None:
+        """Atomically write ``text`` readable by its owner only."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        if server_owned and _as_root():
+            _chown_to_server_user(tmp)
+        os.replace(tmp, path)
+
+    def _ensure_log_file(self) -> None:
+        self.log_file.touch(exist_ok=True)
+        if _as_root():
+            _chown_to_server_user(self.log_file)  # pg_ctl appends to it as the server user
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_file.open("rb") as handle:
+                handle.seek(offset)
+                text = handle.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return "(no log written)"
+        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:]) or "(log is empty)"
+
+    def _log_tail(self) -> str:
+        return self._log_since(0)
+
+    def _run_pg(
+        self, exe: str, *args: str, what: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = _server_user_prefix() + [str(find_bindir() / exe), *args]
+        # cwd: the server user may not be allowed into the caller's working directory.
+        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise LocalDbError(f"{what or exe} failed (exit {result.returncode})\n{_output(result)}")
+        return result
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Serialise start/stop/destroy of one folder across processes (CLI, tests, workers).
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock_file.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _PortTaken(LocalDbError):
+    def __init__(self, port: int) -> None:
+        super().__init__(f"port {port} is already in use")
+        self.port = port
+
+
+def _server_options(port: int) -> str:
+    # pg_ctl hands -o to /bin/sh, so every value is shell-quoted ('' for the empty socket list).
+    settings = {**SERVER_SETTINGS, "port": str(port)}
+    return " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _server_user_prefix() -> list[str]:
+    if not _as_root():
+        return []
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        raise LocalDbError("running as root needs `runuser` (util-linux) to start PostgreSQL")
+    return [runuser, "-u", SERVER_OS_USER, "--"]
+
+
+def _chown_to_server_user(path: Path) -> None:
+    try:
+        account = pwd.getpwnam(SERVER_OS_USER)
+    except KeyError as exc:
+        raise LocalDbError(
+            f"PostgreSQL refuses to run as root and there is no OS user {SERVER_OS_USER!r}: "
+            "create it (useradd --system postgres) or run as an unprivileged user"
+        ) from exc
+    os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def _output(result: subprocess.CompletedProcess[str]) -> str:
+    return "\n".join(part.strip() for part in (result.stdout, result.stderr) if part.strip())
