@@ -8,6 +8,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
+from pgflow.config.loader import dagster_name
 from pgflow.config.model import PipelineSpec, Project, SourceSpec
 
 
@@ -20,7 +21,7 @@ def source_asset_key(source: SourceSpec) -> dg.AssetKey:
     if source.type == "delta":
         return dg.AssetKey(["delta_source", str(source.path).rstrip("/").split("/")[-1]])
     assert source.connection_id and source.table
-    return dg.AssetKey([source.connection_id, source.table.schema, source.table.name])
+    return dg.AssetKey([dagster_name(source.connection_id), source.table.schema, source.table.name])
 
 
 def source_specs(project: Project) -> list[dg.AssetSpec]:
@@ -35,7 +36,7 @@ def source_specs(project: Project) -> list[dg.AssetSpec]:
         specs[key] = dg.AssetSpec(
             key=key,
             description=f"Source {where}, read by pgflow.",
-            group_name=source.connection_id or "sources",
+            group_name=dagster_name(source.connection_id or "sources"),
             kinds={source.type},
         )
     return list(specs.values())

@@ -51,6 +51,11 @@ def env_var_for(connection_id: str) -> str:
     return "PGFLOW_CONN_" + re.sub(r"[^A-Z0-9]", "_", connection_id.upper())
 
 
+def dagster_name(text: str) -> str:
+    """`text` as a valid Dagster group name or asset key part: anything else becomes `_`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     return Path(environ.get("PGFLOW_CONFIG") or DEFAULT_CONFIG_PATH)
@@ -177,7 +182,7 @@ def _read_pipeline(
     if not group:
         # Default: the source connection id, made a valid Dagster group name.
         connection_id = source.connection_id if source else None
-        group = re.sub(r"[^A-Za-z0-9_]", "_", connection_id) if connection_id else "pgflow"
+        group = dagster_name(connection_id) if connection_id else "pgflow"
     description = spec.text("description")
     schedule = _read_schedule(spec)
     freshness = _read_freshness(spec)
@@ -251,10 +256,10 @@ def _read_source_options(o: Section) -> SourceOptions:
         except ValueError as exc:
             o.problem("lookback", str(exc))
     options = SourceOptions(
-        incremental_strategy=o.text("incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"),  # type: ignore[arg-type]  # noqa: E501
+        incremental_strategy=o.text("incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"),  # type: ignore[arg-type]
         incremental_column=o.text("incremental_column"),
         lookback=lookback,
-        on_null_cursor=o.text("on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"),  # type: ignore[arg-type]  # noqa: E501
+        on_null_cursor=o.text("on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"),  # type: ignore[arg-type]
         slot_name=o.text("slot_name"),
         publication_name=o.text("publication_name"),
         snapshot=o.text("snapshot", choices=("initial", "never"), default="initial"),  # type: ignore[arg-type]
@@ -290,13 +295,13 @@ def _read_strategy(s: Section) -> StrategySpec | None:
         mode=mode or "full_refresh",  # type: ignore[arg-type]
         method=s.text("method", choices=("truncate_insert", "exchange"), default="truncate_insert"),  # type: ignore[arg-type]
         unique_key=s.names("unique_key") or (),
-        merge_policy=s.text("merge_policy", choices=("delete_insert", "upsert", "shadow_swap"), default="delete_insert"),  # type: ignore[arg-type]  # noqa: E501
+        merge_policy=s.text("merge_policy", choices=("delete_insert", "upsert", "shadow_swap"), default="delete_insert"),  # type: ignore[arg-type]
         duplicate_policy=s.text("duplicate_policy", choices=("fail", "keep_last"), default="fail"),  # type: ignore[arg-type]
         only_new_rows=s.flag("only_new_rows"),
         custom_predicate=s.text("custom_predicate"),
         partition_column=s.text("partition_column"),
         native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]
-        on_schema_change=s.text("on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"),  # type: ignore[arg-type]  # noqa: E501
+        on_schema_change=s.text("on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"),  # type: ignore[arg-type]
     )
     s.finish()
     return strategy if mode else None
@@ -307,7 +312,7 @@ def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
     if raw is not None:
         parts = tuple(raw.strip("/").split("/"))
         if not all(_KEY_PART.match(p) for p in parts):
-            spec.problem("asset_key", f"'{raw}' must be parts of letters, digits, _ or - joined by /, e.g. landing/orders")  # fmt: skip  # noqa: E501
+            spec.problem("asset_key", f"'{raw}' must be parts of letters, digits, _ or - joined by /, e.g. landing/orders")  # fmt: skip
         return parts
     if sink is None:
         return ("pipeline",)
@@ -334,10 +339,10 @@ def _read_schedule(spec: Section) -> ScheduleSpec | None:
         spec.problem("schedule", "must be a cron string or a mapping with `cron` and `timezone`")
         return None
     if cron and not is_valid_cron_string(cron):
-        spec.problem("schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")  # fmt: skip  # noqa: E501
+        spec.problem("schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")  # fmt: skip
         return None
     if not _valid_timezone(timezone):
-        spec.problem("schedule", f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin")  # fmt: skip  # noqa: E501
+        spec.problem("schedule", f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin")  # fmt: skip
         return None
     return ScheduleSpec(cron, timezone) if cron else None
 
@@ -359,7 +364,7 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
     try:
         if isinstance(raw, str):
             return FreshnessSpec(fail_after=parse_duration(raw))
-        if isinstance(raw, Mapping) and set(raw) <= {"fail_after", "warn_after"} and "fail_after" in raw:  # noqa: E501
+        if isinstance(raw, Mapping) and set(raw) <= {"fail_after", "warn_after"} and "fail_after" in raw:
             warn = parse_duration(raw["warn_after"]) if raw.get("warn_after") else None
             fail = parse_duration(raw["fail_after"])
             if warn is not None and warn >= fail:
@@ -369,7 +374,7 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
     except ValueError as exc:
         spec.problem("freshness", str(exc))
         return None
-    spec.problem("freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after")  # fmt: skip  # noqa: E501
+    spec.problem("freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after")  # fmt: skip
     return None
 
 
@@ -380,7 +385,7 @@ def _read_tags(spec: Section) -> dict[str, str]:
     if not isinstance(raw, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in raw.items()
     ):
-        spec.problem("tags", "must be a mapping of tag names to string values, e.g. {domain: sales}")  # noqa: E501
+        spec.problem("tags", "must be a mapping of tag names to string values, e.g. {domain: sales}")
         return {}
     tags = {k: str(v) for k, v in raw.items()}
     allowed = "must be letters, digits, _, - or . (at most 63 characters)"
@@ -414,17 +419,17 @@ def _valid_owner(owner: str) -> bool:
 def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
     strategy, options = sink.strategy, source.options
     if strategy.mode == "incremental_merge" and not strategy.unique_key:
-        report("sink.strategy.unique_key", "is required for mode incremental_merge: list the key column(s), e.g. [id]")  # fmt: skip  # noqa: E501
+        report("sink.strategy.unique_key", "is required for mode incremental_merge: list the key column(s), e.g. [id]")  # fmt: skip
     if strategy.only_new_rows and not strategy.unique_key:
-        report("sink.strategy.unique_key", "is required with only_new_rows: true (it decides which rows are new)")  # fmt: skip  # noqa: E501
+        report("sink.strategy.unique_key", "is required with only_new_rows: true (it decides which rows are new)")  # fmt: skip
     if strategy.mode == "replace" and not strategy.custom_predicate:
-        report("sink.strategy.custom_predicate", "is required for mode replace: a SQL condition on the target, e.g. \"order_date >= '2026-01-01'\"")  # fmt: skip  # noqa: E501
+        report("sink.strategy.custom_predicate", "is required for mode replace: a SQL condition on the target, e.g. \"order_date >= '2026-01-01'\"")  # fmt: skip
     if strategy.mode == "partition_replace" and not strategy.partition_column:
-        report("sink.strategy.partition_column", "is required for mode partition_replace: the column that decides each row's partition")  # fmt: skip  # noqa: E501
+        report("sink.strategy.partition_column", "is required for mode partition_replace: the column that decides each row's partition")  # fmt: skip
     if options.incremental_strategy == "column" and not options.incremental_column:
-        report("source.options.incremental_column", "is required with incremental_strategy: column: name the cursor column, e.g. updated_at")  # fmt: skip  # noqa: E501
+        report("source.options.incremental_column", "is required with incremental_strategy: column: name the cursor column, e.g. updated_at")  # fmt: skip
     if source.type == "delta" and options.incremental_strategy != "full":
-        report("source.options.incremental_strategy", "applies to postgres sources only; a delta source is read by table version")  # fmt: skip  # noqa: E501
+        report("source.options.incremental_strategy", "applies to postgres sources only; a delta source is read by table version")  # fmt: skip
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
@@ -436,14 +441,14 @@ def _check_project(
     environ: Mapping[str, str],
     problems: list[SpecProblem],
 ) -> None:
-    _check_unique(pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as", problems)  # fmt: skip  # noqa: E501
-    _check_unique(pipelines, lambda p: "/".join(p.asset_key), "asset_key", "has the same asset key as", problems)  # fmt: skip  # noqa: E501
+    _check_unique(pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as", problems)  # fmt: skip
+    _check_unique(pipelines, lambda p: "/".join(p.asset_key), "asset_key", "has the same asset key as", problems)  # fmt: skip
     _check_unique(pipelines, lambda p: p.name, "name", "has the same name as", problems)
     for pipeline in pipelines:
         for side, endpoint in (("source", pipeline.source), ("sink", pipeline.sink)):
-            message = _unknown_connection(endpoint.connection_id, endpoint.connection_type, declared, environ)  # fmt: skip  # noqa: E501
+            message = _unknown_connection(endpoint.connection_id, endpoint.connection_type, declared, environ)  # fmt: skip
             if message:
-                problems.append(SpecProblem(pipeline.file, pipeline.name, f"{side}.connection_id", message))  # fmt: skip  # noqa: E501
+                problems.append(SpecProblem(pipeline.file, pipeline.name, f"{side}.connection_id", message))  # fmt: skip
 
 
 def _check_unique(

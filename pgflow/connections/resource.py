@@ -32,8 +32,8 @@ class PostgresConnections(dg.ConfigurableResource):
     """Resolves `connection_id` + `connection_type` (env | vault) to live psycopg connections."""
 
     vault_addr: str | None = Field(default=None, description="Defaults to $VAULT_ADDR.")
-    vault_mount: str | None = Field(default=None, description="Defaults to $PGFLOW_VAULT_MOUNT or 'secret'.")  # noqa: E501
-    vault_prefix: str | None = Field(default=None, description="Defaults to $PGFLOW_VAULT_PREFIX or 'pgflow'.")  # noqa: E501
+    vault_mount: str | None = Field(default=None, description="Defaults to $PGFLOW_VAULT_MOUNT or 'secret'.")
+    vault_prefix: str | None = Field(default=None, description="Defaults to $PGFLOW_VAULT_PREFIX or 'pgflow'.")
     application_name: str = Field(default="pgflow", description="Shown in pg_stat_activity.")
 
     _cache: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)
@@ -52,10 +52,10 @@ class PostgresConnections(dg.ConfigurableResource):
             settings = VaultSettings.from_environ(
                 os.environ, addr=self.vault_addr, mount=self.vault_mount, prefix=self.vault_prefix
             )
-            where = f"connection '{connection_id}' (Vault {settings.mount}/{settings.secret_path(connection_id)})"  # noqa: E501
+            where = f"connection '{connection_id}' (Vault {settings.mount}/{settings.secret_path(connection_id)})"
             return conninfo_from_secret(read_vault_secret(settings, connection_id), where)
         raise ConnectionConfigError(
-            f"connection '{connection_id}': connection_type '{connection_type}' is unknown; use env or vault"  # noqa: E501
+            f"connection '{connection_id}': connection_type '{connection_type}' is unknown; use env or vault"
         )
 
     @contextmanager

@@ -120,7 +120,7 @@ def conninfo_from_secret(secret: Mapping[str, object], where: str) -> str:
     unknown = sorted(set(secret) - {"url", *_PART_KEYS, *_OPTIONAL_KEYS})
     if unknown:
         allowed = ", ".join(("url", *_PART_KEYS, *_OPTIONAL_KEYS))
-        raise ConnectionConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")  # noqa: E501
+        raise ConnectionConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
     if "url" in secret:
         url = str(secret["url"])
         _check_parses(url, f"{where}: key url")

@@ -117,7 +117,10 @@ def pick_free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether the server could listen on ``port`` now (another listener would block it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the server, ignore TIME_WAIT leftovers of earlier connections.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -392,7 +395,9 @@ class LocalPostgres:
         # cwd: the server user may not be allowed into the caller's working directory.
         result = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
         if check and result.returncode != 0:
-            raise LocalDbError(f"{what or exe} failed (exit {result.returncode})\n{_output(result)}")
+            raise LocalDbError(
+                f"{what or exe} failed (exit {result.returncode})\n{_output(result)}"
+            )
         return result
 
     @contextlib.contextmanager

@@ -11,7 +11,6 @@ from pgflow.config.model import TableName
 from pgflow.sources.base import CopyFormat
 from pgflow.sources.catalog import TableInfo, describe_table
 
-
 # Text COPY output depends on these settings; pin them on both ends so values round-trip.
 PORTABLE_TEXT_SETTINGS = {
     "DateStyle": "ISO, YMD",

@@ -10,7 +10,6 @@ session fixture (databases "source" and "sink").
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -18,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
+from pgflow.localdb.cluster import ClusterInfo
 from pgflow_tests.connections.vault_server import FakeVault
 
 TOKEN = "hvs.resource-test-token"
@@ -38,14 +38,14 @@ def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVault]:
         yield server
 
 
-def pg_parts(local_pg: Any, dbname: str = "source", **overrides: str) -> dict[str, str]:
+def pg_parts(local_pg: ClusterInfo, dbname: str = "source", **overrides: str) -> dict[str, str]:
     """host/port/dbname/user/password of the local cluster, as a Vault secret would hold them."""
     parts = {
-        "host": str(local_pg.host),
+        "host": local_pg.host,
         "port": str(local_pg.port),
         "dbname": dbname,
-        "user": str(local_pg.user),
-        "password": str(local_pg.password),
+        "user": local_pg.user,
+        "password": local_pg.password,
     }
     return {**parts, **overrides}
 
@@ -161,7 +161,7 @@ def test_vault_without_addr(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- real connections --------------------------------------------------------------------------
 
 
-def test_connect_through_vault(vault: FakeVault, local_pg: Any) -> None:
+def test_connect_through_vault(vault: FakeVault, local_pg: ClusterInfo) -> None:
     vault.put_secret("secret", "pgflow/oltp", pg_parts(local_pg, "source"))
     vault.put_secret("secret", "pgflow/warehouse", pg_parts(local_pg, "sink"))
     resource = PostgresConnections()
@@ -180,21 +180,21 @@ def test_connect_through_vault(vault: FakeVault, local_pg: Any) -> None:
     assert len(vault.reads()) == 2
 
 
-def test_connect_through_vault_url(vault: FakeVault, local_pg: Any) -> None:
+def test_connect_through_vault_url(vault: FakeVault, local_pg: ClusterInfo) -> None:
     vault.put_secret("secret", "pgflow/oltp", {"url": local_pg.uri("sink")})
     with PostgresConnections().connect("oltp", "vault") as conn:
         assert conn.execute("select current_database()").fetchone() == ("sink",)
 
 
-def test_connect_through_vault_url_and_password(vault: FakeVault, local_pg: Any) -> None:
+def test_connect_through_vault_url_and_password(vault: FakeVault, local_pg: ClusterInfo) -> None:
     url = make_conninfo(local_pg.uri("sink"), password="")
-    assert str(local_pg.password) not in url
+    assert local_pg.password not in url
     vault.put_secret("secret", "pgflow/oltp", {"url": url, "password": local_pg.password})
     with PostgresConnections().connect("oltp", "vault") as conn:
         assert conn.execute("select current_database()").fetchone() == ("sink",)
 
 
-def test_connect_through_env(monkeypatch: pytest.MonkeyPatch, local_pg: Any) -> None:
+def test_connect_through_env(monkeypatch: pytest.MonkeyPatch, local_pg: ClusterInfo) -> None:
     monkeypatch.setenv("PGFLOW_CONN_SOURCE_DB", local_pg.uri("source"))
     resource = PostgresConnections(application_name="pgflow-test")
     with resource.connect("source-db") as conn:
@@ -202,14 +202,14 @@ def test_connect_through_env(monkeypatch: pytest.MonkeyPatch, local_pg: Any) -> 
         assert row.fetchone() == ("source", "pgflow-test")
 
 
-def test_connect_kwargs_reach_psycopg(vault: FakeVault, local_pg: Any) -> None:
+def test_connect_kwargs_reach_psycopg(vault: FakeVault, local_pg: ClusterInfo) -> None:
     vault.put_secret("secret", "pgflow/oltp", pg_parts(local_pg))
     with PostgresConnections().connect("oltp", "vault", autocommit=True) as conn:
         assert conn.autocommit
         assert conn.execute("show application_name").fetchone() == ("pgflow",)
 
 
-def test_connection_level_application_name_wins(vault: FakeVault, local_pg: Any) -> None:
+def test_connection_level_application_name_wins(vault: FakeVault, local_pg: ClusterInfo) -> None:
     """`application_name` is an allowed per-connection key; the resource default must not
     silently override it (a psycopg.connect kwarg beats the conninfo)."""
     vault.put_secret("secret", "pgflow/oltp", {**pg_parts(local_pg), "application_name": "etl-x"})
@@ -222,7 +222,7 @@ def test_connection_level_application_name_wins(vault: FakeVault, local_pg: Any)
         )
 
 
-def test_uri_application_name_wins(monkeypatch: pytest.MonkeyPatch, local_pg: Any) -> None:
+def test_uri_application_name_wins(monkeypatch: pytest.MonkeyPatch, local_pg: ClusterInfo) -> None:
     uri = make_conninfo(local_pg.uri("source"), application_name="from-uri")
     monkeypatch.setenv("PGFLOW_CONN_OLTP", uri)
     with PostgresConnections().connect("oltp") as conn:
@@ -231,7 +231,7 @@ def test_uri_application_name_wins(monkeypatch: pytest.MonkeyPatch, local_pg: An
         )
 
 
-def test_wrong_password_via_vault(vault: FakeVault, local_pg: Any) -> None:
+def test_wrong_password_via_vault(vault: FakeVault, local_pg: ClusterInfo) -> None:
     vault.put_secret("secret", "pgflow/oltp", pg_parts(local_pg, password=WRONG_PASSWORD))
     with (
         pytest.raises(ConnectionConfigError) as excinfo,
@@ -242,11 +242,11 @@ def test_wrong_password_via_vault(vault: FakeVault, local_pg: Any) -> None:
     assert message.startswith("could not connect to 'oltp' (vault): ")
     assert "password authentication failed" in message
     assert WRONG_PASSWORD not in message
-    assert str(local_pg.password) not in message
+    assert local_pg.password not in message
     assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
 
 
-def test_wrong_password_via_env_uri(monkeypatch: pytest.MonkeyPatch, local_pg: Any) -> None:
+def test_wrong_password_via_env_uri(monkeypatch: pytest.MonkeyPatch, local_pg: ClusterInfo) -> None:
     uri = make_conninfo(local_pg.uri("source"), password=WRONG_PASSWORD)
     monkeypatch.setenv("PGFLOW_CONN_OLTP", uri)
     with pytest.raises(ConnectionConfigError) as excinfo, PostgresConnections().connect("oltp"):
@@ -254,10 +254,10 @@ def test_wrong_password_via_env_uri(monkeypatch: pytest.MonkeyPatch, local_pg: A
     message = str(excinfo.value)
     assert message.startswith("could not connect to 'oltp' (env): ")
     assert WRONG_PASSWORD not in message
-    assert str(local_pg.password) not in message
+    assert local_pg.password not in message
 
 
-def test_resource_in_a_dagster_run(vault: FakeVault, local_pg: Any) -> None:
+def test_resource_in_a_dagster_run(vault: FakeVault, local_pg: ClusterInfo) -> None:
     """As Dagster builds it for a run: resolved lazily, cached within the step, usable."""
     vault.put_secret("secret", "pgflow/oltp", pg_parts(local_pg, "source"))
     seen: list[str] = []

@@ -200,7 +200,7 @@ def _restore_replica_identity(log: SqlLog, target: TableName, plan: ExchangePlan
 
 def _grant_sql(table: sql.Composable, grant: dict) -> sql.Composed:
     grantee = sql.SQL("PUBLIC") if grant["grantee"] is None else sql.Identifier(grant["grantee"])
-    columns = sql.SQL(" ({})").format(sql.Identifier(grant["column"])) if grant["column"] else sql.SQL("")  # noqa: E501
+    columns = sql.SQL(" ({})").format(sql.Identifier(grant["column"])) if grant["column"] else sql.SQL("")
     option = sql.SQL(" WITH GRANT OPTION") if grant["is_grantable"] else sql.SQL("")
     return sql.SQL("GRANT {}{} ON {} TO {}{}").format(
         sql.SQL(grant["privilege_type"]), columns, table, grantee, option

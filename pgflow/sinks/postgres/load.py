@@ -8,8 +8,8 @@ rolls all of it back, so the target is either the old rows or the new ones, neve
 from __future__ import annotations
 
 import time
-from contextlib import closing
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 import psycopg

@@ -1,0 +1,70 @@
+# pgflow: `make demo` and `make test` each do all their own set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STATE := $(CURDIR)/.pgflow
+export PGFLOW_LOCALDB_DIR := $(STATE)/localdb
+export DAGSTER_HOME := $(STATE)/dagster_home
+export PGFLOW_CONFIG ?= $(CURDIR)/pipelines
+LOCAL_ENV = eval "$$($(BIN)/pgflow localdb env)"
+
+.PHONY: help install postgres-check localdb demo dev test lint format bench stop clean
+
+help:
+	@echo "make demo   - install, start a local Postgres, seed the shop, materialize every asset"
+	@echo "make dev    - the Dagster UI (http://127.0.0.1:3000) on the same local set-up"
+	@echo "make test   - the test suite (starts its own throwaway clusters)"
+	@echo "make lint   - ruff"
+	@echo "make stop   - stop the local Postgres;  make clean - remove .venv and .pgflow"
+
+$(BIN)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed postgres-check
+
+postgres-check:
+	@if [ -z "$$PGFLOW_PG_BINDIR" ] && ! { command -v pg_config >/dev/null && [ -x "$$(pg_config --bindir)/initdb" ]; } \
+	    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found."; \
+	  echo "Install them with:  sudo apt-get install -y postgresql-15   (Debian/Ubuntu)"; \
+	  echo "or point PGFLOW_PG_BINDIR at their folder."; exit 1; fi
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $@
+
+localdb: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/pgflow localdb start --database shop --database warehouse --database dagster
+
+demo: localdb
+	$(BIN)/pgflow localdb seed --customers 2000
+	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions --select '*'
+	$(LOCAL_ENV) && $(BIN)/pgflow report
+
+dev: localdb
+	$(LOCAL_ENV) && $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install
+	$(BIN)/pytest -n 2 --durations=15
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python -m pgflow_tests.bench.full_refresh
+
+stop:
+	-$(BIN)/pgflow localdb stop
+
+clean: stop
+	rm -rf $(VENV) $(STATE) *.egg-info

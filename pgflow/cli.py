@@ -1,0 +1,27 @@
+"""The `pgflow` command line: each subcommand parses its own arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from pgflow.localdb.cli import localdb_main
+
+Handler = Callable[[list[str]], int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgflow", description="pgflow command line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # add_help=False: `pgflow localdb --help` and every other argument go to the subcommand.
+    commands.add_parser(
+        "localdb", add_help=False, help="run a local PostgreSQL for development"
+    ).set_defaults(handler=localdb_main)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    handler: Handler = args.handler
+    return handler(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

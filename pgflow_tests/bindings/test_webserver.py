@@ -1,0 +1,87 @@
+"""The real `dagster-webserver` loads workspace.yaml: the pgflow location is LOADED with the
+assets of the specs, and a bad spec shows up as a load error naming the file."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from pgflow_tests.bindings.conftest import PIPELINE_YAML, REPO, DagsterSetup
+
+WEBSERVER = str(Path(sys.executable).with_name("dagster-webserver"))
+QUERY = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries {
+    name loadStatus
+    locationOrLoadError { __typename
+      ... on RepositoryLocation { repositories { assetNodes { assetKey { path } } } }
+      ... on PythonError { message errorChain { error { message } } } } } } } }
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def webserver(setup: DagsterSetup) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [WEBSERVER, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        env=setup.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def location(url: str) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        response = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=30)
+        entry = response.json()["data"]["workspaceOrError"]["locationEntries"][0]
+        if entry["loadStatus"] != "LOADING" or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.5)
+
+
+def test_webserver_loads_the_pgflow_location_with_its_assets(dagster_setup: DagsterSetup):
+    with webserver(dagster_setup) as url:
+        entry = location(url)
+    assert entry["name"] == "pgflow"
+    assert entry["loadStatus"] == "LOADED"
+    loaded = entry["locationOrLoadError"]
+    assert loaded["__typename"] == "RepositoryLocation", loaded
+    keys = {"/".join(n["assetKey"]["path"]) for n in loaded["repositories"][0]["assetNodes"]}
+    assert keys == {"landing/items", "shop/public/items"}
+
+
+def test_webserver_shows_a_bad_spec_as_a_load_error(dagster_setup: DagsterSetup):
+    spec = dagster_setup.specs / "items.yaml"
+    spec.write_text(PIPELINE_YAML.format(method="exchange").replace("mode: full_refresh", "mode: full_refreshh"))  # noqa: E501
+    with webserver(dagster_setup) as url:
+        entry = location(url)
+    error = entry["locationOrLoadError"]
+    assert error["__typename"] == "PythonError"
+    messages = error["message"] + "".join(link["error"]["message"] for link in error["errorChain"])
+    assert str(spec) in messages
+    assert "field 'sink.strategy.mode': 'full_refreshh' is not allowed" in messages

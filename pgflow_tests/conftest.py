@@ -1,0 +1,80 @@
+"""Shared fixtures: one real local PostgreSQL cluster per test session (per xdist worker)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
+
+
+def _server_reachable_tmpdir(prefix: str) -> Path:
+    # When tests run as root the server runs as OS user postgres, which cannot enter
+    # pytest's tmp_path (/tmp/pytest-of-root is mode 700): use a traversable folder in /tmp.
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_pg_root() -> Iterator[Callable[[], Path]]:
+    """Factory of fresh state folders for LocalPostgres; their servers are stopped at the end."""
+    created: list[Path] = []
+
+    def make() -> Path:
+        path = _server_reachable_tmpdir("pgflow-test-pg-")
+        created.append(path)
+        return path / "localdb"
+
+    yield make
+    for path in created:
+        # Safety net: never leave a server behind, even when a test failed halfway.
+        LocalPostgres(path / "localdb").destroy()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_pg(make_pg_root: Callable[[], Path]) -> Iterator[ClusterInfo]:
+    """A running local cluster with databases "source" and "sink", shared by the session."""
+    cluster = LocalPostgres(make_pg_root())
+    info = cluster.start(["source", "sink"])
+    try:
+        yield info
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def make_database(local_pg: ClusterInfo) -> Iterator[Callable[[], str]]:
+    """Factory: create a uniquely named empty database and return its URI (dropped after)."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        _admin_execute(local_pg, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return local_pg.uri(name)
+
+    yield make
+    for name in created:
+        # FORCE: a test may leave a connection (or a pool) open.
+        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        _admin_execute(local_pg, statement)
+
+
+@pytest.fixture
+def fresh_db(make_database: Callable[[], str]) -> str:
+    """The URI of a new, empty database of the session cluster."""
+    return make_database()
+
+
+def _admin_execute(info: ClusterInfo, statement: sql.Composed) -> None:
+    with psycopg.connect(info.uri("postgres"), autocommit=True) as conn:
+        conn.execute(statement)
