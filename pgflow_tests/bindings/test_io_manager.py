@@ -1,0 +1,35 @@
+"""The full_refresh IO manager in process: downstream assets get a TableRef, not rows."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pgflow.bindings.assets import pipeline_asset
+from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.io_managers import TableRef
+from pgflow.config.loader import load_project
+from pgflow.connections.resource import PostgresConnections
+
+
+@dg.asset(ins={"items": dg.AssetIn(key=["landing", "items"])})
+def expensive_item_count(items: TableRef, pg: PostgresConnections) -> int:
+    with pg.connect(items.connection_id, items.connection_type) as conn:
+        query = f'SELECT count(*) FROM "{items.table.schema}"."{items.table.name}" WHERE price > 100'
+        row = conn.execute(query).fetchone()
+    return row[0] if row else 0
+
+
+def test_downstream_asset_reads_the_loaded_table_through_a_table_ref(dagster_setup, monkeypatch):
+    for name in ("PGFLOW_CONN_SHOP", "PGFLOW_CONN_WAREHOUSE"):
+        monkeypatch.setenv(name, dagster_setup.env[name])
+    project = load_project(dagster_setup.specs)
+    resources = build_definitions(project).resources
+    items = pipeline_asset(project.pipelines[0])
+
+    result = dg.materialize([items, expensive_item_count], resources=resources)
+
+    assert result.success
+    # 300 items priced id * 1.25: ids 81..300 are above 100.
+    assert result.output_for_node("expensive_item_count") == 220
+    materialization = result.asset_materializations_for_node("landing__items")[0]
+    assert materialization.metadata["dagster/row_count"].value == 300
