@@ -232,7 +232,7 @@ class LocalPostgres:
 
     def _check_server_user_access(self, path: Path) -> None:
         # Every parent folder must be traversable by the server user (e.g. not under /root).
-        probe = subprocess.run(_server_user_prefix() + ["test", "-w", str(path)])
+        probe = subprocess.run([*_server_user_prefix(), "test", "-w", str(path)])
         if probe.returncode != 0:
             raise LocalDbError(
                 f"OS user {SERVER_OS_USER!r} cannot write to {path}: make its parent folders "
@@ -391,7 +391,7 @@ class LocalPostgres:
     def _run_pg(
         self, exe: str, *args: str, what: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        command = _server_user_prefix() + [str(find_bindir() / exe), *args]
+        command = [*_server_user_prefix(), str(find_bindir() / exe), *args]
         # cwd: the server user may not be allowed into the caller's working directory.
         result = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
         if check and result.returncode != 0:
