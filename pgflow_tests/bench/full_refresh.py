@@ -92,7 +92,7 @@ def main() -> None:
         floor = min(timed("psql \\copy binary pipe", lambda: psql_pipe(source_uri, sink_uri)) for _ in range(2))  # noqa: E501
         truncate = min(timed("pgflow truncate_insert", lambda: pgflow_load(source_uri, sink_uri, "truncate_insert")) for _ in range(2))  # noqa: E501
         swap = min(timed("pgflow exchange", lambda: pgflow_load(source_uri, sink_uri, "exchange")) for _ in range(2))  # noqa: E501
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # own process: no exec
         print(f"best of 2: psql {ROWS / floor:,.0f} rows/s; pgflow truncate_insert "
               f"{ROWS / truncate:,.0f} rows/s ({floor / truncate:.0%} of psql); exchange "
               f"{ROWS / swap:,.0f} rows/s ({floor / swap:.0%}); pgflow process peak RSS {peak_mb:,.0f} MB")  # fmt: skip
