@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from pgflow.localdb.cli import localdb_main
+from pgflow.report import report_main
 
 Handler = Callable[[list[str]], int]
 
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "localdb", add_help=False, help="run a local PostgreSQL for development"
     ).set_defaults(handler=localdb_main)
+    commands.add_parser(
+        "report", add_help=False, help="where each pipeline's data went (row counts per target)"
+    ).set_defaults(handler=report_main)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     handler: Handler = args.handler
     return handler(rest)

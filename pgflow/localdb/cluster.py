@@ -137,6 +137,7 @@ class LocalPostgres:
         self.log_file = self.root / "postgres.log"
         self.state_file = self.root / "cluster.json"
         self._lock_file = self.root / ".lock"
+        self._bindir: Path | None = None  # looked up on first use (pg_config is a subprocess)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -391,7 +392,9 @@ class LocalPostgres:
     def _run_pg(
         self, exe: str, *args: str, what: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        command = [*_server_user_prefix(), str(find_bindir() / exe), *args]
+        if self._bindir is None:
+            self._bindir = find_bindir()
+        command = [*_server_user_prefix(), str(self._bindir / exe), *args]
         # cwd: the server user may not be allowed into the caller's working directory.
         result = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
         if check and result.returncode != 0:
