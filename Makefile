@@ -45,6 +45,7 @@ demo: localdb
 	$(BIN)/pgflow localdb seed --customers 2000
 	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions --select '*'
 	$(LOCAL_ENV) && $(BIN)/pgflow report
+	@echo "Browse it in the Dagster UI: make dev   |   query it: eval \"\$$($(BIN)/pgflow localdb env)\" && psql \"\$$PGFLOW_CONN_WAREHOUSE\""
 
 dev: localdb
 	$(LOCAL_ENV) && $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from unittest.mock import patch
 
@@ -29,10 +31,16 @@ def rows(uri: str, query: str) -> list[tuple]:
         return conn.execute(query).fetchall()
 
 
-def latest_materialization(setup: DagsterSetup) -> dg.AssetMaterialization:
+@contextmanager
+def instance(setup: DagsterSetup) -> Iterator[dg.DagsterInstance]:
     # The instance reads its storage credentials from the environment, as in production.
-    with patch.dict(os.environ, setup.env), dg.DagsterInstance.from_config(str(setup.home)) as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey(["landing", "items"]))
+    with patch.dict(os.environ, setup.env), dg.DagsterInstance.from_config(str(setup.home)) as inst:
+        yield inst
+
+
+def latest_materialization(setup: DagsterSetup) -> dg.AssetMaterialization:
+    with instance(setup) as inst:
+        event = inst.get_latest_materialization_event(dg.AssetKey(["landing", "items"]))
         assert event is not None and event.asset_materialization is not None
         return event.asset_materialization
 
@@ -61,6 +69,11 @@ def test_cli_materializes_the_asset_into_the_sink_with_metadata(dagster_setup: D
     assert metadata["pgflow/bytes_moved"].value > 0
     assert metadata["pgflow/rows_per_second"].value > 0
     assert "TRUNCATE" in metadata["pgflow/sql"].value
+
+    # The load ran in its source connection's pool, limited by the shipped dagster.yaml.
+    with instance(setup) as inst:
+        pool = inst.event_log_storage.get_concurrency_info("pgflow/source/shop")
+        assert pool.slot_count == 2 and pool.active_slot_count == 0
 
     # Secrets stay out of logs and metadata.
     everything = first.stdout + first.stderr + second.stdout + second.stderr + repr(metadata)
