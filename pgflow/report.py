@@ -34,7 +34,9 @@ def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) ->
 
 def report_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pgflow report", description=__doc__)
-    parser.add_argument("--config", help="spec file or folder (default: $PGFLOW_CONFIG or ./pipelines)")  # noqa: E501
+    parser.add_argument(
+        "--config", help="spec file or folder (default: $PGFLOW_CONFIG or ./pipelines)"
+    )
     args = parser.parse_args(argv)
     project = load_project(args.config)
     connections = PostgresConnections()

@@ -3,7 +3,6 @@
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
 """
 
-
 import dagster as dg
 from dagster import AssetExecutionContext
 

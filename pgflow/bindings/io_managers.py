@@ -54,7 +54,9 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         assert source.connection_id and source.table and sink.connection_id and sink.table
         with (
             self.connections.connect(source.connection_id, source.connection_type) as src_conn,
-            self.connections.connect(sink.connection_id, sink.connection_type, autocommit=True) as dst_conn,
+            self.connections.connect(
+                sink.connection_id, sink.connection_type, autocommit=True
+            ) as dst_conn,
         ):
             reader = PostgresTableSource(src_conn, source.table)
             progress = _progress_logger(context, sink.table, reader.info.estimated_rows)
@@ -68,7 +70,11 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(load_metadata(result, database))
 
     def load_input(self, context: dg.InputContext) -> TableRef:
-        spec = context.upstream_output.definition_metadata.get("pgflow/pipeline") if context.upstream_output else None
+        spec = (
+            context.upstream_output.definition_metadata.get("pgflow/pipeline")
+            if context.upstream_output
+            else None
+        )
         key = context.asset_key.path
         if spec is None:
             raise dg.DagsterInvariantViolationError(f"asset {'/'.join(key)} is not a pgflow table")

@@ -42,8 +42,18 @@ _GROUP = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}")
 _TAG_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
 _TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
-_PIPELINE_KEYS = ("source", "sink", "name", "asset_key", "group", "description", "schedule",
-                  "freshness", "tags", "owners")  # fmt: skip
+_PIPELINE_KEYS = (
+    "source",
+    "sink",
+    "name",
+    "asset_key",
+    "group",
+    "description",
+    "schedule",
+    "freshness",
+    "tags",
+    "owners",
+)
 
 
 def env_var_for(connection_id: str) -> str:
@@ -68,10 +78,15 @@ def discover_files(path: Path) -> list[Path]:
         found = [*path.rglob("*.yaml"), *path.rglob("*.yml")]
         return sorted(p for p in found if p.is_file())
     raise SpecError(
-        [SpecProblem(path, None, None,
-                     "does not exist; set PGFLOW_CONFIG to a spec file or a folder of *.yaml "
-                     "specs")]
-    )  # fmt: skip
+        [
+            SpecProblem(
+                path,
+                None,
+                None,
+                "does not exist; set PGFLOW_CONFIG to a spec file or a folder of *.yaml specs",
+            )
+        ]
+    )
 
 
 def load_project(
@@ -195,9 +210,18 @@ def _read_pipeline(
     if len(problems) > before:
         return None
     return PipelineSpec(
-        name=name, file=file, source=source, sink=sink, asset_key=asset_key, group=group,
-        description=description, schedule=schedule, freshness=freshness, tags=tags, owners=owners,
-    )  # fmt: skip
+        name=name,
+        file=file,
+        source=source,
+        sink=sink,
+        asset_key=asset_key,
+        group=group,
+        description=description,
+        schedule=schedule,
+        freshness=freshness,
+        tags=tags,
+        owners=owners,
+    )
 
 
 def _pipeline_label(entry: Mapping[str, Any]) -> str:
@@ -256,10 +280,14 @@ def _read_source_options(o: Section) -> SourceOptions:
         except ValueError as exc:
             o.problem("lookback", str(exc))
     options = SourceOptions(
-        incremental_strategy=o.text("incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"),  # type: ignore[arg-type]
+        incremental_strategy=o.text(
+            "incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"
+        ),  # type: ignore[arg-type]
         incremental_column=o.text("incremental_column"),
         lookback=lookback,
-        on_null_cursor=o.text("on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"),  # type: ignore[arg-type]
+        on_null_cursor=o.text(
+            "on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"
+        ),  # type: ignore[arg-type]
         slot_name=o.text("slot_name"),
         publication_name=o.text("publication_name"),
         snapshot=o.text("snapshot", choices=("initial", "never"), default="initial"),  # type: ignore[arg-type]
@@ -289,19 +317,34 @@ def _read_sink(section: Section | None, report: Any) -> SinkSpec | None:
 
 
 def _read_strategy(s: Section) -> StrategySpec | None:
-    mode = s.text("mode", required=True, choices=("full_refresh", "incremental_append",
-                  "incremental_merge", "replace", "partition_replace"))  # fmt: skip
+    mode = s.text(
+        "mode",
+        required=True,
+        choices=(
+            "full_refresh",
+            "incremental_append",
+            "incremental_merge",
+            "replace",
+            "partition_replace",
+        ),
+    )
     strategy = StrategySpec(
         mode=mode or "full_refresh",  # type: ignore[arg-type]
         method=s.text("method", choices=("truncate_insert", "exchange"), default="truncate_insert"),  # type: ignore[arg-type]
         unique_key=s.names("unique_key") or (),
-        merge_policy=s.text("merge_policy", choices=("delete_insert", "upsert", "shadow_swap"), default="delete_insert"),  # type: ignore[arg-type]
+        merge_policy=s.text(
+            "merge_policy",
+            choices=("delete_insert", "upsert", "shadow_swap"),
+            default="delete_insert",
+        ),  # type: ignore[arg-type]
         duplicate_policy=s.text("duplicate_policy", choices=("fail", "keep_last"), default="fail"),  # type: ignore[arg-type]
         only_new_rows=s.flag("only_new_rows"),
         custom_predicate=s.text("custom_predicate"),
         partition_column=s.text("partition_column"),
         native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]
-        on_schema_change=s.text("on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"),  # type: ignore[arg-type]
+        on_schema_change=s.text(
+            "on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"
+        ),  # type: ignore[arg-type]
     )
     s.finish()
     return strategy if mode else None
@@ -312,7 +355,10 @@ def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
     if raw is not None:
         parts = tuple(raw.strip("/").split("/"))
         if not all(_KEY_PART.match(p) for p in parts):
-            spec.problem("asset_key", f"'{raw}' must be parts of letters, digits, _ or - joined by /, e.g. landing/orders")  # fmt: skip
+            spec.problem(
+                "asset_key",
+                f"'{raw}' must be parts of letters, digits, _ or - joined by /, e.g. landing/orders",
+            )
         return parts
     if sink is None:
         return ("pipeline",)
@@ -339,10 +385,15 @@ def _read_schedule(spec: Section) -> ScheduleSpec | None:
         spec.problem("schedule", "must be a cron string or a mapping with `cron` and `timezone`")
         return None
     if cron and not is_valid_cron_string(cron):
-        spec.problem("schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")  # fmt: skip
+        spec.problem(
+            "schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)"
+        )
         return None
     if not _valid_timezone(timezone):
-        spec.problem("schedule", f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin")  # fmt: skip
+        spec.problem(
+            "schedule",
+            f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin",
+        )
         return None
     return ScheduleSpec(cron, timezone) if cron else None
 
@@ -364,7 +415,11 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
     try:
         if isinstance(raw, str):
             return FreshnessSpec(fail_after=parse_duration(raw))
-        if isinstance(raw, Mapping) and set(raw) <= {"fail_after", "warn_after"} and "fail_after" in raw:
+        if (
+            isinstance(raw, Mapping)
+            and set(raw) <= {"fail_after", "warn_after"}
+            and "fail_after" in raw
+        ):
             warn = parse_duration(raw["warn_after"]) if raw.get("warn_after") else None
             fail = parse_duration(raw["fail_after"])
             if warn is not None and warn >= fail:
@@ -374,7 +429,10 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
     except ValueError as exc:
         spec.problem("freshness", str(exc))
         return None
-    spec.problem("freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after")  # fmt: skip
+    spec.problem(
+        "freshness",
+        "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after",
+    )
     return None
 
 
@@ -385,7 +443,9 @@ def _read_tags(spec: Section) -> dict[str, str]:
     if not isinstance(raw, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in raw.items()
     ):
-        spec.problem("tags", "must be a mapping of tag names to string values, e.g. {domain: sales}")
+        spec.problem(
+            "tags", "must be a mapping of tag names to string values, e.g. {domain: sales}"
+        )
         return {}
     tags = {k: str(v) for k, v in raw.items()}
     allowed = "must be letters, digits, _, - or . (at most 63 characters)"
@@ -419,17 +479,35 @@ def _valid_owner(owner: str) -> bool:
 def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
     strategy, options = sink.strategy, source.options
     if strategy.mode == "incremental_merge" and not strategy.unique_key:
-        report("sink.strategy.unique_key", "is required for mode incremental_merge: list the key column(s), e.g. [id]")  # fmt: skip
+        report(
+            "sink.strategy.unique_key",
+            "is required for mode incremental_merge: list the key column(s), e.g. [id]",
+        )
     if strategy.only_new_rows and not strategy.unique_key:
-        report("sink.strategy.unique_key", "is required with only_new_rows: true (it decides which rows are new)")  # fmt: skip
+        report(
+            "sink.strategy.unique_key",
+            "is required with only_new_rows: true (it decides which rows are new)",
+        )
     if strategy.mode == "replace" and not strategy.custom_predicate:
-        report("sink.strategy.custom_predicate", "is required for mode replace: a SQL condition on the target, e.g. \"order_date >= '2026-01-01'\"")  # fmt: skip
+        report(
+            "sink.strategy.custom_predicate",
+            "is required for mode replace: a SQL condition on the target, e.g. \"order_date >= '2026-01-01'\"",
+        )
     if strategy.mode == "partition_replace" and not strategy.partition_column:
-        report("sink.strategy.partition_column", "is required for mode partition_replace: the column that decides each row's partition")  # fmt: skip
+        report(
+            "sink.strategy.partition_column",
+            "is required for mode partition_replace: the column that decides each row's partition",
+        )
     if options.incremental_strategy == "column" and not options.incremental_column:
-        report("source.options.incremental_column", "is required with incremental_strategy: column: name the cursor column, e.g. updated_at")  # fmt: skip
+        report(
+            "source.options.incremental_column",
+            "is required with incremental_strategy: column: name the cursor column, e.g. updated_at",
+        )
     if source.type == "delta" and options.incremental_strategy != "full":
-        report("source.options.incremental_strategy", "applies to postgres sources only; a delta source is read by table version")  # fmt: skip
+        report(
+            "source.options.incremental_strategy",
+            "applies to postgres sources only; a delta source is read by table version",
+        )
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
@@ -441,14 +519,26 @@ def _check_project(
     environ: Mapping[str, str],
     problems: list[SpecProblem],
 ) -> None:
-    _check_unique(pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as", problems)  # fmt: skip
-    _check_unique(pipelines, lambda p: "/".join(p.asset_key), "asset_key", "has the same asset key as", problems)  # fmt: skip
+    _check_unique(
+        pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as", problems
+    )
+    _check_unique(
+        pipelines,
+        lambda p: "/".join(p.asset_key),
+        "asset_key",
+        "has the same asset key as",
+        problems,
+    )
     _check_unique(pipelines, lambda p: p.name, "name", "has the same name as", problems)
     for pipeline in pipelines:
         for side, endpoint in (("source", pipeline.source), ("sink", pipeline.sink)):
-            message = _unknown_connection(endpoint.connection_id, endpoint.connection_type, declared, environ)  # fmt: skip
+            message = _unknown_connection(
+                endpoint.connection_id, endpoint.connection_type, declared, environ
+            )
             if message:
-                problems.append(SpecProblem(pipeline.file, pipeline.name, f"{side}.connection_id", message))  # fmt: skip
+                problems.append(
+                    SpecProblem(pipeline.file, pipeline.name, f"{side}.connection_id", message)
+                )
 
 
 def _check_unique(
@@ -459,11 +549,15 @@ def _check_unique(
         value = key(pipeline)
         first = first_by_key.setdefault(value, pipeline)
         if first is not pipeline:
-            problems.append(SpecProblem(
-                pipeline.file, pipeline.name, field,
-                f"{verb} pipeline '{first.name}' in {first.file} ({value}); "
-                "each pipeline needs its own",
-            ))  # fmt: skip
+            problems.append(
+                SpecProblem(
+                    pipeline.file,
+                    pipeline.name,
+                    field,
+                    f"{verb} pipeline '{first.name}' in {first.file} ({value}); "
+                    "each pipeline needs its own",
+                )
+            )
 
 
 def _unknown_connection(
@@ -473,14 +567,26 @@ def _unknown_connection(
     environ: Mapping[str, str],
 ) -> str | None:
     """A connection is known when declared under `connections:` or configured for its type."""
-    if connection_id is None or connection_id in declared:
+    if connection_id is None:
+        return None
+    if connection_id in declared:
+        spec = declared[connection_id]
+        if spec.type != connection_type:
+            return (
+                f"connection '{connection_id}' is declared with type {spec.type} in {spec.file}, "
+                f"but used here with connection_type {connection_type}; make them agree"
+            )
         return None
     if connection_type == "env" and environ.get(env_var_for(connection_id)):
         return None
     if connection_type == "vault" and environ.get("VAULT_ADDR"):
         return None
     if connection_type == "vault":
-        return (f"connection '{connection_id}' is unknown: set VAULT_ADDR (and VAULT_TOKEN or "
-                f"VAULT_ROLE_ID/VAULT_SECRET_ID) or declare it under `connections:`")  # fmt: skip
-    return (f"connection '{connection_id}' is unknown: set {env_var_for(connection_id)} to a "
-            f"libpq URI or declare it under `connections:`")  # fmt: skip
+        return (
+            f"connection '{connection_id}' is unknown: set VAULT_ADDR (and VAULT_TOKEN or "
+            f"VAULT_ROLE_ID/VAULT_SECRET_ID) or declare it under `connections:`"
+        )
+    return (
+        f"connection '{connection_id}' is unknown: set {env_var_for(connection_id)} to a "
+        f"libpq URI or declare it under `connections:`"
+    )

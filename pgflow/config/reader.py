@@ -89,8 +89,10 @@ class Section:
             return None
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not value or not all(
-            isinstance(v, str) and v for v in value
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) and v for v in value)
         ):
             self.problem(key, f"must be a non-empty list of column names, got {_describe(value)}")
             return None

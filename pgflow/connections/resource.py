@@ -32,8 +32,12 @@ class PostgresConnections(dg.ConfigurableResource):
     """Resolves `connection_id` + `connection_type` (env | vault) to live psycopg connections."""
 
     vault_addr: str | None = Field(default=None, description="Defaults to $VAULT_ADDR.")
-    vault_mount: str | None = Field(default=None, description="Defaults to $PGFLOW_VAULT_MOUNT or 'secret'.")
-    vault_prefix: str | None = Field(default=None, description="Defaults to $PGFLOW_VAULT_PREFIX or 'pgflow'.")
+    vault_mount: str | None = Field(
+        default=None, description="Defaults to $PGFLOW_VAULT_MOUNT or 'secret'."
+    )
+    vault_prefix: str | None = Field(
+        default=None, description="Defaults to $PGFLOW_VAULT_PREFIX or 'pgflow'."
+    )
     application_name: str = Field(default="pgflow", description="Shown in pg_stat_activity.")
 
     _cache: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)

@@ -19,8 +19,18 @@ from pgflow.config.loader import env_var_for
 
 # Keys a Vault secret may hold besides `url`; everything else is refused by name.
 _PART_KEYS = ("host", "port", "dbname", "user", "password")
-_OPTIONAL_KEYS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "options",
-                  "connect_timeout", "target_session_attrs", "application_name", "hostaddr")  # fmt: skip
+_OPTIONAL_KEYS = (
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "options",
+    "connect_timeout",
+    "target_session_attrs",
+    "application_name",
+    "hostaddr",
+)
 
 
 class ConnectionConfigError(RuntimeError):
@@ -111,7 +121,9 @@ def read_vault_secret(settings: VaultSettings, connection_id: str) -> Mapping[st
             f"{where}: permission denied; give the token a policy with read on this path"
         ) from None
     except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-        raise ConnectionConfigError(f"{where}: Vault request failed ({type(exc).__name__})") from None
+        raise ConnectionConfigError(
+            f"{where}: Vault request failed ({type(exc).__name__})"
+        ) from None
     return response["data"]["data"]
 
 
@@ -120,7 +132,9 @@ def conninfo_from_secret(secret: Mapping[str, object], where: str) -> str:
     unknown = sorted(set(secret) - {"url", *_PART_KEYS, *_OPTIONAL_KEYS})
     if unknown:
         allowed = ", ".join(("url", *_PART_KEYS, *_OPTIONAL_KEYS))
-        raise ConnectionConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+        raise ConnectionConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}"
+        )
     if "url" in secret:
         url = str(secret["url"])
         _check_parses(url, f"{where}: key url")

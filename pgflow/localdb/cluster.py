@@ -295,9 +295,17 @@ class LocalPostgres:
         if not self._server_running():
             return
         result = self._run_pg(
-            "pg_ctl", "stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT_S), "-D",
-            str(self.data_dir), check=False,
-        )  # fmt: skip
+            "pg_ctl",
+            "stop",
+            "-w",
+            "-m",
+            "fast",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-D",
+            str(self.data_dir),
+            check=False,
+        )
         if result.returncode != 0 and self._server_running():
             raise LocalDbError(f"pg_ctl stop failed in {self.data_dir}\n{_output(result)}")
 

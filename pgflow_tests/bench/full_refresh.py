@@ -35,9 +35,9 @@ CREATE TABLE {name} (
 )"""
 FILL = """
 INSERT INTO bench_rows
-SELECT g, g % 50000, round((random() * 1000)::numeric, 2),
-       (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g % 4],
-       now() - g * interval '1 second', jsonb_build_object('sku', 'SKU-' || g % 997, 'qty', g % 7),
+SELECT g, g %% 50000, round((random() * 1000)::numeric, 2),
+       (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g %% 4],
+       now() - g * interval '1 second', jsonb_build_object('sku', 'SKU-' || g %% 997, 'qty', g %% 7),
        md5(g::text)
 FROM generate_series(1, %s) g
 """
@@ -60,8 +60,9 @@ def psql_pipe(source_uri: str, sink_uri: str) -> None:
     )
     subprocess.run(
         ["psql", sink_uri, "-qc", "\\copy bench_psql FROM STDIN (FORMAT BINARY)"],
-        stdin=out.stdout, check=True,
-    )  # fmt: skip
+        stdin=out.stdout,
+        check=True,
+    )
     assert out.wait() == 0
 
 
@@ -87,15 +88,31 @@ def main() -> None:
             size = conn.execute("SELECT pg_size_pretty(pg_table_size('bench_rows'))").fetchone()
         with psycopg.connect(sink_uri, autocommit=True) as conn:
             conn.execute(TABLE_DDL.format(name="bench_psql"))
-        print(f"full_refresh of {ROWS:,} rows ({size[0] if size else '?'} on disk), one local cluster:")
+        print(
+            f"full_refresh of {ROWS:,} rows ({size[0] if size else '?'} on disk), one local cluster:"
+        )
         pgflow_load(source_uri, sink_uri, "truncate_insert")  # first load creates the target
-        floor = min(timed("psql \\copy binary pipe", lambda: psql_pipe(source_uri, sink_uri)) for _ in range(2))  # noqa: E501
-        truncate = min(timed("pgflow truncate_insert", lambda: pgflow_load(source_uri, sink_uri, "truncate_insert")) for _ in range(2))  # noqa: E501
-        swap = min(timed("pgflow exchange", lambda: pgflow_load(source_uri, sink_uri, "exchange")) for _ in range(2))  # noqa: E501
+        floor = min(
+            timed("psql \\copy binary pipe", lambda: psql_pipe(source_uri, sink_uri))
+            for _ in range(2)
+        )
+        truncate = min(
+            timed(
+                "pgflow truncate_insert",
+                lambda: pgflow_load(source_uri, sink_uri, "truncate_insert"),
+            )
+            for _ in range(2)
+        )
+        swap = min(
+            timed("pgflow exchange", lambda: pgflow_load(source_uri, sink_uri, "exchange"))
+            for _ in range(2)
+        )
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # own process: no exec
-        print(f"best of 2: psql {ROWS / floor:,.0f} rows/s; pgflow truncate_insert "
-              f"{ROWS / truncate:,.0f} rows/s ({floor / truncate:.0%} of psql); exchange "
-              f"{ROWS / swap:,.0f} rows/s ({floor / swap:.0%}); pgflow process peak RSS {peak_mb:,.0f} MB")  # fmt: skip
+        print(
+            f"best of 2: psql {ROWS / floor:,.0f} rows/s; pgflow truncate_insert "
+            f"{ROWS / truncate:,.0f} rows/s ({floor / truncate:.0%} of psql); exchange "
+            f"{ROWS / swap:,.0f} rows/s ({floor / swap:.0%}); pgflow process peak RSS {peak_mb:,.0f} MB"
+        )
     finally:
         cluster.destroy()
 

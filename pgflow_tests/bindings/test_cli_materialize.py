@@ -22,8 +22,12 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 def materialize(setup: DagsterSetup, selection: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [DAGSTER, "asset", "materialize", "-m", "pgflow.definitions", "--select", selection],
-        env=setup.env, cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=setup.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def rows(uri: str, query: str) -> list[tuple]:

@@ -14,7 +14,9 @@ from pgflow.connections.resource import PostgresConnections
 @dg.asset(ins={"items": dg.AssetIn(key=["landing", "items"])})
 def expensive_item_count(items: TableRef, pg: PostgresConnections) -> int:
     with pg.connect(items.connection_id, items.connection_type) as conn:
-        query = f'SELECT count(*) FROM "{items.table.schema}"."{items.table.name}" WHERE price > 100'
+        query = (
+            f'SELECT count(*) FROM "{items.table.schema}"."{items.table.name}" WHERE price > 100'
+        )
         row = conn.execute(query).fetchone()
     return row[0] if row else 0
 

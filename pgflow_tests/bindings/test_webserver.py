@@ -36,8 +36,12 @@ def webserver(setup: DagsterSetup) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [WEBSERVER, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        env=setup.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=setup.env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -77,7 +81,9 @@ def test_webserver_loads_the_pgflow_location_with_its_assets(dagster_setup: Dags
 
 def test_webserver_shows_a_bad_spec_as_a_load_error(dagster_setup: DagsterSetup):
     spec = dagster_setup.specs / "items.yaml"
-    spec.write_text(PIPELINE_YAML.format(method="exchange").replace("mode: full_refresh", "mode: full_refreshh"))  # noqa: E501
+    spec.write_text(
+        PIPELINE_YAML.format(method="exchange").replace("mode: full_refresh", "mode: full_refreshh")
+    )
     with webserver(dagster_setup) as url:
         entry = location(url)
     error = entry["locationOrLoadError"]

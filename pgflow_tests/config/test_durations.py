@@ -35,9 +35,30 @@ def test_parses_human_durations(text: str, expected: timedelta) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "2", 2, 1.5, None, True, "h", "hours", "2 weeks", "2w", "-1h", "+1h", "2h30m",
-     "1e3s", "1,5h", "two hours", "2 h ago", "1..5h", [1], {"h": 1}],
-)  # fmt: skip
+    [
+        "",
+        "   ",
+        "2",
+        2,
+        1.5,
+        None,
+        True,
+        "h",
+        "hours",
+        "2 weeks",
+        "2w",
+        "-1h",
+        "+1h",
+        "2h30m",
+        "1e3s",
+        "1,5h",
+        "two hours",
+        "2 h ago",
+        "1..5h",
+        [1],
+        {"h": 1},
+    ],
+)
 def test_rejects_anything_else_with_the_accepted_forms(text: object) -> None:
     with pytest.raises(ValueError) as exc:
         parse_duration(text)

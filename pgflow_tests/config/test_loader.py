@@ -169,7 +169,10 @@ def test_a_folder_is_searched_recursively_for_yaml_and_yml(tmp_path: Path) -> No
     root = tmp_path / "specs"
     write(root / "a.yaml", pipeline(name="a", sink={"table": {"name": "a"}}))
     write(root / "crm" / "b.yml", pipeline(name="b", sink={"table": {"name": "b"}}))
-    write(root / "crm" / "deep" / "c.yaml", {"pipelines": [pipeline(name="c", sink={"table": {"name": "c"}})]})  # fmt: skip  # noqa: E501
+    write(
+        root / "crm" / "deep" / "c.yaml",
+        {"pipelines": [pipeline(name="c", sink={"table": {"name": "c"}})]},
+    )
     write(root / "empty.yaml", "")  # an empty file holds no pipeline
     write(root / "README.md", "source: [this is : not a spec")  # other files are ignored
     write(root / "notes.txt", "not: {valid")
@@ -287,7 +290,10 @@ def test_schedule_and_freshness_as_mappings(tmp_path: Path) -> None:
 def test_schedule_mapping_defaults_to_utc_and_freshness_mapping_without_warn(
     tmp_path: Path,
 ) -> None:
-    spec = write(tmp_path / "p.yaml", pipeline(schedule={"cron": "@daily"}, freshness={"fail_after": "90 minutes"}))  # fmt: skip  # noqa: E501
+    spec = write(
+        tmp_path / "p.yaml",
+        pipeline(schedule={"cron": "@daily"}, freshness={"fail_after": "90 minutes"}),
+    )
     p = load_one(spec)
     assert p.schedule == ScheduleSpec(cron="@daily", timezone="UTC")
     assert p.freshness == FreshnessSpec(fail_after=timedelta(minutes=90))
@@ -350,8 +356,13 @@ def test_null_optional_keys_mean_absent(tmp_path: Path) -> None:
     )
     p = load_one(spec)
     assert (p.name, p.description, p.schedule, p.freshness, p.tags, p.owners) == (
-        "landing_orders", None, None, None, {}, ()
-    )  # fmt: skip
+        "landing_orders",
+        None,
+        None,
+        None,
+        {},
+        (),
+    )
     assert p.source.options.lookback is None
 
 
@@ -619,10 +630,16 @@ def test_supported_settings_that_do_not_apply_are_accepted(tmp_path: Path) -> No
         tmp_path / "p.yaml",
         pipeline(
             source={"options": {"incremental_strategy": "full"}},
-            sink={"strategy": {"method": "truncate_insert", "on_schema_change": "fail",
-                               "native_mode": "auto", "duplicate_policy": "fail"}},
+            sink={
+                "strategy": {
+                    "method": "truncate_insert",
+                    "on_schema_change": "fail",
+                    "native_mode": "auto",
+                    "duplicate_policy": "fail",
+                }
+            },
         ),
-    )  # fmt: skip
+    )
     assert load_one(spec).sink.strategy.on_schema_change == "fail"
 
 
@@ -632,13 +649,21 @@ def test_supported_settings_that_do_not_apply_are_accepted(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("overrides", "field", "allowed"),
     [
-        ({"sink": {"strategy": {"unique_key": DROP, "uniqe_key": ["id"]}}}, "sink.strategy.uniqe_key", STRATEGY_KEYS),  # noqa: E501
+        (
+            {"sink": {"strategy": {"unique_key": DROP, "uniqe_key": ["id"]}}},
+            "sink.strategy.uniqe_key",
+            STRATEGY_KEYS,
+        ),
         ({"shedule": "0 * * * *"}, "shedule", PIPELINE_KEYS),
-        ({"source": {"conection_id": "shop"}}, "source.conection_id", "connection_id, connection_type, options, path, table, type"),  # noqa: E501
+        (
+            {"source": {"conection_id": "shop"}},
+            "source.conection_id",
+            "connection_id, connection_type, options, path, table, type",
+        ),
         ({"sink": {"table": {"table": "x"}}}, "sink.table.table", "name, schema"),
         ({"schedule": {"cron": "0 * * * *", "tz": "UTC"}}, "schedule.tz", "cron, timezone"),
     ],
-)  # fmt: skip
+)
 def test_unknown_keys_list_the_allowed_ones(
     tmp_path: Path, overrides: dict[str, Any], field: str, allowed: str
 ) -> None:
@@ -655,8 +680,15 @@ def test_unknown_source_option_lists_the_allowed_ones(tmp_path: Path) -> None:
     assert (
         "field 'source.options.incremental_colum': is not a known field; allowed here: " in problem
     )
-    for key in ("auto_cleanup", "incremental_column", "incremental_strategy", "lookback",
-                "include_columns", "slot_name", "target_batch_size"):  # fmt: skip
+    for key in (
+        "auto_cleanup",
+        "incremental_column",
+        "incremental_strategy",
+        "lookback",
+        "include_columns",
+        "slot_name",
+        "target_batch_size",
+    ):
         assert key in problem
 
 
@@ -673,26 +705,71 @@ def test_unknown_key_in_a_pipelines_list_and_at_file_level(tmp_path: Path) -> No
     ("overrides", "field", "value", "allowed"),
     [
         ({"sink": {"strategy": {"mode": "full"}}}, "sink.strategy.mode", "full", MODES),
-        ({"sink": {"strategy": {"method": "swap"}}}, "sink.strategy.method", "swap", "truncate_insert, exchange"),  # noqa: E501
-        ({"sink": {"strategy": {"merge_policy": "merge"}}}, "sink.strategy.merge_policy", "merge", "delete_insert, upsert, shadow_swap"),  # noqa: E501
-        ({"sink": {"strategy": {"duplicate_policy": "first"}}}, "sink.strategy.duplicate_policy", "first", "fail, keep_last"),  # noqa: E501
-        ({"sink": {"strategy": {"native_mode": "always"}}}, "sink.strategy.native_mode", "always", "auto, required, disabled"),  # noqa: E501
-        ({"sink": {"strategy": {"on_schema_change": "ignore"}}}, "sink.strategy.on_schema_change", "ignore", "fail, add_columns, sync"),  # noqa: E501
+        (
+            {"sink": {"strategy": {"method": "swap"}}},
+            "sink.strategy.method",
+            "swap",
+            "truncate_insert, exchange",
+        ),
+        (
+            {"sink": {"strategy": {"merge_policy": "merge"}}},
+            "sink.strategy.merge_policy",
+            "merge",
+            "delete_insert, upsert, shadow_swap",
+        ),
+        (
+            {"sink": {"strategy": {"duplicate_policy": "first"}}},
+            "sink.strategy.duplicate_policy",
+            "first",
+            "fail, keep_last",
+        ),
+        (
+            {"sink": {"strategy": {"native_mode": "always"}}},
+            "sink.strategy.native_mode",
+            "always",
+            "auto, required, disabled",
+        ),
+        (
+            {"sink": {"strategy": {"on_schema_change": "ignore"}}},
+            "sink.strategy.on_schema_change",
+            "ignore",
+            "fail, add_columns, sync",
+        ),
         ({"source": {"type": "mysql"}}, "source.type", "mysql", "postgres, delta"),
         ({"sink": {"type": "mssql"}}, "sink.type", "mssql", "postgres, delta"),
         ({"source": {"connection_type": "aws"}}, "source.connection_type", "aws", "env, vault"),
-        ({"source": {"options": {"incremental_strategy": "wal"}}}, "source.options.incremental_strategy", "wal", "full, column, xmin, cdc"),  # noqa: E501
-        ({"source": {"options": {"on_null_cursor": "skip"}}}, "source.options.on_null_cursor", "skip", "exclude, include, fail"),  # noqa: E501
-        ({"source": {"options": {"snapshot": "always"}}}, "source.options.snapshot", "always", "initial, never"),  # noqa: E501
-        ({"source": {"options": {"on_truncate": "ignore"}}}, "source.options.on_truncate", "ignore", "apply, fail"),  # noqa: E501
+        (
+            {"source": {"options": {"incremental_strategy": "wal"}}},
+            "source.options.incremental_strategy",
+            "wal",
+            "full, column, xmin, cdc",
+        ),
+        (
+            {"source": {"options": {"on_null_cursor": "skip"}}},
+            "source.options.on_null_cursor",
+            "skip",
+            "exclude, include, fail",
+        ),
+        (
+            {"source": {"options": {"snapshot": "always"}}},
+            "source.options.snapshot",
+            "always",
+            "initial, never",
+        ),
+        (
+            {"source": {"options": {"on_truncate": "ignore"}}},
+            "source.options.on_truncate",
+            "ignore",
+            "apply, fail",
+        ),
     ],
-)  # fmt: skip
+)
 def test_wrong_choice_lists_the_allowed_values(
     tmp_path: Path, overrides: dict[str, Any], field: str, value: str, allowed: str
 ) -> None:
     spec = write(tmp_path / "p.yaml", pipeline(**overrides))
     problems = problems_of(spec)
-    expected = f"{spec}: pipeline 'landing_orders': field '{field}': '{value}' is not allowed; use one of: {allowed}"  # noqa: E501
+    expected = f"{spec}: pipeline 'landing_orders': field '{field}': '{value}' is not allowed; use one of: {allowed}"
     assert expected in problems
     assert len(problems) == 1, problems
 
@@ -700,31 +777,111 @@ def test_wrong_choice_lists_the_allowed_values(
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        ({"source": {"connection_id": True}}, "source.connection_id", "must be a string, got bool True"),  # noqa: E501
-        ({"sink": {"strategy": {"custom_predicate": False}}}, "sink.strategy.custom_predicate", "must be a string, got bool False"),  # noqa: E501
+        (
+            {"source": {"connection_id": True}},
+            "source.connection_id",
+            "must be a string, got bool True",
+        ),
+        (
+            {"sink": {"strategy": {"custom_predicate": False}}},
+            "sink.strategy.custom_predicate",
+            "must be a string, got bool False",
+        ),
         ({"description": ["a", "b"]}, "description", "must be a string, got list ['a', 'b']"),
-        ({"source": {"table": ["public", "orders"]}}, "source.table", "must be a mapping, got list ['public', 'orders']"),  # noqa: E501
-        ({"sink": {"strategy": "full_refresh"}}, "sink.strategy", "must be a mapping, got str 'full_refresh'"),  # noqa: E501
-        ({"source": {"options": ["full"]}}, "source.options", "must be a mapping, got list ['full']"),  # noqa: E501
-        ({"source": {"options": {"target_batch_size": 0}}}, "source.options.target_batch_size", "must be a positive integer, got int 0"),  # noqa: E501
-        ({"source": {"options": {"max_changes_per_run": -5}}}, "source.options.max_changes_per_run", "must be a positive integer, got int -5"),  # noqa: E501
-        ({"source": {"options": {"target_batch_size": "1000"}}}, "source.options.target_batch_size", "must be a positive integer, got str '1000'"),  # noqa: E501
-        ({"source": {"options": {"target_batch_size": True}}}, "source.options.target_batch_size", "must be a positive integer, got bool True"),  # noqa: E501
-        ({"sink": {"strategy": {"only_new_rows": "yes"}}}, "sink.strategy.only_new_rows", "must be true or false, got str 'yes'"),  # noqa: E501
-        ({"source": {"options": {"reset": 1}}}, "source.options.reset", "must be true or false, got int 1"),  # noqa: E501
-        ({"sink": {"strategy": {"unique_key": []}}}, "sink.strategy.unique_key", "must be a non-empty list of column names, got list []"),  # noqa: E501
-        ({"sink": {"strategy": {"unique_key": ["id", 7]}}}, "sink.strategy.unique_key", "must be a non-empty list of column names, got list ['id', 7]"),  # noqa: E501
-        ({"sink": {"strategy": {"unique_key": {"id": 1}}}}, "sink.strategy.unique_key", "must be a non-empty list of column names"),  # noqa: E501
-        ({"tags": ["sales"]}, "tags", "must be a mapping of tag names to string values, e.g. {domain: sales}"),  # noqa: E501
+        (
+            {"source": {"table": ["public", "orders"]}},
+            "source.table",
+            "must be a mapping, got list ['public', 'orders']",
+        ),
+        (
+            {"sink": {"strategy": "full_refresh"}},
+            "sink.strategy",
+            "must be a mapping, got str 'full_refresh'",
+        ),
+        (
+            {"source": {"options": ["full"]}},
+            "source.options",
+            "must be a mapping, got list ['full']",
+        ),
+        (
+            {"source": {"options": {"target_batch_size": 0}}},
+            "source.options.target_batch_size",
+            "must be a positive integer, got int 0",
+        ),
+        (
+            {"source": {"options": {"max_changes_per_run": -5}}},
+            "source.options.max_changes_per_run",
+            "must be a positive integer, got int -5",
+        ),
+        (
+            {"source": {"options": {"target_batch_size": "1000"}}},
+            "source.options.target_batch_size",
+            "must be a positive integer, got str '1000'",
+        ),
+        (
+            {"source": {"options": {"target_batch_size": True}}},
+            "source.options.target_batch_size",
+            "must be a positive integer, got bool True",
+        ),
+        (
+            {"sink": {"strategy": {"only_new_rows": "yes"}}},
+            "sink.strategy.only_new_rows",
+            "must be true or false, got str 'yes'",
+        ),
+        (
+            {"source": {"options": {"reset": 1}}},
+            "source.options.reset",
+            "must be true or false, got int 1",
+        ),
+        (
+            {"sink": {"strategy": {"unique_key": []}}},
+            "sink.strategy.unique_key",
+            "must be a non-empty list of column names, got list []",
+        ),
+        (
+            {"sink": {"strategy": {"unique_key": ["id", 7]}}},
+            "sink.strategy.unique_key",
+            "must be a non-empty list of column names, got list ['id', 7]",
+        ),
+        (
+            {"sink": {"strategy": {"unique_key": {"id": 1}}}},
+            "sink.strategy.unique_key",
+            "must be a non-empty list of column names",
+        ),
+        (
+            {"tags": ["sales"]},
+            "tags",
+            "must be a mapping of tag names to string values, e.g. {domain: sales}",
+        ),
         ({"tags": {"domain": None}}, "tags", "must be a mapping of tag names to string values"),
         ({"tags": {"domain": {"a": 1}}}, "tags", "must be a mapping of tag names to string values"),
-        ({"schedule": ["0 * * * *"]}, "schedule", "must be a cron string or a mapping with `cron` and `timezone`"),  # noqa: E501
-        ({"freshness": 2}, "freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after"),  # noqa: E501
-        ({"freshness": {"warn_after": "1h"}}, "freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after"),  # noqa: E501
-        ({"freshness": {"fail_after": "1h", "warn": "30m"}}, "freshness", "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after"),  # noqa: E501
-        ({"owners": {"team": "data"}}, "owners", "must be a list of owners, e.g. [team:data-platform, ana@example.com]"),  # noqa: E501
+        (
+            {"schedule": ["0 * * * *"]},
+            "schedule",
+            "must be a cron string or a mapping with `cron` and `timezone`",
+        ),
+        (
+            {"freshness": 2},
+            "freshness",
+            "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after",
+        ),
+        (
+            {"freshness": {"warn_after": "1h"}},
+            "freshness",
+            "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after",
+        ),
+        (
+            {"freshness": {"fail_after": "1h", "warn": "30m"}},
+            "freshness",
+            "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after",
+        ),
+        (
+            {"owners": {"team": "data"}},
+            "owners",
+            "must be a list of owners, e.g. [team:data-platform, ana@example.com]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_wrong_types(tmp_path: Path, overrides: dict[str, Any], field: str, message: str) -> None:
     spec = write(tmp_path / "p.yaml", pipeline(**overrides))
     prefix = f"{spec}: pipeline 'landing_orders': field '{field}': "
@@ -752,17 +909,41 @@ def test_a_bool_name_is_refused_and_the_pipeline_labelled_by_its_target(tmp_path
         ({"sink": {"table": DROP}}, "sink.table", "is required (a mapping)"),
         ({"sink": {"table": {"name": ""}}}, "sink.table.name", "is required"),
         ({"source": {"table": {"schema": ""}}}, "source.table.schema", "is required"),
-        ({"source": {"connection_id": ""}}, "source.connection_id", "is required for type postgres (a connection name)"),  # noqa: E501
-        ({"sink": {"strategy": {"mode": ""}}}, "sink.strategy.mode", f"is required; one of: {MODES}"),  # noqa: E501
+        (
+            {"source": {"connection_id": ""}},
+            "source.connection_id",
+            "is required for type postgres (a connection name)",
+        ),
+        (
+            {"sink": {"strategy": {"mode": ""}}},
+            "sink.strategy.mode",
+            f"is required; one of: {MODES}",
+        ),
         ({"source": {"table": {"name": DROP}}}, "source.table.name", "is required"),
-        ({"source": {"connection_id": DROP}}, "source.connection_id", "is required for type postgres (a connection name)"),  # noqa: E501
-        ({"sink": {"connection_id": DROP}}, "sink.connection_id", "is required for type postgres (a connection name)"),  # noqa: E501
-        ({"sink": {"strategy": {"mode": DROP}}}, "sink.strategy.mode", f"is required; one of: {MODES}"),  # noqa: E501
+        (
+            {"source": {"connection_id": DROP}},
+            "source.connection_id",
+            "is required for type postgres (a connection name)",
+        ),
+        (
+            {"sink": {"connection_id": DROP}},
+            "sink.connection_id",
+            "is required for type postgres (a connection name)",
+        ),
+        (
+            {"sink": {"strategy": {"mode": DROP}}},
+            "sink.strategy.mode",
+            f"is required; one of: {MODES}",
+        ),
         ({"source": {"type": DROP}}, "source.type", "is required; one of: postgres, delta"),
-        ({"source": {"type": "delta", "connection_id": DROP, "table": DROP}}, "source.path", "is required for type delta (a folder or object-store URI)"),  # noqa: E501
+        (
+            {"source": {"type": "delta", "connection_id": DROP, "table": DROP}},
+            "source.path",
+            "is required for type delta (a folder or object-store URI)",
+        ),
         ({"schedule": {"timezone": "UTC"}}, "schedule.cron", "is required"),
     ],
-)  # fmt: skip
+)
 def test_missing_required_fields(
     tmp_path: Path, overrides: dict[str, Any], field: str, message: str
 ) -> None:
@@ -798,7 +979,7 @@ def test_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
 def test_pipelines_must_be_a_list_of_mappings(tmp_path: Path) -> None:
     not_a_list = write(tmp_path / "a.yaml", {"pipelines": pipeline()})
     assert only_problem(not_a_list) == (
-        f"{not_a_list}: field 'pipelines': must be a list of pipelines, each with `source` and `sink`"  # noqa: E501
+        f"{not_a_list}: field 'pipelines': must be a list of pipelines, each with `source` and `sink`"
     )
     not_mappings = tmp_path / "b" / "b.yaml"
     write(not_mappings, {"pipelines": [pipeline(), "orders"]})
@@ -962,17 +1143,23 @@ def test_invalid_tags(tmp_path: Path) -> None:
         (
             {"sink": {"strategy": {"mode": "partition_replace"}}},
             "sink.strategy.partition_column",
-            "is required for mode partition_replace: the column that decides each row's "
-            "partition",
+            "is required for mode partition_replace: the column that decides each row's partition",
         ),
         (
-            {"source": {"type": "delta", "connection_id": DROP, "table": DROP,
-                        "path": "/lake/orders", "options": {"incremental_strategy": "xmin"}}},
+            {
+                "source": {
+                    "type": "delta",
+                    "connection_id": DROP,
+                    "table": DROP,
+                    "path": "/lake/orders",
+                    "options": {"incremental_strategy": "xmin"},
+                }
+            },
             "source.options.incremental_strategy",
             "applies to postgres sources only; a delta source is read by table version",
         ),
     ],
-)  # fmt: skip
+)
 def test_semantic_mistakes(
     tmp_path: Path, overrides: dict[str, Any], field: str, message: str
 ) -> None:
@@ -1050,6 +1237,7 @@ def test_connections_next_to_a_single_top_level_pipeline(tmp_path: Path) -> None
         sink:
           type: postgres
           connection_id: warehouse
+          connection_type: vault
           table: {schema: landing, name: orders}
           strategy: {mode: full_refresh}
         """,
@@ -1057,6 +1245,21 @@ def test_connections_next_to_a_single_top_level_pipeline(tmp_path: Path) -> None
     project = load_project(spec, environ={})
     assert [p.name for p in project.pipelines] == ["landing_orders"]
     assert project.connections["warehouse"].type == "vault"
+
+
+def test_a_connection_used_with_another_type_than_declared(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "shop.yaml",
+        {
+            "connections": {"shop": {"type": "env"}, "warehouse": {"type": "vault"}},
+            "pipelines": [pipeline()],
+        },
+    )
+    assert problems_of(spec, {}) == [
+        f"{spec}: pipeline 'landing_orders': field 'sink.connection_id': connection 'warehouse' "
+        f"is declared with type vault in {spec}, but used here with connection_type env; "
+        "make them agree"
+    ]
 
 
 def test_connections_declared_in_another_file(tmp_path: Path) -> None:
@@ -1117,11 +1320,13 @@ def test_duplicate_asset_keys(tmp_path: Path) -> None:
 def test_duplicate_names(tmp_path: Path) -> None:
     spec = write(
         tmp_path / "p.yaml",
-        {"pipelines": [
-            pipeline(name="orders"),
-            pipeline(name="orders", sink={"table": {"name": "orders_copy"}}),
-        ]},
-    )  # fmt: skip
+        {
+            "pipelines": [
+                pipeline(name="orders"),
+                pipeline(name="orders", sink={"table": {"name": "orders_copy"}}),
+            ]
+        },
+    )
     assert problems_of(spec) == [
         f"{spec}: pipeline 'orders': field 'name': has the same name as pipeline 'orders' in "
         f"{spec} (orders); each pipeline needs its own"
@@ -1146,13 +1351,21 @@ def test_a_copied_pipeline_reports_target_key_and_name(tmp_path: Path) -> None:
 def test_every_problem_of_a_load_is_reported(tmp_path: Path) -> None:
     broken = write(
         tmp_path / "broken.yaml",
-        {"pipelines": [
-            pipeline(name="one", sink={"strategy": {"mode": "fulll", "uniqe_key": ["id"]}}),
-            pipeline(name="two", schedule="every day", freshness="2 fortnights",
-                     sink={"table": {"name": "two"}}),
-            pipeline(name="three", sink={"table": {"name": "three"}, "strategy": {"mode": "replace"}}),  # noqa: E501
-        ]},
-    )  # fmt: skip
+        {
+            "pipelines": [
+                pipeline(name="one", sink={"strategy": {"mode": "fulll", "uniqe_key": ["id"]}}),
+                pipeline(
+                    name="two",
+                    schedule="every day",
+                    freshness="2 fortnights",
+                    sink={"table": {"name": "two"}},
+                ),
+                pipeline(
+                    name="three", sink={"table": {"name": "three"}, "strategy": {"mode": "replace"}}
+                ),
+            ]
+        },
+    )
     invalid = write(tmp_path / "sub" / "invalid.yml", "pipelines: [\n")
     unknown = write(
         tmp_path / "sub" / "unknown.yaml",
@@ -1166,10 +1379,10 @@ def test_every_problem_of_a_load_is_reported(tmp_path: Path) -> None:
         f"{broken}: pipeline 'one': field 'sink.strategy.uniqe_key': is not a known field",
         f"{broken}: pipeline 'two': field 'schedule': 'every day' is not a valid cron expression",
         f"{broken}: pipeline 'two': field 'freshness': '2 fortnights' is not a duration",
-        f"{broken}: pipeline 'three': field 'sink.strategy.custom_predicate': is required for mode replace",  # noqa: E501
-        f"{broken}: pipeline 'three': field 'sink.strategy.mode': postgres sink with mode 'replace' is not supported yet",  # noqa: E501
+        f"{broken}: pipeline 'three': field 'sink.strategy.custom_predicate': is required for mode replace",
+        f"{broken}: pipeline 'three': field 'sink.strategy.mode': postgres sink with mode 'replace' is not supported yet",
         f"{invalid}: is not valid YAML",
-        f"{unknown}: pipeline 'four': field 'source.connection_id': connection 'crm' is unknown: set PGFLOW_CONN_CRM",  # noqa: E501
+        f"{unknown}: pipeline 'four': field 'source.connection_id': connection 'crm' is unknown: set PGFLOW_CONN_CRM",
     ]
     assert len(problems) == len(expected), problems
     for fragment in expected:

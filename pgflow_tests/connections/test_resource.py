@@ -27,8 +27,14 @@ PARTS = {"host": "db.internal", "port": "5432", "dbname": "oltp", "user": "u", "
 
 @pytest.fixture
 def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVault]:
-    for name in ("VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "VAULT_NAMESPACE",
-                 "PGFLOW_VAULT_MOUNT", "PGFLOW_VAULT_PREFIX"):  # fmt: skip
+    for name in (
+        "VAULT_TOKEN",
+        "VAULT_ROLE_ID",
+        "VAULT_SECRET_ID",
+        "VAULT_NAMESPACE",
+        "PGFLOW_VAULT_MOUNT",
+        "PGFLOW_VAULT_PREFIX",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with FakeVault() as server:

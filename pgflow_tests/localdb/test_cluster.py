@@ -276,8 +276,11 @@ def test_seed_partitions_toast_and_nulls(shop: tuple[str, dict[str, int]]) -> No
         nulls = scalar(uri, f"SELECT count(*) FROM {table} WHERE {column} IS NULL")
         assert isinstance(nulls, int) and nulls > 0, f"{table}.{column} has no NULLs"
     assert scalar(uri, "SELECT count(*) FROM customers WHERE tags = '{}'") > 0
-    lines = scalar(uri, "SELECT array[min(n), max(n)] FROM (SELECT count(*) n FROM order_items"
-                        " GROUP BY order_id) per_order")  # fmt: skip
+    lines = scalar(
+        uri,
+        "SELECT array[min(n), max(n)] FROM (SELECT count(*) n FROM order_items"
+        " GROUP BY order_id) per_order",
+    )
     assert lines == [1, 4]
 
 

@@ -52,10 +52,12 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
         (enum.schema, enum.name),
     ).fetchone()
     if existing is None or existing[0] is None:
-        log.execute(sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
-            sql.Identifier(enum.schema, enum.name),
-            sql.SQL(", ").join(map(sql.Literal, labels)),
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                sql.Identifier(enum.schema, enum.name),
+                sql.SQL(", ").join(map(sql.Literal, labels)),
+            )
+        )
         return
     missing = [label for label in labels if label not in existing[0]]
     if missing:
@@ -78,12 +80,16 @@ def create_target(log: SqlLog, source: TableInfo, target: TableName) -> None:
         for c in source.columns
     ]
     if source.primary_key:
-        parts.append(sql.SQL("PRIMARY KEY ({})").format(
-            sql.SQL(", ").join(map(sql.Identifier, source.primary_key))
-        ))  # fmt: skip
-    log.execute(sql.SQL("CREATE TABLE {} ({})").format(
-        sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts)
-    ))  # fmt: skip
+        parts.append(
+            sql.SQL("PRIMARY KEY ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, source.primary_key))
+            )
+        )
+    log.execute(
+        sql.SQL("CREATE TABLE {} ({})").format(
+            sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts)
+        )
+    )
 
 
 def check_target_fits(source: TableInfo, target: TableInfo) -> None:
@@ -111,9 +117,11 @@ def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
 
 def lock_target(log: SqlLog, target: TableName) -> None:
     """Serialize loads of one target across processes, released when the transaction ends."""
-    log.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
-        sql.Literal(f"pgflow:{target}")
-    ))  # fmt: skip
+    log.execute(
+        sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
+            sql.Literal(f"pgflow:{target}")
+        )
+    )
 
 
 def quote_table(conn: psycopg.Connection, table: TableName) -> str:

@@ -70,9 +70,11 @@ def exchange(log: SqlLog, target: TableName, staging: TableName, columns: Sequen
     _rebind_dependents(log, target, backup, plan)
     log.execute(sql.SQL("DROP TABLE {}").format(_ident(backup)))  # never CASCADE
     for i, index in enumerate(plan.indexes):
-        log.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-            sql.Identifier(target.schema, _temp_index(tag, i)), sql.Identifier(index.name)
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier(target.schema, _temp_index(tag, i)), sql.Identifier(index.name)
+            )
+        )
     _restore_replica_identity(log, target, plan)
     return rows
 
@@ -117,29 +119,41 @@ def _build_shadow(
     plan: ExchangePlan,
     tag: str,
 ) -> int:
-    log.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
-        _ident(shadow), _ident(target)
-    ))  # fmt: skip
+    log.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
+            _ident(shadow), _ident(target)
+        )
+    )
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    rows = log.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
-        _ident(shadow), names, names, _ident(staging)
-    )).rowcount  # fmt: skip
+    rows = log.execute(
+        sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+            _ident(shadow), names, names, _ident(staging)
+        )
+    ).rowcount
     # Indexes after the data: one sorted build each instead of row-by-row maintenance.
     for i, index in enumerate(plan.indexes):
         temp = sql.Identifier(_temp_index(tag, i))
         if index.constraint_def:
-            log.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                _ident(shadow), temp, sql.SQL(index.constraint_def)
-            ))  # fmt: skip
+            log.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    _ident(shadow), temp, sql.SQL(index.constraint_def)
+                )
+            )
         else:
-            log.execute(sql.SQL("CREATE {}INDEX {} ON {} {}").format(
-                sql.SQL("UNIQUE " if index.is_unique else ""), temp, _ident(shadow),
-                sql.SQL(str(index.index_tail)),
-            ))  # fmt: skip
+            log.execute(
+                sql.SQL("CREATE {}INDEX {} ON {} {}").format(
+                    sql.SQL("UNIQUE " if index.is_unique else ""),
+                    temp,
+                    _ident(shadow),
+                    sql.SQL(str(index.index_tail)),
+                )
+            )
     for name, definition in plan.foreign_keys:
-        log.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            _ident(shadow), sql.Identifier(name), sql.SQL(definition)
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                _ident(shadow), sql.Identifier(name), sql.SQL(definition)
+            )
+        )
     return rows
 
 
@@ -154,9 +168,11 @@ def _restore_properties(log: SqlLog, target: TableName, plan: ExchangePlan) -> N
     if plan.comment is not None:
         log.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(plan.comment)))
     if plan.reloptions:
-        log.execute(sql.SQL("ALTER TABLE {} SET ({})").format(
-            table, sql.SQL(", ").join(sql.SQL(o) for o in plan.reloptions)
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("ALTER TABLE {} SET ({})").format(
+                table, sql.SQL(", ").join(sql.SQL(o) for o in plan.reloptions)
+            )
+        )
     for trigger in plan.triggers:
         log.execute(sql.SQL(trigger))
 
@@ -165,24 +181,32 @@ def _rebind_dependents(
     log: SqlLog, target: TableName, backup: TableName, plan: ExchangePlan
 ) -> None:
     for sequence, column in plan.serial_sequences:
-        log.execute(sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
-            sql.SQL(sequence), sql.Identifier(target.schema, target.name, column)
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                sql.SQL(sequence), sql.Identifier(target.schema, target.name, column)
+            )
+        )
     for old_sequence, column in plan.identity_columns:
-        log.execute(sql.SQL(
-            "SELECT setval(pg_get_serial_sequence({}, {}), last_value, is_called) FROM {}"
-        ).format(
-            sql.Literal(_ident(target).as_string(log.conn)), sql.Literal(column),
-            sql.SQL(old_sequence),
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL(
+                "SELECT setval(pg_get_serial_sequence({}, {}), last_value, is_called) FROM {}"
+            ).format(
+                sql.Literal(_ident(target).as_string(log.conn)),
+                sql.Literal(column),
+                sql.SQL(old_sequence),
+            )
+        )
     for view in plan.views:
         options = view["options"]
-        log.execute(sql.SQL("CREATE OR REPLACE VIEW {}{} AS {}").format(
-            sql.Identifier(view["schema"], view["name"]),
-            sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in options))
-            if options else sql.SQL(""),
-            sql.SQL(view["definition"].rstrip().rstrip(";")),
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("CREATE OR REPLACE VIEW {}{} AS {}").format(
+                sql.Identifier(view["schema"], view["name"]),
+                sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in options))
+                if options
+                else sql.SQL(""),
+                sql.SQL(view["definition"].rstrip().rstrip(";")),
+            )
+        )
 
 
 def _restore_replica_identity(log: SqlLog, target: TableName, plan: ExchangePlan) -> None:
@@ -193,14 +217,18 @@ def _restore_replica_identity(log: SqlLog, target: TableName, plan: ExchangePlan
         log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY NOTHING").format(table))
     elif plan.replica_identity == "i":
         index = next(i.name for i in plan.indexes if i.is_replica_identity)
-        log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
-            table, sql.Identifier(index)
-        ))  # fmt: skip
+        log.execute(
+            sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
+                table, sql.Identifier(index)
+            )
+        )
 
 
 def _grant_sql(table: sql.Composable, grant: dict) -> sql.Composed:
     grantee = sql.SQL("PUBLIC") if grant["grantee"] is None else sql.Identifier(grant["grantee"])
-    columns = sql.SQL(" ({})").format(sql.Identifier(grant["column"])) if grant["column"] else sql.SQL("")
+    columns = (
+        sql.SQL(" ({})").format(sql.Identifier(grant["column"])) if grant["column"] else sql.SQL("")
+    )
     option = sql.SQL(" WITH GRANT OPTION") if grant["is_grantable"] else sql.SQL("")
     return sql.SQL("GRANT {}{} ON {} TO {}{}").format(
         sql.SQL(grant["privilege_type"]), columns, table, grantee, option

@@ -19,10 +19,14 @@ def insert_from_staging(
     log: SqlLog, target: TableName, staging: TableName, columns: Sequence[str]
 ) -> int:
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cur = log.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-        sql.Identifier(target.schema, target.name), names, names,
-        sql.Identifier(staging.schema, staging.name),
-    ))  # fmt: skip
+    cur = log.execute(
+        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            sql.Identifier(target.schema, target.name),
+            names,
+            names,
+            sql.Identifier(staging.schema, staging.name),
+        )
+    )
     return cur.rowcount
 
 

@@ -53,7 +53,9 @@ def apply_for(strategy: StrategySpec) -> ApplyStrategy:
 
 
 def strategy_label(strategy: StrategySpec) -> str:
-    return f"{strategy.mode}/{strategy.method}" if strategy.mode == "full_refresh" else strategy.mode
+    return (
+        f"{strategy.mode}/{strategy.method}" if strategy.mode == "full_refresh" else strategy.mode
+    )
 
 
 def load_table(

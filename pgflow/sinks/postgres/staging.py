@@ -39,11 +39,13 @@ def create_staging(log: SqlLog, target: TableName, columns: Sequence[str]) -> Ta
     """An empty UNLOGGED table with the target's types, in the source's column order."""
     _ensure_staging_schema(log)
     staging = staging_name(target)
-    log.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-        sql.Identifier(staging.schema, staging.name),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.Identifier(target.schema, target.name),
-    ))  # fmt: skip
+    log.execute(
+        sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
+            sql.Identifier(staging.schema, staging.name),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.Identifier(target.schema, target.name),
+        )
+    )
     return staging
 
 
@@ -56,9 +58,9 @@ def _ensure_staging_schema(log: SqlLog) -> None:
         return
     try:
         with log.conn.transaction():
-            log.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(STAGING_SCHEMA)
-            ))  # fmt: skip
+            log.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA))
+            )
     except psycopg.errors.UniqueViolation:
         pass
 
@@ -95,6 +97,6 @@ def copy_into(
 
 
 def drop_staging(log: SqlLog, staging: TableName) -> None:
-    log.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-        sql.Identifier(staging.schema, staging.name)
-    ))  # fmt: skip
+    log.execute(
+        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging.schema, staging.name))
+    )

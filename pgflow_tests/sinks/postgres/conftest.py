@@ -45,7 +45,7 @@ SELECT g, (g %% 100)::smallint, g * 7, g::bigint * 1000000000, round((g * 1.234)
        CASE WHEN g %% 50 = 0 THEN (SELECT string_agg(md5(g::text || x), '') FROM generate_series(1, 400) x)
        END
 FROM generate_series(%(start)s::int, %(stop)s::int) g;
-"""  # noqa: E501
+"""
 
 
 @pytest.fixture
@@ -70,7 +70,9 @@ def fetch(uri: str, query: str, params: object = None) -> list[tuple]:
 
 def table_text(uri: str, table: str, order_by: str = "1") -> list[str]:
     """Every row as Postgres renders it, in fixed settings: equal text means equal values."""
-    with psycopg.connect(uri, options="-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3") as conn:  # noqa: E501
+    with psycopg.connect(
+        uri, options="-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3"
+    ) as conn:
         return [r[0] for r in conn.execute(f"SELECT t::text FROM {table} t ORDER BY {order_by}")]
 
 

@@ -31,10 +31,16 @@ print(json.dumps({"rows": result.rows, "bytes": result.bytes, "fmt": result.copy
 
 def test_loading_a_table_larger_than_the_process_peak_memory(source_uri, sink_uri):
     execute(source_uri, "CREATE TABLE wide (id int PRIMARY KEY, body text)")
-    execute(source_uri, "INSERT INTO wide SELECT g, repeat(md5(g::text), 3000)"
-                        " FROM generate_series(1, 2000) g")  # fmt: skip
-    child = subprocess.run([sys.executable, "-c", CHILD, source_uri, sink_uri],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    execute(
+        source_uri,
+        "INSERT INTO wide SELECT g, repeat(md5(g::text), 3000) FROM generate_series(1, 2000) g",
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, source_uri, sink_uri],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr[-2000:]
     outcome = json.loads(child.stdout)
 

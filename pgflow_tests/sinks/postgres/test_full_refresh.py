@@ -68,13 +68,21 @@ def test_first_load_creates_a_faithful_target_equal_to_the_source(all_types, sin
     assert types["qty"] == "integer" and types["mail"] == "text"
     labels = fetch(sink_uri, "SELECT enum_range(NULL::landing.mood)::text")[0][0]
     assert labels == "{sad,ok,happy}"
-    pk = fetch(sink_uri, "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
-                         " WHERE conrelid = 'landing.all_types'::regclass AND contype = 'p'")  # fmt: skip
+    pk = fetch(
+        sink_uri,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'landing.all_types'::regclass AND contype = 'p'",
+    )
     assert pk == [("PRIMARY KEY (id)",)]
-    not_null = fetch(sink_uri, "SELECT attnotnull FROM pg_attribute WHERE attrelid ="
-                               " 'landing.all_types'::regclass AND attname = 'label'")  # fmt: skip
+    not_null = fetch(
+        sink_uri,
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid ="
+        " 'landing.all_types'::regclass AND attname = 'label'",
+    )
     assert not_null == [(True,)]
-    long_values = fetch(sink_uri, "SELECT count(*) FROM landing.all_types WHERE length(long_text) > 8000")  # noqa: E501
+    long_values = fetch(
+        sink_uri, "SELECT count(*) FROM landing.all_types WHERE length(long_text) > 8000"
+    )
     assert long_values == [(10,)]
     assert staging_tables(sink_uri) == []
 
@@ -82,8 +90,11 @@ def test_first_load_creates_a_faithful_target_equal_to_the_source(all_types, sin
 def test_reload_after_source_changes_mirrors_inserts_updates_and_deletes(all_types, sink_uri):
     run_load(all_types, sink_uri, SOURCE, TARGET)
     execute(all_types, "DELETE FROM public.all_types WHERE id % 10 = 0")
-    execute(all_types, "UPDATE public.all_types SET label = 'changed', amount = amount + 0.001,"
-                       " tags = NULL, feeling = 'sad' WHERE id % 7 = 0")  # fmt: skip
+    execute(
+        all_types,
+        "UPDATE public.all_types SET label = 'changed', amount = amount + 0.001,"
+        " tags = NULL, feeling = 'sad' WHERE id % 7 = 0",
+    )
     execute(all_types, ALL_TYPES_ROWS, {"start": 501, "stop": 650})
 
     result = run_load(all_types, sink_uri, SOURCE, TARGET)
@@ -95,9 +106,14 @@ def test_reload_after_source_changes_mirrors_inserts_updates_and_deletes(all_typ
 
 
 def test_builtin_types_travel_as_binary_and_user_types_as_text(source_uri, sink_uri):
-    execute(source_uri, "CREATE TABLE plain (id int PRIMARY KEY, n numeric(10,2), t text[]);"
-                        "INSERT INTO plain SELECT g, g / 3.0, array[g::text] FROM generate_series(1, 50) g")  # fmt: skip  # noqa: E501
-    plain = run_load(source_uri, sink_uri, TableName("public", "plain"), TableName("landing", "plain"))  # noqa: E501
+    execute(
+        source_uri,
+        "CREATE TABLE plain (id int PRIMARY KEY, n numeric(10,2), t text[]);"
+        "INSERT INTO plain SELECT g, g / 3.0, array[g::text] FROM generate_series(1, 50) g",
+    )
+    plain = run_load(
+        source_uri, sink_uri, TableName("public", "plain"), TableName("landing", "plain")
+    )
     assert plain.copy_format == "binary"
     assert table_text(sink_uri, "landing.plain") == table_text(source_uri, "public.plain")
 
@@ -107,11 +123,19 @@ def test_builtin_types_travel_as_binary_and_user_types_as_text(source_uri, sink_
     assert typed.copy_format == "text"  # enum arrays embed a database-specific element OID
 
 
-def test_existing_target_with_a_narrower_type_is_loaded_through_text_with_casts(source_uri, sink_uri):  # noqa: E501
-    execute(source_uri, "CREATE TABLE m (id int PRIMARY KEY, v numeric(12,4));"
-                        "INSERT INTO m VALUES (1, 1.5), (2, NULL)")  # fmt: skip
-    execute(sink_uri, "CREATE SCHEMA landing; CREATE TABLE landing.m (id bigint PRIMARY KEY,"
-                      " v numeric(14,2), extra text DEFAULT 'x')")  # fmt: skip
+def test_existing_target_with_a_narrower_type_is_loaded_through_text_with_casts(
+    source_uri, sink_uri
+):
+    execute(
+        source_uri,
+        "CREATE TABLE m (id int PRIMARY KEY, v numeric(12,4));"
+        "INSERT INTO m VALUES (1, 1.5), (2, NULL)",
+    )
+    execute(
+        sink_uri,
+        "CREATE SCHEMA landing; CREATE TABLE landing.m (id bigint PRIMARY KEY,"
+        " v numeric(14,2), extra text DEFAULT 'x')",
+    )
     result = run_load(source_uri, sink_uri, TableName("public", "m"), TableName("landing", "m"))
     assert result.copy_format == "text"
     assert fetch(sink_uri, "SELECT id, v::text, extra FROM landing.m ORDER BY id") == [
@@ -120,10 +144,16 @@ def test_existing_target_with_a_narrower_type_is_loaded_through_text_with_casts(
     ]
 
 
-def test_target_missing_a_source_column_is_refused_before_anything_is_written(source_uri, sink_uri):  # noqa: E501
-    execute(source_uri, "CREATE TABLE m (id int PRIMARY KEY, a text, b text); INSERT INTO m VALUES (1, 'a', 'b')")  # noqa: E501
-    execute(sink_uri, "CREATE SCHEMA landing; CREATE TABLE landing.m (id int PRIMARY KEY, a text);"
-                      "INSERT INTO landing.m VALUES (9, 'old')")  # fmt: skip
+def test_target_missing_a_source_column_is_refused_before_anything_is_written(source_uri, sink_uri):
+    execute(
+        source_uri,
+        "CREATE TABLE m (id int PRIMARY KEY, a text, b text); INSERT INTO m VALUES (1, 'a', 'b')",
+    )
+    execute(
+        sink_uri,
+        "CREATE SCHEMA landing; CREATE TABLE landing.m (id int PRIMARY KEY, a text);"
+        "INSERT INTO landing.m VALUES (9, 'old')",
+    )
     with pytest.raises(TargetSchemaError, match=r"landing\.m has no column\(s\) b .*add them"):
         run_load(source_uri, sink_uri, TableName("public", "m"), TableName("landing", "m"))
     assert fetch(sink_uri, "SELECT * FROM landing.m") == [(9, "old")]
@@ -168,7 +198,10 @@ def test_failure_on_the_first_load_creates_no_target(all_types, sink_uri):
 
 def test_failure_while_applying_keeps_the_old_rows(source_uri, sink_uri):
     """A real server-side failure after TRUNCATE ran: the transaction takes it back."""
-    execute(source_uri, "CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m SELECT g, g FROM generate_series(1, 100) g")  # noqa: E501
+    execute(
+        source_uri,
+        "CREATE TABLE m (id int PRIMARY KEY, v int); INSERT INTO m SELECT g, g FROM generate_series(1, 100) g",
+    )
     run_load(source_uri, sink_uri, TableName("public", "m"), TableName("landing", "m"))
     execute(sink_uri, "ALTER TABLE landing.m ADD CONSTRAINT small_v CHECK (v <= 100)")
     execute(source_uri, "UPDATE m SET v = 1000 WHERE id = 100")
@@ -180,14 +213,17 @@ def test_failure_while_applying_keeps_the_old_rows(source_uri, sink_uri):
 
 
 def test_partitioned_source_lands_in_one_plain_table(source_uri, sink_uri):
-    execute(source_uri, """
+    execute(
+        source_uri,
+        """
         CREATE TABLE pay (id bigint, paid_at timestamptz NOT NULL, amount numeric(12,2),
                           PRIMARY KEY (id, paid_at)) PARTITION BY RANGE (paid_at);
         CREATE TABLE pay_2024_01 PARTITION OF pay FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
         CREATE TABLE pay_2024_02 PARTITION OF pay FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
         INSERT INTO pay SELECT g, '2024-01-01'::timestamptz + g * interval '1 hour', g
         FROM generate_series(1, 1000) g;
-    """)  # fmt: skip
+    """,
+    )
     result = run_load(source_uri, sink_uri, TableName("public", "pay"), TableName("landing", "pay"))
     assert result.rows == 1000
     assert table_text(sink_uri, "landing.pay") == table_text(source_uri, "public.pay")
