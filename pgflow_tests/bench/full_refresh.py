@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -115,6 +116,7 @@ def main() -> None:
         )
     finally:
         cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
