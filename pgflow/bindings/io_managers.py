@@ -15,6 +15,7 @@ from pgflow.bindings.metadata import load_metadata
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sinks.postgres.load import load_table
+from pgflow.sources.catalog import TableNotFound
 from pgflow.sources.postgres import PostgresTableSource
 
 
@@ -58,7 +59,13 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 sink.connection_id, sink.connection_type, autocommit=True
             ) as dst_conn,
         ):
-            reader = PostgresTableSource(src_conn, source.table)
+            try:
+                reader = PostgresTableSource(src_conn, source.table)
+            except TableNotFound:
+                raise dg.Failure(
+                    f"pipeline '{spec.name}' ({spec.file}): source table {source.table} not found "
+                    f"on connection '{source.connection_id}'; check source.table in the spec"
+                ) from None
             progress = _progress_logger(context, sink.table, reader.info.estimated_rows)
             result = load_table(dst_conn, reader, sink.table, sink.strategy, progress)
             src_conn.rollback()  # end the read-only snapshot promptly

@@ -35,3 +35,23 @@ def test_downstream_asset_reads_the_loaded_table_through_a_table_ref(dagster_set
     assert result.output_for_node("expensive_item_count") == 220
     materialization = result.asset_materializations_for_node("landing__items")[0]
     assert materialization.metadata["dagster/row_count"].value == 300
+
+
+def test_a_missing_source_table_fails_the_run_naming_pipeline_and_table(dagster_setup, monkeypatch):
+    for name in ("PGFLOW_CONN_SHOP", "PGFLOW_CONN_WAREHOUSE"):
+        monkeypatch.setenv(name, dagster_setup.env[name])
+    spec = dagster_setup.specs / "items.yaml"
+    spec.write_text(spec.read_text().replace("name: items}", "name: itemz}", 1))
+    project = load_project(dagster_setup.specs)
+    resources = build_definitions(project).resources
+
+    result = dg.materialize(
+        [pipeline_asset(project.pipelines[0])], resources=resources, raise_on_error=False
+    )
+
+    assert not result.success
+    failure = result.failure_data_for_node("landing__items")
+    assert failure is not None
+    message = failure.error.message if failure.error else ""
+    assert f"pipeline 'landing_items' ({spec}): source table public.itemz not found" in message
+    assert "on connection 'shop'" in message
