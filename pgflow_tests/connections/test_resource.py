@@ -9,8 +9,6 @@ session fixture (databases "source" and "sink").
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import dagster as dg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -20,28 +18,8 @@ from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.localdb.cluster import ClusterInfo
 from pgflow_tests.connections.vault_server import FakeVault
 
-TOKEN = "hvs.resource-test-token"
 WRONG_PASSWORD = "definitely-Wrong-pw-4711"
 PARTS = {"host": "db.internal", "port": "5432", "dbname": "oltp", "user": "u", "password": "pw-1"}
-
-
-@pytest.fixture
-def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVault]:
-    for name in (
-        "VAULT_TOKEN",
-        "VAULT_ROLE_ID",
-        "VAULT_SECRET_ID",
-        "VAULT_NAMESPACE",
-        "PGFLOW_VAULT_MOUNT",
-        "PGFLOW_VAULT_PREFIX",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with FakeVault() as server:
-        server.add_token(TOKEN)
-        monkeypatch.setenv("VAULT_ADDR", server.url)
-        monkeypatch.setenv("VAULT_TOKEN", TOKEN)
-        yield server
 
 
 def pg_parts(local_pg: ClusterInfo, dbname: str = "source", **overrides: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ codes. What is not covered: TLS, namespaces' server-side semantics, token renewa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -26,9 +25,9 @@ from pgflow.connections.secrets import (
     redact,
     secret_values,
 )
+from pgflow_tests.connections.conftest import TOKEN
 from pgflow_tests.connections.vault_server import FakeVault
 
-TOKEN = "hvs.test-root-token"
 PASSWORD = "s3cret-Pa55word"
 PARTS = {
     "host": "db.internal",
@@ -38,26 +37,6 @@ PARTS = {
     "password": PASSWORD,
     "sslmode": "require",
 }
-
-
-@pytest.fixture
-def vault(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeVault]:
-    """A FakeVault with one all-access token, and a process environment pointing at it."""
-    for name in (
-        "VAULT_TOKEN",
-        "VAULT_ROLE_ID",
-        "VAULT_SECRET_ID",
-        "VAULT_NAMESPACE",
-        "PGFLOW_VAULT_MOUNT",
-        "PGFLOW_VAULT_PREFIX",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    with FakeVault() as server:
-        server.add_token(TOKEN)
-        monkeypatch.setenv("VAULT_ADDR", server.url)
-        monkeypatch.setenv("VAULT_TOKEN", TOKEN)
-        yield server
 
 
 def resolve(connection_id: str) -> str:
