@@ -67,8 +67,14 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
         )
 
 
-def create_target(log: SqlLog, source: TableInfo, target: TableName) -> None:
-    """CREATE the target like the source: columns, NOT NULLs and primary key."""
+def create_target(
+    log: SqlLog, source: TableInfo, target: TableName, unique_key: tuple[str, ...] = ()
+) -> None:
+    """CREATE the target like the source: columns, NOT NULLs and primary key.
+
+    A spec `unique_key` other than the primary key gets a unique index (NULLS NOT DISTINCT,
+    so NULL keys are one key), which keyed strategies use for lookups and upsert conflicts.
+    """
     log.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema)))
     ensure_enums(log, source, target.schema)
     parts = [
@@ -88,6 +94,19 @@ def create_target(log: SqlLog, source: TableInfo, target: TableName) -> None:
     log.execute(
         sql.SQL("CREATE TABLE {} ({})").format(
             sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts)
+        )
+    )
+    if unique_key and set(unique_key) != set(source.primary_key):
+        create_unique_key_index(log, target, unique_key)
+
+
+def create_unique_key_index(log: SqlLog, target: TableName, unique_key: tuple[str, ...]) -> None:
+    name = f"{target.name[:40]}_pgflow_key"
+    log.execute(
+        sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}) NULLS NOT DISTINCT").format(
+            sql.Identifier(name),
+            sql.Identifier(target.schema, target.name),
+            sql.SQL(", ").join(map(sql.Identifier, unique_key)),
         )
     )
 

@@ -15,7 +15,7 @@ row-level security, publication membership.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
+from pgflow.sinks.postgres.apply import ApplyContext
 from pgflow.sinks.postgres.sql_log import SqlLog
 
 SWAP_LOCK_TIMEOUT = "30s"
@@ -57,12 +58,29 @@ class ExchangePlan:
     identity_columns: list[tuple[str, str]]  # (qualified old sequence, column)
 
 
-def exchange(log: SqlLog, target: TableName, staging: TableName, columns: Sequence[str]) -> int:
+def exchange(ctx: ApplyContext) -> int:
+    """full_refresh `method: exchange`: the new table holds exactly the staged rows."""
+    return swap_in(ctx, lambda shadow: _insert_staged(ctx, shadow))
+
+
+def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
+    """Build a table like the target, `fill` it, and swap it in place of the target.
+
+    `fill(shadow)` writes the new contents and returns the rows written; everything the target
+    carries (indexes, grants, views, ...) is moved over. Used by exchange and shadow_swap.
+    """
+    log, target = ctx.log, ctx.target
     plan = plan_exchange(log.conn, target)
     tag = secrets.token_hex(4)
     shadow = TableName(target.schema, _short(target.name, f"__pgflow_new_{tag}"))
     backup = TableName(target.schema, _short(target.name, f"__pgflow_old_{tag}"))
-    rows = _build_shadow(log, target, shadow, staging, columns, plan, tag)
+    log.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
+            _ident(shadow), _ident(target)
+        )
+    )
+    rows = fill(shadow)
+    _build_indexes(log, shadow, plan, tag)
     log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
     log.execute(_rename(target, backup.name))
     log.execute(_rename(shadow, target.name))
@@ -77,6 +95,13 @@ def exchange(log: SqlLog, target: TableName, staging: TableName, columns: Sequen
         )
     _restore_replica_identity(log, target, plan)
     return rows
+
+
+def _insert_staged(ctx: ApplyContext, shadow: TableName) -> int:
+    query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+        _ident(shadow), ctx.column_list(), ctx.column_list(), ctx.staging_sql
+    )
+    return ctx.log.execute(query).rowcount
 
 
 def plan_exchange(conn: psycopg.Connection, target: TableName) -> ExchangePlan:
@@ -110,27 +135,8 @@ def _refuse_unsafe(cur: psycopg.Cursor, target: TableName, table: dict) -> None:
         )
 
 
-def _build_shadow(
-    log: SqlLog,
-    target: TableName,
-    shadow: TableName,
-    staging: TableName,
-    columns: Sequence[str],
-    plan: ExchangePlan,
-    tag: str,
-) -> int:
-    log.execute(
-        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
-            _ident(shadow), _ident(target)
-        )
-    )
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    rows = log.execute(
-        sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
-            _ident(shadow), names, names, _ident(staging)
-        )
-    ).rowcount
-    # Indexes after the data: one sorted build each instead of row-by-row maintenance.
+def _build_indexes(log: SqlLog, shadow: TableName, plan: ExchangePlan, tag: str) -> None:
+    # After the data: one sorted build per index instead of row-by-row maintenance.
     for i, index in enumerate(plan.indexes):
         temp = sql.Identifier(_temp_index(tag, i))
         if index.constraint_def:
@@ -154,7 +160,6 @@ def _build_shadow(
                 _ident(shadow), sql.Identifier(name), sql.SQL(definition)
             )
         )
-    return rows
 
 
 def _restore_properties(log: SqlLog, target: TableName, plan: ExchangePlan) -> None:

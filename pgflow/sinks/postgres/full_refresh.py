@@ -7,31 +7,11 @@ and never an empty or half-filled table. TRUNCATE holds an ACCESS EXCLUSIVE lock
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from psycopg import sql
 
-from pgflow.config.model import TableName
-from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
 
 
-def insert_from_staging(
-    log: SqlLog, target: TableName, staging: TableName, columns: Sequence[str]
-) -> int:
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cur = log.execute(
-        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-            sql.Identifier(target.schema, target.name),
-            names,
-            names,
-            sql.Identifier(staging.schema, staging.name),
-        )
-    )
-    return cur.rowcount
-
-
-def truncate_insert(
-    log: SqlLog, target: TableName, staging: TableName, columns: Sequence[str]
-) -> int:
-    log.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name)))
-    return insert_from_staging(log, target, staging, columns)
+def truncate_insert(ctx: ApplyContext) -> int:
+    ctx.log.execute(sql.SQL("TRUNCATE {}").format(ctx.target_sql))
+    return insert_from_staging(ctx)

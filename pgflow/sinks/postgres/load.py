@@ -1,14 +1,15 @@
 """Load one source table into a Postgres target: staging-first, in one transaction.
 
 lock target -> create it on the first load -> check it fits -> UNLOGGED staging -> COPY the
-source into staging -> apply the strategy -> ANALYZE -> drop staging -> COMMIT. Any failure
-rolls all of it back, so the target is either the old rows or the new ones, never a mix.
+source into staging -> duplicate policy -> apply the strategy -> ANALYZE -> drop staging ->
+COMMIT. Any failure rolls all of it back, so the target is either the old rows or the new
+ones, never a mix.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -16,16 +17,25 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres import ddl, staging
-from pgflow.sinks.postgres.exchange import exchange
-from pgflow.sinks.postgres.full_refresh import insert_from_staging, truncate_insert
+from pgflow.sinks.postgres import ddl, keys, staging
+from pgflow.sinks.postgres.apply import ApplyContext, ApplyStrategy, insert_from_staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat, TableSource
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
 from pgflow.sources.postgres import set_portable_text_format
 
-# (log, target, staging, columns) -> rows now in the target from this load
-ApplyStrategy = Callable[[SqlLog, TableName, TableName, Sequence[str]], int]
+# (mode, variant) -> "module:function". Resolved on use, one module per strategy; a mode is
+# reachable only once pgflow.config.support lets specs ask for it.
+STRATEGIES: dict[tuple[str, str], str] = {
+    ("full_refresh", "truncate_insert"): "pgflow.sinks.postgres.full_refresh:truncate_insert",
+    ("full_refresh", "exchange"): "pgflow.sinks.postgres.exchange:exchange",
+    ("incremental_append", ""): "pgflow.sinks.postgres.append:append",
+    ("incremental_merge", "delete_insert"): "pgflow.sinks.postgres.merge:delete_insert",
+    ("incremental_merge", "upsert"): "pgflow.sinks.postgres.upsert:upsert",
+    ("incremental_merge", "shadow_swap"): "pgflow.sinks.postgres.shadow_swap:shadow_swap",
+    ("replace", ""): "pgflow.sinks.postgres.replace:replace",
+    ("partition_replace", ""): "pgflow.sinks.postgres.partition_replace:partition_replace",
+}
 
 
 class UnsupportedStrategy(ValueError):
@@ -44,17 +54,32 @@ class LoadResult:
     seconds: float
     copy_seconds: float
     strategy: str
+    duplicates_dropped: int = 0
+
+
+def strategy_variant(strategy: StrategySpec) -> tuple[str, str]:
+    if strategy.mode == "full_refresh":
+        return strategy.mode, strategy.method
+    if strategy.mode == "incremental_merge":
+        return strategy.mode, strategy.merge_policy
+    return strategy.mode, ""
 
 
 def apply_for(strategy: StrategySpec) -> ApplyStrategy:
-    if strategy.mode == "full_refresh":
-        return exchange if strategy.method == "exchange" else truncate_insert
-    raise UnsupportedStrategy(f"sink strategy mode '{strategy.mode}' is not supported yet")
+    target = STRATEGIES.get(strategy_variant(strategy))
+    if target is None:
+        raise UnsupportedStrategy(f"sink strategy {strategy_label(strategy)} is not supported")
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def strategy_label(strategy: StrategySpec) -> str:
-    return (
-        f"{strategy.mode}/{strategy.method}" if strategy.mode == "full_refresh" else strategy.mode
+    return "/".join(part for part in strategy_variant(strategy) if part)
+
+
+def is_keyed(strategy: StrategySpec) -> bool:
+    return strategy.mode == "incremental_merge" or (
+        strategy.mode == "incremental_append" and strategy.only_new_rows
     )
 
 
@@ -67,6 +92,9 @@ def load_table(
 ) -> LoadResult:
     """Run one load on `conn` (autocommit mode; this opens and commits its own transaction)."""
     apply = apply_for(strategy)
+    keyed = is_keyed(strategy)
+    if keyed:
+        keys.check_key_columns(strategy.unique_key, source.info)
     started = time.monotonic()
     log = SqlLog(conn)
     columns = source.info.column_names
@@ -75,18 +103,21 @@ def load_table(
         ddl.lock_target(log, target)
         created = not table_exists(conn, target)
         if created:
-            ddl.create_target(log, source.info, target)
-            apply = insert_from_staging  # a new table has nothing to replace or swap
+            ddl.create_target(log, source.info, target, strategy.unique_key)
         else:
             ddl.ensure_enums(log, source.info, target.schema)
         target_info = describe_table(conn, target)
         ddl.check_target_fits(source.info, target_info)
         fmt: CopyFormat = "binary" if ddl.binary_compatible(source.info, target_info) else "text"
-        stage = staging.create_staging(log, target, columns)
+        order_column = keys.ORDER_COLUMN if keyed else None
+        stage = staging.create_staging(log, target, columns, order_column)
         # closing(): on failure the source's COPY must end now, not when the traceback dies.
         with closing(source.copy_out(columns, fmt)) as chunks:
             copied = staging.copy_into(log, stage, columns, chunks, fmt, progress)
-        rows = apply(log, target, stage, columns)
+        ctx = ApplyContext(log, target, stage, columns, strategy, source.info, target_info)
+        dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
+        # A new table has nothing to merge, replace or swap: every staged row goes in.
+        rows = insert_from_staging(ctx) if created else apply(ctx)
         staging.drop_staging(log, stage)
         log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
     return LoadResult(
@@ -100,4 +131,5 @@ def load_table(
         seconds=time.monotonic() - started,
         copy_seconds=copied.seconds,
         strategy=strategy_label(strategy),
+        duplicates_dropped=dropped,
     )

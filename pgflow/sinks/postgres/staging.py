@@ -35,8 +35,14 @@ def staging_name(target: TableName) -> TableName:
     return TableName(STAGING_SCHEMA, f"{base}__{suffix}")
 
 
-def create_staging(log: SqlLog, target: TableName, columns: Sequence[str]) -> TableName:
-    """An empty UNLOGGED table with the target's types, in the source's column order."""
+def create_staging(
+    log: SqlLog, target: TableName, columns: Sequence[str], order_column: str | None = None
+) -> TableName:
+    """An empty UNLOGGED table with the target's types, in the source's column order.
+
+    `order_column` adds an identity column that numbers rows as COPY delivers them, so
+    "the last row of a key" is well defined.
+    """
     _ensure_staging_schema(log)
     staging = staging_name(target)
     log.execute(
@@ -46,6 +52,12 @@ def create_staging(log: SqlLog, target: TableName, columns: Sequence[str]) -> Ta
             sql.Identifier(target.schema, target.name),
         )
     )
+    if order_column:
+        log.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+                sql.Identifier(staging.schema, staging.name), sql.Identifier(order_column)
+            )
+        )
     return staging
 
 

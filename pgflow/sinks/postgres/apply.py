@@ -1,0 +1,73 @@
+"""The contract between the load and a sink strategy: everything a strategy may touch.
+
+A strategy is `apply(ctx) -> rows written`, run inside the load's transaction after the
+source has been copied into `ctx.staging`. It must not commit, and must leave nothing behind
+but the new state of `ctx.target`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import StrategySpec, TableName
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources.catalog import TableInfo
+
+
+@dataclass(frozen=True)
+class PartitionSlice:
+    """An explicit slice for partition_replace: rows with lower <= column < upper.
+
+    A Dagster time partition passes its window here, so a run replaces exactly its slice
+    (even when the source has no rows for it). Without a slice, partition_replace replaces
+    the partitions of the partition values it finds in staging.
+    """
+
+    lower: object
+    upper: object
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    log: SqlLog
+    target: TableName
+    staging: TableName
+    columns: tuple[str, ...]  # the staged columns, in staging order
+    strategy: StrategySpec
+    source: TableInfo  # the source's catalog (types, NOT NULLs, primary key)
+    target_info: TableInfo  # the target as it was before this load
+    partition_slice: PartitionSlice | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        return self.log.conn
+
+    @property
+    def target_sql(self) -> sql.Identifier:
+        return sql.Identifier(self.target.schema, self.target.name)
+
+    @property
+    def staging_sql(self) -> sql.Identifier:
+        return sql.Identifier(self.staging.schema, self.staging.name)
+
+    def column_list(self, prefix: str | None = None) -> sql.Composed:
+        if prefix is None:
+            return sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        return sql.SQL(", ").join(sql.Identifier(prefix, c) for c in self.columns)
+
+
+ApplyStrategy = Callable[[ApplyContext], int]
+
+
+def insert_from_staging(ctx: ApplyContext, where: sql.Composable | None = None) -> int:
+    """INSERT every staged row (or those matching `where`, over alias `s`) into the target."""
+    query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s").format(
+        ctx.target_sql, ctx.column_list(), ctx.column_list("s"), ctx.staging_sql
+    )
+    if where is not None:
+        query = sql.SQL("{} WHERE {}").format(query, where)
+    return ctx.log.execute(query).rowcount

@@ -1,0 +1,90 @@
+"""Keys of keyed strategies: typed, null-safe matching and the duplicate policy.
+
+Staged and target columns have the same types (staging is created from the target), so keys
+compare as values, never as text: 1.5 = 1.50, and timestamptz compares instants whatever the
+session time zone. A key column the source declares NOT NULL compares with `=` (hash joins,
+index lookups); a nullable one with IS NOT DISTINCT FROM, so NULL keys match each other.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sources.catalog import TableInfo
+
+# Staging's arrival order (the source's order), added to staging for keyed strategies.
+ORDER_COLUMN = "_pgflow_seq"
+SAMPLE_DUPLICATES = 5
+
+
+class DuplicateKeys(ValueError):
+    """Staged rows repeat a key under duplicate_policy: fail; nothing was written."""
+
+
+class UniqueKeyMismatch(ValueError):
+    """The spec's unique_key does not fit the tables."""
+
+
+def check_key_columns(unique_key: tuple[str, ...], source: TableInfo) -> None:
+    missing = [k for k in unique_key if source.column(k) is None]
+    if missing:
+        raise UniqueKeyMismatch(
+            f"sink.strategy.unique_key: column(s) {', '.join(missing)} are not in the source "
+            f"table {source.table}; its columns are {', '.join(source.column_names)}"
+        )
+
+
+def key_match(ctx: ApplyContext, left: str, right: str) -> sql.Composable:
+    """`left.k1 = right.k1 AND ...` over the unique key, null-safe where NULLs can occur."""
+    parts = []
+    for key in ctx.strategy.unique_key:
+        column = ctx.source.column(key)
+        nullable = column is None or not column.not_null
+        operator = sql.SQL("IS NOT DISTINCT FROM" if nullable else "=")
+        parts.append(
+            sql.SQL("{} {} {}").format(
+                sql.Identifier(left, key), operator, sql.Identifier(right, key)
+            )
+        )
+    return sql.SQL(" AND ").join(parts)
+
+
+def key_list(ctx: ApplyContext, prefix: str | None = None) -> sql.Composed:
+    keys = ctx.strategy.unique_key
+    if prefix is None:
+        return sql.SQL(", ").join(map(sql.Identifier, keys))
+    return sql.SQL(", ").join(sql.Identifier(prefix, k) for k in keys)
+
+
+def enforce_duplicate_policy(ctx: ApplyContext) -> int:
+    """Fail on repeated staged keys, or keep the last of each (by arrival); rows dropped."""
+    if ctx.strategy.duplicate_policy == "keep_last":
+        return _keep_last(ctx)
+    # GROUP BY treats NULLs as equal: the same notion of "same key" as key_match.
+    rows = ctx.log.execute(
+        sql.SQL(
+            "SELECT ({keys})::text, count(*) FROM {staging} GROUP BY {keys}"
+            " HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT {limit}"
+        ).format(
+            keys=key_list(ctx), staging=ctx.staging_sql, limit=sql.Literal(SAMPLE_DUPLICATES)
+        )
+    ).fetchall()
+    if rows:
+        sample = ", ".join(f"{key} x{count}" for key, count in rows)
+        raise DuplicateKeys(
+            f"the source repeats unique_key ({', '.join(ctx.strategy.unique_key)}) for some rows, "
+            f"e.g. {sample}; nothing was written. Fix the source, or set "
+            f"sink.strategy.duplicate_policy: keep_last to keep the last row of each key"
+        )
+    return 0
+
+
+def _keep_last(ctx: ApplyContext) -> int:
+    # Window partitions, like GROUP BY, put NULL keys together.
+    query = sql.SQL(
+        "DELETE FROM {staging} WHERE {order} IN (SELECT {order} FROM (SELECT {order},"
+        " row_number() OVER (PARTITION BY {keys} ORDER BY {order} DESC) AS rank"
+        " FROM {staging}) ranked WHERE rank > 1)"
+    ).format(staging=ctx.staging_sql, order=sql.Identifier(ORDER_COLUMN), keys=key_list(ctx))
+    return ctx.log.execute(query).rowcount
