@@ -109,8 +109,47 @@ class FullRefreshIOManager(PostgresSinkIOManager):
         return "full_refresh"
 
 
+class IncrementalAppendIOManager(PostgresSinkIOManager):
+    """incremental_append: add the staged rows (only missing keys with only_new_rows)."""
+
+    @classmethod
+    def mode(cls) -> SinkMode:
+        return "incremental_append"
+
+
+class IncrementalMergeIOManager(PostgresSinkIOManager):
+    """incremental_merge: delete_insert, upsert or shadow_swap on the unique key."""
+
+    @classmethod
+    def mode(cls) -> SinkMode:
+        return "incremental_merge"
+
+
+class ReplaceIOManager(PostgresSinkIOManager):
+    """replace: delete the rows matching custom_predicate, then insert the staged rows."""
+
+    @classmethod
+    def mode(cls) -> SinkMode:
+        return "replace"
+
+
+class PartitionReplaceIOManager(PostgresSinkIOManager):
+    """partition_replace: swap or delete/insert whole partitions of partition_column."""
+
+    @classmethod
+    def mode(cls) -> SinkMode:
+        return "partition_replace"
+
+
 IO_MANAGERS: dict[SinkMode, type[PostgresSinkIOManager]] = {
-    "full_refresh": FullRefreshIOManager,
+    io_manager.mode(): io_manager
+    for io_manager in (
+        FullRefreshIOManager,
+        IncrementalAppendIOManager,
+        IncrementalMergeIOManager,
+        ReplaceIOManager,
+        PartitionReplaceIOManager,
+    )
 }
 
 
