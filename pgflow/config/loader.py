@@ -343,7 +343,7 @@ def _read_strategy(s: Section) -> StrategySpec | None:
         partition_column=s.text("partition_column"),
         native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]
         on_schema_change=s.text(
-            "on_schema_change", choices=("fail", "add_columns", "sync"), default="fail"
+            "on_schema_change", choices=("fail", "add_columns", "sync"), default="add_columns"
         ),  # type: ignore[arg-type]
     )
     s.finish()

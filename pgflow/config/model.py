@@ -74,7 +74,7 @@ class StrategySpec:
     custom_predicate: str | None = None
     partition_column: str | None = None
     native_mode: NativeMode = "auto"
-    on_schema_change: SchemaChangePolicy = "fail"
+    on_schema_change: SchemaChangePolicy = "add_columns"
 
 
 @dataclass(frozen=True)

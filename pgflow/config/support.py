@@ -10,7 +10,6 @@ from pgflow.config.model import SinkSpec, SourceSpec
 
 SUPPORTED_SOURCES = {("postgres", "full")}
 SUPPORTED_SINK_MODES = {("postgres", "full_refresh")}
-SUPPORTED_SCHEMA_CHANGES = {"fail"}
 
 
 def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | None:
@@ -34,11 +33,6 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
     if source.options.include_columns is not None:
         return "source.options.include_columns", (
             "is not supported yet; every column of the source table is copied, remove the key"
-        )
-    if sink.strategy.on_schema_change not in SUPPORTED_SCHEMA_CHANGES:
-        return "sink.strategy.on_schema_change", (
-            f"'{sink.strategy.on_schema_change}' is not supported yet; supported now: fail "
-            "(a load stops when the target's columns do not fit the source)"
         )
     return None
 

@@ -35,6 +35,7 @@ class Column:
     element_type_sql: str  # format_type() of that element ('' when not an array)
     enum_name: TableName | None  # the enum behind the column (directly or as array element)
     enum_labels: tuple[str, ...] = ()
+    has_default: bool = False  # a default, identity or generated value fills it when omitted
 
     @property
     def wire_type(self) -> str | None:
@@ -82,6 +83,7 @@ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind IN ('r', 'p'
 _COLUMNS_SQL = """
 WITH RECURSIVE cols AS (
     SELECT a.attnum, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
+           a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' AS has_default,
            format_type(a.atttypid, a.atttypmod) AS type_sql
     FROM pg_attribute a
     WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
@@ -94,6 +96,7 @@ WITH RECURSIVE cols AS (
     SELECT DISTINCT ON (attnum) attnum, typid, typmod FROM base ORDER BY attnum, depth DESC
 )
 SELECT c.attname AS name, c.type_sql, c.atttypid AS type_oid, c.attnotnull AS not_null,
+       c.has_default,
        bt.typtype AS kind, format_type(r.typid, r.typmod) AS base_type_sql,
        r.typid AS base_type_oid,
        COALESCE(et_base.oid, 0) AS element_oid, COALESCE(et_base.typtype, '') AS element_kind,
@@ -162,4 +165,5 @@ def _column(r: dict) -> Column:
         element_type_sql=r["element_type_sql"],
         enum_name=enum_name,
         enum_labels=tuple(r["enum_labels"] or ()),
+        has_default=r["has_default"],
     )

@@ -607,12 +607,6 @@ COLUMN_OPTIONS = {
             "delta sink with mode 'full_refresh' is not supported yet",
             id="delta-sink",
         ),
-        pytest.param(
-            {"sink": {"strategy": {"on_schema_change": "add_columns"}}},
-            "sink.strategy.on_schema_change",
-            "'add_columns' is not supported yet; supported now: fail",
-            id="on-schema-change",
-        ),
     ],
 )
 def test_valid_but_not_built_yet_is_refused_naming_the_field(
@@ -641,6 +635,18 @@ def test_supported_settings_that_do_not_apply_are_accepted(tmp_path: Path) -> No
         ),
     )
     assert load_one(spec).sink.strategy.on_schema_change == "fail"
+
+
+@pytest.mark.parametrize("policy", ["fail", "add_columns", "sync"])
+def test_every_schema_change_policy_is_accepted(tmp_path: Path, policy: str) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(sink={"strategy": {"on_schema_change": policy}}))
+    assert load_one(spec).sink.strategy.on_schema_change == policy
+
+
+def test_schema_changes_default_to_add_columns(tmp_path: Path) -> None:
+    assert load_one(write(tmp_path / "p.yaml", pipeline())).sink.strategy.on_schema_change == (
+        "add_columns"
+    )
 
 
 # --------------------------------------------------------------------------- structure

@@ -111,16 +111,6 @@ def create_unique_key_index(log: SqlLog, target: TableName, unique_key: tuple[st
     )
 
 
-def check_target_fits(source: TableInfo, target: TableInfo) -> None:
-    """Every source column must exist in the target; extra target columns must be fillable."""
-    missing = [c.name for c in source.columns if target.column(c.name) is None]
-    if missing:
-        raise TargetSchemaError(
-            f"target {target.table} has no column(s) {', '.join(missing)} that the source "
-            f"{source.table} has; add them to the target (or drop the target so pgflow recreates it)"
-        )
-
-
 def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
     """True when raw binary COPY bytes from the source are valid input for the target."""
     for column in source.columns:

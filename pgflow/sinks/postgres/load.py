@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres import ddl, keys, staging
+from pgflow.sinks.postgres import ddl, keys, schema_drift, staging
 from pgflow.sinks.postgres.apply import ApplyContext, ApplyStrategy, insert_from_staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat, TableSource
@@ -107,7 +107,8 @@ def load_table(
         else:
             ddl.ensure_enums(log, source.info, target.schema)
         target_info = describe_table(conn, target)
-        ddl.check_target_fits(source.info, target_info)
+        if schema_drift.reconcile(log, source.info, target_info, strategy.on_schema_change):
+            target_info = describe_table(conn, target)
         fmt: CopyFormat = "binary" if ddl.binary_compatible(source.info, target_info) else "text"
         order_column = keys.ORDER_COLUMN if keyed else None
         stage = staging.create_staging(log, target, columns, order_column)

@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.ddl import TargetSchemaError
 from pgflow.sinks.postgres.staging import STAGING_SCHEMA
 from pgflow_tests.sinks.postgres.conftest import (
     ALL_TYPES_DDL,
@@ -142,21 +141,6 @@ def test_existing_target_with_a_narrower_type_is_loaded_through_text_with_casts(
         (1, "1.50", "x"),
         (2, None, "x"),
     ]
-
-
-def test_target_missing_a_source_column_is_refused_before_anything_is_written(source_uri, sink_uri):
-    execute(
-        source_uri,
-        "CREATE TABLE m (id int PRIMARY KEY, a text, b text); INSERT INTO m VALUES (1, 'a', 'b')",
-    )
-    execute(
-        sink_uri,
-        "CREATE SCHEMA landing; CREATE TABLE landing.m (id int PRIMARY KEY, a text);"
-        "INSERT INTO landing.m VALUES (9, 'old')",
-    )
-    with pytest.raises(TargetSchemaError, match=r"landing\.m has no column\(s\) b .*add them"):
-        run_load(source_uri, sink_uri, TableName("public", "m"), TableName("landing", "m"))
-    assert fetch(sink_uri, "SELECT * FROM landing.m") == [(9, "old")]
 
 
 class InjectedFault(RuntimeError):
