@@ -63,6 +63,7 @@ format: install
 
 bench: install
 	$(BIN)/python -m pgflow_tests.bench.full_refresh
+	$(BIN)/python -m pgflow_tests.bench.merge
 
 stop:
 	-$(BIN)/pgflow localdb stop
