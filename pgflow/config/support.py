@@ -1,15 +1,30 @@
 """What this version of pgflow can run; everything else is valid YAML but refused at load.
 
-Each later strategy flips its entry here when it lands, so users learn at load time, not in a
+Each strategy flips its entry here when it lands, so users learn at load time, not in a
 failed run, that a spec asks for something not built yet.
 """
 
 from __future__ import annotations
 
-from pgflow.config.model import SinkSpec, SourceSpec
+from pgflow.config.model import SinkSpec, SourceSpec, StrategySpec
 
 SUPPORTED_SOURCES = {("postgres", "full")}
-SUPPORTED_SINK_MODES = {("postgres", "full_refresh")}
+# (sink type, mode, variant): the full_refresh method or the merge policy, else "".
+SUPPORTED_SINK_STRATEGIES = {
+    ("postgres", "full_refresh", "truncate_insert"),
+    ("postgres", "full_refresh", "exchange"),
+    ("postgres", "incremental_append", ""),
+    ("postgres", "incremental_merge", "delete_insert"),
+    ("postgres", "incremental_merge", "upsert"),
+}
+
+
+def strategy_variant(strategy: StrategySpec) -> str:
+    if strategy.mode == "full_refresh":
+        return strategy.method
+    if strategy.mode == "incremental_merge":
+        return strategy.merge_policy
+    return ""
 
 
 def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | None:
@@ -21,13 +36,15 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
         )
         return field, (
             f"{source.type} source with incremental_strategy '{strategy}' is not supported yet; "
-            f"supported now: {_describe(SUPPORTED_SOURCES)}"
+            f"supported now: {', '.join(f'{k} {s}' for k, s in sorted(SUPPORTED_SOURCES))}"
         )
-    if (sink.type, sink.strategy.mode) not in SUPPORTED_SINK_MODES:
-        field = "sink.type" if sink.type != "postgres" else "sink.strategy.mode"
+    variant = strategy_variant(sink.strategy)
+    if (sink.type, sink.strategy.mode, variant) not in SUPPORTED_SINK_STRATEGIES:
+        field = _unsupported_field(sink)
+        described = f"mode '{sink.strategy.mode}'" + (f" ({variant})" if variant else "")
         return field, (
-            f"{sink.type} sink with mode '{sink.strategy.mode}' is not supported yet; "
-            f"supported now: {_describe(SUPPORTED_SINK_MODES)}"
+            f"{sink.type} sink with {described} is not supported yet; supported now: "
+            f"{_describe_sinks()}"
         )
     # Settings the runtime would otherwise ignore silently.
     if source.options.include_columns is not None:
@@ -37,5 +54,16 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
     return None
 
 
-def _describe(pairs: set[tuple[str, str]]) -> str:
-    return ", ".join(f"{kind} {what}" for kind, what in sorted(pairs))
+def _unsupported_field(sink: SinkSpec) -> str:
+    if sink.type != "postgres":
+        return "sink.type"
+    if sink.strategy.mode == "incremental_merge":
+        return "sink.strategy.merge_policy"  # the mode itself is supported
+    return "sink.strategy.mode"
+
+
+def _describe_sinks() -> str:
+    return ", ".join(
+        f"{kind} {mode}" + (f" ({variant})" if variant else "")
+        for kind, mode, variant in sorted(SUPPORTED_SINK_STRATEGIES)
+    )

@@ -438,17 +438,33 @@ def test_seed_column_cursor_example_is_only_not_supported_yet(tmp_path: Path) ->
     )
 
 
-def test_seed_column_cursor_sink_side_is_only_not_supported_yet(tmp_path: Path) -> None:
+def test_seed_column_cursor_sink_side_loads_with_a_full_read(tmp_path: Path) -> None:
     full_read = SEED_COLUMN_CURSOR.replace(
         "    incremental_strategy: column\n    incremental_column: updated_at\n",
         "    incremental_strategy: full\n",
     )
-    spec = write(tmp_path / "orders.yaml", full_read)
-    assert only_problem(spec, VAULT_ENV) == (
-        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.mode': "
-        "postgres sink with mode 'incremental_merge' is not supported yet; "
-        "supported now: postgres full_refresh"
+    pipeline_spec = load_one(write(tmp_path / "orders.yaml", full_read), VAULT_ENV)
+    strategy = pipeline_spec.sink.strategy
+    assert (strategy.mode, strategy.merge_policy, strategy.unique_key) == (
+        "incremental_merge",
+        "delete_insert",
+        ("id",),
     )
+    assert strategy.duplicate_policy == "fail"
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"mode": "incremental_append"},
+        {"mode": "incremental_append", "only_new_rows": True, "unique_key": ["id"]},
+        {"mode": "incremental_merge", "unique_key": ["id"]},
+        {"mode": "incremental_merge", "merge_policy": "upsert", "unique_key": ["id", "line"]},
+    ],
+)
+def test_landed_sink_strategies_load(tmp_path: Path, strategy: dict[str, Any]) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(sink={"strategy": strategy}))
+    assert load_one(spec).sink.strategy.mode == strategy["mode"]
 
 
 def test_seed_xmin_example_refuses_the_mssql_sink_type(tmp_path: Path) -> None:
@@ -527,20 +543,6 @@ COLUMN_OPTIONS = {
             {
                 "sink": {
                     "strategy": {
-                        "mode": "incremental_append",
-                        "only_new_rows": True,
-                        "unique_key": "id",
-                    }
-                }
-            },
-            "sink.strategy.mode",
-            "postgres sink with mode 'incremental_append' is not supported yet",
-            id="append-only-new-rows",
-        ),
-        pytest.param(
-            {
-                "sink": {
-                    "strategy": {
                         "mode": "incremental_merge",
                         "unique_key": ["id", "line"],
                         "merge_policy": "shadow_swap",
@@ -548,23 +550,9 @@ COLUMN_OPTIONS = {
                     }
                 }
             },
-            "sink.strategy.mode",
-            "postgres sink with mode 'incremental_merge' is not supported yet",
+            "sink.strategy.merge_policy",
+            "postgres sink with mode 'incremental_merge' (shadow_swap) is not supported yet",
             id="merge-shadow-swap",
-        ),
-        pytest.param(
-            {
-                "sink": {
-                    "strategy": {
-                        "mode": "incremental_merge",
-                        "unique_key": ["id"],
-                        "merge_policy": "upsert",
-                    }
-                }
-            },
-            "sink.strategy.mode",
-            "postgres sink with mode 'incremental_merge' is not supported yet",
-            id="merge-upsert",
         ),
         pytest.param(
             {
@@ -604,7 +592,7 @@ COLUMN_OPTIONS = {
                 }
             },
             "sink.type",
-            "delta sink with mode 'full_refresh' is not supported yet",
+            "delta sink with mode 'full_refresh' (truncate_insert) is not supported yet",
             id="delta-sink",
         ),
     ],

@@ -24,6 +24,19 @@ class TargetSchemaError(RuntimeError):
     """The target exists but cannot take the source's rows; says which column and the fix."""
 
 
+def create_shared_object(log: SqlLog, statement: sql.Composable) -> None:
+    """Run a CREATE of an object other loads may create at the same moment (a schema, an enum).
+
+    Concurrent `CREATE ... IF NOT EXISTS` can still fail with a unique violation once the other
+    transaction commits; the savepoint keeps our transaction usable, and the object exists.
+    """
+    try:
+        with log.conn.transaction():
+            log.execute(statement)
+    except psycopg.errors.UniqueViolation:
+        pass
+
+
 def target_type(column: Column, target_schema: str) -> sql.Composable:
     if column.enum_name is not None:
         enum = sql.Identifier(target_schema, column.enum_name.name)
@@ -52,11 +65,12 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
         (enum.schema, enum.name),
     ).fetchone()
     if existing is None or existing[0] is None:
-        log.execute(
+        create_shared_object(
+            log,
             sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
                 sql.Identifier(enum.schema, enum.name),
                 sql.SQL(", ").join(map(sql.Literal, labels)),
-            )
+            ),
         )
         return
     missing = [label for label in labels if label not in existing[0]]
@@ -75,7 +89,9 @@ def create_target(
     A spec `unique_key` other than the primary key gets a unique index (NULLS NOT DISTINCT,
     so NULL keys are one key), which keyed strategies use for lookups and upsert conflicts.
     """
-    log.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema)))
+    create_shared_object(
+        log, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target.schema))
+    )
     ensure_enums(log, source, target.schema)
     parts = [
         sql.SQL("{} {}{}").format(

@@ -2,8 +2,10 @@
 
 Staged and target columns have the same types (staging is created from the target), so keys
 compare as values, never as text: 1.5 = 1.50, and timestamptz compares instants whatever the
-session time zone. A key column the source declares NOT NULL compares with `=` (hash joins,
-index lookups); a nullable one with IS NOT DISTINCT FROM, so NULL keys match each other.
+session time zone. A key column the source declares NOT NULL compares with `=`; a nullable
+one with `(l = r OR (l IS NULL AND r IS NULL))`, so NULL keys match each other. Both forms let
+the planner use hash joins or the target's key index; IS NOT DISTINCT FROM would not (it forces
+a nested loop over both tables).
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ class UniqueKeyMismatch(ValueError):
 
 
 def check_key_columns(unique_key: tuple[str, ...], source: TableInfo) -> None:
+    if not unique_key:
+        raise UniqueKeyMismatch(
+            "sink.strategy.unique_key is required for this strategy: list the key column(s)"
+        )
     missing = [k for k in unique_key if source.column(k) is None]
     if missing:
         raise UniqueKeyMismatch(
@@ -41,11 +47,9 @@ def key_match(ctx: ApplyContext, left: str, right: str) -> sql.Composable:
     for key in ctx.strategy.unique_key:
         column = ctx.source.column(key)
         nullable = column is None or not column.not_null
-        operator = sql.SQL("IS NOT DISTINCT FROM" if nullable else "=")
+        template = "({l} = {r} OR ({l} IS NULL AND {r} IS NULL))" if nullable else "{l} = {r}"
         parts.append(
-            sql.SQL("{} {} {}").format(
-                sql.Identifier(left, key), operator, sql.Identifier(right, key)
-            )
+            sql.SQL(template).format(l=sql.Identifier(left, key), r=sql.Identifier(right, key))
         )
     return sql.SQL(" AND ").join(parts)
 

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import psycopg
 from psycopg import sql
 
 from pgflow.config.model import TableName
+from pgflow.sinks.postgres.ddl import create_shared_object
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat
 
@@ -43,7 +43,9 @@ def create_staging(
     `order_column` adds an identity column that numbers rows as COPY delivers them, so
     "the last row of a key" is well defined.
     """
-    _ensure_staging_schema(log)
+    create_shared_object(
+        log, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA))
+    )
     staging = staging_name(target)
     log.execute(
         sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
@@ -59,22 +61,6 @@ def create_staging(
             )
         )
     return staging
-
-
-def _ensure_staging_schema(log: SqlLog) -> None:
-    # Two loads may race to create the schema; a savepoint keeps the loser's transaction usable.
-    exists = log.conn.execute(
-        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (STAGING_SCHEMA,)
-    ).fetchone()
-    if exists:
-        return
-    try:
-        with log.conn.transaction():
-            log.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA))
-            )
-    except psycopg.errors.UniqueViolation:
-        pass
 
 
 def copy_into(
