@@ -24,7 +24,7 @@ from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
 
 ROWS = int(os.environ.get("BENCH_MERGE_ROWS", "2000000"))
-POLICIES = ("delete_insert", "upsert", "shadow_swap")
+POLICIES = tuple(os.environ.get("BENCH_POLICIES", "delete_insert,upsert,shadow_swap").split(","))
 SHARES = (0.01, 0.10)
 TABLE = """CREATE TABLE {name} (id bigint PRIMARY KEY, customer_id integer NOT NULL,
     amount numeric(12,2), status text, updated_at timestamptz, note text)"""
@@ -51,7 +51,7 @@ def prepare(source_uri: str) -> None:
             # Every k-th row, changed: same keys, new values.
             conn.execute(
                 f"INSERT INTO {name} SELECT id, customer_id, amount + 1, 'changed', now(), note"
-                f" FROM base WHERE id %% {round(1 / share)} = 0"
+                f" FROM base WHERE id % {round(1 / share)} = 0"
             )
             conn.execute(f"VACUUM ANALYZE {name}")
         conn.execute("VACUUM ANALYZE base")
