@@ -70,9 +70,7 @@ def enforce_duplicate_policy(ctx: ApplyContext) -> int:
         sql.SQL(
             "SELECT ({keys})::text, count(*) FROM {staging} GROUP BY {keys}"
             " HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT {limit}"
-        ).format(
-            keys=key_list(ctx), staging=ctx.staging_sql, limit=sql.Literal(SAMPLE_DUPLICATES)
-        )
+        ).format(keys=key_list(ctx), staging=ctx.staging_sql, limit=sql.Literal(SAMPLE_DUPLICATES))
     ).fetchall()
     if rows:
         sample = ", ".join(f"{key} x{count}" for key, count in rows)
