@@ -16,6 +16,8 @@ SUPPORTED_SINK_STRATEGIES = {
     ("postgres", "incremental_append", ""),
     ("postgres", "incremental_merge", "delete_insert"),
     ("postgres", "incremental_merge", "upsert"),
+    ("postgres", "incremental_merge", "shadow_swap"),
+    ("postgres", "replace", ""),
 }
 
 

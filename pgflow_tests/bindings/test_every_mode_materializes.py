@@ -19,6 +19,12 @@ MODES: dict[str, dict] = {
     "append_new": {"mode": "incremental_append", "only_new_rows": True, "unique_key": ["id"]},
     "delete_insert": {"mode": "incremental_merge", "unique_key": ["id"]},
     "upsert": {"mode": "incremental_merge", "merge_policy": "upsert", "unique_key": ["id"]},
+    "shadow_swap": {
+        "mode": "incremental_merge",
+        "merge_policy": "shadow_swap",
+        "unique_key": ["id"],
+    },
+    "replace": {"mode": "replace", "custom_predicate": "id > 0"},
 }
 
 

@@ -460,6 +460,8 @@ def test_seed_column_cursor_sink_side_loads_with_a_full_read(tmp_path: Path) -> 
         {"mode": "incremental_append", "only_new_rows": True, "unique_key": ["id"]},
         {"mode": "incremental_merge", "unique_key": ["id"]},
         {"mode": "incremental_merge", "merge_policy": "upsert", "unique_key": ["id", "line"]},
+        {"mode": "incremental_merge", "merge_policy": "shadow_swap", "unique_key": ["id"]},
+        {"mode": "replace", "custom_predicate": "order_date >= '2026-01-01'"},
     ],
 )
 def test_landed_sink_strategies_load(tmp_path: Path, strategy: dict[str, Any]) -> None:
@@ -538,34 +540,6 @@ COLUMN_OPTIONS = {
             "source.options.include_columns",
             "is not supported yet; every column of the source table is copied, remove the key",
             id="include-columns",
-        ),
-        pytest.param(
-            {
-                "sink": {
-                    "strategy": {
-                        "mode": "incremental_merge",
-                        "unique_key": ["id", "line"],
-                        "merge_policy": "shadow_swap",
-                        "duplicate_policy": "keep_last",
-                    }
-                }
-            },
-            "sink.strategy.merge_policy",
-            "postgres sink with mode 'incremental_merge' (shadow_swap) is not supported yet",
-            id="merge-shadow-swap",
-        ),
-        pytest.param(
-            {
-                "sink": {
-                    "strategy": {
-                        "mode": "replace",
-                        "custom_predicate": "order_date >= '2026-01-01'",
-                    }
-                }
-            },
-            "sink.strategy.mode",
-            "postgres sink with mode 'replace' is not supported yet",
-            id="replace",
         ),
         pytest.param(
             {
@@ -1374,7 +1348,6 @@ def test_every_problem_of_a_load_is_reported(tmp_path: Path) -> None:
         f"{broken}: pipeline 'two': field 'schedule': 'every day' is not a valid cron expression",
         f"{broken}: pipeline 'two': field 'freshness': '2 fortnights' is not a duration",
         f"{broken}: pipeline 'three': field 'sink.strategy.custom_predicate': is required for mode replace",
-        f"{broken}: pipeline 'three': field 'sink.strategy.mode': postgres sink with mode 'replace' is not supported yet",
         f"{invalid}: is not valid YAML",
         f"{unknown}: pipeline 'four': field 'source.connection_id': connection 'crm' is unknown: set PGFLOW_CONN_CRM",
     ]

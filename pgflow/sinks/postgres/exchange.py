@@ -32,6 +32,10 @@ SWAP_LOCK_TIMEOUT = "30s"
 class ExchangeRefused(RuntimeError):
     """The target has something a rename swap would break; nothing was changed."""
 
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.reasons = reasons  # what blocks the swap, for callers that word their own advice
+
 
 @dataclass(frozen=True)
 class IndexPlan:
@@ -71,6 +75,7 @@ def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
     """
     log, target = ctx.log, ctx.target
     plan = plan_exchange(log.conn, target)
+    identity_names = _identity_sequence_names(log.conn, plan)
     tag = secrets.token_hex(4)
     shadow = TableName(target.schema, _short(target.name, f"__pgflow_new_{tag}"))
     backup = TableName(target.schema, _short(target.name, f"__pgflow_old_{tag}"))
@@ -94,6 +99,17 @@ def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
             )
         )
     _restore_replica_identity(log, target, plan)
+    # The new table's identity sequences were named after the shadow; take the old names back.
+    for column, name in identity_names:
+        sequence = log.conn.execute(
+            "SELECT pg_get_serial_sequence(%s, %s)", (_ident(target).as_string(log.conn), column)
+        ).fetchone()
+        assert sequence is not None and sequence[0] is not None
+        log.execute(
+            sql.SQL("ALTER SEQUENCE {} RENAME TO {}").format(
+                sql.SQL(sequence[0]), sql.Identifier(name)
+            )
+        )
     return rows
 
 
@@ -131,7 +147,8 @@ def _refuse_unsafe(cur: psycopg.Cursor, target: TableName, table: dict) -> None:
     if reasons:
         raise ExchangeRefused(
             f"method exchange cannot swap {target} without breaking it: {'; '.join(reasons)}. "
-            f"Nothing was changed. Use method truncate_insert for this table, or remove the blocker."
+            f"Nothing was changed. Use method truncate_insert for this table, or remove the blocker.",
+            tuple(reasons),
         )
 
 
@@ -247,6 +264,15 @@ def _dependent_views(cur: psycopg.Cursor, oid: int) -> list[dict]:
     views = cur.execute(_VIEWS_SQL, {"oid": oid}).fetchall()
     cur.execute("SELECT set_config('search_path', %s, true)", (previous,))
     return views
+
+
+def _identity_sequence_names(conn: psycopg.Connection, plan: ExchangePlan) -> list[tuple[str, str]]:
+    """(column, unqualified name of its identity sequence), read while the old one exists."""
+    names = []
+    for sequence, column in plan.identity_columns:
+        row = conn.execute("SELECT relname FROM pg_class WHERE oid = %s::regclass", (sequence,))
+        names.append((column, row.fetchone()[0]))  # type: ignore[index]
+    return names
 
 
 def _owned_sequences(cur: psycopg.Cursor, oid: int, deptype: str) -> list[tuple[str, str]]:

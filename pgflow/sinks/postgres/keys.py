@@ -3,9 +3,10 @@
 Staged and target columns have the same types (staging is created from the target), so keys
 compare as values, never as text: 1.5 = 1.50, and timestamptz compares instants whatever the
 session time zone. A key column the source declares NOT NULL compares with `=`; a nullable
-one with `(l = r OR (l IS NULL AND r IS NULL))`, so NULL keys match each other. Both forms let
-the planner use hash joins or the target's key index; IS NOT DISTINCT FROM would not (it forces
-a nested loop over both tables).
+one with `(l = r OR (l IS NULL AND r IS NULL))`, so NULL keys match each other. The first form
+allows hash joins, the second index lookups on the target's key; IS NOT DISTINCT FROM allows
+neither (a nested loop over both tables). An anti-join over the whole target on keys that are
+all nullable gets neither either: shadow_swap indexes staging for that case.
 """
 
 from __future__ import annotations

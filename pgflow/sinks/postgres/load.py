@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres import ddl, keys, schema_drift, staging
+from pgflow.sinks.postgres import ddl, keys, replace, schema_drift, staging
 from pgflow.sinks.postgres.apply import ApplyContext, ApplyStrategy, insert_from_staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat, TableSource
@@ -117,6 +117,8 @@ def load_table(
             copied = staging.copy_into(log, stage, columns, chunks, fmt, progress)
         ctx = ApplyContext(log, target, stage, columns, strategy, source.info, target_info)
         dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
+        if created and strategy.mode == "replace":
+            replace.check_predicate(ctx)  # a bad predicate fails the first load, not the second
         # A new table has nothing to merge, replace or swap: every staged row goes in.
         rows = insert_from_staging(ctx) if created else apply(ctx)
         staging.drop_staging(log, stage)
