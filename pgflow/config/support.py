@@ -18,6 +18,7 @@ SUPPORTED_SINK_STRATEGIES = {
     ("postgres", "incremental_merge", "upsert"),
     ("postgres", "incremental_merge", "shadow_swap"),
     ("postgres", "replace", ""),
+    ("postgres", "partition_replace", ""),
 }
 
 

@@ -25,6 +25,7 @@ MODES: dict[str, dict] = {
         "unique_key": ["id"],
     },
     "replace": {"mode": "replace", "custom_predicate": "id > 0"},
+    "partition_replace": {"mode": "partition_replace", "partition_column": "price"},
 }
 
 

@@ -462,6 +462,7 @@ def test_seed_column_cursor_sink_side_loads_with_a_full_read(tmp_path: Path) -> 
         {"mode": "incremental_merge", "merge_policy": "upsert", "unique_key": ["id", "line"]},
         {"mode": "incremental_merge", "merge_policy": "shadow_swap", "unique_key": ["id"]},
         {"mode": "replace", "custom_predicate": "order_date >= '2026-01-01'"},
+        {"mode": "partition_replace", "partition_column": "business_date"},
     ],
 )
 def test_landed_sink_strategies_load(tmp_path: Path, strategy: dict[str, Any]) -> None:
@@ -540,21 +541,6 @@ COLUMN_OPTIONS = {
             "source.options.include_columns",
             "is not supported yet; every column of the source table is copied, remove the key",
             id="include-columns",
-        ),
-        pytest.param(
-            {
-                "sink": {
-                    "strategy": {
-                        "mode": "partition_replace",
-                        "partition_column": "business_date",
-                        "native_mode": "required",
-                    }
-                }
-            },
-            "sink.strategy.mode",
-            "postgres sink with mode 'partition_replace' is not supported yet; "
-            "supported now: postgres full_refresh",
-            id="partition-replace",
         ),
         pytest.param(
             {

@@ -18,7 +18,12 @@ from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import ddl, keys, replace, schema_drift, staging
-from pgflow.sinks.postgres.apply import ApplyContext, ApplyStrategy, insert_from_staging
+from pgflow.sinks.postgres.apply import (
+    ApplyContext,
+    ApplyStrategy,
+    PartitionSlice,
+    insert_from_staging,
+)
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat, TableSource
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
@@ -89,8 +94,13 @@ def load_table(
     target: TableName,
     strategy: StrategySpec,
     progress: staging.ProgressCallback | None = None,
+    *,
+    partition_slice: PartitionSlice | None = None,
 ) -> LoadResult:
-    """Run one load on `conn` (autocommit mode; this opens and commits its own transaction)."""
+    """Run one load on `conn` (autocommit mode; this opens and commits its own transaction).
+
+    `partition_slice` (partition_replace only) is the slice the run replaces.
+    """
     apply = apply_for(strategy)
     keyed = is_keyed(strategy)
     if keyed:
@@ -115,7 +125,9 @@ def load_table(
         # closing(): on failure the source's COPY must end now, not when the traceback dies.
         with closing(source.copy_out(columns, fmt)) as chunks:
             copied = staging.copy_into(log, stage, columns, chunks, fmt, progress)
-        ctx = ApplyContext(log, target, stage, columns, strategy, source.info, target_info)
+        ctx = ApplyContext(
+            log, target, stage, columns, strategy, source.info, target_info, partition_slice
+        )
         dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
         if created and strategy.mode == "replace":
             replace.check_predicate(ctx)  # a bad predicate fails the first load, not the second
