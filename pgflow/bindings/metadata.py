@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from pgflow.sinks.postgres.load import LoadResult
+from pgflow.sinks.postgres.replace import deleted_rows
 from pgflow.sources.catalog import TableInfo
 
 
@@ -28,7 +29,7 @@ def column_schema(info: TableInfo) -> dg.TableSchema:
 
 def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
     rows_per_second = result.rows / result.seconds if result.seconds > 0 else 0.0
-    return {
+    metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(result.rows),
         "dagster/table_name": dg.MetadataValue.text(f"{database}.{result.target}"),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(result.target_info)),
@@ -40,4 +41,9 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
         "pgflow/copy_format": dg.MetadataValue.text(result.copy_format),
         "pgflow/created_target": dg.MetadataValue.bool(result.created_target),
         "pgflow/sql": dg.MetadataValue.md("```sql\n" + ";\n".join(result.statements) + ";\n```"),
+        "pgflow/duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
     }
+    deleted = deleted_rows(result.statements)
+    if deleted is not None:
+        metadata["pgflow/rows_deleted"] = dg.MetadataValue.int(deleted)
+    return metadata

@@ -73,6 +73,8 @@ def test_cli_materializes_the_asset_into_the_sink_with_metadata(dagster_setup: D
     assert metadata["pgflow/bytes_moved"].value > 0
     assert metadata["pgflow/rows_per_second"].value > 0
     assert "TRUNCATE" in metadata["pgflow/sql"].value
+    assert metadata["pgflow/duplicates_dropped"].value == 0
+    assert "pgflow/rows_deleted" not in metadata  # only replace deletes by predicate
 
     # The load ran in its source connection's pool, limited by the shipped dagster.yaml.
     with instance(setup) as inst:

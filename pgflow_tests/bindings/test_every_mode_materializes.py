@@ -7,11 +7,12 @@ from the source snapshots of the two runs (not by pgflow's own code).
 
 from __future__ import annotations
 
+import dagster as dg
 import psycopg
 import yaml
 
 from pgflow_tests.bindings.conftest import DagsterSetup
-from pgflow_tests.bindings.test_cli_materialize import materialize, rows
+from pgflow_tests.bindings.test_cli_materialize import instance, materialize, rows
 
 MODES: dict[str, dict] = {
     "truncate_insert": {"mode": "full_refresh"},
@@ -90,3 +91,8 @@ def test_every_sink_mode_materializes_through_the_cli(dagster_setup: DagsterSetu
     for name in MODES:
         target = rows(setup.sink_uri, query.format(f"modes.{name}"))
         assert target == expected(name, first, second), name
+
+    with instance(setup) as inst:
+        event = inst.get_latest_materialization_event(dg.AssetKey(["modes", "replace"]))
+    assert event is not None and event.asset_materialization is not None
+    assert event.asset_materialization.metadata["pgflow/rows_deleted"].value == len(first)
