@@ -85,7 +85,7 @@ def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
         )
     )
     rows = fill(shadow)
-    _build_indexes(log, shadow, plan, tag)
+    build_indexes(log, shadow, plan.indexes, plan.foreign_keys, lambda i: _temp_index(tag, i))
     log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
     log.execute(_rename(target, backup.name))
     log.execute(_rename(shadow, target.name))
@@ -152,10 +152,19 @@ def _refuse_unsafe(cur: psycopg.Cursor, target: TableName, table: dict) -> None:
         )
 
 
-def _build_indexes(log: SqlLog, shadow: TableName, plan: ExchangePlan, tag: str) -> None:
-    # After the data: one sorted build per index instead of row-by-row maintenance.
-    for i, index in enumerate(plan.indexes):
-        temp = sql.Identifier(_temp_index(tag, i))
+def build_indexes(
+    log: SqlLog,
+    shadow: TableName,
+    indexes: list[IndexPlan],
+    foreign_keys: list[tuple[str, str]],
+    temp_name: Callable[[int], str],
+) -> None:
+    """Re-create a table's indexes (under temporary names) and outbound FKs on `shadow`.
+
+    Called after the data is in: one sorted build per index instead of row-by-row maintenance.
+    """
+    for i, index in enumerate(indexes):
+        temp = sql.Identifier(temp_name(i))
         if index.constraint_def:
             log.execute(
                 sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
@@ -171,7 +180,7 @@ def _build_indexes(log: SqlLog, shadow: TableName, plan: ExchangePlan, tag: str)
                     sql.SQL(str(index.index_tail)),
                 )
             )
-    for name, definition in plan.foreign_keys:
+    for name, definition in foreign_keys:
         log.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                 _ident(shadow), sql.Identifier(name), sql.SQL(definition)

@@ -70,6 +70,7 @@ from pgflow.sinks.postgres.exchange import (
     IndexPlan,
     _grant_sql,
     _short,
+    build_indexes,
 )
 from pgflow.sinks.postgres.sql_log import SqlLog
 
@@ -625,31 +626,9 @@ def _plan_swap(conn: psycopg.Connection, partition: Partition) -> SwapPlan:
 
 
 def _build_indexes(log: SqlLog, new: TableName, plan: SwapPlan, prefix: str) -> None:
-    # After the data: one sorted build per index. ATTACH then adopts them as the partitions of
-    # the parent's indexes (and constraints) instead of building its own.
-    for i, index in enumerate(plan.indexes):
-        temp = sql.Identifier(f"{prefix}_{i}")
-        if index.constraint_def:
-            log.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    _ident(new), temp, sql.SQL(index.constraint_def)
-                )
-            )
-        else:
-            log.execute(
-                sql.SQL("CREATE {}INDEX {} ON {} {}").format(
-                    sql.SQL("UNIQUE " if index.is_unique else ""),
-                    temp,
-                    _ident(new),
-                    sql.SQL(str(index.index_tail)),
-                )
-            )
-    for name, definition in plan.foreign_keys:
-        log.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                _ident(new), sql.Identifier(name), sql.SQL(definition)
-            )
-        )
+    # ATTACH then adopts them as the partitions of the parent's indexes (and constraints)
+    # instead of building its own.
+    build_indexes(log, new, plan.indexes, plan.foreign_keys, lambda i: f"{prefix}_{i}")
 
 
 def _restore_properties(log: SqlLog, table: TableName, plan: SwapPlan) -> None:
