@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 from psycopg import sql
@@ -89,7 +90,7 @@ def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
     log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
     log.execute(_rename(target, backup.name))
     log.execute(_rename(shadow, target.name))
-    _restore_properties(log, target, plan)
+    restore_properties(log, target, plan)
     _rebind_dependents(log, target, backup, plan)
     log.execute(sql.SQL("DROP TABLE {}").format(_ident(backup)))  # never CASCADE
     for i, index in enumerate(plan.indexes):
@@ -98,7 +99,7 @@ def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
                 sql.Identifier(target.schema, _temp_index(tag, i)), sql.Identifier(index.name)
             )
         )
-    _restore_replica_identity(log, target, plan)
+    restore_replica_identity(log, target, plan)
     # The new table's identity sequences were named after the shadow; take the old names back.
     for column, name in identity_names:
         sequence = log.conn.execute(
@@ -188,7 +189,19 @@ def build_indexes(
         )
 
 
-def _restore_properties(log: SqlLog, target: TableName, plan: ExchangePlan) -> None:
+class TableProperties(Protocol):
+    """What a swap re-applies to the new table; exchange's and partition_replace's plans."""
+
+    owner: str
+    comment: str | None
+    reloptions: list[str]
+    replica_identity: str
+    grants: list[dict]
+    indexes: list[IndexPlan]
+    triggers: list[str]
+
+
+def restore_properties(log: SqlLog, target: TableName, plan: TableProperties) -> None:
     table = _ident(target)
     current = log.conn.execute("SELECT current_user").fetchone()
     if current and current[0] != plan.owner:
@@ -240,7 +253,7 @@ def _rebind_dependents(
         )
 
 
-def _restore_replica_identity(log: SqlLog, target: TableName, plan: ExchangePlan) -> None:
+def restore_replica_identity(log: SqlLog, target: TableName, plan: TableProperties) -> None:
     table = _ident(target)
     if plan.replica_identity == "f":
         log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table))

@@ -68,9 +68,10 @@ from pgflow.sinks.postgres.exchange import (
     _INDEXES_SQL,
     SWAP_LOCK_TIMEOUT,
     IndexPlan,
-    _grant_sql,
     _short,
     build_indexes,
+    restore_properties,
+    restore_replica_identity,
 )
 from pgflow.sinks.postgres.sql_log import SqlLog
 
@@ -632,36 +633,8 @@ def _build_indexes(log: SqlLog, new: TableName, plan: SwapPlan, prefix: str) -> 
 
 
 def _restore_properties(log: SqlLog, table: TableName, plan: SwapPlan) -> None:
-    target = _ident(table)
-    current = log.conn.execute("SELECT current_user").fetchone()
-    if current and current[0] != plan.owner:
-        log.execute(
-            sql.SQL("ALTER TABLE {} OWNER TO {}").format(target, sql.Identifier(plan.owner))
-        )
-    for grant in plan.grants:
-        if grant["grantee"] != plan.owner:  # the owner's privileges come with ownership
-            log.execute(_grant_sql(target, grant))
-    if plan.comment is not None:
-        log.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(plan.comment)))
-    if plan.reloptions:
-        log.execute(
-            sql.SQL("ALTER TABLE {} SET ({})").format(
-                target, sql.SQL(", ").join(sql.SQL(o) for o in plan.reloptions)
-            )
-        )
-    for trigger in plan.triggers:
-        log.execute(sql.SQL(trigger))
-    if plan.replica_identity == "f":
-        log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
-    elif plan.replica_identity == "n":
-        log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY NOTHING").format(target))
-    elif plan.replica_identity == "i":
-        index = next(i.name for i in plan.indexes if i.is_replica_identity)
-        log.execute(
-            sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
-                target, sql.Identifier(index)
-            )
-        )
+    restore_properties(log, table, plan)
+    restore_replica_identity(log, table, plan)
 
 
 def _ident(table: TableName) -> sql.Identifier:
