@@ -5,10 +5,20 @@ No `from __future__ import annotations` here: Dagster inspects the `context` ann
 
 import dagster as dg
 from dagster import AssetExecutionContext
+from pydantic import Field
 
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
 from pgflow.config.loader import dagster_name
 from pgflow.config.model import PipelineSpec, Project, SourceSpec
+
+
+class PipelineRunConfig(dg.Config):
+    """Run-time options of a pgflow asset (Launchpad or `dagster asset materialize -c`)."""
+
+    reset: bool = Field(
+        default=False,
+        description="Ignore the stored cursor: read the whole source and rebuild the target.",
+    )
 
 
 def pool_for(connection_id: str) -> str:
@@ -64,13 +74,15 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         metadata={"pgflow/pipeline": _pipeline_metadata(pipeline)},
         op_tags={"pgflow/pipeline": pipeline.name},
     )
-    def _load(context: AssetExecutionContext) -> PipelineRead:
+    def _load(context: AssetExecutionContext, config: PipelineRunConfig) -> PipelineRead:
         context.log.info(
             f"pipeline '{pipeline.name}' ({pipeline.file}): {source.table} on "
             f"'{source.connection_id}' -> {sink.table} on '{sink.connection_id}', "
             f"{sink.strategy.mode}"
         )
-        return PipelineRead(pipeline)
+        if config.reset:
+            context.log.warning(f"pipeline '{pipeline.name}': reset requested, full reload")
+        return PipelineRead(pipeline, reset=config.reset)
 
     return _load
 

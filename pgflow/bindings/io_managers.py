@@ -7,16 +7,19 @@ Downstream assets receive a `TableRef` to the loaded table, never the rows in me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
 
-from pgflow.bindings.metadata import load_metadata
+from pgflow.bindings.metadata import load_metadata, read_description
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.resource import PostgresConnections
-from pgflow.sinks.postgres.load import load_table
+from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound
-from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.column_cursor import NullCursorRows
+from pgflow.sources.select import table_source
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class PipelineRead:
     """An asset's output: the pipeline to run. The IO manager does the streaming."""
 
     pipeline: PipelineSpec
+    reset: bool = False  # this run reads everything and rebuilds the target
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,32 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 sink.connection_id, sink.connection_type, autocommit=True
             ) as dst_conn,
         ):
+            reader = table_source(src_conn, source)
+            progress = _progress_logger(context, sink.table, lambda: reader.info.estimated_rows)
             try:
-                reader = PostgresTableSource(src_conn, source.table)
+                result = load_table(
+                    dst_conn,
+                    reader,
+                    sink.table,
+                    sink.strategy,
+                    progress,
+                    pipeline=spec.name,
+                    reset=obj.reset or source.options.reset,
+                )
             except TableNotFound:
                 raise dg.Failure(
                     f"pipeline '{spec.name}' ({spec.file}): source table {source.table} not found "
                     f"on connection '{source.connection_id}'; check source.table in the spec"
                 ) from None
-            progress = _progress_logger(context, sink.table, reader.info.estimated_rows)
-            result = load_table(dst_conn, reader, sink.table, sink.strategy, progress)
+            except SourceConfigError as exc:
+                raise dg.Failure(
+                    f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
+                ) from None
+            except NullCursorRows as exc:
+                raise dg.Failure(f"pipeline '{spec.name}' ({spec.file}): {exc}") from None
             src_conn.rollback()  # end the read-only snapshot promptly
             database = dst_conn.info.dbname
-        context.log.info(
-            f"{sink.table}: {result.rows:,} rows in {result.seconds:.1f}s "
-            f"({result.strategy}, {result.copy_format} COPY)"
-        )
+        context.log.info(_summary(result))
         context.add_output_metadata(load_metadata(result, database))
 
     def load_input(self, context: dg.InputContext) -> TableRef:
@@ -92,10 +107,22 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         )
 
 
-def _progress_logger(context: dg.OutputContext, table: TableName, estimated: int | None):
-    total = f" of ~{estimated:,} (catalog estimate)" if estimated else ""
+def _summary(result: LoadResult) -> str:
+    text = (
+        f"{result.target}: {result.rows:,} rows in {result.seconds:.1f}s "
+        f"({result.strategy}, {result.copy_format} COPY)"
+    )
+    if result.read is not None:
+        text += f"; read {result.rows_read:,} rows, {read_description(result.read)}"
+    return text
 
+
+def _progress_logger(
+    context: dg.OutputContext, table: TableName, estimated_rows: Callable[[], int | None]
+):
     def report(rows: int, bytes_so_far: int) -> None:
+        estimated = estimated_rows()
+        total = f" of ~{estimated:,} (catalog estimate)" if estimated else ""
         context.log.info(f"{table}: ~{rows:,} rows{total}, {bytes_so_far / 1e6:,.1f} MB so far")
 
     return report

@@ -8,6 +8,7 @@ import dagster as dg
 
 from pgflow.sinks.postgres.load import LoadResult
 from pgflow.sinks.postgres.replace import deleted_rows
+from pgflow.sources.base import ReadPlan
 from pgflow.sources.catalog import TableInfo
 
 
@@ -43,7 +44,30 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
         "pgflow/sql": dg.MetadataValue.md("```sql\n" + ";\n".join(result.statements) + ";\n```"),
         "pgflow/duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
     }
+    if result.read is not None:
+        metadata.update(position_metadata(result))
     deleted = deleted_rows(result.statements)
     if deleted is not None:
         metadata["pgflow/rows_deleted"] = dg.MetadataValue.int(deleted)
     return metadata
+
+
+def read_description(read: ReadPlan) -> str:
+    if read.full:
+        return f"full read ({read.reason})"
+    return f"incremental from {read.lower_bound}"
+
+
+def position_metadata(result: LoadResult) -> dict[str, Any]:
+    """Where an incremental read started and where the next one will, plus what it moved."""
+    read = result.read
+    assert read is not None
+    before = read.since.value if read.since else ""
+    after = result.position_after.value if result.position_after else ""
+    return {
+        "pgflow/read": dg.MetadataValue.text(read_description(read)),
+        "pgflow/cursor_before": dg.MetadataValue.text(before),
+        "pgflow/cursor_after": dg.MetadataValue.text(after),
+        "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),
+        "pgflow/rows_applied": dg.MetadataValue.int(result.rows),
+    }

@@ -7,9 +7,12 @@ code location loads and reports every problem with its file, pipeline and field.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -273,18 +276,12 @@ def _read_source(section: Section | None, report: Any) -> SourceSpec | None:
 
 
 def _read_source_options(o: Section) -> SourceOptions:
-    lookback = None
-    if o.raw("lookback") is not None:
-        try:
-            lookback = parse_duration(o.raw("lookback"))
-        except ValueError as exc:
-            o.problem("lookback", str(exc))
     options = SourceOptions(
         incremental_strategy=o.text(
             "incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"
         ),  # type: ignore[arg-type]
         incremental_column=o.text("incremental_column"),
-        lookback=lookback,
+        lookback=_read_lookback(o),
         on_null_cursor=o.text(
             "on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"
         ),  # type: ignore[arg-type]
@@ -301,6 +298,23 @@ def _read_source_options(o: Section) -> SourceOptions:
     )
     o.finish()
     return options
+
+
+def _read_lookback(o: Section) -> timedelta | Decimal | None:
+    """A duration ('5 minutes') for date/time cursors, a number (100) for numeric ones."""
+    raw = o.raw("lookback")
+    if raw is None:
+        return None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        if raw < 0 or not math.isfinite(raw):
+            o.problem("lookback", f"{raw} must be a number of 0 or more")
+            return None
+        return Decimal(str(raw))
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        o.problem("lookback", str(exc))
+        return None
 
 
 def _read_sink(section: Section | None, report: Any) -> SinkSpec | None:
@@ -503,6 +517,8 @@ def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
             "source.options.incremental_column",
             "is required with incremental_strategy: column: name the cursor column, e.g. updated_at",
         )
+    if source.type == "postgres":
+        _check_incremental_read(options, strategy, report)
     if source.type == "delta" and options.incremental_strategy != "full":
         report(
             "source.options.incremental_strategy",
@@ -511,6 +527,39 @@ def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
+
+
+# Incremental reads re-read rows (the boundary value, the lookback window), so only sink
+# strategies that match rows by key can take them without duplicating or losing rows.
+_KEYED_FOR_INCREMENTAL = "incremental_merge, or incremental_append with only_new_rows: true"
+
+
+def _check_incremental_read(options: SourceOptions, strategy: StrategySpec, report: Any) -> None:
+    kind = options.incremental_strategy
+    if kind != "column":
+        for name in ("incremental_column", "lookback"):
+            if getattr(options, name) is not None:
+                report(
+                    f"source.options.{name}",
+                    f"applies to incremental_strategy: column only (this source is {kind}); "
+                    "remove it or set incremental_strategy: column",
+                )
+    if kind not in ("column", "xmin"):
+        return
+    if strategy.mode == "incremental_append" and not strategy.only_new_rows:
+        report(
+            "sink.strategy.only_new_rows",
+            f"must be true with incremental_strategy: {kind}: each run re-reads the rows at "
+            "its starting point, which a plain append would insert twice; or use "
+            "mode incremental_merge",
+        )
+    elif strategy.mode not in ("incremental_append", "incremental_merge"):
+        report(
+            "sink.strategy.mode",
+            f"{strategy.mode} cannot take an incremental read (incremental_strategy: {kind}): "
+            "the read holds only the changed rows, and this mode would drop the rest; use "
+            f"{_KEYED_FOR_INCREMENTAL}, or incremental_strategy: full",
+        )
 
 
 def _check_project(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,8 @@ class TableName:
 class SourceOptions:
     incremental_strategy: IncrementalStrategy = "full"
     incremental_column: str | None = None
-    lookback: timedelta | None = None
+    # A duration for date/time cursors, a number for numeric ones.
+    lookback: timedelta | Decimal | None = None
     on_null_cursor: Literal["exclude", "include", "fail"] = "exclude"
     # CDC (logical replication) settings.
     slot_name: str | None = None

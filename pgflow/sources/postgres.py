@@ -30,28 +30,46 @@ def set_portable_text_format(conn: psycopg.Connection) -> None:
 class PostgresTableSource:
     """Reads `table` through `conn` inside one read-only snapshot transaction.
 
-    The catalog read and the data read share the snapshot, so the shape we plan with is the
-    shape we stream. The connection must not be in autocommit mode.
+    `open()` starts the snapshot; the catalog read and the data read share it, so the shape
+    we plan with is the shape we stream. The connection must not be in autocommit mode.
+    Subclasses narrow the read with `row_filter`.
     """
 
     def __init__(self, conn: psycopg.Connection, table: TableName):
         self._conn = conn
         self._table = table
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        set_portable_text_format(conn)
-        self._info = describe_table(conn, table)
+        self._info: TableInfo | None = None
+
+    def open(self) -> None:
+        if self._info is not None:
+            return
+        self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        self._conn.read_only = True
+        set_portable_text_format(self._conn)
+        self._info = describe_table(self._conn, self._table)
 
     @property
     def info(self) -> TableInfo:
+        if self._info is None:
+            raise RuntimeError(f"source {self._table} is not open; call open() first")
         return self._info
+
+    @property
+    def table_sql(self) -> sql.Identifier:
+        return sql.Identifier(self._table.schema, self._table.name)
+
+    def row_filter(self) -> sql.Composable | None:
+        """A WHERE condition on the source rows; None reads them all."""
+        return None
 
     def copy_query(self, columns: Sequence[str], fmt: CopyFormat) -> sql.Composed:
         # COPY (SELECT ...) rather than COPY table: it also reads partitioned tables.
         select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.Identifier(self._table.schema, self._table.name),
+            sql.SQL(", ").join(map(sql.Identifier, columns)), self.table_sql
         )
+        condition = self.row_filter()
+        if condition is not None:
+            select = sql.SQL("{} WHERE {}").format(select, condition)
         options = sql.SQL(" (FORMAT BINARY)") if fmt == "binary" else sql.SQL("")
         return sql.SQL("COPY ({}) TO STDOUT{}").format(select, options)
 

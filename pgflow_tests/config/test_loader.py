@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import textwrap
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -429,13 +430,12 @@ sink:
 """
 
 
-def test_seed_column_cursor_example_is_only_not_supported_yet(tmp_path: Path) -> None:
-    spec = write(tmp_path / "orders.yaml", SEED_COLUMN_CURSOR)
-    assert only_problem(spec, VAULT_ENV) == (
-        f"{spec}: pipeline 'landing_orders': field 'source.options.incremental_strategy': "
-        "postgres source with incremental_strategy 'column' is not supported yet; "
-        "supported now: postgres full"
-    )
+def test_seed_column_cursor_example_loads(tmp_path: Path) -> None:
+    spec = load_one(write(tmp_path / "orders.yaml", SEED_COLUMN_CURSOR), VAULT_ENV)
+    options = spec.source.options
+    assert (options.incremental_strategy, options.incremental_column) == ("column", "updated_at")
+    assert (options.lookback, options.on_null_cursor, options.reset) == (None, "exclude", False)
+    assert spec.sink.strategy.merge_policy == "delete_insert"
 
 
 def test_seed_column_cursor_sink_side_loads_with_a_full_read(tmp_path: Path) -> None:
@@ -478,13 +478,11 @@ def test_seed_xmin_example_refuses_the_mssql_sink_type(tmp_path: Path) -> None:
     )
 
 
-def test_seed_xmin_example_into_postgres_is_only_not_supported_yet(tmp_path: Path) -> None:
+def test_seed_xmin_example_into_postgres_loads(tmp_path: Path) -> None:
     spec = write(tmp_path / "orders.yaml", SEED_XMIN.replace("type: mssql", "type: postgres"))
-    assert only_problem(spec, VAULT_ENV) == (
-        f"{spec}: pipeline 'landing_orders': field 'source.options.incremental_strategy': "
-        "postgres source with incremental_strategy 'xmin' is not supported yet; "
-        "supported now: postgres full"
-    )
+    loaded = load_one(spec, VAULT_ENV)
+    assert loaded.source.options.incremental_strategy == "xmin"
+    assert loaded.sink.strategy.unique_key == ("id",)
 
 
 CDC_OPTIONS = {
@@ -505,17 +503,118 @@ COLUMN_OPTIONS = {
     "lookback": "5 minutes",
     "on_null_cursor": "include",
 }
+MERGE_SINK = {"strategy": {"mode": "incremental_merge", "unique_key": ["id"]}}
+
+# --------------------------------------------------------------------------- incremental reads
+
+
+def test_column_cursor_options_load(tmp_path: Path) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": COLUMN_OPTIONS}, sink=MERGE_SINK))
+    options = load_one(spec).source.options
+    assert options.lookback == timedelta(minutes=5)
+    assert options.on_null_cursor == "include"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(100, Decimal(100)), (0.5, Decimal("0.5"))])
+def test_a_numeric_lookback_is_a_number_of_cursor_units(
+    tmp_path: Path, raw: float, expected: Decimal
+) -> None:
+    options = {**COLUMN_OPTIONS, "lookback": raw}
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=MERGE_SINK))
+    assert load_one(spec).source.options.lookback == expected
+
+
+def test_a_negative_lookback_is_refused(tmp_path: Path) -> None:
+    options = {**COLUMN_OPTIONS, "lookback": -5}
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=MERGE_SINK))
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'source.options.lookback': "
+        "-5 must be a number of 0 or more"
+    )
+
+
+@pytest.mark.parametrize("kind", ["column", "xmin"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"mode": "full_refresh"},
+        {"mode": "replace", "custom_predicate": "id > 0"},
+        {"mode": "partition_replace", "partition_column": "business_date"},
+    ],
+)
+def test_incremental_reads_into_a_mode_that_drops_unread_rows_are_refused(
+    tmp_path: Path, kind: str, strategy: dict[str, Any]
+) -> None:
+    options = {"incremental_strategy": kind}
+    if kind == "column":
+        options["incremental_column"] = "updated_at"
+    spec = write(
+        tmp_path / "p.yaml", pipeline(source={"options": options}, sink={"strategy": strategy})
+    )
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.mode': {strategy['mode']} "
+        f"cannot take an incremental read (incremental_strategy: {kind}): the read holds only "
+        "the changed rows, and this mode would drop the rest; use incremental_merge, or "
+        "incremental_append with only_new_rows: true, or incremental_strategy: full"
+    )
+
+
+def test_an_incremental_read_into_a_plain_append_is_refused(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "p.yaml",
+        pipeline(
+            source={"options": {"incremental_strategy": "xmin"}},
+            sink={"strategy": {"mode": "incremental_append"}},
+        ),
+    )
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.only_new_rows': must be true "
+        "with incremental_strategy: xmin: each run re-reads the rows at its starting point, "
+        "which a plain append would insert twice; or use mode incremental_merge"
+    )
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        MERGE_SINK["strategy"],
+        {"mode": "incremental_merge", "unique_key": ["id"], "merge_policy": "upsert"},
+        {"mode": "incremental_merge", "unique_key": ["id"], "merge_policy": "shadow_swap"},
+        {"mode": "incremental_append", "unique_key": ["id"], "only_new_rows": True},
+    ],
+)
+def test_incremental_reads_go_into_keyed_strategies(
+    tmp_path: Path, strategy: dict[str, Any]
+) -> None:
+    spec = write(
+        tmp_path / "p.yaml",
+        pipeline(source={"options": {"incremental_strategy": "xmin"}}, sink={"strategy": strategy}),
+    )
+    assert load_one(spec).sink.strategy.mode == strategy["mode"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"incremental_column": "updated_at"}, "incremental_column"),
+        ({"incremental_strategy": "xmin", "lookback": "5m"}, "lookback"),
+    ],
+)
+def test_column_only_options_are_refused_with_other_strategies(
+    tmp_path: Path, options: dict[str, Any], field: str
+) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=MERGE_SINK))
+    kind = options.get("incremental_strategy", "full")
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'source.options.{field}': applies to "
+        f"incremental_strategy: column only (this source is {kind}); remove it or set "
+        "incremental_strategy: column"
+    )
 
 
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        pytest.param(
-            {"source": {"options": COLUMN_OPTIONS}},
-            "source.options.incremental_strategy",
-            "postgres source with incremental_strategy 'column' is not supported yet",
-            id="column-cursor",
-        ),
         pytest.param(
             {"source": {"options": CDC_OPTIONS}},
             "source.options.incremental_strategy",
@@ -533,7 +632,7 @@ COLUMN_OPTIONS = {
             },
             "source.type",
             "delta source with incremental_strategy 'full' is not supported yet; "
-            "supported now: postgres full",
+            "supported now: postgres column, postgres full, postgres xmin",
             id="delta-source",
         ),
         pytest.param(
@@ -987,7 +1086,6 @@ def test_bad_timezone(tmp_path: Path, timezone: str) -> None:
         ({"freshness": {"fail_after": "soon"}}, "freshness", "soon"),
         ({"freshness": {"warn_after": "1 week", "fail_after": "2d"}}, "freshness", "1 week"),
         ({"source": {"options": {"lookback": "a bit"}}}, "source.options.lookback", "a bit"),
-        ({"source": {"options": {"lookback": 5}}}, "source.options.lookback", "5"),
     ],
 )
 def test_bad_duration(tmp_path: Path, overrides: dict[str, Any], field: str, text: str) -> None:
@@ -1078,7 +1176,7 @@ def test_invalid_tags(tmp_path: Path) -> None:
             "is required for mode incremental_merge: list the key column(s), e.g. [id]",
         ),
         (
-            {"source": {"options": {"incremental_strategy": "column"}}},
+            {"source": {"options": {"incremental_strategy": "column"}}, "sink": MERGE_SINK},
             "source.options.incremental_column",
             "is required with incremental_strategy: column: name the cursor column, "
             "e.g. updated_at",

@@ -1,9 +1,10 @@
 """Load one source table into a Postgres target: staging-first, in one transaction.
 
-lock target -> create it on the first load -> check it fits -> UNLOGGED staging -> COPY the
-source into staging -> duplicate policy -> apply the strategy -> ANALYZE -> drop staging ->
-COMMIT. Any failure rolls all of it back, so the target is either the old rows or the new
-ones, never a mix.
+lock target -> open the source snapshot -> (incremental: read the stored position, plan the
+read) -> create the target on the first load -> check it fits -> UNLOGGED staging -> COPY
+the source into staging -> duplicate policy -> apply the strategy -> store the new position
+-> ANALYZE -> drop staging -> COMMIT. Any failure rolls all of it back, so the target and its
+position are either both old or both new, never a mix.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres import ddl, keys, replace, schema_drift, staging
+from pgflow.sinks.postgres import ddl, full_refresh, keys, replace, schema_drift, staging, state
 from pgflow.sinks.postgres.apply import (
     ApplyContext,
     ApplyStrategy,
@@ -25,7 +26,7 @@ from pgflow.sinks.postgres.apply import (
     insert_from_staging,
 )
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow.sources.base import CopyFormat, TableSource
+from pgflow.sources.base import CopyFormat, Position, ReadPlan, TableSource, as_incremental
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
 from pgflow.sources.postgres import set_portable_text_format
 
@@ -60,6 +61,9 @@ class LoadResult:
     copy_seconds: float
     strategy: str
     duplicates_dropped: int = 0
+    rows_read: int = 0  # rows copied from the source (rows = rows the strategy wrote)
+    read: ReadPlan | None = None  # incremental sources: what was read and why
+    position_after: Position | None = None  # incremental sources: the position now stored
 
 
 def strategy_variant(strategy: StrategySpec) -> tuple[str, str]:
@@ -96,21 +100,29 @@ def load_table(
     progress: staging.ProgressCallback | None = None,
     *,
     partition_slice: PartitionSlice | None = None,
+    pipeline: str = "",
+    reset: bool = False,
 ) -> LoadResult:
     """Run one load on `conn` (autocommit mode; this opens and commits its own transaction).
 
-    `partition_slice` (partition_replace only) is the slice the run replaces.
+    `partition_slice` (partition_replace only) is the slice the run replaces. For an
+    IncrementalSource, the position stored for `target` decides what is read; the new one
+    is stored, under `pipeline`'s name, in the same transaction. `reset` reads everything
+    and makes the target exactly the source.
     """
     apply = apply_for(strategy)
     keyed = is_keyed(strategy)
-    if keyed:
-        keys.check_key_columns(strategy.unique_key, source.info)
     started = time.monotonic()
     log = SqlLog(conn)
-    columns = source.info.column_names
+    incremental = as_incremental(source)
     with conn.transaction():
         set_portable_text_format(conn)
         ddl.lock_target(log, target)
+        source.open()  # after the lock: runs of one target read in the order they write
+        if keyed:
+            keys.check_key_columns(strategy.unique_key, source.info)
+        read = incremental.plan(state.read_position(conn, target), reset) if incremental else None
+        columns = source.info.column_names
         created = not table_exists(conn, target)
         if created:
             ddl.create_target(log, source.info, target, strategy.unique_key)
@@ -125,14 +137,25 @@ def load_table(
         # closing(): on failure the source's COPY must end now, not when the traceback dies.
         with closing(source.copy_out(columns, fmt)) as chunks:
             copied = staging.copy_into(log, stage, columns, chunks, fmt, progress)
+        position = None
+        if incremental:
+            column = incremental.cursor_column
+            staged_max = staging.max_value(log, stage, column) if column else None
+            position = incremental.position_after(staged_max)
         ctx = ApplyContext(
             log, target, stage, columns, strategy, source.info, target_info, partition_slice
         )
         dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
         if created and strategy.mode == "replace":
             replace.check_predicate(ctx)  # a bad predicate fails the first load, not the second
-        # A new table has nothing to merge, replace or swap: every staged row goes in.
-        rows = insert_from_staging(ctx) if created else apply(ctx)
+        if created:
+            rows = insert_from_staging(ctx)  # a new table has nothing to merge, replace or swap
+        elif reset and incremental:
+            rows = full_refresh.truncate_insert(ctx)  # a reset rebuilds the target
+        else:
+            rows = apply(ctx)
+        if incremental:
+            state.write_position(log, target, pipeline, position)
         staging.drop_staging(log, stage)
         log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
     return LoadResult(
@@ -147,4 +170,7 @@ def load_table(
         copy_seconds=copied.seconds,
         strategy=strategy_label(strategy),
         duplicates_dropped=dropped,
+        rows_read=copied.rows,
+        read=read,
+        position_after=position,
     )

@@ -94,6 +94,16 @@ def copy_into(
     return CopyStats(rows=rows, bytes=total_bytes, seconds=time.monotonic() - started)
 
 
+def max_value(log: SqlLog, staging: TableName, column: str) -> str | None:
+    """The largest staged value of `column` as text (portable settings), None when none."""
+    row = log.execute(
+        sql.SQL("SELECT max({})::text FROM {}").format(
+            sql.Identifier(column), sql.Identifier(staging.schema, staging.name)
+        )
+    ).fetchone()
+    return row[0] if row else None
+
+
 def drop_staging(log: SqlLog, staging: TableName) -> None:
     log.execute(
         sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging.schema, staging.name))

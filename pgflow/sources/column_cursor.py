@@ -1,0 +1,175 @@
+"""Incremental reads by a cursor column: rows whose cursor is at or past the high-water mark.
+
+`>=`, not `>`: rows that share the boundary value with the last row read (several rows
+written in the same millisecond, or the same id batch) are read again rather than lost.
+The sink's merge makes the re-read harmless. `lookback` widens the window further, for
+transactions that commit late with an older cursor value than rows already read.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import TableName
+from pgflow.sources.base import Position, ReadPlan, SourceConfigError, full_read_reason
+from pgflow.sources.catalog import Column
+from pgflow.sources.postgres import PostgresTableSource
+
+TEMPORAL_TYPES = {1082: "date", 1114: "timestamp", 1184: "timestamptz"}
+NUMERIC_TYPES = {21: "smallint", 23: "integer", 20: "bigint", 1700: "numeric"}
+INTEGER_TYPES = {21, 23, 20}
+NullCursorPolicy = Literal["exclude", "include", "fail"]
+
+
+class NullCursorRows(ValueError):
+    """on_null_cursor: fail, and the source has rows without a cursor value."""
+
+
+class ColumnCursorSource(PostgresTableSource):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        table: TableName,
+        column: str,
+        lookback: timedelta | Decimal | None = None,
+        on_null_cursor: NullCursorPolicy = "exclude",
+    ):
+        super().__init__(conn, table)
+        self._table_name = table
+        self._column = column
+        self._lookback = lookback
+        self._on_null = on_null_cursor
+        self._plan: ReadPlan | None = None
+
+    @property
+    def cursor_column(self) -> str:
+        return self._column
+
+    @property
+    def identity(self) -> str:
+        return f"column:{self._table_name}:{self._column}"
+
+    def plan(self, stored: Position | None, reset: bool) -> ReadPlan:
+        column = self._checked_column()
+        if self._on_null == "fail":
+            self._refuse_null_cursors()
+        reason = full_read_reason(stored, reset, self.identity, column.base_type_sql)
+        if reason is not None:
+            self._plan = ReadPlan(full=True, reason=reason)
+        else:
+            assert stored is not None
+            bound = self._lower_bound(stored.value, column)
+            self._plan = ReadPlan(full=False, reason="incremental", since=stored, lower_bound=bound)
+        return self._plan
+
+    def row_filter(self) -> sql.Composable | None:
+        if self._plan is None:
+            raise RuntimeError("plan() must run before the source is read")
+        column = sql.Identifier(self._column)
+        conditions: list[sql.Composable] = []
+        if not self._plan.full:
+            assert self._plan.lower_bound is not None
+            kind = self.info.column(self._column)
+            assert kind is not None
+            conditions.append(
+                sql.SQL("{} >= {}").format(column, _typed(self._plan.lower_bound, kind))
+            )
+        if self._on_null == "include":
+            if not conditions:
+                return None
+            conditions.append(sql.SQL("{} IS NULL").format(column))
+            return sql.SQL("({})").format(sql.SQL(" OR ").join(conditions))
+        if self._plan.full and self._on_null == "exclude":
+            return sql.SQL("{} IS NOT NULL").format(column)
+        return conditions[0] if conditions else None
+
+    def position_after(self, staged_max: str | None) -> Position | None:
+        """The new high-water mark: the largest cursor value read, never below the old one."""
+        assert self._plan is not None
+        column = self.info.column(self._column)
+        assert column is not None
+        since = self._plan.since.value if self._plan.since else None
+        value = self._greatest(since, staged_max, column)
+        if value is None:
+            return None
+        return Position("column", self.identity, value, column.base_type_sql)
+
+    def _checked_column(self) -> Column:
+        field = "source.options.incremental_column"
+        column = self.info.column(self._column)
+        if column is None:
+            raise SourceConfigError(
+                field,
+                f"'{self._column}' is not a column of {self._table_name}; "
+                f"name one of: {', '.join(self.info.column_names)}",
+            )
+        oid = column.base_type_oid
+        if oid not in TEMPORAL_TYPES and oid not in NUMERIC_TYPES:
+            allowed = ", ".join([*TEMPORAL_TYPES.values(), *NUMERIC_TYPES.values()])
+            raise SourceConfigError(
+                field,
+                f"'{self._column}' is {column.type_sql}; a cursor column must be one of {allowed}",
+            )
+        if isinstance(self._lookback, timedelta) and oid not in TEMPORAL_TYPES:
+            raise SourceConfigError(
+                "source.options.lookback",
+                f"is a duration, but '{self._column}' is {column.type_sql}; "
+                "give a number (how far back in cursor values) or remove lookback",
+            )
+        if isinstance(self._lookback, Decimal) and oid not in NUMERIC_TYPES:
+            raise SourceConfigError(
+                "source.options.lookback",
+                f"is a number, but '{self._column}' is {column.type_sql}; "
+                "give a duration such as '5 minutes'",
+            )
+        return column
+
+    def _refuse_null_cursors(self) -> None:
+        query = sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {} IS NULL)").format(
+            self.table_sql, sql.Identifier(self._column)
+        )
+        row = self._conn.execute(query).fetchone()
+        if row and row[0]:
+            raise NullCursorRows(
+                f"source table {self._table_name} has rows with a NULL '{self._column}' and "
+                "source.options.on_null_cursor is fail; give those rows a value, or set "
+                "on_null_cursor to exclude (skip them) or include (read them on every run)"
+            )
+
+    def _lower_bound(self, high_water: str, column: Column) -> str:
+        if self._lookback is None:
+            return high_water
+        if isinstance(self._lookback, timedelta):
+            step: sql.Composable = sql.SQL("{}::interval").format(
+                sql.Literal(f"{self._lookback.total_seconds()} seconds")
+            )
+        else:
+            step = sql.SQL("{}::numeric").format(sql.Literal(str(self._lookback)))
+        # Cast back to the column type, rounding down: the window only ever grows.
+        shifted: sql.Composable = sql.SQL("({} - {})").format(_typed(high_water, column), step)
+        if column.base_type_oid in INTEGER_TYPES:
+            shifted = sql.SQL("floor{}").format(shifted)
+        query = sql.SQL("SELECT ({})::{}::text").format(shifted, sql.SQL(column.base_type_sql))
+        row = self._conn.execute(query).fetchone()
+        assert row is not None
+        return row[0]
+
+    def _greatest(self, a: str | None, b: str | None, column: Column) -> str | None:
+        if a is None or b is None:
+            return a if b is None else b
+        query = sql.SQL("SELECT greatest({}, {})::text").format(
+            _typed(a, column), _typed(b, column)
+        )
+        row = self._conn.execute(query).fetchone()
+        assert row is not None
+        return row[0]
+
+
+def _typed(value: str, column: Column) -> sql.Composable:
+    # The base type's name comes from the catalog (format_type): trusted SQL.
+    return sql.SQL("{}::{}").format(sql.Literal(value), sql.SQL(column.base_type_sql))

@@ -1,0 +1,27 @@
+"""Pick the reader for a pipeline's source spec."""
+
+from __future__ import annotations
+
+import psycopg
+
+from pgflow.config.model import SourceSpec
+from pgflow.sources.base import TableSource
+from pgflow.sources.column_cursor import ColumnCursorSource
+from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.xmin import XminSource
+
+
+def table_source(conn: psycopg.Connection, spec: SourceSpec) -> TableSource:
+    """The reader for a postgres source: full, cursor column or xmin (not yet opened)."""
+    assert spec.table is not None
+    options = spec.options
+    if options.incremental_strategy == "column":
+        assert options.incremental_column is not None
+        return ColumnCursorSource(
+            conn, spec.table, options.incremental_column, options.lookback, options.on_null_cursor
+        )
+    if options.incremental_strategy == "xmin":
+        return XminSource(conn, spec.table)
+    if options.incremental_strategy == "full":
+        return PostgresTableSource(conn, spec.table)
+    raise ValueError(f"incremental_strategy {options.incremental_strategy} has no table reader")
