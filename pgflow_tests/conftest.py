@@ -70,6 +70,16 @@ def make_database(local_pg: ClusterInfo) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
+def source_uri(make_database: Callable[[], str]) -> str:
+    return make_database()
+
+
+@pytest.fixture
+def sink_uri(make_database: Callable[[], str]) -> str:
+    return make_database()
+
+
+@pytest.fixture
 def fresh_db(make_database: Callable[[], str]) -> str:
     """The URI of a new, empty database of the session cluster."""
     return make_database()

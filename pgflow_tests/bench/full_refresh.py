@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.localdb.cluster import LocalPostgres
 from pgflow.sinks.postgres.load import load_table
 from pgflow.sources.postgres import PostgresTableSource
+from pgflow_tests.bench.common import throwaway_cluster
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 TABLE_DDL = """
@@ -76,12 +73,8 @@ def pgflow_load(source_uri: str, sink_uri: str, method: str) -> None:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="pgflow-bench-"))
-    root.chmod(0o755)
-    cluster = LocalPostgres(root / "cluster")
-    info = cluster.start(databases=["bench_source", "bench_sink"])
-    source_uri, sink_uri = info.uri("bench_source"), info.uri("bench_sink")
-    try:
+    with throwaway_cluster(["bench_source", "bench_sink"]) as info:
+        source_uri, sink_uri = info.uri("bench_source"), info.uri("bench_sink")
         with psycopg.connect(source_uri, autocommit=True) as conn:
             conn.execute(TABLE_DDL.format(name="bench_rows"))
             conn.execute(FILL, (ROWS,))
@@ -114,9 +107,6 @@ def main() -> None:
             f"{ROWS / truncate:,.0f} rows/s ({floor / truncate:.0%} of psql); exchange "
             f"{ROWS / swap:,.0f} rows/s ({floor / swap:.0%}); pgflow process peak RSS {peak_mb:,.0f} MB"
         )
-    finally:
-        cluster.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

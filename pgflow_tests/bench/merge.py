@@ -12,16 +12,13 @@ part alone.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.localdb.cluster import LocalPostgres
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
+from pgflow_tests.bench.common import throwaway_cluster
 
 ROWS = int(os.environ.get("BENCH_MERGE_ROWS", "2000000"))
 POLICIES = tuple(os.environ.get("BENCH_POLICIES", "delete_insert,upsert,shadow_swap").split(","))
@@ -58,12 +55,8 @@ def prepare(source_uri: str) -> None:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="pgflow-bench-"))
-    root.chmod(0o755)
-    cluster = LocalPostgres(root / "cluster")
-    info = cluster.start(databases=["bench_source", "bench_sink"])
-    source_uri, sink_uri = info.uri("bench_source"), info.uri("bench_sink")
-    try:
+    with throwaway_cluster(["bench_source", "bench_sink"]) as info:
+        source_uri, sink_uri = info.uri("bench_source"), info.uri("bench_sink")
         prepare(source_uri)
         print(f"incremental_merge into a {ROWS:,}-row target (changed rows staged):")
         print(f"  {'policy':<14} {'changed':>9} {'rows':>9} {'load s':>8} {'apply s':>8}")
@@ -80,9 +73,6 @@ def main() -> None:
                     f"  {policy:<14} {share:>9.0%} {result.rows:>9,} {result.seconds:>8.2f} {apply_seconds:>8.2f}",
                     flush=True,
                 )
-    finally:
-        cluster.destroy()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

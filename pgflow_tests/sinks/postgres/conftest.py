@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import psycopg
-import pytest
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
+from pgflow_tests.pg import execute, fetch, table_text
+
+__all__ = ["execute", "fetch", "run_load", "table_text"]
 
 ALL_TYPES_DDL = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -46,34 +48,6 @@ SELECT g, (g %% 100)::smallint, g * 7, g::bigint * 1000000000, round((g * 1.234)
        END
 FROM generate_series(%(start)s::int, %(stop)s::int) g;
 """
-
-
-@pytest.fixture
-def source_uri(make_database: Callable[[], str]) -> str:
-    return make_database()
-
-
-@pytest.fixture
-def sink_uri(make_database: Callable[[], str]) -> str:
-    return make_database()
-
-
-def execute(uri: str, statement: str, params: object = None) -> None:
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute(statement, params)
-
-
-def fetch(uri: str, query: str, params: object = None) -> list[tuple]:
-    with psycopg.connect(uri) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-def table_text(uri: str, table: str, order_by: str = "1") -> list[str]:
-    """Every row as Postgres renders it, in fixed settings: equal text means equal values."""
-    with psycopg.connect(
-        uri, options="-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3"
-    ) as conn:
-        return [r[0] for r in conn.execute(f"SELECT t::text FROM {table} t ORDER BY {order_by}")]
 
 
 def run_load(

@@ -1,0 +1,23 @@
+"""Small SQL helpers for tests: run a statement, fetch rows, render a table as text."""
+
+from __future__ import annotations
+
+import psycopg
+
+
+def execute(uri: str, statement: str, params: object = None) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def fetch(uri: str, query: str, params: object = None) -> list[tuple]:
+    with psycopg.connect(uri) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def table_text(uri: str, table: str, order_by: str = "1") -> list[str]:
+    """Every row as Postgres renders it, in fixed settings: equal text means equal values."""
+    with psycopg.connect(
+        uri, options="-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3"
+    ) as conn:
+        return [r[0] for r in conn.execute(f"SELECT t::text FROM {table} t ORDER BY {order_by}")]
