@@ -19,9 +19,20 @@ from pgflow_tests.bindings.conftest import PIPELINE_YAML, REPO, DagsterSetup, it
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
-def materialize(setup: DagsterSetup, selection: str) -> subprocess.CompletedProcess[str]:
+def materialize(
+    setup: DagsterSetup, selection: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [DAGSTER, "asset", "materialize", "-m", "pgflow.definitions", "--select", selection],
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "pgflow.definitions",
+            "--select",
+            selection,
+            *extra,
+        ],
         env=setup.env,
         cwd=REPO,
         capture_output=True,
