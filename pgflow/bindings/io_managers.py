@@ -86,7 +86,6 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 ) from None
             except NullCursorRows as exc:
                 raise dg.Failure(f"pipeline '{spec.name}' ({spec.file}): {exc}") from None
-            src_conn.rollback()  # end the read-only snapshot promptly
             database = dst_conn.info.dbname
         context.log.info(_summary(result))
         context.add_output_metadata(load_metadata(result, database))

@@ -180,6 +180,13 @@ class LocalPostgres:
             raise LocalDbError(f"local PostgreSQL in {self.root} is not running")
         self._create_database(info, name)
 
+    def run_tool(self, exe: str, *args: str) -> str:
+        """Run server binary ``exe`` (e.g. pg_resetwal) as the server's OS user; its stdout.
+
+        For maintenance on a stopped cluster; raises LocalDbError when it fails.
+        """
+        return self._run_pg(exe, *args).stdout
+
     def destroy(self) -> None:
         """Stop the server and delete the whole state folder."""
         if not self.root.exists():

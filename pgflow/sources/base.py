@@ -30,6 +30,10 @@ class TableSource(Protocol):
         """COPY data for `columns` in `fmt`, in chunks; never the whole table at once."""
         ...
 
+    def close(self) -> None:
+        """End the read: the source keeps no snapshot open while the sink applies."""
+        ...
+
 
 @dataclass(frozen=True)
 class Position:

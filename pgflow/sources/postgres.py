@@ -76,3 +76,7 @@ class PostgresTableSource:
     def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Iterator[bytes]:
         with self._conn.cursor() as cur, cur.copy(self.copy_query(columns, fmt)) as copy:
             yield from copy
+
+    def close(self) -> None:
+        # A read-only snapshot held open would hold back VACUUM on the source during the apply.
+        self._conn.rollback()

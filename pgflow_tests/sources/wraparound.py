@@ -13,7 +13,12 @@ For tests only: it rewrites the cluster's control file. The steps, and why each 
    segment, named by ``XID // 2^20`` in 4 hex digits (0FFF here), all zeros ("in progress").
    Past the wrap the server zeroes page 0 of the existing segment 0000 itself (at XID 3).
 4. Start again and VACUUM FREEZE once more, so relfrozenxid/datfrozenxid are recent instead of
-   "in the future": the cluster then looks like one that really ran ~2^32 transactions.
+   "in the future" (vacuum logs "overwrote invalid relfrozenxid"): the cluster then looks like
+   one that really ran ~2^32 transactions. Not template0: it refuses connections, and opening
+   it writes a pg_database row its own stale relfrozenxid makes VACUUM reject ("found xmin ...
+   from before relfrozenxid"). initdb froze all of it, so its only trace is a datfrozenxid "in
+   the future" until the wrap, hence the server log's harmless "some databases have not been
+   vacuumed in over 2 billion transactions" warning.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ def push_near_wraparound(cluster: LocalPostgres, xid: int = NEAR_WRAP_XID) -> Cl
 
 
 def freeze_all(info: ClusterInfo) -> None:
-    """VACUUM FREEZE every database that accepts connections (template0 is frozen already)."""
+    """VACUUM FREEZE every database that accepts connections (template0: see the docstring)."""
     with psycopg.connect(info.uri("postgres"), autocommit=True) as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")]
     for name in names:
@@ -87,7 +92,9 @@ def current_xid(uri: str) -> int:
 
 def burn_xids(uri: str, count: int) -> int:
     """Commit ``count`` transactions that each take an ID; the epoch-extended ID after them."""
-    body = f"BEGIN FOR i IN 1..{int(count)} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END"
+    body = (
+        f"BEGIN FOR i IN 1..{int(count)} LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END"
+    )
     with psycopg.connect(uri, autocommit=True) as conn:
         # A DO block may COMMIT when it runs outside a transaction block (autocommit).
         conn.execute(sql.SQL("DO {}").format(sql.Literal(body)))

@@ -142,6 +142,7 @@ def load_table(
             column = incremental.cursor_column
             staged_max = staging.max_value(log, stage, column) if column else None
             position = incremental.position_after(staged_max)
+        source.close()  # the source is read; the apply below touches only the sink
         ctx = ApplyContext(
             log, target, stage, columns, strategy, source.info, target_info, partition_slice
         )
