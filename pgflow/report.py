@@ -11,6 +11,7 @@ from pgflow.config.loader import load_project
 from pgflow.config.model import PipelineSpec
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
+from pgflow.sinks.postgres.state import read_position
 
 
 def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) -> str:
@@ -24,12 +25,16 @@ def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) ->
                     sql.Identifier(sink.table.schema, sink.table.name)
                 )
             ).fetchone()
+            position = read_position(conn, sink.table)
             params = conn.info.get_parameters()
             location = f"{params.get('host', '?')}:{params.get('port', '?')}/{conn.info.dbname}"
     except (ConnectionConfigError, psycopg.Error) as exc:
         return f"{'/'.join(pipeline.asset_key):<28} -> {where}: unavailable ({exc})"
     rows = count[0] if count else 0
-    return f"{'/'.join(pipeline.asset_key):<28} -> {location} {sink.table}: {rows:,} rows"
+    text = f"{'/'.join(pipeline.asset_key):<28} -> {location} {sink.table}: {rows:,} rows"
+    if position is not None:
+        text += f"; {position.kind} position {position.value}"
+    return text
 
 
 def report_main(argv: list[str]) -> int:
