@@ -64,6 +64,7 @@ format: install
 bench: install
 	$(BIN)/python -m pgflow_tests.bench.full_refresh
 	$(BIN)/python -m pgflow_tests.bench.merge
+	$(BIN)/python -m pgflow_tests.bench.incremental
 
 stop:
 	-$(BIN)/pgflow localdb stop
