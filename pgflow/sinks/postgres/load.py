@@ -92,6 +92,27 @@ def is_keyed(strategy: StrategySpec) -> bool:
     )
 
 
+# Strategies that change rows in place; the others put a new table or partition in place of the
+# old one, which has no statistics until analyzed.
+IN_PLACE = {
+    ("incremental_append", ""),
+    ("incremental_merge", "delete_insert"),
+    ("incremental_merge", "upsert"),
+}
+# Below this share of the target's rows, an in-place load leaves statistics to autovacuum: an
+# ANALYZE of a large table costs more than a small incremental load itself.
+ANALYZE_SHARE = 0.1
+
+
+def needs_analyze(
+    strategy: StrategySpec, created: bool, rows_written: int, target_before: TableInfo
+) -> bool:
+    if created or strategy_variant(strategy) not in IN_PLACE:
+        return True
+    estimated = target_before.estimated_rows
+    return estimated is None or rows_written >= ANALYZE_SHARE * estimated
+
+
 def load_table(
     conn: psycopg.Connection,
     source: TableSource,
@@ -158,7 +179,8 @@ def load_table(
         if incremental:
             state.write_position(log, target, pipeline, position)
         staging.drop_staging(log, stage)
-        log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
+        if needs_analyze(strategy, created, rows, target_info) or (reset and incremental):
+            log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
     return LoadResult(
         target=target,
         target_info=target_info,

@@ -128,3 +128,17 @@ def test_runs_of_one_target_read_in_the_order_they_commit(source_uri: str, sink_
         holder.execute("COMMIT")
         worker.join(timeout=30)
     assert fetch(sink_uri, "SELECT status FROM landing.orders WHERE id = 1") == [("late",)]
+
+
+@pytest.mark.parametrize("policy", ["delete_insert", "shadow_swap"])
+def test_small_in_place_merges_leave_statistics_to_autovacuum(
+    source_uri: str, sink_uri: str, policy: str
+) -> None:
+    execute(source_uri, ORDERS)
+    strategy = StrategySpec(mode="incremental_merge", unique_key=("id",), merge_policy=policy)  # type: ignore[arg-type]
+    load = partial(incremental_load, source_uri, sink_uri, SOURCES["xmin"], strategy)
+    assert any(s.startswith("ANALYZE") for s in load().statements)
+    execute(source_uri, "UPDATE public.orders SET status = 'x' WHERE id <= 5")
+    analyzed = any(s.startswith("ANALYZE") for s in load().statements)
+    # shadow_swap puts a new table in place: it has no statistics until analyzed.
+    assert analyzed == (policy == "shadow_swap")
