@@ -40,7 +40,6 @@ class ColumnCursorSource(PostgresTableSource):
         on_null_cursor: NullCursorPolicy = "exclude",
     ):
         super().__init__(conn, table)
-        self._table_name = table
         self._column = column
         self._lookback = lookback
         self._on_null = on_null_cursor
@@ -52,7 +51,7 @@ class ColumnCursorSource(PostgresTableSource):
 
     @property
     def identity(self) -> str:
-        return f"column:{self._table_name}:{self._column}"
+        return f"column:{self._table}:{self._column}"
 
     def plan(self, stored: Position | None, reset: bool) -> ReadPlan:
         column = self._checked_column()
@@ -105,7 +104,7 @@ class ColumnCursorSource(PostgresTableSource):
         if column is None:
             raise SourceConfigError(
                 field,
-                f"'{self._column}' is not a column of {self._table_name}; "
+                f"'{self._column}' is not a column of {self._table}; "
                 f"name one of: {', '.join(self.info.column_names)}",
             )
         oid = column.base_type_oid
@@ -136,7 +135,7 @@ class ColumnCursorSource(PostgresTableSource):
         row = self._conn.execute(query).fetchone()
         if row and row[0]:
             raise NullCursorRows(
-                f"source table {self._table_name} has rows with a NULL '{self._column}' and "
+                f"source table {self._table} has rows with a NULL '{self._column}' and "
                 "source.options.on_null_cursor is fail; give those rows a value, or set "
                 "on_null_cursor to exclude (skip them) or include (read them on every run)"
             )

@@ -29,7 +29,6 @@ CHECKPOINT_TYPE = "xid8"
 class XminSource(PostgresTableSource):
     def __init__(self, conn: psycopg.Connection, table: TableName):
         super().__init__(conn, table)
-        self._table_name = table
         self._plan: ReadPlan | None = None
         self._snapshot_xmin = 0
         self._snapshot_xmax = 0
@@ -40,7 +39,7 @@ class XminSource(PostgresTableSource):
 
     @property
     def identity(self) -> str:
-        return f"xmin:{self._table_name}"
+        return f"xmin:{self._table}"
 
     def open(self) -> None:
         super().open()

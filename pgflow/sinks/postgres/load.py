@@ -129,7 +129,7 @@ def load_table(
     `partition_slice` (partition_replace only) is the slice the run replaces. For an
     IncrementalSource, the position stored for `target` decides what is read; the new one
     is stored, under `pipeline`'s name, in the same transaction. `reset` reads everything
-    and makes the target exactly the source.
+    and makes the target exactly the source, whatever the strategy.
     """
     apply = apply_for(strategy)
     keyed = is_keyed(strategy)
@@ -172,14 +172,14 @@ def load_table(
             replace.check_predicate(ctx)  # a bad predicate fails the first load, not the second
         if created:
             rows = insert_from_staging(ctx)  # a new table has nothing to merge, replace or swap
-        elif reset and incremental:
+        elif reset:
             rows = full_refresh.truncate_insert(ctx)  # a reset rebuilds the target
         else:
             rows = apply(ctx)
         if incremental:
             state.write_position(log, target, pipeline, position)
         staging.drop_staging(log, stage)
-        if needs_analyze(strategy, created, rows, target_info) or (reset and incremental):
+        if reset or needs_analyze(strategy, created, rows, target_info):
             log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
     return LoadResult(
         target=target,

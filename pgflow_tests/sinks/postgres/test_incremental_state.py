@@ -12,6 +12,7 @@ import pytest
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.postgres import staging
 from pgflow.sources.column_cursor import ColumnCursorSource
+from pgflow.sources.postgres import PostgresTableSource
 from pgflow.sources.xmin import XminSource
 from pgflow_tests.pg import execute, fetch, table_text
 from pgflow_tests.sources.conftest import SOURCE, MakeSource, incremental_load, stored_position
@@ -142,3 +143,15 @@ def test_small_in_place_merges_leave_statistics_to_autovacuum(
     analyzed = any(s.startswith("ANALYZE") for s in load().statements)
     # shadow_swap puts a new table in place: it has no statistics until analyzed.
     assert analyzed == (policy == "shadow_swap")
+
+
+def test_reset_rebuilds_the_target_of_a_full_read_too(source_uri: str, sink_uri: str) -> None:
+    execute(source_uri, ORDERS)
+    load = partial(incremental_load, source_uri, sink_uri, lambda c: PostgresTableSource(c, SOURCE))
+    load()
+    execute(source_uri, "DELETE FROM public.orders WHERE id > 1500")
+    load()  # a merge keeps rows the source no longer has
+    assert fetch(sink_uri, "SELECT count(*) FROM landing.orders") == [(2000,)]
+    rebuilt = load(reset=True)
+    assert rebuilt.rows == 1500 and rebuilt.read is None
+    assert table_text(sink_uri, "landing.orders") == source_text(source_uri)
