@@ -45,8 +45,12 @@ class PostgresTableSource:
             return
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._conn.read_only = True
-        set_portable_text_format(self._conn)
+        self.begin_snapshot()
         self._info = describe_table(self._conn, self._table)
+
+    def begin_snapshot(self) -> None:
+        """The first statements of the read transaction; they fix its snapshot."""
+        set_portable_text_format(self._conn)
 
     @property
     def info(self) -> TableInfo:
@@ -58,6 +62,10 @@ class PostgresTableSource:
     def table_sql(self) -> sql.Identifier:
         return sql.Identifier(self._table.schema, self._table.name)
 
+    def column_expression(self, name: str) -> sql.Composable:
+        """What the read selects for column `name`."""
+        return sql.Identifier(name)
+
     def row_filter(self) -> sql.Composable | None:
         """A WHERE condition on the source rows; None reads them all."""
         return None
@@ -65,7 +73,7 @@ class PostgresTableSource:
     def copy_query(self, columns: Sequence[str], fmt: CopyFormat) -> sql.Composed:
         # COPY (SELECT ...) rather than COPY table: it also reads partitioned tables.
         select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), self.table_sql
+            sql.SQL(", ").join(map(self.column_expression, columns)), self.table_sql
         )
         condition = self.row_filter()
         if condition is not None:

@@ -65,7 +65,7 @@ def key_list(ctx: ApplyContext, prefix: str | None = None) -> sql.Composed:
 def enforce_duplicate_policy(ctx: ApplyContext) -> int:
     """Fail on repeated staged keys, or keep the last of each (by arrival); rows dropped."""
     if ctx.strategy.duplicate_policy == "keep_last":
-        return _keep_last(ctx)
+        return keep_last(ctx)
     # GROUP BY treats NULLs as equal: the same notion of "same key" as key_match.
     rows = ctx.log.execute(
         sql.SQL(
@@ -83,7 +83,8 @@ def enforce_duplicate_policy(ctx: ApplyContext) -> int:
     return 0
 
 
-def _keep_last(ctx: ApplyContext) -> int:
+def keep_last(ctx: ApplyContext) -> int:
+    """Delete all but the last staged row (by arrival) of each key; rows deleted."""
     # Window partitions, like GROUP BY, put NULL keys together.
     query = sql.SQL(
         "DELETE FROM {staging} WHERE {order} IN (SELECT {order} FROM (SELECT {order},"

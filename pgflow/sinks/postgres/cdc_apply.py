@@ -1,0 +1,401 @@
+"""Apply a batch of row changes to a Postgres target in one transaction, with its LSN.
+
+Changes stream into an UNLOGGED staging table (COPY text, one row per change, numbered in
+commit order), so memory does not grow with the batch or with one huge source transaction.
+Then, set-based: unchanged TOAST values are filled from the row's previous version (earlier in
+the batch, else the target: never NULL), each key keeps its last change, deletes are applied
+(hard, or a timestamp in `deleted_column`), and the upserts go through the pipeline's keyed
+strategy. A TRUNCATE or a new column splits the batch into segments applied in order. The
+batch's last commit LSN is stored in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import StrategySpec, TableName
+from pgflow.sinks.postgres import ddl, keys, schema_drift, staging, state
+from pgflow.sinks.postgres.apply import ApplyContext, ApplyStrategy
+from pgflow.sinks.postgres.load import apply_for
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources.base import Position
+from pgflow.sources.catalog import TableInfo, describe_table, table_exists
+from pgflow.sources.cdc import with_timestamptz_column
+from pgflow.sources.changes import (
+    ChangeEvent,
+    RelationSeen,
+    Removal,
+    TransactionEnd,
+    Truncation,
+    Upsert,
+)
+from pgflow.sources.pgoutput import UNCHANGED, RelationColumn, Value, lsn_to_text
+from pgflow.sources.postgres import set_portable_text_format
+
+OP, UNCHANGED_COLUMNS, FROM = "_pgflow_op", "_pgflow_unchanged", "_pgflow_from"
+WRITE_CHUNK_BYTES = 1 << 16
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+class CdcApplyError(RuntimeError):
+    """The stream asks for something the target cannot take; the message says what to do."""
+
+
+@dataclass
+class BatchResult:
+    transactions: int = 0
+    upserts: int = 0
+    deletes: int = 0
+    truncates: int = 0
+    rows_applied: int = 0
+    rows_deleted: int = 0
+    end_lsn: int | None = None
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return self.upserts + self.deletes + self.truncates
+
+
+@dataclass(frozen=True)
+class CdcTarget:
+    table: TableName
+    strategy: StrategySpec
+    deleted_column: str | None = None  # soft deletes: the commit time of the delete
+    on_truncate: str = "apply"
+
+
+def apply_batch(
+    conn: psycopg.Connection,
+    target: CdcTarget,
+    source: TableInfo,
+    events: Iterable[ChangeEvent],
+    position_source: str,
+    pipeline: str,
+) -> BatchResult:
+    """Apply `events` on `conn` (autocommit; one transaction); `source` is the source catalog."""
+    result = BatchResult()
+    log = SqlLog(conn)
+    with conn.transaction():
+        set_portable_text_format(conn)
+        ddl.lock_target(log, target.table)
+        catalog = with_deleted_column(source, target.deleted_column)
+        _prepared_target(log, target, catalog)
+        segment: _Segment | None = None
+        shape: tuple[RelationColumn, ...] = ()
+        try:
+            for event in events:
+                if isinstance(event, Upsert):
+                    assert segment is not None, "pgoutput sends a Relation before changes"
+                    segment.upsert(event)
+                elif isinstance(event, Removal):
+                    assert segment is not None, "pgoutput sends a Relation before changes"
+                    segment.remove(event)
+                elif isinstance(event, TransactionEnd):
+                    result.transactions += 1
+                    result.end_lsn = event.end_lsn
+                elif isinstance(event, Truncation):
+                    if segment is not None:
+                        segment.flush()
+                    _truncate(log, target, event.commit_time, result)
+                    segment = _Segment(log, target, segment_info(catalog, shape, target), result)
+                elif isinstance(event, RelationSeen) and event.relation.columns != shape:
+                    if segment is not None:
+                        segment.flush()
+                    shape = event.relation.columns
+                    _follow_relation(catalog, shape)
+                    segment = _Segment(log, target, segment_info(catalog, shape, target), result)
+            if segment is not None:
+                segment.flush()
+        except BaseException as exc:
+            if segment is not None:
+                segment.abort(exc)  # end the COPY first, or the rollback waits on it
+            raise
+        if result.end_lsn is not None:
+            position = Position("cdc", position_source, lsn_to_text(result.end_lsn), "pg_lsn")
+            state.write_position(log, target.table, pipeline, position)
+    result.statements = log.statements
+    return result
+
+
+def with_deleted_column(source: TableInfo, deleted_column: str | None) -> TableInfo:
+    """The source's shape plus the soft-delete column the target keeps."""
+    if deleted_column is None:
+        return source
+    return with_timestamptz_column(source, deleted_column)
+
+
+def _prepared_target(log: SqlLog, target: CdcTarget, source: TableInfo) -> TableInfo:
+    if not table_exists(log.conn, target.table):
+        ddl.create_target(log, source, target.table, target.strategy.unique_key)
+    else:
+        ddl.ensure_enums(log, source, target.table.schema)
+    info = describe_table(log.conn, target.table)
+    if schema_drift.reconcile(log, source, info, target.strategy.on_schema_change):
+        info = describe_table(log.conn, target.table)
+    return info
+
+
+class _Segment:
+    """Changes staged since the last flush, all with the same table shape."""
+
+    def __init__(self, log: SqlLog, target: CdcTarget, source: TableInfo, result: BatchResult):
+        self.log, self.target, self.source, self.result = log, target, source, result
+        target_info = describe_table(log.conn, target.table)
+        self.columns = source.column_names
+        self.stream_columns = len(self.columns) - (
+            1 if target.deleted_column and target.deleted_column in self.columns else 0
+        )
+        self.stage = staging.create_staging(log, target.table, self.columns)
+        self._add_change_columns()
+        self.ctx = ApplyContext(
+            log, target.table, self.stage, self.columns, target.strategy, source, target_info
+        )
+        self.seq = 0
+        self.unchanged: set[int] = set()
+        self.key_changed_with_unchanged = False
+        self.buffer: list[str] = []
+        self.buffered = 0
+        self._open = ExitStack()
+        cursor = self._open.enter_context(log.conn.cursor())
+        self.copy = self._open.enter_context(cursor.copy(self._copy_statement()))
+
+    def upsert(self, event: Upsert) -> None:
+        self.result.upserts += 1
+        origin = None
+        if event.old_key_row is not None:
+            origin = self._row("D", event.old_key_row, None, None)  # the old key leaves
+        self._row("U", event.values, None, origin)
+
+    def remove(self, event: Removal) -> None:
+        self.result.deletes += 1
+        self._row("D", event.key_row, event.commit_time, None)
+
+    def _row(
+        self, op: str, values: tuple[Value, ...], deleted_at: datetime | None, origin: int | None
+    ) -> int:
+        self.seq += 1
+        fields = []
+        unchanged = []
+        for index, value in enumerate(values):
+            if value is UNCHANGED:
+                unchanged.append(self.columns[index])
+                self.unchanged.add(index)
+                fields.append("\\N")
+            elif value is None:
+                fields.append("\\N")
+            elif isinstance(value, bytes):
+                fields.append("\\\\x" + value.hex())
+            else:
+                fields.append(value.translate(_ESCAPES))
+        if self.stream_columns < len(self.columns):  # the soft-delete column
+            fields.append(deleted_at.isoformat() if deleted_at else "\\N")
+        if unchanged and origin is not None:
+            self.key_changed_with_unchanged = True
+        fields.append(str(self.seq))
+        fields.append(op)
+        fields.append(_array_literal(unchanged).translate(_ESCAPES) if unchanged else "\\N")
+        fields.append(str(origin) if origin is not None else "\\N")
+        line = "\t".join(fields) + "\n"
+        self.buffer.append(line)
+        self.buffered += len(line)
+        if self.buffered >= WRITE_CHUNK_BYTES:
+            self._write()
+        return self.seq
+
+    def _write(self) -> None:
+        self.copy.write("".join(self.buffer).encode())
+        self.buffer.clear()
+        self.buffered = 0
+
+    def abort(self, exc: BaseException) -> None:
+        """End an unfinished COPY, which fails it; the transaction can then roll back."""
+        self._open.__exit__(type(exc), exc, exc.__traceback__)
+
+    def flush(self) -> None:
+        """Apply what is staged, in order, and drop the staging table."""
+        self._write()
+        self._open.close()  # completes the COPY
+        if self.seq:
+            self._resolve_unchanged()
+            keys.keep_last(self.ctx)
+            self._apply_deletes()
+            self.result.rows_applied += _apply_upserts(self.ctx, apply_for(self.target.strategy))
+        staging.drop_staging(self.log, self.stage)
+
+    def _add_change_columns(self) -> None:
+        self.log.execute(
+            sql.SQL(
+                'ALTER TABLE {} ADD COLUMN {} bigint, ADD COLUMN {} "char",'
+                " ADD COLUMN {} text[], ADD COLUMN {} bigint"
+            ).format(
+                sql.Identifier(self.stage.schema, self.stage.name),
+                sql.Identifier(keys.ORDER_COLUMN),
+                sql.Identifier(OP),
+                sql.Identifier(UNCHANGED_COLUMNS),
+                sql.Identifier(FROM),
+            )
+        )
+
+    def _copy_statement(self) -> sql.Composed:
+        names = [*self.columns, keys.ORDER_COLUMN, OP, UNCHANGED_COLUMNS, FROM]
+        return sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(self.stage.schema, self.stage.name),
+            sql.SQL(", ").join(map(sql.Identifier, names)),
+        )
+
+    def _resolve_unchanged(self) -> None:
+        if not self.unchanged:
+            return
+        names = [self.columns[i] for i in sorted(self.unchanged)]
+        self.log.execute(
+            sql.SQL("CREATE INDEX ON {} ({}, {})").format(
+                self.ctx.staging_sql, keys.key_list(self.ctx), sql.Identifier(keys.ORDER_COLUMN)
+            )
+        )
+        self.log.execute(sql.SQL("ANALYZE {}").format(self.ctx.staging_sql))
+        if self.key_changed_with_unchanged:
+            for (seq,) in self.log.execute(
+                sql.SQL(
+                    "SELECT {seq} FROM {s} WHERE {origin} IS NOT NULL AND {u} IS NOT NULL"
+                    " ORDER BY {seq}"
+                ).format(
+                    seq=sql.Identifier(keys.ORDER_COLUMN),
+                    s=self.ctx.staging_sql,
+                    origin=sql.Identifier(FROM),
+                    u=sql.Identifier(UNCHANGED_COLUMNS),
+                )
+            ).fetchall():
+                self._fill_from_previous_version(names, seq)
+        self._fill_from_previous_version(names, None)
+
+    def _fill_from_previous_version(self, names: list[str], key_change_seq: int | None) -> None:
+        """Fill UNCHANGED columns from the latest earlier staged version that knows the value,
+        else from the target's row. A row whose key changed looks up its old key (row `d`, the
+        staged delete of that key), one at a time in order so chains of key changes resolve;
+        the other rows look up their own key (`r`), all at once."""
+        ctx = self.ctx
+        alias = "r" if key_change_seq is None else "d"
+        seq, u, origin = (sql.Identifier(n) for n in (keys.ORDER_COLUMN, UNCHANGED_COLUMNS, FROM))
+        assignments = [
+            sql.SQL(
+                "{c} = CASE WHEN {name} = ANY(r.{u}) THEN coalesce("
+                "(SELECT p.{c} FROM {s} p WHERE {p_match} AND p.{seq} < {a}.{seq} AND p.{op} = 'U'"
+                " AND NOT ({name} = ANY(coalesce(p.{u}, '{{}}'))) ORDER BY p.{seq} DESC LIMIT 1),"
+                " (SELECT t.{c} FROM {t} t WHERE {t_match})) ELSE r.{c} END"
+            ).format(
+                c=sql.Identifier(name),
+                name=sql.Literal(name),
+                u=u,
+                s=ctx.staging_sql,
+                p_match=keys.key_match(ctx, "p", alias),
+                seq=seq,
+                a=sql.Identifier(alias),
+                op=sql.Identifier(OP),
+                t=ctx.target_sql,
+                t_match=keys.key_match(ctx, "t", alias),
+            )
+            for name in names
+        ]
+        if key_change_seq is None:
+            rows = sql.SQL(" WHERE r.{u} IS NOT NULL AND r.{origin} IS NULL").format(
+                u=u, origin=origin
+            )
+        else:
+            rows = sql.SQL(" FROM {s} d WHERE d.{seq} = r.{origin} AND r.{seq} = {n}").format(
+                s=ctx.staging_sql, seq=seq, origin=origin, n=sql.Literal(key_change_seq)
+            )
+        self.log.execute(
+            sql.SQL("UPDATE {} r SET {}, {} = NULL{}").format(
+                ctx.staging_sql, sql.SQL(", ").join(assignments), u, rows
+            )
+        )
+
+    def _apply_deletes(self) -> None:
+        ctx = self.ctx
+        op = sql.Identifier(OP)
+        deleted = self.target.deleted_column
+        if deleted is None:
+            statement = sql.SQL("DELETE FROM {} t USING {} s WHERE s.{} = 'D' AND {}").format(
+                ctx.target_sql, ctx.staging_sql, op, keys.key_match(ctx, "t", "s")
+            )
+        else:
+            statement = sql.SQL(
+                "UPDATE {} t SET {d} = s.{d} FROM {} s WHERE s.{} = 'D' AND {}"
+            ).format(
+                ctx.target_sql,
+                ctx.staging_sql,
+                op,
+                keys.key_match(ctx, "t", "s"),
+                d=sql.Identifier(deleted),
+            )
+        self.result.rows_deleted += self.log.execute(statement).rowcount
+        self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
+
+
+def _apply_upserts(ctx: ApplyContext, apply: ApplyStrategy) -> int:
+    return apply(ctx)
+
+
+def _truncate(log: SqlLog, target: CdcTarget, commit_time: datetime, result: BatchResult) -> None:
+    if target.on_truncate == "fail":
+        raise CdcApplyError(
+            f"the source table was truncated (committed {commit_time.isoformat()}) and "
+            "source.options.on_truncate is fail; nothing of this batch was applied. Set "
+            "on_truncate: apply, or re-snapshot with reset: true"
+        )
+    result.truncates += 1
+    table = sql.Identifier(target.table.schema, target.table.name)
+    if target.deleted_column is None:
+        log.execute(sql.SQL("TRUNCATE {}").format(table))
+    else:
+        log.execute(
+            sql.SQL("UPDATE {} SET {d} = {} WHERE {d} IS NULL").format(
+                table, sql.Literal(commit_time), d=sql.Identifier(target.deleted_column)
+            )
+        )
+
+
+def segment_info(
+    catalog: TableInfo, shape: tuple[RelationColumn, ...], target: CdcTarget
+) -> TableInfo:
+    """The columns changes arrive with (the stream's Relation), typed from the catalog, plus
+    the soft-delete column."""
+    columns = [catalog.column(c.name) for c in shape]
+    soft = catalog.column(target.deleted_column) if target.deleted_column else None
+    kept = [c for c in columns if c is not None] + ([soft] if soft else [])
+    return replace(catalog, columns=tuple(kept))
+
+
+def _follow_relation(catalog: TableInfo, shape: tuple[RelationColumn, ...]) -> None:
+    """Check the stream's shape against the source's catalog read at the start of the run
+    (whose new columns the target already got, per on_schema_change). A catalog column the
+    stream lacks was added after these changes: fine. A streamed column the catalog lacks, or
+    with another type, stops the run."""
+    missing = [c.name for c in shape if catalog.column(c.name) is None]
+    retyped = [
+        c.name
+        for c in shape
+        if (known := catalog.column(c.name)) is not None and known.type_oid != c.type_oid
+    ]
+    if missing or retyped:
+        what = ", ".join(
+            [f"{n} (gone from the source)" for n in missing]
+            + [f"{n} (type changed)" for n in retyped]
+        )
+        raise CdcApplyError(
+            f"the source table changed shape under pending changes: {what}; pgflow does not "
+            "guess how to carry them over. If a column was just added, run again; otherwise "
+            "re-snapshot with reset: true"
+        )
+
+
+def _array_literal(names: list[str]) -> str:
+    quoted = ('"' + n.replace("\\", "\\\\").replace('"', '\\"') + '"' for n in names)
+    return "{" + ",".join(quoted) + "}"

@@ -1,0 +1,320 @@
+"""Logical replication on the source: prerequisites, publication, slot, snapshot, changes.
+
+psycopg 3 has no replication-protocol client, so pgflow reads a slot with SQL:
+`pg_logical_slot_peek_binary_changes` through a server-side cursor (bounded memory), and
+moves it with `pg_replication_slot_advance` only after the sink committed what it read. The
+initial snapshot comes from `CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')` on a
+`replication=database` connection (simple query protocol), imported by the reading
+transaction with SET TRANSACTION SNAPSHOT: the snapshot and the slot start at the same point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+
+import psycopg
+from psycopg import pq, sql
+
+from pgflow.config.model import TableName
+from pgflow.sources.base import Position, ReadPlan
+from pgflow.sources.catalog import Column, TableInfo
+from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
+from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
+
+LSN_TYPE = "pg_lsn"
+TIMESTAMPTZ_OID = 1184
+PLUGIN = "pgoutput"
+FETCH_ROWS = 2000  # rows per round trip of the change cursor
+ConnectSource = Callable[..., AbstractContextManager[psycopg.Connection]]
+
+
+class ReplicationError(RuntimeError):
+    """The source cannot replicate as asked; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    plugin: str | None
+    database: str | None
+    active_pid: int | None
+    confirmed_flush: int | None
+    wal_status: str | None  # reserved, extended, unreserved, lost
+    retained_bytes: int | None  # WAL the slot holds back from recycling
+
+
+def check_prerequisites(conn: psycopg.Connection, table: TableName) -> str:
+    """Fail with the fix when the source cannot feed a slot; returns the replica identity."""
+    wal_level = _one(conn, "SHOW wal_level")
+    if wal_level != "logical":
+        raise ReplicationError(
+            f"the source has wal_level = {wal_level}; CDC needs logical: set wal_level = logical "
+            "in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart the server"
+        )
+    user, allowed = conn.execute(
+        "SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone() or ("?", False)
+    if not allowed:
+        raise ReplicationError(
+            f"the source user {user} lacks the REPLICATION privilege that slots need: "
+            f"ALTER ROLE {sql.Identifier(user).as_string(conn)} REPLICATION"
+        )
+    return _replica_identity(conn, table)
+
+
+def _replica_identity(conn: psycopg.Connection, table: TableName) -> str:
+    row = conn.execute(
+        "SELECT c.relreplident, EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid"
+        " AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchone()
+    assert row is not None, "describe_table found the table"
+    identity, has_primary_key = row
+    fix = f"add a primary key, or ALTER TABLE {table} REPLICA IDENTITY FULL"
+    if identity == "n":
+        raise ReplicationError(
+            f"{table} has REPLICA IDENTITY NOTHING: updates and deletes carry no key; {fix}"
+        )
+    if identity == "d" and not has_primary_key:
+        raise ReplicationError(
+            f"{table} has no primary key, so its updates and deletes carry no key; {fix}"
+        )
+    return identity
+
+
+def identity_columns(conn: psycopg.Connection, table: TableName) -> tuple[str, ...] | None:
+    """Columns an update or delete identifies its row by; None for REPLICA IDENTITY FULL."""
+    rows = conn.execute(
+        "SELECT c.relreplident, a.attname FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_index i ON i.indrelid = c.oid AND ((c.relreplident = 'd' AND"
+        " i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))"
+        " LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)"
+        " WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchall()
+    if not rows or rows[0][0] == "f":
+        return None
+    return tuple(name for _, name in rows if name is not None)
+
+
+def ensure_publication(conn: psycopg.Connection, name: str, table: TableName) -> bool:
+    """Create the publication for `table` (or add the table to it); True when changed."""
+    exists = conn.execute("SELECT FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    target = sql.Identifier(table.schema, table.name)
+    if exists is None:
+        # Partitions' changes arrive as the root table's, the table the pipeline names.
+        conn.execute(
+            sql.SQL(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete,"
+                " truncate', publish_via_partition_root = true)"
+            ).format(sql.Identifier(name), target)
+        )
+        return True
+    member = conn.execute(
+        "SELECT FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s"
+        " AND tablename = %s",
+        (name, table.schema, table.name),
+    ).fetchone()
+    if member is None:
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(name), target)
+        )
+        return True
+    return False
+
+
+def slot_info(conn: psycopg.Connection, name: str) -> SlotInfo | None:
+    row = conn.execute(
+        "SELECT slot_name, plugin, database, active_pid, confirmed_flush_lsn::text, wal_status,"
+        " (pg_current_wal_lsn() - restart_lsn)::bigint"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    name, plugin, database, active_pid, confirmed, wal_status, retained = row
+    confirmed_lsn = lsn_to_int(confirmed) if confirmed else None
+    return SlotInfo(name, plugin, database, active_pid, confirmed_lsn, wal_status, retained)
+
+
+def check_slot(slot: SlotInfo | None, name: str, database: str) -> SlotInfo:
+    """The slot this pipeline streams from, or an error that says how to recover."""
+    resnapshot = (
+        "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
+    )
+    if slot is None:
+        raise ReplicationError(
+            f"replication slot {name} does not exist (dropped outside pgflow?); changes since "
+            f"the last run cannot be recovered from it; {resnapshot}"
+        )
+    if slot.wal_status == "lost" or slot.confirmed_flush is None:
+        raise ReplicationError(
+            f"replication slot {name} was invalidated (wal_status {slot.wal_status}): the WAL it "
+            f"needed was removed, e.g. by max_slot_wal_keep_size; {resnapshot}"
+        )
+    if slot.plugin != PLUGIN or slot.database != database:
+        raise ReplicationError(
+            f"replication slot {name} belongs to plugin {slot.plugin} on database "
+            f"{slot.database}, not {PLUGIN} on {database}; choose another source.options.slot_name"
+        )
+    if slot.active_pid is not None:
+        raise ReplicationError(
+            f"replication slot {name} is in use by another consumer (backend PID "
+            f"{slot.active_pid}); stop it, or give this pipeline its own source.options.slot_name"
+        )
+    return slot
+
+
+def create_slot(conn: psycopg.Connection, name: str) -> int:
+    """A slot without a snapshot (snapshot: never); returns where its stream starts."""
+    row = conn.execute(
+        "SELECT lsn::text FROM pg_create_logical_replication_slot(%s, %s)", (name, PLUGIN)
+    ).fetchone()
+    assert row is not None
+    return lsn_to_int(row[0])
+
+
+def drop_slot(conn: psycopg.Connection, name: str) -> None:
+    conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+
+
+def drop_publication(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def advance_slot(conn: psycopg.Connection, name: str, lsn: int) -> None:
+    conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, lsn_to_text(lsn)))
+
+
+def flush_lsn(conn: psycopg.Connection) -> int:
+    return lsn_to_int(_one(conn, "SELECT pg_current_wal_flush_lsn()::text"))
+
+
+@contextmanager
+def exported_snapshot_slot(connect: ConnectSource, name: str) -> Iterator[tuple[int, str]]:
+    """Create slot `name` and yield (its start LSN, the exported snapshot's name).
+
+    The snapshot lives as long as the replication connection stays open and idle, so the
+    caller must import it (SET TRANSACTION SNAPSHOT) inside this block.
+    """
+    with connect(replication="database", autocommit=True) as conn:
+        command = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT 'export')").format(
+            sql.Identifier(name), sql.Identifier(PLUGIN)
+        )
+        # Replication connections speak only the simple query protocol.
+        result = conn.pgconn.exec_(command.as_bytes(conn))
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            message = (result.error_message or b"").decode(errors="replace").strip()
+            raise ReplicationError(f"could not create replication slot {name}: {message}")
+        consistent_point = (result.get_value(0, 1) or b"").decode()
+        snapshot = (result.get_value(0, 2) or b"").decode()
+        yield lsn_to_int(consistent_point), snapshot
+
+
+def peek_changes(
+    conn: psycopg.Connection, slot: str, publication: str, upto_lsn: int, max_changes: int
+) -> Iterator[bytes]:
+    """pgoutput messages of whole transactions committed before `upto_lsn`, in commit order.
+
+    Stops after the transaction that reaches `max_changes` messages. Runs in the caller's
+    transaction; the server-side cursor keeps client memory to one fetch.
+    """
+    query = sql.SQL(
+        "SELECT data FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, {},"
+        " 'proto_version', '1', 'publication_names', {}, 'messages', 'false')"
+    ).format(
+        sql.Literal(slot),
+        sql.Literal(lsn_to_text(upto_lsn)),
+        sql.Literal(max_changes),
+        sql.Literal(publication),
+    )
+    with conn.cursor(name=f"pgflow_changes_{slot}") as cur:
+        cur.itersize = FETCH_ROWS
+        cur.execute(query)
+        for (data,) in cur:
+            yield bytes(data)
+
+
+class SnapshotSource(PostgresTableSource):
+    """The initial read of a CDC pipeline: the table as of the slot's exported snapshot.
+
+    Stores the slot's start LSN as the pipeline's position, with the rows. `extra_null_columns`
+    are timestamptz columns the target keeps and the source lacks (the soft-delete column),
+    read as NULL.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        table: TableName,
+        identity: str,
+        snapshot: str,
+        start_lsn: int,
+        reason: str,
+        extra_null_columns: tuple[str, ...] = (),
+    ):
+        super().__init__(conn, table)
+        self._identity = identity
+        self._snapshot = snapshot
+        self._start_lsn = start_lsn
+        self._reason = reason
+        self._extra = extra_null_columns
+
+    @property
+    def cursor_column(self) -> None:
+        return None
+
+    @property
+    def info(self) -> TableInfo:
+        info = super().info
+        for name in self._extra:
+            info = with_timestamptz_column(info, name)
+        return info
+
+    def begin_snapshot(self) -> None:
+        # Must be the transaction's first statement.
+        self._conn.execute(
+            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self._snapshot))
+        )
+        set_portable_text_format(self._conn)
+
+    def column_expression(self, name: str) -> sql.Composable:
+        if name in self._extra:
+            return sql.SQL("NULL::timestamptz AS {}").format(sql.Identifier(name))
+        return super().column_expression(name)
+
+    def plan(self, stored: Position | None, reset: bool) -> ReadPlan:
+        return ReadPlan(full=True, reason=self._reason)
+
+    def position_after(self, staged_max: str | None) -> Position:
+        return Position("cdc", self._identity, lsn_to_text(self._start_lsn), LSN_TYPE)
+
+
+def with_timestamptz_column(info: TableInfo, name: str) -> TableInfo:
+    """`info` plus a nullable timestamptz column `name` (kept by the sink, not the source)."""
+    if info.column(name) is not None:
+        return info
+    column = Column(
+        name=name,
+        type_sql="timestamp with time zone",
+        type_oid=TIMESTAMPTZ_OID,
+        kind="b",
+        not_null=False,
+        base_type_sql="timestamp with time zone",
+        base_type_oid=TIMESTAMPTZ_OID,
+        element_oid=0,
+        element_kind="",
+        element_type_sql="",
+        enum_name=None,
+    )
+    return replace(info, columns=(*info.columns, column))
+
+
+def _one(conn: psycopg.Connection, query: str) -> str:
+    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
