@@ -8,16 +8,22 @@ Downstream assets receive a `TableRef` to the loaded table, never the rows in me
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
+import psycopg
 
-from pgflow.bindings.metadata import load_metadata, read_description
+from pgflow.bindings.metadata import cdc_metadata, cdc_summary, load_metadata, read_description
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.resource import PostgresConnections
+from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
+from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.base import SourceConfigError
-from pgflow.sources.catalog import TableNotFound
+from pgflow.sources.catalog import TableNotFound, describe_table
+from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.column_cursor import NullCursorRows
 from pgflow.sources.select import table_source
 
@@ -55,8 +61,27 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 f"pipeline '{spec.name}' uses mode {spec.sink.strategy.mode}, "
                 f"but was given the {self.mode()} IO manager"
             )
+        reset = obj.reset or spec.source.options.reset
+        try:
+            if spec.source.options.incremental_strategy == "cdc":
+                self._replicate(context, spec, reset)
+            else:
+                self._load(context, spec, reset)
+        except TableNotFound:
+            raise dg.Failure(
+                f"pipeline '{spec.name}' ({spec.file}): source table {spec.source.table} not "
+                f"found on connection '{spec.source.connection_id}'; check source.table"
+            ) from None
+        except SourceConfigError as exc:
+            raise dg.Failure(
+                f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
+            ) from None
+        except (NullCursorRows, ReplicationError, CdcApplyError) as exc:
+            raise dg.Failure(f"pipeline '{spec.name}' ({spec.file}): {exc}") from None
+
+    def _load(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
         source, sink = spec.source, spec.sink
-        assert source.connection_id and source.table and sink.connection_id and sink.table
+        assert source.connection_id and sink.connection_id and sink.table
         with (
             self.connections.connect(source.connection_id, source.connection_type) as src_conn,
             self.connections.connect(
@@ -65,30 +90,46 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         ):
             reader = table_source(src_conn, source)
             progress = _progress_logger(context, sink.table, lambda: reader.info.estimated_rows)
-            try:
-                result = load_table(
-                    dst_conn,
-                    reader,
-                    sink.table,
-                    sink.strategy,
-                    progress,
-                    pipeline=spec.name,
-                    reset=obj.reset or source.options.reset,
-                )
-            except TableNotFound:
-                raise dg.Failure(
-                    f"pipeline '{spec.name}' ({spec.file}): source table {source.table} not found "
-                    f"on connection '{source.connection_id}'; check source.table in the spec"
-                ) from None
-            except SourceConfigError as exc:
-                raise dg.Failure(
-                    f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
-                ) from None
-            except NullCursorRows as exc:
-                raise dg.Failure(f"pipeline '{spec.name}' ({spec.file}): {exc}") from None
+            result = load_table(
+                dst_conn,
+                reader,
+                sink.table,
+                sink.strategy,
+                progress,
+                pipeline=spec.name,
+                reset=reset,
+            )
             database = dst_conn.info.dbname
         context.log.info(_summary(result))
         context.add_output_metadata(load_metadata(result, database))
+
+    def _replicate(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
+        source, sink = spec.source, spec.sink
+        options = source.options
+        assert source.connection_id and source.table and sink.connection_id and sink.table
+        assert options.slot_name and options.publication_name  # defaulted by the loader
+
+        def connect_source(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
+            assert source.connection_id
+            return self.connections.connect(source.connection_id, source.connection_type, **kwargs)
+
+        settings = CdcSettings(
+            slot=options.slot_name,
+            publication=options.publication_name,
+            snapshot=options.snapshot,
+            batch_changes=options.target_batch_size or DEFAULT_BATCH_CHANGES,
+            max_changes=options.max_changes_per_run,
+            reset=reset,
+        )
+        target = CdcTarget(sink.table, sink.strategy, options.deleted_column, options.on_truncate)
+        with self.connections.connect(
+            sink.connection_id, sink.connection_type, autocommit=True
+        ) as dst_conn:
+            result = replicate(connect_source, dst_conn, source.table, target, settings, spec.name)
+            target_info = describe_table(dst_conn, sink.table)
+            database = dst_conn.info.dbname
+        context.log.info(cdc_summary(result, sink.table))
+        context.add_output_metadata(cdc_metadata(result, target_info, database))
 
     def load_input(self, context: dg.InputContext) -> TableRef:
         spec = (

@@ -6,6 +6,8 @@ from typing import Any
 
 import dagster as dg
 
+from pgflow.config.model import TableName
+from pgflow.sinks.postgres.cdc import CdcResult
 from pgflow.sinks.postgres.load import LoadResult
 from pgflow.sinks.postgres.replace import deleted_rows
 from pgflow.sources.base import ReadPlan
@@ -71,3 +73,44 @@ def position_metadata(result: LoadResult) -> dict[str, Any]:
         "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),
         "pgflow/rows_applied": dg.MetadataValue.int(result.rows),
     }
+
+
+def cdc_summary(result: CdcResult, target: TableName) -> str:
+    snapshot = f"snapshot of {result.snapshot.rows:,} rows, " if result.snapshot else ""
+    return (
+        f"{target}: {snapshot}{result.changes:,} changes in {len(result.batches)} batch(es), "
+        f"{result.rows_applied:,} rows written"
+    )
+
+
+def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[str, Any]:
+    """What a CDC run applied, where the stream stands, and what the slot holds back."""
+    before = result.position_before.value if result.position_before else ""
+    after = result.position_after.value if result.position_after else ""
+    batches = result.batches
+    snapshot_rows = result.snapshot.rows if result.snapshot else 0
+    read = f"snapshot ({result.snapshot_reason}), then stream" if result.snapshot else "stream"
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(result.rows_applied + snapshot_rows),
+        "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
+        "pgflow/strategy": dg.MetadataValue.text("cdc"),
+        "pgflow/read": dg.MetadataValue.text(read),
+        "pgflow/cursor_before": dg.MetadataValue.text(before),
+        "pgflow/cursor_after": dg.MetadataValue.text(after),
+        "pgflow/snapshot_rows": dg.MetadataValue.int(snapshot_rows),
+        "pgflow/changes": dg.MetadataValue.int(result.changes),
+        "pgflow/upserts": dg.MetadataValue.int(sum(b.upserts for b in batches)),
+        "pgflow/deletes": dg.MetadataValue.int(sum(b.deletes for b in batches)),
+        "pgflow/truncates": dg.MetadataValue.int(sum(b.truncates for b in batches)),
+        "pgflow/transactions": dg.MetadataValue.int(sum(b.transactions for b in batches)),
+        "pgflow/batches": dg.MetadataValue.int(len(batches)),
+        "pgflow/rows_applied": dg.MetadataValue.int(result.rows_applied),
+        "pgflow/slot_caught_up": dg.MetadataValue.bool(result.caught_up_slot),
+    }
+    if result.slot is not None:
+        metadata["pgflow/slot_wal_status"] = dg.MetadataValue.text(result.slot.wal_status or "")
+        metadata["pgflow/slot_retained_wal_bytes"] = dg.MetadataValue.int(
+            result.slot.retained_bytes or 0
+        )
+    return metadata

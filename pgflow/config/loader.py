@@ -11,6 +11,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -215,7 +216,7 @@ def _read_pipeline(
     return PipelineSpec(
         name=name,
         file=file,
-        source=source,
+        source=_with_cdc_defaults(source, name),
         sink=sink,
         asset_key=asset_key,
         group=group,
@@ -536,22 +537,21 @@ _KEYED_FOR_INCREMENTAL = "incremental_merge, or incremental_append with only_new
 
 def _check_incremental_read(options: SourceOptions, strategy: StrategySpec, report: Any) -> None:
     kind = options.incremental_strategy
-    if kind != "column":
-        for name in ("incremental_column", "lookback"):
-            if getattr(options, name) is not None:
-                report(
-                    f"source.options.{name}",
-                    f"applies to incremental_strategy: column only (this source is {kind}); "
-                    "remove it or set incremental_strategy: column",
-                )
-    if kind not in ("column", "xmin"):
+    _check_strategy_only_options(options, report)
+    if kind == "cdc":
+        _check_replication_names(options, report)
+    if kind == "full":
         return
     if strategy.mode == "incremental_append" and not strategy.only_new_rows:
+        why = (
+            "an update would be appended as a second row"
+            if kind == "cdc"
+            else "each run re-reads the rows at its starting point, which a plain append "
+            "would insert twice"
+        )
         report(
             "sink.strategy.only_new_rows",
-            f"must be true with incremental_strategy: {kind}: each run re-reads the rows at "
-            "its starting point, which a plain append would insert twice; or use "
-            "mode incremental_merge",
+            f"must be true with incremental_strategy: {kind}: {why}; or use mode incremental_merge",
         )
     elif strategy.mode not in ("incremental_append", "incremental_merge"):
         report(
@@ -560,6 +560,61 @@ def _check_incremental_read(options: SourceOptions, strategy: StrategySpec, repo
             "the read holds only the changed rows, and this mode would drop the rest; use "
             f"{_KEYED_FOR_INCREMENTAL}, or incremental_strategy: full",
         )
+
+
+# Options that mean something for one incremental strategy only (None when not given).
+_STRATEGY_ONLY = {
+    "incremental_column": "column",
+    "lookback": "column",
+    "slot_name": "cdc",
+    "publication_name": "cdc",
+    "deleted_column": "cdc",
+    "target_batch_size": "cdc",
+    "max_changes_per_run": "cdc",
+}
+
+
+def _check_strategy_only_options(options: SourceOptions, report: Any) -> None:
+    kind = options.incremental_strategy
+    given = [name for name, owner in _STRATEGY_ONLY.items() if getattr(options, name) is not None]
+    if options.auto_cleanup:
+        given.append("auto_cleanup")
+    for name in given:
+        owner = _STRATEGY_ONLY.get(name, "cdc")
+        if owner != kind:
+            report(
+                f"source.options.{name}",
+                f"applies to incremental_strategy: {owner} only (this source is {kind}); "
+                f"remove it or set incremental_strategy: {owner}",
+            )
+
+
+_REPLICATION_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def _check_replication_names(options: SourceOptions, report: Any) -> None:
+    for name in ("slot_name", "publication_name"):
+        value = getattr(options, name)
+        if value is not None and not _REPLICATION_NAME.match(value):
+            report(
+                f"source.options.{name}",
+                f"'{value}' must be 1 to 63 lower-case letters, digits or _ (a replication "
+                "slot name's rule)",
+            )
+
+
+def _with_cdc_defaults(source: SourceSpec, pipeline: str) -> SourceSpec:
+    """Slot and publication named after the pipeline unless the spec names them."""
+    options = source.options
+    if options.incremental_strategy != "cdc":
+        return source
+    default = f"pgflow_{pipeline.lower()}"[:63]
+    named = replace(
+        options,
+        slot_name=options.slot_name or default,
+        publication_name=options.publication_name or default,
+    )
+    return replace(source, options=named)
 
 
 def _check_project(
@@ -579,6 +634,13 @@ def _check_project(
         problems,
     )
     _check_unique(pipelines, lambda p: p.name, "name", "has the same name as", problems)
+    _check_unique(
+        [p for p in pipelines if p.source.options.incremental_strategy == "cdc"],
+        lambda p: f"{p.source.connection_id}: slot {p.source.options.slot_name}",
+        "source.options.slot_name",
+        "uses the same replication slot as",
+        problems,
+    )
     for pipeline in pipelines:
         for side, endpoint in (("source", pipeline.source), ("sink", pipeline.sink)):
             message = _unknown_connection(

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from pgflow.config.model import SinkSpec, SourceSpec, StrategySpec
 
-SUPPORTED_SOURCES = {("postgres", "full"), ("postgres", "column"), ("postgres", "xmin")}
+SUPPORTED_SOURCES = {
+    ("postgres", "full"),
+    ("postgres", "column"),
+    ("postgres", "xmin"),
+    ("postgres", "cdc"),
+}
 # (sink type, mode, variant): the full_refresh method or the merge policy, else "".
 SUPPORTED_SINK_STRATEGIES = {
     ("postgres", "full_refresh", "truncate_insert"),

@@ -508,6 +508,93 @@ MERGE_SINK = {"strategy": {"mode": "incremental_merge", "unique_key": ["id"]}}
 # --------------------------------------------------------------------------- incremental reads
 
 
+def test_cdc_options_load(tmp_path: Path) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": CDC_OPTIONS}, sink=MERGE_SINK))
+    options = load_one(spec).source.options
+    assert (options.slot_name, options.publication_name) == ("pgflow_orders", "pgflow_pub")
+    assert (options.snapshot, options.deleted_column, options.on_truncate) == (
+        "never",
+        "_deleted",
+        "fail",
+    )
+    assert (options.target_batch_size, options.max_changes_per_run) == (10000, 500000)
+
+
+def test_cdc_slot_and_publication_default_to_the_pipeline_name(tmp_path: Path) -> None:
+    cdc = {"incremental_strategy": "cdc"}
+    spec = write(
+        tmp_path / "p.yaml",
+        pipeline(name="Orders_EU", source={"options": cdc}, sink=MERGE_SINK),
+    )
+    options = load_one(spec).source.options
+    assert (options.slot_name, options.publication_name) == ("pgflow_orders_eu",) * 2
+
+
+@pytest.mark.parametrize("field", ["slot_name", "publication_name"])
+@pytest.mark.parametrize("value", ["Orders", "my-slot", "x" * 64])
+def test_replication_names_follow_the_slot_rule(tmp_path: Path, field: str, value: str) -> None:
+    options = {"incremental_strategy": "cdc", field: value}
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=MERGE_SINK))
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'source.options.{field}': '{value}' must be "
+        "1 to 63 lower-case letters, digits or _ (a replication slot name's rule)"
+    )
+
+
+def test_two_cdc_pipelines_cannot_share_a_slot(tmp_path: Path) -> None:
+    options = {"incremental_strategy": "cdc", "slot_name": "shared"}
+    first = pipeline(source={"options": options}, sink=MERGE_SINK)
+    second = pipeline(
+        source={"table": {"schema": "public", "name": "lines"}, "options": options},
+        sink={**MERGE_SINK, "table": {"schema": "landing", "name": "lines"}},
+    )
+    spec = write(tmp_path / "p.yaml", {"pipelines": [first, second]})
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_lines': field 'source.options.slot_name': uses the same "
+        f"replication slot as pipeline 'landing_orders' in {spec} (shop: slot shared); each "
+        "pipeline needs its own"
+    )
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"slot_name": "s"},
+        {"publication_name": "p"},
+        {"deleted_column": "_deleted"},
+        {"target_batch_size": 10},
+        {"max_changes_per_run": 10},
+        {"auto_cleanup": True},
+    ],
+)
+def test_cdc_only_options_are_refused_with_other_strategies(
+    tmp_path: Path, option: dict[str, Any]
+) -> None:
+    options = {"incremental_strategy": "xmin", **option}
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=MERGE_SINK))
+    (name,) = option
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'source.options.{name}': applies to "
+        "incremental_strategy: cdc only (this source is xmin); remove it or set "
+        "incremental_strategy: cdc"
+    )
+
+
+def test_cdc_into_a_plain_append_is_refused(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "p.yaml",
+        pipeline(
+            source={"options": {"incremental_strategy": "cdc"}},
+            sink={"strategy": {"mode": "incremental_append"}},
+        ),
+    )
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.only_new_rows': must be true "
+        "with incremental_strategy: cdc: an update would be appended as a second row; or use "
+        "mode incremental_merge"
+    )
+
+
 def test_column_cursor_options_load(tmp_path: Path) -> None:
     spec = write(tmp_path / "p.yaml", pipeline(source={"options": COLUMN_OPTIONS}, sink=MERGE_SINK))
     options = load_one(spec).source.options
@@ -616,12 +703,6 @@ def test_column_only_options_are_refused_with_other_strategies(
     ("overrides", "field", "message"),
     [
         pytest.param(
-            {"source": {"options": CDC_OPTIONS}},
-            "source.options.incremental_strategy",
-            "postgres source with incremental_strategy 'cdc' is not supported yet",
-            id="cdc-all-options",
-        ),
-        pytest.param(
             {
                 "source": {
                     "type": "delta",
@@ -632,7 +713,7 @@ def test_column_only_options_are_refused_with_other_strategies(
             },
             "source.type",
             "delta source with incremental_strategy 'full' is not supported yet; "
-            "supported now: postgres column, postgres full, postgres xmin",
+            "supported now: postgres cdc, postgres column, postgres full, postgres xmin",
             id="delta-source",
         ),
         pytest.param(
