@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from pgflow.cdc_cleanup import cleanup_main
 from pgflow.localdb.cli import localdb_main
 from pgflow.report import report_main
 
@@ -22,9 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "report", add_help=False, help="where each pipeline's data went (row counts per target)"
     ).set_defaults(handler=report_main)
+    commands.add_parser(
+        "cdc", add_help=False, help="CDC housekeeping: `pgflow cdc cleanup [--dry-run]`"
+    ).set_defaults(handler=cdc_main)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     handler: Handler = args.handler
     return handler(rest)
+
+
+def cdc_main(argv: list[str]) -> int:
+    if not argv or argv[0] != "cleanup":
+        print("usage: pgflow cdc cleanup [--dry-run] [--config PATH] [--connection ID]")
+        return 2
+    return cleanup_main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             batch_changes=options.target_batch_size or DEFAULT_BATCH_CHANGES,
             max_changes=options.max_changes_per_run,
             reset=reset,
+            auto_cleanup=options.auto_cleanup,
         )
         target = CdcTarget(sink.table, sink.strategy, options.deleted_column, options.on_truncate)
         with self.connections.connect(

@@ -10,6 +10,7 @@ transaction with SET TRANSACTION SNAPSHOT: the snapshot and the slot start at th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
 from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
 
 LSN_TYPE = "pg_lsn"
+OWNERSHIP_PREFIX = "pgflow: "
 TIMESTAMPTZ_OID = 1184
 PLUGIN = "pgoutput"
 FETCH_ROWS = 2000  # rows per round trip of the change cursor
@@ -101,10 +103,38 @@ def identity_columns(conn: psycopg.Connection, table: TableName) -> tuple[str, .
     return tuple(name for _, name in rows if name is not None)
 
 
-def ensure_publication(conn: psycopg.Connection, name: str, table: TableName) -> bool:
+@dataclass(frozen=True)
+class Ownership:
+    """Written as the publication's comment: which pipeline owns it and its slot, and whether
+    `pgflow cdc cleanup` may drop both once the pipeline is gone."""
+
+    pipeline: str
+    slot: str
+    auto_cleanup: bool
+
+    def comment(self) -> str:
+        return OWNERSHIP_PREFIX + json.dumps(
+            {"pipeline": self.pipeline, "slot": self.slot, "auto_cleanup": self.auto_cleanup}
+        )
+
+    @classmethod
+    def parse(cls, comment: str | None) -> Ownership | None:
+        if not comment or not comment.startswith(OWNERSHIP_PREFIX):
+            return None
+        try:
+            data = json.loads(comment[len(OWNERSHIP_PREFIX) :])
+            return cls(str(data["pipeline"]), str(data["slot"]), bool(data["auto_cleanup"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def ensure_publication(
+    conn: psycopg.Connection, name: str, table: TableName, owner: Ownership
+) -> bool:
     """Create the publication for `table` (or add the table to it); True when changed."""
     exists = conn.execute("SELECT FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
     target = sql.Identifier(table.schema, table.name)
+    changed = False
     if exists is None:
         # Partitions' changes arrive as the root table's, the table the pipeline names.
         conn.execute(
@@ -113,18 +143,37 @@ def ensure_publication(conn: psycopg.Connection, name: str, table: TableName) ->
                 " truncate', publish_via_partition_root = true)"
             ).format(sql.Identifier(name), target)
         )
-        return True
-    member = conn.execute(
+        changed = True
+    elif not _publishes(conn, name, table):
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(name), target)
+        )
+        changed = True
+    conn.execute(
+        sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
+            sql.Identifier(name), sql.Literal(owner.comment())
+        )
+    )
+    return changed
+
+
+def _publishes(conn: psycopg.Connection, name: str, table: TableName) -> bool:
+    row = conn.execute(
         "SELECT FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s"
         " AND tablename = %s",
         (name, table.schema, table.name),
     ).fetchone()
-    if member is None:
-        conn.execute(
-            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(name), target)
-        )
-        return True
-    return False
+    return row is not None
+
+
+def owned_publications(conn: psycopg.Connection) -> list[tuple[str, Ownership]]:
+    """Publications pgflow created in this database, with their owners."""
+    rows = conn.execute(
+        "SELECT p.pubname, obj_description(p.oid, 'pg_publication') FROM pg_publication p"
+        " ORDER BY 1"
+    ).fetchall()
+    owned = [(name, Ownership.parse(comment)) for name, comment in rows]
+    return [(name, owner) for name, owner in owned if owner is not None]
 
 
 def slot_info(conn: psycopg.Connection, name: str) -> SlotInfo | None:

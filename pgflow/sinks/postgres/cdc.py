@@ -42,6 +42,7 @@ class CdcSettings:
     batch_changes: int = DEFAULT_BATCH_CHANGES
     max_changes: int | None = None  # per run
     reset: bool = False
+    auto_cleanup: bool = False  # `pgflow cdc cleanup` may drop slot and publication
 
 
 @dataclass
@@ -84,7 +85,10 @@ def replicate(
         _check_key_is_identity(control, table, target)
         stored = state.read_position(sink, target.table)
         result = CdcResult(position_before=stored)
-        result.publication_changed = cdc.ensure_publication(control, settings.publication, table)
+        owner = cdc.Ownership(pipeline, settings.slot, settings.auto_cleanup)
+        result.publication_changed = cdc.ensure_publication(
+            control, settings.publication, table, owner
+        )
         reason = _snapshot_reason(stored, identity, settings.reset)
         if reason:
             _start(

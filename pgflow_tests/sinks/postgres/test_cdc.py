@@ -3,7 +3,9 @@ deletes, key changes, TRUNCATE, unchanged TOAST values, identities, crashes, bro
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -539,3 +541,50 @@ def test_a_user_without_replication_privilege_is_told_how_to_grant_it(
         ReplicationError, match=f'lacks the REPLICATION privilege.*ALTER ROLE "{role}" REPLICATION'
     ):
         run(weak, sink_uri, slot)
+
+
+BIG_TRANSACTION_CHILD = """
+import json, re, sys
+from contextlib import contextmanager
+import psycopg
+from pgflow.config.model import StrategySpec, TableName
+from pgflow.sinks.postgres.cdc import CdcSettings, replicate
+from pgflow.sinks.postgres.cdc_apply import CdcTarget
+source_uri, sink_uri, slot = sys.argv[1:4]
+@contextmanager
+def connect(**kwargs):
+    with psycopg.connect(source_uri, **kwargs) as conn:
+        yield conn
+target = CdcTarget(TableName("landing", "orders"), StrategySpec("incremental_merge", unique_key=("id",)))
+with psycopg.connect(sink_uri, autocommit=True) as sink:
+    result = replicate(connect, sink, TableName("public", "orders"), target,
+                       CdcSettings(slot=slot, publication=slot), "orders")
+peak = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+print(json.dumps({"changes": result.changes, "peak_mb": peak}))
+"""
+
+
+def test_a_100k_change_transaction_is_applied_in_bounded_memory(
+    source_uri: str, sink_uri: str, slot: str
+) -> None:
+    execute(source_uri, "CREATE TABLE public.orders (id bigint PRIMARY KEY, body text)")
+    run(source_uri, sink_uri, slot)
+    # One transaction of 100,000 rows of ~1 kB: ~100 MB of changes, all in one batch.
+    execute(
+        source_uri,
+        "INSERT INTO public.orders SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 100000) g",
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", BIG_TRANSACTION_CHILD, source_uri, sink_uri, slot],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    outcome = json.loads(child.stdout)
+    assert outcome["changes"] == 100000
+    assert outcome["peak_mb"] < 80, outcome  # the changes alone are ~100 MB
+    same_rows = "SELECT count(*), md5(string_agg(md5(body), '' ORDER BY id)) FROM {}"
+    assert fetch(sink_uri, same_rows.format("landing.orders")) == fetch(
+        source_uri, same_rows.format("public.orders")
+    )
