@@ -166,6 +166,14 @@ def _publishes(conn: psycopg.Connection, name: str, table: TableName) -> bool:
     return row is not None
 
 
+def publication_owner(conn: psycopg.Connection, name: str) -> Ownership | None:
+    row = conn.execute(
+        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
+        (name,),
+    ).fetchone()
+    return Ownership.parse(row[0]) if row else None
+
+
 def owned_publications(conn: psycopg.Connection) -> list[tuple[str, Ownership]]:
     """Publications pgflow created in this database, with their owners."""
     rows = conn.execute(

@@ -85,11 +85,13 @@ def replicate(
         _check_key_is_identity(control, table, target)
         stored = state.read_position(sink, target.table)
         result = CdcResult(position_before=stored)
+        reason = _snapshot_reason(stored, identity, settings.reset)
+        if reason and cdc.slot_info(control, settings.slot) is not None:
+            _check_slot_is_ours(control, settings, pipeline)  # _start drops and recreates it
         owner = cdc.Ownership(pipeline, settings.slot, settings.auto_cleanup)
         result.publication_changed = cdc.ensure_publication(
             control, settings.publication, table, owner
         )
-        reason = _snapshot_reason(stored, identity, settings.reset)
         if reason:
             _start(
                 connect_source,
@@ -143,6 +145,16 @@ def _check_key_is_identity(conn: psycopg.Connection, table: TableName, target: C
             f"sink.strategy.unique_key ({', '.join(key)}) must be among the replica identity "
             f"columns of {table} ({', '.join(identity)}): deletes carry only those. Use them as "
             f"the key, or ALTER TABLE {table} REPLICA IDENTITY FULL"
+        )
+
+
+def _check_slot_is_ours(control: psycopg.Connection, settings: CdcSettings, pipeline: str) -> None:
+    owner = cdc.publication_owner(control, settings.publication)
+    if owner is None or (owner.pipeline, owner.slot) != (pipeline, settings.slot):
+        raise cdc.ReplicationError(
+            f"replication slot {settings.slot} already exists and pgflow did not create it for "
+            f"pipeline '{pipeline}'; starting over would drop it and the changes it holds. "
+            "Choose another source.options.slot_name, or drop the slot if it is unused"
         )
 
 

@@ -588,3 +588,15 @@ def test_a_100k_change_transaction_is_applied_in_bounded_memory(
     assert fetch(sink_uri, same_rows.format("landing.orders")) == fetch(
         source_uri, same_rows.format("public.orders")
     )
+
+
+def test_a_foreign_slot_with_the_same_name_is_never_dropped(
+    source_uri: str, sink_uri: str, slot: str
+) -> None:
+    execute(source_uri, ORDERS)
+    with psycopg.connect(source_uri, autocommit=True) as conn:
+        before = cdc.create_slot(conn, slot)  # someone else's slot, with our name
+    with pytest.raises(ReplicationError, match=f"slot {slot} already exists and pgflow did not"):
+        run(source_uri, sink_uri, slot)
+    with psycopg.connect(source_uri) as conn:
+        assert cdc.slot_info(conn, slot).confirmed_flush == before  # type: ignore[union-attr]
