@@ -15,11 +15,20 @@ from typing import Any
 import dagster as dg
 import psycopg
 
-from pgflow.bindings.metadata import cdc_metadata, cdc_summary, load_metadata, read_description
+from pgflow.bindings.metadata import (
+    cdc_metadata,
+    cdc_summary,
+    delta_sync_metadata,
+    delta_sync_summary,
+    load_metadata,
+    read_description,
+)
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
+from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
+from pgflow.sinks.postgres.delta_sync import DeltaSyncError, sync_delta
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound, describe_table
@@ -49,6 +58,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
     """Base for the Postgres sink strategies; subclasses name the `mode` they apply."""
 
     connections: PostgresConnections
+    delta: DeltaStorage
 
     @classmethod
     def mode(cls) -> SinkMode:
@@ -63,7 +73,9 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             )
         reset = obj.reset or spec.source.options.reset
         try:
-            if spec.source.options.incremental_strategy == "cdc":
+            if spec.source.type == "delta":
+                self._sync_delta(context, spec, reset)
+            elif spec.source.options.incremental_strategy == "cdc":
                 self._replicate(context, spec, reset)
             else:
                 self._load(context, spec, reset)
@@ -76,7 +88,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             raise dg.Failure(
                 f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
             ) from None
-        except (NullCursorRows, ReplicationError, CdcApplyError) as exc:
+        except (NullCursorRows, ReplicationError, CdcApplyError, DeltaSyncError) as exc:
             raise dg.Failure(f"pipeline '{spec.name}' ({spec.file}): {exc}") from None
 
     def _load(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
@@ -131,6 +143,30 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             database = dst_conn.info.dbname
         context.log.info(cdc_summary(result, sink.table))
         context.add_output_metadata(cdc_metadata(result, target_info, database))
+
+    def _sync_delta(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
+        source, sink = spec.source, spec.sink
+        assert source.path and sink.connection_id and sink.table
+
+        def connect() -> psycopg.Connection:
+            assert sink.connection_id
+            return self.connections.open(sink.connection_id, sink.connection_type)
+
+        result = sync_delta(
+            connect,
+            source.path,
+            sink.table,
+            sink.strategy.unique_key,
+            pipeline=spec.name,
+            storage_options=self.delta.storage_options(),
+            deletes=source.options.deletes,
+            full_pass=reset,
+        )
+        with self.connections.connect(sink.connection_id, sink.connection_type) as conn:
+            target_info = describe_table(conn, sink.table)
+            database = conn.info.dbname
+        context.log.info(delta_sync_summary(result))
+        context.add_output_metadata(delta_sync_metadata(result, target_info, database))
 
     def load_input(self, context: dg.InputContext) -> TableRef:
         spec = (

@@ -8,6 +8,7 @@ import dagster as dg
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.cdc import CdcResult
+from pgflow.sinks.postgres.delta_sync import SyncResult
 from pgflow.sinks.postgres.load import LoadResult
 from pgflow.sinks.postgres.replace import deleted_rows
 from pgflow.sources.base import ReadPlan
@@ -114,3 +115,34 @@ def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[st
             result.slot.retained_bytes or 0
         )
     return metadata
+
+
+def delta_sync_summary(result: SyncResult) -> str:
+    if result.skipped:
+        return f"{result.target}: Delta version {result.version} already synced ({result.reason})"
+    return (
+        f"{result.target}: Delta version {result.version} ({result.plan}, {result.reason}): "
+        f"{result.rows_read:,} rows read, {result.rows_inserted:,} inserted, "
+        f"{result.rows_updated:,} updated, {result.rows_deleted:,} deleted "
+        f"in {result.seconds:.1f}s"
+    )
+
+
+def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) -> dict[str, Any]:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(result.rows_written),
+        "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
+        "pgflow/strategy": dg.MetadataValue.text("delta sync (hash-diff upsert)"),
+        "pgflow/delta_version": dg.MetadataValue.int(result.version),
+        "pgflow/skipped": dg.MetadataValue.bool(result.skipped),
+        "pgflow/read": dg.MetadataValue.text(f"{result.plan}: {result.reason}"),
+        "pgflow/files_synced": dg.MetadataValue.int(result.files_synced),
+        "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),
+        "pgflow/rows_inserted": dg.MetadataValue.int(result.rows_inserted),
+        "pgflow/rows_updated": dg.MetadataValue.int(result.rows_updated),
+        "pgflow/rows_unchanged": dg.MetadataValue.int(result.rows_unchanged),
+        "pgflow/rows_deleted": dg.MetadataValue.int(result.rows_deleted),
+        "pgflow/retries": dg.MetadataValue.int(result.retries),
+        "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+    }

@@ -296,6 +296,7 @@ def _read_source_options(o: Section) -> SourceOptions:
         max_changes_per_run=o.positive_int("max_changes_per_run"),
         include_columns=o.names("include_columns"),
         reset=o.flag("reset"),
+        deletes=o.text("deletes", choices=("none", "cdf", "key_pass"), default="none"),  # type: ignore[arg-type]
     )
     o.finish()
     return options
@@ -520,14 +521,31 @@ def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
         )
     if source.type == "postgres":
         _check_incremental_read(options, strategy, report)
-    if source.type == "delta" and options.incremental_strategy != "full":
+    if source.type == "delta":
+        _check_delta_source(options, sink, report)
+    elif options.deletes != "none":
         report(
-            "source.options.incremental_strategy",
-            "applies to postgres sources only; a delta source is read by table version",
+            "source.options.deletes",
+            "applies to delta sources only; a postgres source's deletes reach the target "
+            "through CDC (incremental_strategy: cdc) or a reset",
         )
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
+
+
+def _check_delta_source(options: SourceOptions, sink: SinkSpec, report: Any) -> None:
+    if options.incremental_strategy != "full":
+        report(
+            "source.options.incremental_strategy",
+            "applies to postgres sources only; a delta source is read by table version",
+        )
+    if sink.type != "postgres" or sink.strategy.mode != "incremental_merge":
+        report(
+            "sink.strategy.mode",
+            "a delta source is synced into Postgres by key (hash-diff upsert): use a postgres "
+            "sink with mode incremental_merge and unique_key",
+        )
 
 
 # Incremental reads re-read rows (the boundary value, the lookback window), so only sink

@@ -53,6 +53,8 @@ class SourceOptions:
     max_changes_per_run: int | None = None
     include_columns: tuple[str, ...] | None = None
     reset: bool = False
+    # Delta sources: how rows deleted from the Delta table leave the target.
+    deletes: Literal["none", "cdf", "key_pass"] = "none"
 
 
 @dataclass(frozen=True)

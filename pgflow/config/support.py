@@ -13,6 +13,7 @@ SUPPORTED_SOURCES = {
     ("postgres", "column"),
     ("postgres", "xmin"),
     ("postgres", "cdc"),
+    ("delta", "full"),
 }
 # (sink type, mode, variant): the full_refresh method or the merge policy, else "".
 SUPPORTED_SINK_STRATEGIES = {

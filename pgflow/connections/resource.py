@@ -62,21 +62,26 @@ class PostgresConnections(dg.ConfigurableResource):
             f"connection '{connection_id}': connection_type '{connection_type}' is unknown; use env or vault"
         )
 
-    @contextmanager
-    def connect(
+    def open(
         self, connection_id: str, connection_type: str = "env", **kwargs: Any
-    ) -> Iterator[psycopg.Connection]:
-        """Open a connection; connect failures are re-raised without any secret in the text."""
+    ) -> psycopg.Connection:
+        """A new connection the caller closes; failures are re-raised without any secret."""
         conninfo = self.conninfo(connection_id, connection_type)
         # A connection's own application_name (secret key or URI parameter) beats the default.
         if "application_name" not in conninfo_to_dict(conninfo):
             kwargs.setdefault("application_name", self.application_name)
         try:
-            conn = psycopg.connect(conninfo, **kwargs)
+            return psycopg.connect(conninfo, **kwargs)
         except psycopg.Error as exc:
             message = redact(str(exc).strip(), secret_values(conninfo))
             raise ConnectionConfigError(
                 f"could not connect to '{connection_id}' ({connection_type}): {message}"
             ) from None
-        with conn:
+
+    @contextmanager
+    def connect(
+        self, connection_id: str, connection_type: str = "env", **kwargs: Any
+    ) -> Iterator[psycopg.Connection]:
+        """Open a connection for a `with` block; connect failures carry no secret."""
+        with self.open(connection_id, connection_type, **kwargs) as conn:
             yield conn

@@ -13,7 +13,7 @@ from typing import Literal, Protocol, cast
 from pgflow.sources.catalog import TableInfo
 
 CopyFormat = Literal["binary", "text"]
-PositionKind = Literal["column", "xmin", "cdc"]
+PositionKind = Literal["column", "xmin", "cdc", "delta"]
 
 
 class TableSource(Protocol):

@@ -505,6 +505,35 @@ COLUMN_OPTIONS = {
 }
 MERGE_SINK = {"strategy": {"mode": "incremental_merge", "unique_key": ["id"]}}
 
+# --------------------------------------------------------------------------- delta sources
+
+DELTA_SOURCE = {"type": "delta", "connection_id": DROP, "table": DROP, "path": "/lake/orders"}
+
+
+def test_a_delta_source_syncs_into_a_keyed_postgres_target(tmp_path: Path) -> None:
+    source = {**DELTA_SOURCE, "options": {"deletes": "key_pass"}}
+    spec = write(tmp_path / "p.yaml", pipeline(source=source, sink=MERGE_SINK))
+    loaded = load_one(spec)
+    assert (loaded.source.type, loaded.source.path) == ("delta", "/lake/orders")
+    assert loaded.source.options.deletes == "key_pass"
+
+
+def test_a_delta_source_needs_a_merge_target(tmp_path: Path) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(source=DELTA_SOURCE))
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.mode': a delta source is "
+        "synced into Postgres by key (hash-diff upsert): use a postgres sink with mode "
+        "incremental_merge and unique_key"
+    )
+
+
+def test_deletes_is_an_option_of_delta_sources(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "p.yaml", pipeline(source={"options": {"deletes": "cdf"}}, sink=MERGE_SINK)
+    )
+    assert "field 'source.options.deletes': applies to delta sources only" in only_problem(spec)
+
+
 # --------------------------------------------------------------------------- incremental reads
 
 
@@ -702,20 +731,6 @@ def test_column_only_options_are_refused_with_other_strategies(
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        pytest.param(
-            {
-                "source": {
-                    "type": "delta",
-                    "connection_id": DROP,
-                    "table": DROP,
-                    "path": "s3://lake/orders",
-                }
-            },
-            "source.type",
-            "delta source with incremental_strategy 'full' is not supported yet; "
-            "supported now: postgres cdc, postgres column, postgres full, postgres xmin",
-            id="delta-source",
-        ),
         pytest.param(
             {"source": {"options": {"include_columns": ["id", "total"]}}},
             "source.options.include_columns",
@@ -1286,7 +1301,8 @@ def test_invalid_tags(tmp_path: Path) -> None:
                     "table": DROP,
                     "path": "/lake/orders",
                     "options": {"incremental_strategy": "xmin"},
-                }
+                },
+                "sink": MERGE_SINK,
             },
             "source.options.incremental_strategy",
             "applies to postgres sources only; a delta source is read by table version",
