@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python -m pgflow_tests.bench.full_refresh
 	$(BIN)/python -m pgflow_tests.bench.merge
 	$(BIN)/python -m pgflow_tests.bench.incremental
+	$(BIN)/python -m pgflow_tests.bench.cdc
 
 stop:
 	-$(BIN)/pgflow localdb stop

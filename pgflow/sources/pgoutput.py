@@ -306,7 +306,8 @@ def _tuple(reader: _Reader) -> tuple[Value, ...]:
                 if length < 0 or pos > len(data):
                     pos = start - 4
                     raise _Invalid(pos, f"value of {length} bytes, {len(data) - start} left")
-                append(_utf8(data, start, pos) if kind == _TEXT else data[start:pos])
+                # Decode inline (one call per change, not per column); errors are rare.
+                append(data[start:pos].decode() if kind == _TEXT else data[start:pos])
             elif kind == _NULL:
                 append(None)
                 pos += 1
@@ -315,6 +316,8 @@ def _tuple(reader: _Reader) -> tuple[Value, ...]:
                 pos += 1
             else:
                 raise _Invalid(pos, f"unknown column kind {chr(kind)!r}")
+    except UnicodeDecodeError as exc:
+        raise _Invalid(start + exc.start, "invalid UTF-8") from None
     finally:
         reader.pos = pos  # where parsing stopped: the offset reported on errors
     return tuple(values)

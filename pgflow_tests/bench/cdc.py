@@ -16,15 +16,17 @@ BENCH_CDC_CHANGES changes made in source transactions of TX_ROWS (10,000) rows e
   transaction k updates the rows with id % (N / TX_ROWS) = k, so each transaction's rows are
   spread over the whole table, as an OLTP workload's are, and no key repeats within a batch;
 - mixed: N base rows; each transaction inserts 40% new rows, updates 40% and deletes 20% of
-  the existing ones (again spread by id % (N / TX_ROWS)).
+  the base rows (again spread by id % (N / TX_ROWS); no row is both updated and deleted).
+BENCH_CDC_SCENARIOS picks some (comma-separated), BENCH_CDC_BATCH sets batch_changes.
 
 Per scenario, one pipeline per merge policy (BENCH_CDC_POLICIES, default delete_insert,upsert),
 each with its own slot, publication and target. Every pipeline first runs replicate() once:
 the initial snapshot, which creates its slot (not timed as CDC). Then the changes are made on
 the source, once, for all pipelines. Then each pipeline's ONE measured replicate() call applies
-them all (it loops over batches of CdcSettings.batch_changes, default 100,000, itself). The
-call runs in a subprocess of its own, so its peak RSS (VmHWM, reset just before the call) is
-the call's alone; the subprocess also reports where the time went (see Breakdown below).
+them all (it loops over batches of CdcSettings.batch_changes, default 100,000, itself); the
+pipelines run one after the other, in the order of BENCH_CDC_POLICIES. The call runs in a
+subprocess of its own, so its peak RSS (VmHWM, reset just before the call) is the call's
+alone; the subprocess also reports where the time went (see `breakdown`).
 
 Before a figure counts, the target must equal the source: the same count(*) and the same
 order-independent checksum sum(hashtext(ROW(every column)::text)), read with the same
@@ -36,8 +38,11 @@ and after), peak RSS, the client's CPU seconds, and the breakdown. The issue's t
 TARGET_CHANGES_PER_S (50,000) changes/s.
 
 The breakdown wraps pgflow's functions in the subprocess (about 1 us per change);
-BENCH_CDC_BREAKDOWN=0 measures without it. BENCH_CDC_PROFILE=1 runs each measured call under cProfile (slower: the figures are marked
-profiled) and prints its top functions.
+BENCH_CDC_BREAKDOWN=0 measures without it. BENCH_CDC_PROFILE=1 runs each measured call under
+cProfile (about twice as slow: the figures are marked profiled) and prints its top functions.
+
+Both clusters run with LocalPostgres's settings (shared_buffers 128 MB, the default), smaller
+than a 1,000,000-row target with its index: a sink with more memory applies faster.
 """
 
 from __future__ import annotations

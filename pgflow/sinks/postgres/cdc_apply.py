@@ -193,7 +193,7 @@ class _Segment:
             elif isinstance(value, bytes):
                 fields.append("\\\\x" + value.hex())
             else:
-                fields.append(value.translate(_ESCAPES))
+                fields.append(_copy_escaped(value))
         if self.stream_columns < len(self.columns):  # the soft-delete column
             fields.append(deleted_at.isoformat() if deleted_at else "\\N")
         if unchanged and origin is not None:
@@ -223,6 +223,16 @@ class _Segment:
         self._write()
         self._open.close()  # completes the COPY
         if self.seq:
+            # Statistics on the key let the planner join staging by index, not by hashing
+            # the whole target; cheap, as it samples only these columns.
+            self.log.execute(
+                sql.SQL("ANALYZE {} ({}, {}, {})").format(
+                    self.ctx.staging_sql,
+                    keys.key_list(self.ctx),
+                    sql.Identifier(keys.ORDER_COLUMN),
+                    sql.Identifier(OP),
+                )
+            )
             self._resolve_unchanged()
             keys.keep_last(self.ctx)
             self._apply_deletes()
@@ -259,7 +269,6 @@ class _Segment:
                 self.ctx.staging_sql, keys.key_list(self.ctx), sql.Identifier(keys.ORDER_COLUMN)
             )
         )
-        self.log.execute(sql.SQL("ANALYZE {}").format(self.ctx.staging_sql))
         if self.key_changed_with_unchanged:
             for (seq,) in self.log.execute(
                 sql.SQL(
@@ -394,6 +403,13 @@ def _follow_relation(catalog: TableInfo, shape: tuple[RelationColumn, ...]) -> N
             "guess how to carry them over. If a column was just added, run again; otherwise "
             "re-snapshot with reset: true"
         )
+
+
+def _copy_escaped(value: str) -> str:
+    # translate() with multi-character replacements is slow; most values need none.
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_ESCAPES)
+    return value
 
 
 def _array_literal(names: list[str]) -> str:
