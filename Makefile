@@ -66,6 +66,8 @@ bench: install
 	$(BIN)/python -m pgflow_tests.bench.merge
 	$(BIN)/python -m pgflow_tests.bench.incremental
 	$(BIN)/python -m pgflow_tests.bench.cdc
+	$(BIN)/python -m pgflow_tests.bench.delta
+	$(BIN)/python -m pgflow_tests.bench.delta_sync
 
 stop:
 	-$(BIN)/pgflow localdb stop

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
 from pgflow.config.loader import dagster_name
-from pgflow.config.model import PipelineSpec, Project, SourceSpec
+from pgflow.config.model import PipelineSpec, Project, SinkSpec, SourceSpec
 
 
 class PipelineRunConfig(dg.Config):
@@ -76,9 +76,8 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
     )
     def _load(context: AssetExecutionContext, config: PipelineRunConfig) -> PipelineRead:
         context.log.info(
-            f"pipeline '{pipeline.name}' ({pipeline.file}): {source.table} on "
-            f"'{source.connection_id}' -> {sink.table} on '{sink.connection_id}', "
-            f"{sink.strategy.mode}"
+            f"pipeline '{pipeline.name}' ({pipeline.file}): {_endpoint(source)} -> "
+            f"{_endpoint(sink)}, {sink.strategy.mode}"
         )
         if config.reset:
             context.log.warning(f"pipeline '{pipeline.name}': reset requested, full reload")
@@ -88,10 +87,13 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
 
 
 def _default_description(pipeline: PipelineSpec) -> str:
-    return (
-        f"{pipeline.source.table} from '{pipeline.source.connection_id}' replicated into "
-        f"{pipeline.sink.table} on '{pipeline.sink.connection_id}' ({pipeline.sink.strategy.mode})."
-    )
+    return f"{_endpoint(pipeline.source)} replicated into {_endpoint(pipeline.sink)} ({pipeline.sink.strategy.mode})."
+
+
+def _endpoint(endpoint: SourceSpec | SinkSpec) -> str:
+    if endpoint.type == "delta":
+        return f"Delta table {endpoint.path}"
+    return f"{endpoint.table} on '{endpoint.connection_id}'"
 
 
 def _pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:
@@ -104,5 +106,6 @@ def _pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:
         "sink_connection_type": sink.connection_type,
         "sink_schema": sink.table.schema if sink.table else "",
         "sink_table": sink.table.name if sink.table else "",
+        "sink_path": sink.path or "",
         "mode": sink.strategy.mode,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pgflow.bindings.assets import pipeline_asset, source_specs
-from pgflow.bindings.io_managers import IO_MANAGERS, io_manager_key
+from pgflow.bindings.io_managers import IO_MANAGERS, delta_io_managers, io_manager_key
 from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
@@ -18,6 +18,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     resources: dict[str, object] = {"pg": connections, "delta": delta}
     for mode, io_manager in IO_MANAGERS.items():
         resources[io_manager_key(mode)] = io_manager(connections=connections, delta=delta)
+    resources.update(delta_io_managers(connections, delta))
     return dg.Definitions(
         assets=[*source_specs(project), *(pipeline_asset(p) for p in project.pipelines)],
         schedules=pipeline_schedules(project),

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import polars as pl
 import psycopg
 
 from pgflow.bindings.metadata import (
     cdc_metadata,
     cdc_summary,
+    delta_load_metadata,
     delta_sync_metadata,
     delta_sync_summary,
     load_metadata,
@@ -26,6 +28,8 @@ from pgflow.bindings.metadata import (
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
+from pgflow.sinks.delta.load import load_delta
+from pgflow.sinks.delta.scan import scan_delta_table
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
 from pgflow.sinks.postgres.delta_sync import DeltaSyncError, sync_delta
@@ -169,19 +173,22 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(delta_sync_metadata(result, target_info, database))
 
     def load_input(self, context: dg.InputContext) -> TableRef:
-        spec = (
-            context.upstream_output.definition_metadata.get("pgflow/pipeline")
-            if context.upstream_output
-            else None
-        )
-        key = context.asset_key.path
-        if spec is None:
-            raise dg.DagsterInvariantViolationError(f"asset {'/'.join(key)} is not a pgflow table")
+        spec = _upstream_pipeline(context)
         return TableRef(
             connection_id=spec["sink_connection_id"],
             connection_type=spec["sink_connection_type"],
             table=TableName(spec["sink_schema"], spec["sink_table"]),
         )
+
+
+def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
+    upstream = context.upstream_output
+    spec = upstream.definition_metadata.get("pgflow/pipeline") if upstream else None
+    if spec is None:
+        raise dg.DagsterInvariantViolationError(
+            f"asset {'/'.join(context.asset_key.path)} is not a pgflow table"
+        )
+    return spec
 
 
 def _summary(result: LoadResult) -> str:
@@ -245,6 +252,47 @@ class PartitionReplaceIOManager(PostgresSinkIOManager):
         return "partition_replace"
 
 
+class DeltaSinkIOManager(dg.ConfigurableIOManager):
+    """Postgres -> Delta, for every mode: the mode is the spec's; one IO manager per mode keeps
+    the UI's resource list the same as for Postgres sinks."""
+
+    connections: PostgresConnections
+    delta: DeltaStorage
+
+    def handle_output(self, context: dg.OutputContext, obj: PipelineRead) -> None:
+        spec = obj.pipeline
+        source, sink = spec.source, spec.sink
+        assert source.connection_id and sink.path
+        try:
+            with self.connections.connect(source.connection_id, source.connection_type) as conn:
+                result = load_delta(
+                    table_source(conn, source),
+                    sink.path,
+                    sink.strategy,
+                    storage_options=self.delta.storage_options(),
+                    pipeline=spec.name,
+                    reset=obj.reset or source.options.reset,
+                )
+        except TableNotFound:
+            raise dg.Failure(
+                f"pipeline '{spec.name}' ({spec.file}): source table {source.table} not "
+                f"found on connection '{source.connection_id}'; check source.table"
+            ) from None
+        except SourceConfigError as exc:
+            raise dg.Failure(
+                f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
+            ) from None
+        context.log.info(
+            f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "
+            f"in {result.seconds:.1f}s"
+        )
+        context.add_output_metadata(delta_load_metadata(result))
+
+    def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
+        spec = _upstream_pipeline(context)
+        return scan_delta_table(spec["sink_path"], self.delta.storage_options())
+
+
 IO_MANAGERS: dict[SinkMode, type[PostgresSinkIOManager]] = {
     io_manager.mode(): io_manager
     for io_manager in (
@@ -255,6 +303,13 @@ IO_MANAGERS: dict[SinkMode, type[PostgresSinkIOManager]] = {
         PartitionReplaceIOManager,
     )
 }
+
+
+def delta_io_managers(connections: PostgresConnections, delta: DeltaStorage) -> dict[str, Any]:
+    return {
+        io_manager_key(mode, "delta"): DeltaSinkIOManager(connections=connections, delta=delta)
+        for mode in IO_MANAGERS
+    }
 
 
 def io_manager_key(mode: SinkMode, sink_type: str = "postgres") -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from pgflow.config.model import TableName
+from pgflow.sinks.delta.load import DeltaLoadResult
 from pgflow.sinks.postgres.cdc import CdcResult
 from pgflow.sinks.postgres.delta_sync import SyncResult
 from pgflow.sinks.postgres.load import LoadResult
@@ -146,3 +147,24 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
         "pgflow/retries": dg.MetadataValue.int(result.retries),
         "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
     }
+
+
+def delta_load_metadata(result: DeltaLoadResult) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(result.rows),
+        "dagster/uri": dg.MetadataValue.path(result.path),
+        "pgflow/strategy": dg.MetadataValue.text(result.strategy),
+        "pgflow/delta_version": dg.MetadataValue.int(result.version_after),
+        "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),
+        "pgflow/files_added": dg.MetadataValue.int(len(result.files_added)),
+        "pgflow/bytes_written": dg.MetadataValue.int(result.bytes_written),
+        "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "pgflow/created_target": dg.MetadataValue.bool(result.created_table),
+    }
+    if result.read is not None:
+        before = result.position_before.value if result.position_before else ""
+        after = result.position_after.value if result.position_after else ""
+        metadata["pgflow/read"] = dg.MetadataValue.text(read_description(result.read))
+        metadata["pgflow/cursor_before"] = dg.MetadataValue.text(before)
+        metadata["pgflow/cursor_after"] = dg.MetadataValue.text(after)
+    return metadata

@@ -25,6 +25,11 @@ SUPPORTED_SINK_STRATEGIES = {
     ("postgres", "incremental_merge", "shadow_swap"),
     ("postgres", "replace", ""),
     ("postgres", "partition_replace", ""),
+    ("delta", "full_refresh", "truncate_insert"),
+    ("delta", "incremental_append", ""),
+    ("delta", "incremental_merge", "delete_insert"),  # one Delta merge, whatever the policy
+    ("delta", "replace", ""),
+    ("delta", "partition_replace", ""),
 }
 
 
@@ -54,6 +59,10 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
         return field, (
             f"{sink.type} sink with {described} is not supported yet; supported now: "
             f"{_describe_sinks()}"
+        )
+    if sink.type == "delta" and source.options.incremental_strategy == "cdc":
+        return "source.options.incremental_strategy", (
+            "cdc into a delta sink is not supported yet; use column or xmin, or a postgres sink"
         )
     # Settings the runtime would otherwise ignore silently.
     if source.options.include_columns is not None:

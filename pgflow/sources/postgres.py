@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import psycopg
 from psycopg import sql
@@ -19,6 +20,12 @@ PORTABLE_TEXT_SETTINGS = {
     "TimeZone": "UTC",
     "bytea_output": "hex",
 }
+
+
+def copy_to_stdout(select: sql.Composable, fmt: CopyFormat | Literal["csv"]) -> sql.Composed:
+    """`COPY (select) TO STDOUT` in `fmt`; csv is Postgres' CSV (NULL unquoted and empty)."""
+    options = {"binary": " (FORMAT BINARY)", "csv": " (FORMAT CSV)", "text": ""}[fmt]
+    return sql.SQL("COPY ({}) TO STDOUT{}").format(select, sql.SQL(options))
 
 
 def set_portable_text_format(conn: psycopg.Connection) -> None:
@@ -70,20 +77,31 @@ class PostgresTableSource:
         """A WHERE condition on the source rows; None reads them all."""
         return None
 
-    def copy_query(self, columns: Sequence[str], fmt: CopyFormat) -> sql.Composed:
-        # COPY (SELECT ...) rather than COPY table: it also reads partitioned tables.
+    def select_query(self, expressions: Sequence[sql.Composable]) -> sql.Composed:
+        """The read as a query: SELECT `expressions` FROM the table, narrowed by `row_filter`."""
+        # SELECT ... FROM rather than the bare table: it also reads partitioned tables.
         select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(map(self.column_expression, columns)), self.table_sql
+            sql.SQL(", ").join(expressions), self.table_sql
         )
         condition = self.row_filter()
         if condition is not None:
             select = sql.SQL("{} WHERE {}").format(select, condition)
-        options = sql.SQL(" (FORMAT BINARY)") if fmt == "binary" else sql.SQL("")
-        return sql.SQL("COPY ({}) TO STDOUT{}").format(select, options)
+        return select
+
+    def copy_query(self, columns: Sequence[str], fmt: CopyFormat) -> sql.Composed:
+        return copy_to_stdout(self.select_query([self.column_expression(c) for c in columns]), fmt)
 
     def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Iterator[bytes]:
-        with self._conn.cursor() as cur, cur.copy(self.copy_query(columns, fmt)) as copy:
-            yield from copy
+        yield from self.copy_select(self.copy_query(columns, fmt))
+
+    def copy_select(self, copy: sql.Composable) -> Iterator[bytes]:
+        """Stream a `COPY (...) TO STDOUT` statement (see `copy_to_stdout`) in the snapshot."""
+        with self._conn.cursor() as cur, cur.copy(copy) as stream:
+            yield from stream
+
+    def fetch(self, query: sql.Composable) -> list[tuple]:
+        """Rows of `query`, run in the read's snapshot (after `open()`)."""
+        return self._conn.execute(query).fetchall()
 
     def close(self) -> None:
         # A read-only snapshot held open would hold back VACUUM on the source during the apply.

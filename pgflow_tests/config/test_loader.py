@@ -505,6 +505,28 @@ COLUMN_OPTIONS = {
 }
 MERGE_SINK = {"strategy": {"mode": "incremental_merge", "unique_key": ["id"]}}
 
+# --------------------------------------------------------------------------- delta sinks
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"mode": "full_refresh"},
+        {"mode": "incremental_append"},
+        {"mode": "incremental_merge", "unique_key": ["id"]},
+        {"mode": "replace", "custom_predicate": "id > 10"},
+        {"mode": "partition_replace", "partition_column": "business_date"},
+    ],
+)
+def test_a_postgres_table_loads_into_delta_in_every_mode(
+    tmp_path: Path, strategy: dict[str, Any]
+) -> None:
+    sink = {"type": "delta", "connection_id": DROP, "table": DROP, "path": "/lake/landing/orders/"}
+    spec = write(tmp_path / "p.yaml", pipeline(sink={**sink, "strategy": strategy}))
+    loaded = load_one(spec)
+    assert (loaded.asset_key, loaded.sink.strategy.mode) == (("delta", "orders"), strategy["mode"])
+
+
 # --------------------------------------------------------------------------- delta sources
 
 DELTA_SOURCE = {"type": "delta", "connection_id": DROP, "table": DROP, "path": "/lake/orders"}
@@ -739,16 +761,18 @@ def test_column_only_options_are_refused_with_other_strategies(
         ),
         pytest.param(
             {
+                "source": {"options": {"incremental_strategy": "cdc"}},
                 "sink": {
                     "type": "delta",
                     "connection_id": DROP,
                     "table": DROP,
                     "path": "s3://lake/landing/orders/",
-                }
+                    "strategy": {"mode": "incremental_merge", "unique_key": ["id"]},
+                },
             },
-            "sink.type",
-            "delta sink with mode 'full_refresh' (truncate_insert) is not supported yet",
-            id="delta-sink",
+            "source.options.incremental_strategy",
+            "cdc into a delta sink is not supported yet; use column or xmin, or a postgres sink",
+            id="cdc-into-delta",
         ),
     ],
 )

@@ -1,0 +1,53 @@
+"""incremental_merge: upsert the read into the table on unique_key (one MERGE commit).
+
+`MERGE ... ON <key, null-safe> WHEN MATCHED AND <a non-key column IS DISTINCT FROM> THEN
+UPDATE SET * WHEN NOT MATCHED THEN INSERT *`: rows read again unchanged (a cursor's `>=`
+boundary, a retry) rewrite nothing. The read was deduplicated per duplicate_policy before,
+so no table row matches two read rows.
+
+The read streams into the merge (delta-rs `streamed_exec`): it is not held in memory, but
+delta-rs then cannot prune the table's files by the read's key range and scans the whole
+table; files holding a matched row are rewritten (this delta-rs writes no deletion vectors).
+When nothing changed delta-rs makes no commit; the load then commits the position alone.
+"""
+
+from __future__ import annotations
+
+from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, GuardedBatches
+from pgflow.sinks.delta.keys import SOURCE_ALIAS, TARGET_ALIAS, changed_predicate, key_predicate
+
+
+def merge(ctx: DeltaContext) -> DeltaWrite:
+    return run_merge(ctx, update_changed=True)
+
+
+def run_merge(ctx: DeltaContext, *, update_changed: bool) -> DeltaWrite:
+    """Insert the read rows whose key is new; with `update_changed`, update changed ones."""
+    table = ctx.table
+    assert table is not None, "the load creates the table before any merge"
+    version = table.version()
+    batches = GuardedBatches(ctx.read)
+    try:
+        merger = table.merge(
+            batches.reader(),
+            key_predicate(ctx.strategy, ctx.source.info),
+            source_alias=SOURCE_ALIAS,
+            target_alias=TARGET_ALIAS,
+            merge_schema=ctx.schema_mode == "merge",
+            streamed_exec=True,
+            writer_properties=ctx.writer_properties,
+            commit_properties=ctx.commit,
+        )
+        changed = changed_predicate(
+            ctx.read.schema.names(),
+            ctx.strategy.unique_key,
+            [field.name for field in table.schema().fields],
+        )
+        if update_changed and changed is not None:
+            merger = merger.when_matched_update_all(predicate=changed)
+        metrics = merger.when_not_matched_insert_all().execute()
+    except Exception as error:
+        batches.reraise(error)
+        raise
+    rows = metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
+    return DeltaWrite(rows=rows, metrics=metrics, committed=table.version() != version)

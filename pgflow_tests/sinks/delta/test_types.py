@@ -1,0 +1,189 @@
+"""Postgres types arrive in Delta with their values: exact decimals, UTC instants, lists, NULLs.
+
+Each value is compared with what Postgres returns for it through psycopg (an independent
+reader), never with pgflow's own rendering. The load's source session runs in a non-UTC time
+zone and the reference is read in another one: instants must match whatever the zones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import polars as pl
+import psycopg
+import pytest
+from deltalake import DeltaTable
+
+from pgflow.config.model import TableName
+from pgflow.sources.arrow import ArrowRead, ArrowReadError, complete_records, csv_batches
+from pgflow.sources.postgres import PostgresTableSource
+from pgflow_tests.sinks.delta.conftest import execute, run_delta
+
+TYPES_DDL = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN cents AS numeric(12,2);
+CREATE TABLE types (
+    id int PRIMARY KEY,
+    amount numeric(12,2), precise numeric(38,10), loose numeric, wallet cents,
+    at timestamptz, local_at timestamp, day date,
+    doc jsonb, js json, tags text[], nums int[], floats float8[],
+    raw bytea, uid uuid, flag boolean, small int2, big bigint, f4 real, f8 float8,
+    label text, code varchar(10), padded char(4), feeling mood, feelings mood[], span interval
+);
+INSERT INTO types VALUES
+ (1, 1234567890.12, 1234567890123456789012345678.0123456789, 1.1234567894999, 0.10,
+  '2024-03-10 01:30:00.123456-05', '2024-03-10 02:30:00.000001', '2024-02-29',
+  '{"a": [1, "x", null], "b": {"c": true}, "u": "é\\n"}', '{"k" : 1}',
+  ARRAY['a', NULL, 'quote "q", comma', E'new\\nline', ''], ARRAY[1, NULL, -3],
+  ARRAY[1.5, 'NaN', '-Infinity', NULL]::float8[],
+  '\\x00ff0a22', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, -32768, 9223372036854775807,
+  1.5, 'NaN', E'multi\\nline "quoted", text\\r\\n', '', 'ab', 'happy', '{ok,NULL,sad}',
+  '1 year 2 mons 3 days 04:05:06.5'),
+ (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (3, -0.01, -0.0000000001, -99999999999999999999999999999.123456789, -1,
+  '1999-12-31 23:59:59.999999+00', '1970-01-01 00:00:00', '0001-01-01',
+  '[]', 'null', '{}', '{}', '{}', '\\x', '00000000-0000-0000-0000-000000000000', false,
+  0, -1, '-Infinity', 1e-300, 'x', NULL, NULL, 'sad', '{}', '-00:00:01');
+"""
+
+
+@pytest.fixture
+def types_table(source_uri: str) -> str:
+    execute(source_uri, TYPES_DDL)
+    return source_uri
+
+
+def test_values_round_trip_exactly(types_table, tmp_path):
+    run_delta(types_table, tmp_path / "types", table="types", time_zone="America/New_York")
+
+    got = {row["id"]: row for row in pl.read_delta(str(tmp_path / "types")).to_dicts()}
+    # The reference: psycopg's own values, in a session of yet another time zone.
+    with psycopg.connect(types_table, options="-c TimeZone=Asia/Kathmandu") as conn:
+        cursor = conn.execute("SELECT *, loose::numeric(38,9) AS loose_9 FROM types ORDER BY id")
+        names = [c.name for c in cursor.description]
+        expected = {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+    assert set(got) == {1, 2, 3}
+    assert all(value is None for name, value in got[2].items() if name != "id")  # NULLs
+    for key in (1, 3):
+        have, want = got[key], expected[key]
+        assert have["amount"] == want["amount"] and isinstance(have["amount"], Decimal)
+        assert have["precise"] == want["precise"]  # 38 digits, exact
+        assert have["wallet"] == want["wallet"]  # a domain over numeric(12,2)
+        assert have["loose"] == want["loose_9"]  # unconstrained: rounded to 9 decimals
+        assert have["at"] == want["at"]  # the same instant...
+        assert have["at"].utcoffset().total_seconds() == 0  # ...as a UTC-aware value
+        assert have["local_at"] == want["local_at"] and have["local_at"].tzinfo is None
+        assert have["day"] == want["day"]
+        assert json.loads(have["doc"]) == want["doc"]
+        assert json.loads(have["js"]) == want["js"]
+        assert have["tags"] == want["tags"]
+        assert have["nums"] == want["nums"]
+        assert _same_floats(have["floats"], want["floats"])
+        assert have["raw"] == want["raw"]
+        assert have["uid"] == str(want["uid"])
+        for name in ("flag", "small", "big", "label", "code", "padded", "feeling"):
+            assert have[name] == want[name], name
+        assert _same_floats([have["f4"], have["f8"]], [want["f4"], want["f8"]])
+        assert have["feelings"] == _enum_list(want["feelings"])
+    assert got[1]["span"] == "1 year 2 mons 3 days 04:05:06.5"  # IntervalStyle postgres
+    assert got[1]["at"] == datetime(2024, 3, 10, 6, 30, 0, 123456, tzinfo=UTC)
+    assert got[3]["day"] == date(1, 1, 1)
+    assert got[1]["padded"] == "ab  "  # char(n) keeps its padding
+
+
+def test_delta_schema_keeps_types(types_table, tmp_path):
+    run_delta(types_table, tmp_path / "types", table="types")
+
+    fields = {f.name: f.type for f in DeltaTable(str(tmp_path / "types")).schema().fields}
+    kinds = {name: getattr(t, "type", None) for name, t in fields.items()}
+    assert kinds["amount"] == "decimal(12,2)"
+    assert kinds["precise"] == "decimal(38,10)"
+    assert kinds["loose"] == "decimal(38,9)"
+    assert kinds["wallet"] == "decimal(12,2)"
+    assert kinds["at"] == "timestamp"  # with time zone (UTC instants), never timestamp_ntz
+    assert kinds["local_at"] == "timestamp_ntz"
+    assert kinds["day"] == "date"
+    assert kinds["raw"] == "binary"
+    assert kinds["flag"] == "boolean"
+    assert kinds["small"] == "short" and kinds["big"] == "long" and kinds["f4"] == "float"
+    for name in ("doc", "js", "uid", "label", "padded", "feeling", "span"):
+        assert kinds[name] == "string", name
+    assert fields["tags"].element_type.type == "string"
+    assert fields["nums"].element_type.type == "integer"
+    assert fields["floats"].element_type.type == "double"
+
+
+def test_values_without_an_arrow_form_fail_naming_the_column(source_uri, tmp_path):
+    execute(source_uri, "CREATE TABLE orders (id int, amount numeric(10,2))")
+    execute(source_uri, "INSERT INTO orders VALUES (1, 'NaN')")
+    with pytest.raises(ArrowReadError, match="amount"):
+        run_delta(source_uri, tmp_path / "t")
+    assert not (tmp_path / "t" / "_delta_log").exists()
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_reads_stream_in_bounded_batches_cut_at_record_boundaries(source_uri, prefetch):
+    execute(source_uri, "CREATE TABLE lines (id int, body text)")
+    # Quoted newlines, quotes and commas around every cut.
+    execute(
+        source_uri,
+        "INSERT INTO lines SELECT g, repeat(E'x\\n\"y\",', g % 7) FROM generate_series(1, 1000) g",
+    )
+    with psycopg.connect(source_uri) as conn:
+        source = PostgresTableSource(conn, TableName("public", "lines"))
+        source.open()
+        read = ArrowRead(source, batch_rows=64, batch_bytes=1000, prefetch=prefetch)
+        frames = list(read.frames())
+        source.close()
+    assert len(frames) > 15
+    assert all(f.height <= 64 for f in frames)
+    table = pl.concat(frames).sort("id")
+    assert table["id"].to_list() == list(range(1, 1001))
+    assert table["body"].to_list() == ['x\n"y",' * (g % 7) for g in range(1, 1001)]
+    assert read.rows == 1000
+
+
+def test_closing_a_read_midway_ends_its_copy(source_uri):
+    execute(source_uri, "CREATE TABLE lines AS SELECT g AS id FROM generate_series(1, 5000) g")
+    with psycopg.connect(source_uri) as conn:
+        source = PostgresTableSource(conn, TableName("public", "lines"))
+        source.open()
+        read = ArrowRead(source, batch_rows=100)
+        frames = read.frames()
+        next(frames)  # the consumer stops here, never closing what it was given
+        read.close()
+        source.close()
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable again
+
+
+def test_record_boundaries_ignore_quoted_newlines():
+    data = b'1,"a\nb"\n2,"c""\n"\n3,x\n4,"open\n'
+    assert complete_records(data) == len(b'1,"a\nb"\n2,"c""\n"\n3,x\n')
+    assert complete_records(b'1,"a\nb') == 0
+    chunks = [data[i : i + 3] for i in range(0, len(data) - len(b'4,"open\n'), 3)]
+    assert (
+        b"".join(csv_batches(chunks, batch_rows=2, batch_bytes=10**6)) == data[: -len(b'4,"open\n')]
+    )
+
+
+def _same_floats(have: list | None, want: list | None) -> bool:
+    if have is None or want is None:
+        return have is want
+    return len(have) == len(want) and all(
+        (a is None and b is None)
+        or (a is not None and b is not None and (a == b or (math.isnan(a) and math.isnan(b))))
+        for a, b in zip(have, want, strict=True)
+    )
+
+
+def _enum_list(value: object) -> list | None:
+    # psycopg returns arrays of an unregistered enum as the array's text, e.g. '{ok,NULL,sad}'
+    if value is None or isinstance(value, list):
+        return value
+    text = str(value).strip("{}")
+    return [None if v == "NULL" else v for v in text.split(",")] if text else []
