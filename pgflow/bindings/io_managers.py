@@ -38,6 +38,7 @@ from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound, describe_table
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.column_cursor import NullCursorRows
+from pgflow.sources.lazy import scan_postgres_table
 from pgflow.sources.select import table_source
 
 
@@ -172,13 +173,21 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         context.log.info(delta_sync_summary(result))
         context.add_output_metadata(delta_sync_metadata(result, target_info, database))
 
-    def load_input(self, context: dg.InputContext) -> TableRef:
+    def load_input(self, context: dg.InputContext) -> TableRef | pl.LazyFrame:
+        """A TableRef, or a LazyFrame when the input is annotated `pl.LazyFrame`."""
         spec = _upstream_pipeline(context)
-        return TableRef(
+        ref = TableRef(
             connection_id=spec["sink_connection_id"],
             connection_type=spec["sink_connection_type"],
             table=TableName(spec["sink_schema"], spec["sink_table"]),
         )
+        if context.dagster_type.typing_type is not pl.LazyFrame:
+            return ref
+
+        def connect() -> psycopg.Connection:
+            return self.connections.open(ref.connection_id, ref.connection_type)
+
+        return scan_postgres_table(connect, ref.table)
 
 
 def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import polars as pl
 
 from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
@@ -55,3 +56,20 @@ def test_a_missing_source_table_fails_the_run_naming_pipeline_and_table(dagster_
     message = failure.error.message if failure.error else ""
     assert f"pipeline 'landing_items' ({spec}): source table public.itemz not found" in message
     assert "on connection 'shop'" in message
+
+
+@dg.asset(ins={"items": dg.AssetIn(key=["landing", "items"])})
+def pricey_items(items: pl.LazyFrame) -> list[int]:
+    return items.filter(pl.col("price") > 370).select("id").sort("id").collect()["id"].to_list()
+
+
+def test_downstream_asset_can_take_a_postgres_table_as_a_lazyframe(dagster_setup, monkeypatch):
+    for name in ("PGFLOW_CONN_SHOP", "PGFLOW_CONN_WAREHOUSE"):
+        monkeypatch.setenv(name, dagster_setup.env[name])
+    project = load_project(dagster_setup.specs)
+    result = dg.materialize(
+        [pipeline_asset(project.pipelines[0]), pricey_items],
+        resources=build_definitions(project).resources,
+    )
+    assert result.success
+    assert result.output_for_node("pricey_items") == [297, 298, 299, 300]  # id * 1.25 > 370
