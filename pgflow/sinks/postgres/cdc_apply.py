@@ -21,7 +21,7 @@ from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import ddl, keys, schema_drift, staging, state
-from pgflow.sinks.postgres.apply import ApplyContext, ApplyStrategy
+from pgflow.sinks.postgres.apply import ApplyContext
 from pgflow.sinks.postgres.load import apply_for
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import Position
@@ -236,7 +236,7 @@ class _Segment:
             self._resolve_unchanged()
             keys.keep_last(self.ctx)
             self._apply_deletes()
-            self.result.rows_applied += _apply_upserts(self.ctx, apply_for(self.target.strategy))
+            self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
         staging.drop_staging(self.log, self.stage)
 
     def _add_change_columns(self) -> None:
@@ -346,10 +346,6 @@ class _Segment:
             )
         self.result.rows_deleted += self.log.execute(statement).rowcount
         self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
-
-
-def _apply_upserts(ctx: ApplyContext, apply: ApplyStrategy) -> int:
-    return apply(ctx)
 
 
 def _truncate(log: SqlLog, target: CdcTarget, commit_time: datetime, result: BatchResult) -> None:
