@@ -12,8 +12,7 @@ import psycopg
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.cdc import CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcTarget
-from pgflow.sources import cdc
-from pgflow_tests.pg import execute, fetch
+from pgflow_tests.pg import drop_slots, execute, fetch
 from pgflow_tests.sinks.postgres.test_cdc import connector
 
 PGFLOW = str(Path(sys.executable).with_name("pgflow"))
@@ -89,10 +88,7 @@ def test_cleanup_drops_only_what_removed_auto_cleanup_pipelines_left(
             "c": (True, True),
         }
     finally:
-        with psycopg.connect(source_uri, autocommit=True) as conn:
-            for slot in slots.values():
-                if cdc.slot_info(conn, slot):
-                    cdc.drop_slot(conn, slot)
+        drop_slots(source_uri, *slots.values())
 
 
 def cleanup_state(uri: str, slots: dict[str, str]) -> dict[str, tuple[bool, bool]]:

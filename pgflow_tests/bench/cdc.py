@@ -75,7 +75,7 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.cdc import CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcTarget
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow_tests.bench.common import throwaway_cluster
+from pgflow_tests.bench.common import ORDERS_DDL, ORDERS_FILL, throwaway_cluster
 
 CHANGES = int(os.environ.get("BENCH_CDC_CHANGES", "1000000"))
 POLICIES = tuple(os.environ.get("BENCH_CDC_POLICIES", "delete_insert,upsert").split(","))
@@ -88,26 +88,6 @@ TARGET_CHANGES_PER_S = 50_000
 SUBPROCESS_TIMEOUT_S = 3600
 
 COLUMNS = "id, customer_id, status, amount, note, tags, attrs, created_at, updated_at, paid, ref"
-TABLE_DDL = """
-CREATE TABLE {table} (
-    id bigint PRIMARY KEY, customer_id integer NOT NULL, status text NOT NULL,
-    amount numeric(12,2) NOT NULL, note text, tags text[], attrs jsonb,
-    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, paid boolean NOT NULL,
-    ref uuid NOT NULL
-)"""
-# Rows with ids lo..hi, as the incremental bench makes them.
-FILL = """
-INSERT INTO {table}
-SELECT g, g %% 50000, (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g %% 4],
-       round((g %% 100000)::numeric / 7, 2),
-       CASE WHEN g %% 5 = 0 THEN NULL ELSE 'note ' || md5(g::text) END,
-       ARRAY['t' || g %% 13, 'u' || g %% 7],
-       jsonb_build_object('sku', 'SKU-' || g %% 997, 'qty', 1 + g %% 7, 'gift', g %% 11 = 0),
-       '2024-01-01'::timestamptz + g * interval '10 s',
-       '2024-01-01'::timestamptz + g * interval '10 s' + (g %% 3600) * interval '1 s',
-       g %% 3 <> 0, md5(g::text)::uuid
-FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g
-"""
 UPDATE = """
 UPDATE {table} SET status = 'changed', amount = amount + 1, updated_at = clock_timestamp(),
        attrs = attrs || jsonb_build_object('rev', %(k)s)
@@ -142,7 +122,7 @@ def insert_changes(conn: psycopg.Connection, table: str) -> int:
     for lo in range(base + 1, base + CHANGES + 1, TX_ROWS):
         hi = min(lo + TX_ROWS - 1, base + CHANGES)
         with conn.transaction():
-            made += conn.execute(FILL.format(table=table), {"lo": lo, "hi": hi}).rowcount
+            made += conn.execute(ORDERS_FILL.format(table=table), {"lo": lo, "hi": hi}).rowcount
     return made
 
 
@@ -172,7 +152,7 @@ def mixed_changes(conn: psycopg.Connection, table: str) -> int:
             ).rowcount
             made += conn.execute(DELETE.format(table=table), params).rowcount
             made += conn.execute(
-                FILL.format(table=table), {"lo": next_id, "hi": next_id + inserted - 1}
+                ORDERS_FILL.format(table=table), {"lo": next_id, "hi": next_id + inserted - 1}
             ).rowcount
         next_id += inserted
     return made
@@ -510,8 +490,8 @@ def drop_slots(source_uri: str, pipelines: list[Pipeline]) -> None:
 def run_scenario(scenario: Scenario, source_uri: str, sink_uri: str) -> list[Pipeline]:
     table = TableName("public", f"orders_{scenario.name}")
     with psycopg.connect(source_uri, autocommit=True) as conn:
-        conn.execute(TABLE_DDL.format(table=table.name))
-        conn.execute(FILL.format(table=table.name), {"lo": 1, "hi": scenario.base_rows})
+        conn.execute(ORDERS_DDL.format(table=table.name))
+        conn.execute(ORDERS_FILL.format(table=table.name), {"lo": 1, "hi": scenario.base_rows})
         conn.execute(f"VACUUM ANALYZE {table.name}")
     pipelines = [
         Pipeline(

@@ -53,7 +53,7 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.localdb.cluster import ClusterInfo
 from pgflow.sinks.postgres.load import load_table
 from pgflow.sources.column_cursor import ColumnCursorSource
-from pgflow_tests.bench.common import throwaway_cluster
+from pgflow_tests.bench.common import ORDERS_DDL, ORDERS_FILL, throwaway_cluster
 
 ROWS = int(os.environ.get("BENCH_INCREMENTAL_ROWS", "2000000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -73,25 +73,6 @@ CLI_TARGET = TableName("pgflow_cli", "orders")
 DLT_DATASET = "dlt_orders"
 STRATEGY = StrategySpec(mode="incremental_merge", unique_key=("id",), merge_policy="delete_insert")
 
-ORDERS_DDL = """
-CREATE TABLE orders (
-    id bigint PRIMARY KEY, customer_id integer NOT NULL, status text NOT NULL,
-    amount numeric(12,2) NOT NULL, note text, tags text[], attrs jsonb,
-    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, paid boolean NOT NULL,
-    ref uuid NOT NULL
-)"""
-ORDERS_FILL = """
-INSERT INTO orders
-SELECT g, g %% 50000, (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + g %% 4],
-       round((g %% 100000)::numeric / 7, 2),
-       CASE WHEN g %% 5 = 0 THEN NULL ELSE 'note ' || md5(g::text) END,
-       ARRAY['t' || g %% 13, 'u' || g %% 7],
-       jsonb_build_object('sku', 'SKU-' || g %% 997, 'qty', 1 + g %% 7, 'gift', g %% 11 = 0),
-       '2024-01-01'::timestamptz + g * interval '10 s',
-       '2024-01-01'::timestamptz + g * interval '10 s' + (g %% 3600) * interval '1 s',
-       g %% 3 <> 0, md5(g::text)::uuid
-FROM generate_series(1, %s) g
-"""
 # Every source column, in a form both targets can hold (see the module docstring).
 COMPARED = (
     "id, customer_id::bigint, status::text, amount::numeric(12,2), note::text, {tags},"
@@ -202,8 +183,8 @@ def tail(text: str, lines: int = 15) -> str:
 
 def create_orders(source_uri: str) -> str:
     with psycopg.connect(source_uri, autocommit=True) as conn:
-        conn.execute(ORDERS_DDL)
-        conn.execute(ORDERS_FILL, (ROWS,))
+        conn.execute(ORDERS_DDL.format(table="orders"))
+        conn.execute(ORDERS_FILL.format(table="orders"), {"lo": 1, "hi": ROWS})
         conn.execute("CREATE INDEX orders_updated_at ON orders (updated_at)")
         conn.execute("VACUUM ANALYZE orders")
         row = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('orders'))").fetchone()

@@ -12,7 +12,7 @@ from pgflow.sources import cdc
 from pgflow_tests.bindings.conftest import DagsterSetup, items_table
 from pgflow_tests.bindings.test_cli_materialize import materialize, rows
 from pgflow_tests.bindings.test_incremental_materialize import metadata_of
-from pgflow_tests.pg import execute
+from pgflow_tests.pg import drop_slots, execute, slot_name_for
 
 SPEC = """
 source:
@@ -31,11 +31,9 @@ SAME = "SELECT id, name, price FROM {} WHERE {} ORDER BY id"
 
 @pytest.fixture
 def slot(dagster_setup: DagsterSetup) -> Iterator[str]:
-    name = "pgflow_" + psycopg.conninfo.conninfo_to_dict(dagster_setup.source_uri)["dbname"]
+    name = slot_name_for(dagster_setup.source_uri)
     yield name
-    with psycopg.connect(dagster_setup.source_uri, autocommit=True) as conn:
-        if cdc.slot_info(conn, name):
-            cdc.drop_slot(conn, name)
+    drop_slots(dagster_setup.source_uri, name)
 
 
 def test_cdc_snapshot_then_changes_with_lsns_in_metadata(

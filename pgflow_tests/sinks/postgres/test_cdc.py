@@ -24,7 +24,7 @@ from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
 from pgflow.sinks.postgres.ddl import TargetSchemaError
 from pgflow.sources import cdc
 from pgflow.sources.cdc import ReplicationError
-from pgflow_tests.pg import execute, fetch, table_text
+from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for, table_text
 
 SOURCE = TableName("public", "orders")
 TARGET = TableName("landing", "orders")
@@ -41,11 +41,9 @@ FROM generate_series(1, 1000) g;
 @pytest.fixture
 def slot(source_uri: str) -> Iterator[str]:
     """A slot name unique in the cluster (tests share it); dropped afterwards, as slots pin WAL."""
-    name = "pgflow_" + psycopg.conninfo.conninfo_to_dict(source_uri)["dbname"]
+    name = slot_name_for(source_uri)
     yield name
-    with psycopg.connect(source_uri, autocommit=True) as conn:
-        if cdc.slot_info(conn, name) is not None:
-            cdc.drop_slot(conn, name)
+    drop_slots(source_uri, name)
 
 
 def connector(uri: str) -> Callable[..., Any]:
@@ -415,9 +413,7 @@ def test_a_multi_table_transaction_reaches_both_targets(
         assert same(source_uri, sink_uri)
         assert same(source_uri, sink_uri, "public.lines", "landing.lines")
     finally:
-        with psycopg.connect(source_uri, autocommit=True) as conn:
-            if cdc.slot_info(conn, slot + "_lines"):
-                cdc.drop_slot(conn, slot + "_lines")
+        drop_slots(source_uri, slot + "_lines")
 
 
 def test_a_column_added_under_pending_changes_reaches_the_target(
