@@ -26,6 +26,18 @@ def pool_for(connection_id: str) -> str:
     return f"pgflow/source/{connection_id}"
 
 
+def run_tags(pipeline: PipelineSpec) -> dict[str, str]:
+    """Tags of runs that sensors and schedules request for `pipeline`.
+
+    `pgflow/source` lets dagster.yaml's `tag_concurrency_limits` cap queued runs per source
+    connection; `pgflow/pipeline` names what the run loads.
+    """
+    tags = {"pgflow/pipeline": pipeline.name}
+    if pipeline.source.connection_id:
+        tags["pgflow/source"] = pipeline.source.connection_id
+    return tags
+
+
 def source_asset_key(source: SourceSpec) -> dg.AssetKey:
     if source.type == "delta":
         return dg.AssetKey(["delta_source", str(source.path).rstrip("/").split("/")[-1]])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import dagster as dg
 
 from pgflow.bindings.assets import pipeline_asset, source_specs
+from pgflow.bindings.checks import pipeline_checks
+from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import IO_MANAGERS, delta_io_managers, io_manager_key
 from pgflow.bindings.schedules import pipeline_schedules
+from pgflow.bindings.sensors import staleness_sensors
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -22,5 +25,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     return dg.Definitions(
         assets=[*source_specs(project), *(pipeline_asset(p) for p in project.pipelines)],
         schedules=pipeline_schedules(project),
+        sensors=[*staleness_sensors(project), *health_sensors(project)],
+        asset_checks=pipeline_checks(project),
         resources=resources,
     )

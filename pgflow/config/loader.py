@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,15 @@ from dagster._utils.schedules import is_valid_cron_string
 from pgflow.config.durations import parse_duration
 from pgflow.config.errors import SpecError, SpecProblem
 from pgflow.config.model import (
+    ChecksSpec,
     ConnectionSpec,
     FreshnessSpec,
+    GroupSpec,
+    PartitionsSpec,
     PipelineSpec,
     Project,
     ScheduleSpec,
+    SensorSpec,
     SinkSpec,
     SourceOptions,
     SourceSpec,
@@ -35,6 +39,7 @@ from pgflow.config.model import (
     TableName,
 )
 from pgflow.config.reader import Section
+from pgflow.config.sizes import parse_size
 from pgflow.config.support import unsupported_reason
 
 DEFAULT_CONFIG_PATH = "pipelines"
@@ -57,7 +62,11 @@ _PIPELINE_KEYS = (
     "freshness",
     "tags",
     "owners",
+    "partitions",
+    "checks",
 )
+# Top-level keys a file may hold next to one pipeline's `source` and `sink`.
+_FILE_KEYS = ("connections", "groups")
 
 
 def env_var_for(connection_id: str) -> str:
@@ -102,41 +111,45 @@ def load_project(
     problems: list[SpecProblem] = []
     pipelines: list[PipelineSpec] = []
     connections: dict[str, ConnectionSpec] = {}
+    groups: dict[str, GroupSpec] = {}
     for file in discover_files(root):
-        file_pipelines, file_connections = _load_file(file, problems)
+        file_pipelines, file_connections, file_groups = _load_file(file, problems)
         pipelines.extend(file_pipelines)
         connections.update(file_connections)
+        _merge_groups(groups, file_groups, problems)
     _check_project(pipelines, connections, environ, problems)
+    _check_groups(groups, pipelines, problems)
     if problems:
         raise SpecError(problems)
-    return Project(pipelines=tuple(pipelines), connections=connections)
+    return Project(pipelines=tuple(pipelines), connections=connections, groups=groups)
 
 
 def _load_file(
     file: Path, problems: list[SpecProblem]
-) -> tuple[list[PipelineSpec], dict[str, ConnectionSpec]]:
+) -> tuple[list[PipelineSpec], dict[str, ConnectionSpec], dict[str, GroupSpec]]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(SpecProblem(file, None, None, f"cannot be read as UTF-8 text: {exc}"))
-        return [], {}
+        return [], {}, {}
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         problems.append(SpecProblem(file, None, None, f"is not valid YAML: {exc}"))
-        return [], {}
+        return [], {}, {}
     if document is None:
-        return [], {}
+        return [], {}, {}
     if not isinstance(document, Mapping):
         message = "must hold a mapping with `source` and `sink`, or `pipelines:`"
         problems.append(SpecProblem(file, None, None, message))
-        return [], {}
+        return [], {}, {}
 
     def report_file(field: str, message: str) -> None:
         problems.append(SpecProblem(file, None, field, message))
 
     top = Section(document, "", report_file)
     connections = _read_connections(top, file)
+    groups = _read_groups(top, file)
     if top.has("pipelines"):
         entries = top.raw("pipelines")
         if not isinstance(entries, list):
@@ -145,20 +158,20 @@ def _load_file(
         fields = [f"pipelines[{i}]" for i in range(len(entries))]
         top.finish()
     elif top.has("source") or top.has("sink"):
-        # `connections:` was read above; the pipeline itself is everything else.
-        entries = [{k: v for k, v in document.items() if k != "connections"}]
+        # `connections:` and `groups:` were read above; the pipeline is everything else.
+        entries = [{k: v for k, v in document.items() if k not in _FILE_KEYS}]
         fields = [""]
     else:
-        if not connections:
+        if not connections and not groups:
             top.problem("source", "is required: a spec holds `source` and `sink`, or `pipelines:`")
         top.finish()
-        return [], connections
+        return [], connections, groups
     pipelines = []
     for entry, prefix in zip(entries, fields, strict=True):
         pipeline = _read_pipeline(entry, prefix, file, problems)
         if pipeline is not None:
             pipelines.append(pipeline)
-    return pipelines, connections
+    return pipelines, connections, groups
 
 
 def _read_connections(top: Section, file: Path) -> dict[str, ConnectionSpec]:
@@ -169,10 +182,78 @@ def _read_connections(top: Section, file: Path) -> dict[str, ConnectionSpec]:
     for connection_id in declared.keys():  # noqa: SIM118 (a Section, not a dict)
         entry = declared.section(connection_id)
         kind = entry.text("type", choices=CONNECTION_TYPES, default="env") if entry else "env"
+        sensor = _read_sensor(entry.section("sensor")) if entry else None
         if entry:
             entry.finish()
-        result[connection_id] = ConnectionSpec(connection_id, kind, file)  # type: ignore[arg-type]
+        result[connection_id] = ConnectionSpec(
+            connection_id,
+            kind,  # type: ignore[arg-type]
+            file,
+            sensor or SensorSpec(),
+        )
     return result
+
+
+def _read_sensor(section: Section | None) -> SensorSpec | None:
+    """`sensor: {minimum_interval_seconds, running}` of a source connection's staleness sensor."""
+    if section is None:
+        return None
+    interval = section.positive_int("minimum_interval_seconds")
+    running = section.flag("running")
+    section.finish()
+    return SensorSpec(interval or SensorSpec.minimum_interval_seconds, running)
+
+
+def _read_groups(top: Section, file: Path) -> dict[str, GroupSpec]:
+    """`groups: {<group>: {schedule: ...}}`: settings for a whole asset group."""
+    declared = top.section("groups")
+    if declared is None:
+        return {}
+    result = {}
+    for name in declared.keys():  # noqa: SIM118 (a Section, not a dict)
+        entry = declared.section(name, required=True)
+        if entry is None:
+            continue
+        if not _GROUP.match(name):
+            declared.problem(name, f"'{name}' must be letters, digits and _ (segments joined by /)")
+        schedule = _read_schedule(entry)
+        entry.finish()
+        result[name] = GroupSpec(name, file, schedule)
+    return result
+
+
+def _merge_groups(
+    groups: dict[str, GroupSpec], found: dict[str, GroupSpec], problems: list[SpecProblem]
+) -> None:
+    for name, group in found.items():
+        first = groups.setdefault(name, group)
+        if first is not group:
+            problems.append(
+                SpecProblem(
+                    group.file,
+                    None,
+                    f"groups.{name}",
+                    f"is also declared in {first.file}; declare each group once",
+                )
+            )
+
+
+def _check_groups(
+    groups: dict[str, GroupSpec], pipelines: list[PipelineSpec], problems: list[SpecProblem]
+) -> None:
+    used = {p.group for p in pipelines}
+    for name, group in groups.items():
+        if name not in used:
+            known = ", ".join(sorted(used)) or "none yet"
+            problems.append(
+                SpecProblem(
+                    group.file,
+                    None,
+                    f"groups.{name}",
+                    f"no pipeline is in group '{name}' (groups in use: {known}); "
+                    "fix the name or set `group:` on the pipelines",
+                )
+            )
 
 
 def _read_pipeline(
@@ -207,10 +288,14 @@ def _read_pipeline(
     freshness = _read_freshness(spec)
     tags = _read_tags(spec)
     owners = _read_owners(spec)
+    partitions = _read_partitions(spec.section("partitions"))
+    checks = _read_checks(spec.section("checks"))
     spec.finish()
     if source is None or sink is None or len(problems) > before:
         return None
     _check_semantics(source, sink, report)
+    if partitions is not None:
+        _check_partitions(source, sink, report)
     if len(problems) > before:
         return None
     return PipelineSpec(
@@ -225,6 +310,8 @@ def _read_pipeline(
         freshness=freshness,
         tags=tags,
         owners=owners,
+        partitions=partitions,
+        checks=checks,
     )
 
 
@@ -412,6 +499,88 @@ def _read_schedule(spec: Section) -> ScheduleSpec | None:
         )
         return None
     return ScheduleSpec(cron, timezone) if cron else None
+
+
+def _read_partitions(section: Section | None) -> PartitionsSpec | None:
+    """`partitions: {type: daily | monthly, start: YYYY-MM-DD, timezone, end_offset}`."""
+    if section is None:
+        return None
+    kind = section.text("type", required=True, choices=("daily", "monthly"))
+    start = _read_date(section, "start")
+    timezone = section.text("timezone", default="UTC") or "UTC"
+    if not _valid_timezone(timezone):
+        section.problem(
+            "timezone", f"'{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin"
+        )
+    offset = section.raw("end_offset")
+    if offset is not None and (isinstance(offset, bool) or offset not in (0, 1)):
+        section.problem(
+            "end_offset",
+            f"must be 0 (complete periods only) or 1 (also the current one), got {offset!r}",
+        )
+    section.finish()
+    if kind == "monthly" and start is not None and start.day != 1:
+        section.problem(
+            "start",
+            f"'{start}' must be the first day of a month for monthly partitions, e.g. {start:%Y-%m}-01",
+        )
+        return None
+    if kind is None or start is None:
+        return None
+    return PartitionsSpec(kind, start, timezone, int(offset or 0))  # type: ignore[arg-type]
+
+
+def _read_date(section: Section, key: str) -> date | None:
+    raw = section.raw(key)
+    if isinstance(raw, date):  # YAML reads an unquoted 2026-01-01 as a date
+        return raw
+    try:
+        return date.fromisoformat(str(raw)) if isinstance(raw, str) else None
+    except ValueError:
+        pass
+    section.problem(key, f"must be a date written YYYY-MM-DD, e.g. 2026-01-01, got {raw!r}")
+    return None
+
+
+def _read_checks(section: Section | None) -> ChecksSpec:
+    """`checks: {row_count_tolerance: 0.01, retained_wal_warn: 1GB}`."""
+    if section is None:
+        return ChecksSpec()
+    defaults = ChecksSpec()
+    tolerance = section.raw("row_count_tolerance")
+    if tolerance is None:
+        tolerance = defaults.row_count_tolerance
+    elif (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not 0 <= tolerance < 1
+    ):
+        section.problem(
+            "row_count_tolerance",
+            f"must be a fraction from 0 up to 1 (0.01 allows 1% difference), got {tolerance!r}",
+        )
+        tolerance = defaults.row_count_tolerance
+    retained = section.raw("retained_wal_warn")
+    warn_bytes = defaults.retained_wal_warn_bytes
+    if retained is not None:
+        try:
+            warn_bytes = parse_size(retained)
+        except ValueError as exc:
+            section.problem("retained_wal_warn", str(exc))
+    section.finish()
+    return ChecksSpec(float(tolerance), warn_bytes)
+
+
+def _check_partitions(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
+    strategy = sink.strategy
+    if strategy.mode != "partition_replace":
+        report(
+            "partitions",
+            f"time partitions need sink.strategy.mode partition_replace (this pipeline uses "
+            f"{strategy.mode}): each Dagster partition replaces its slice of partition_column",
+        )
+    if source.type != "postgres":
+        report("partitions", "time partitions need a postgres source")
 
 
 def _valid_timezone(name: str) -> bool:

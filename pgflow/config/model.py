@@ -7,7 +7,7 @@ sensors and runs without anyone mutating it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -111,6 +111,30 @@ class FreshnessSpec:
 
 
 @dataclass(frozen=True)
+class PartitionsSpec:
+    """Time partitions of a partition_replace asset: one Dagster partition per day or month."""
+
+    type: Literal["daily", "monthly"]
+    start: date
+    timezone: str = "UTC"
+    end_offset: int = 0  # 1 also offers the current, still open day or month
+
+
+# One GiB of WAL held back by a slot is worth a warning by default.
+DEFAULT_RETAINED_WAL_WARN = 1024**3
+
+
+@dataclass(frozen=True)
+class ChecksSpec:
+    """Thresholds of the pipeline's asset checks."""
+
+    # Allowed |target - source| / source rows where the load is not one consistent snapshot.
+    row_count_tolerance: float = 0.01
+    # A CDC slot retaining more WAL than this makes the slot check warn.
+    retained_wal_warn_bytes: int = DEFAULT_RETAINED_WAL_WARN
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     name: str
     file: Path
@@ -123,6 +147,16 @@ class PipelineSpec:
     freshness: FreshnessSpec | None = None
     tags: dict[str, str] = field(default_factory=dict)
     owners: tuple[str, ...] = ()
+    partitions: PartitionsSpec | None = None
+    checks: ChecksSpec = field(default_factory=ChecksSpec)
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """The staleness sensor of one source connection."""
+
+    minimum_interval_seconds: int = 60
+    running: bool = False  # Dagster's default: a new sensor starts stopped
 
 
 @dataclass(frozen=True)
@@ -132,13 +166,28 @@ class ConnectionSpec:
     connection_id: str
     type: ConnectionType = "env"
     file: Path | None = None
+    sensor: SensorSpec = field(default_factory=SensorSpec)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Settings of an asset group, declared under `groups:`."""
+
+    name: str
+    file: Path
+    schedule: ScheduleSpec | None = None
 
 
 @dataclass(frozen=True)
 class Project:
     pipelines: tuple[PipelineSpec, ...]
     connections: dict[str, ConnectionSpec] = field(default_factory=dict)
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
 
     def source_connection_ids(self) -> list[str]:
         ids = {p.source.connection_id for p in self.pipelines if p.source.connection_id}
         return sorted(ids)
+
+    def sensor_settings(self, connection_id: str) -> SensorSpec:
+        declared = self.connections.get(connection_id)
+        return declared.sensor if declared else SensorSpec()
