@@ -8,8 +8,10 @@ from dagster import AssetExecutionContext
 from pydantic import Field
 
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
+from pgflow.bindings.retries import retry_policy
 from pgflow.config.loader import dagster_name
-from pgflow.config.model import PipelineSpec, Project, SinkSpec, SourceSpec
+from pgflow.config.model import PartitionsSpec, PipelineSpec, Project, SinkSpec, SourceSpec
+from pgflow.sources.window import TimeWindow
 
 
 class PipelineRunConfig(dg.Config):
@@ -85,17 +87,48 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         freshness_policy=freshness,
         metadata={"pgflow/pipeline": _pipeline_metadata(pipeline)},
         op_tags={"pgflow/pipeline": pipeline.name},
+        retry_policy=retry_policy(),
+        partitions_def=partitions_definition(pipeline.partitions),
+        # A backfill of a range is one run replacing the whole range in one transaction.
+        backfill_policy=dg.BackfillPolicy.single_run() if pipeline.partitions else None,
     )
     def _load(context: AssetExecutionContext, config: PipelineRunConfig) -> PipelineRead:
+        window = _time_window(context, pipeline)
+        slice_text = f" [{window.start.isoformat()}, {window.end.isoformat()})" if window else ""
         context.log.info(
             f"pipeline '{pipeline.name}' ({pipeline.file}): {_endpoint(source)} -> "
-            f"{_endpoint(sink)}, {sink.strategy.mode}"
+            f"{_endpoint(sink)}, {sink.strategy.mode}{slice_text}"
         )
         if config.reset:
             context.log.warning(f"pipeline '{pipeline.name}': reset requested, full reload")
-        return PipelineRead(pipeline, reset=config.reset)
+        return PipelineRead(pipeline, reset=config.reset, window=window)
 
     return _load
+
+
+def partitions_definition(
+    partitions: PartitionsSpec | None,
+) -> dg.TimeWindowPartitionsDefinition | None:
+    if partitions is None:
+        return None
+    start = partitions.start.isoformat()
+    if partitions.type == "daily":
+        return dg.DailyPartitionsDefinition(
+            start_date=start, timezone=partitions.timezone, end_offset=partitions.end_offset
+        )
+    return dg.MonthlyPartitionsDefinition(
+        start_date=start, timezone=partitions.timezone, end_offset=partitions.end_offset
+    )
+
+
+def _time_window(context: AssetExecutionContext, pipeline: PipelineSpec) -> TimeWindow | None:
+    """The slice this run replaces: one partition, or a backfill's whole range."""
+    if pipeline.partitions is None:
+        return None
+    column = pipeline.sink.strategy.partition_column
+    assert column is not None  # the loader requires it for partition_replace
+    window = context.partition_time_window
+    return TimeWindow(column, window.start, window.end)
 
 
 def _default_description(pipeline: PipelineSpec) -> str:

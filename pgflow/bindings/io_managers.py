@@ -7,8 +7,8 @@ Downstream assets receive a `TableRef` to the loaded table, never the rows in me
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import polars as pl
 import psycopg
 
 from pgflow.bindings.metadata import (
+    activity_metadata,
     cdc_metadata,
     cdc_summary,
     delta_load_metadata,
@@ -27,19 +28,24 @@ from pgflow.bindings.metadata import (
 )
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
+from pgflow.connections.errors import is_transient
 from pgflow.connections.resource import PostgresConnections
+from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.sinks.delta.load import load_delta
 from pgflow.sinks.delta.scan import scan_delta_table
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
 from pgflow.sinks.postgres.delta_sync import DeltaSyncError, sync_delta
 from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.sinks.postgres.partition_replace import NativePartitionRefused, PartitionSliceError
+from pgflow.sources.activity import table_modifications
 from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound, describe_table
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.column_cursor import NullCursorRows
 from pgflow.sources.lazy import scan_postgres_table
 from pgflow.sources.select import table_source
+from pgflow.sources.window import TimeWindow
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class PipelineRead:
 
     pipeline: PipelineSpec
     reset: bool = False  # this run reads everything and rebuilds the target
+    window: TimeWindow | None = None  # a time partition: read and replace this slice only
 
 
 @dataclass(frozen=True)
@@ -76,36 +83,32 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 f"pipeline '{spec.name}' uses mode {spec.sink.strategy.mode}, "
                 f"but was given the {self.mode()} IO manager"
             )
-        reset = obj.reset or spec.source.options.reset
-        try:
+        reset = _effective_reset(context, obj)
+        with _step_errors(spec):
             if spec.source.type == "delta":
                 self._sync_delta(context, spec, reset)
             elif spec.source.options.incremental_strategy == "cdc":
                 self._replicate(context, spec, reset)
             else:
-                self._load(context, spec, reset)
-        except TableNotFound:
-            raise dg.Failure(
-                f"pipeline '{spec.name}' ({spec.file}): source table {spec.source.table} not "
-                f"found on connection '{spec.source.connection_id}'; check source.table"
-            ) from None
-        except SourceConfigError as exc:
-            raise dg.Failure(
-                f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
-            ) from None
-        except (NullCursorRows, ReplicationError, CdcApplyError, DeltaSyncError) as exc:
-            raise dg.Failure(f"pipeline '{spec.name}' ({spec.file}): {exc}") from None
+                self._load(context, spec, reset, obj.window)
 
-    def _load(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
+    def _load(
+        self,
+        context: dg.OutputContext,
+        spec: PipelineSpec,
+        reset: bool,
+        window: TimeWindow | None,
+    ) -> None:
         source, sink = spec.source, spec.sink
-        assert source.connection_id and sink.connection_id and sink.table
+        assert source.connection_id and source.table and sink.connection_id and sink.table
         with (
             self.connections.connect(source.connection_id, source.connection_type) as src_conn,
             self.connections.connect(
                 sink.connection_id, sink.connection_type, autocommit=True
             ) as dst_conn,
         ):
-            reader = table_source(src_conn, source)
+            modifications = _source_modifications(src_conn, source.table)
+            reader = table_source(src_conn, source, window)
             progress = _progress_logger(context, sink.table, lambda: reader.info.estimated_rows)
             result = load_table(
                 dst_conn,
@@ -118,7 +121,13 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             )
             database = dst_conn.info.dbname
         context.log.info(_summary(result))
-        context.add_output_metadata(load_metadata(result, database))
+        metadata = load_metadata(result, database)
+        metadata.update(activity_metadata(modifications, _exact_source_rows(spec, result, reset)))
+        if window is not None:
+            metadata["pgflow/partition_slice"] = dg.MetadataValue.text(
+                f"[{window.start.isoformat()}, {window.end.isoformat()}) of {window.column}"
+            )
+        context.add_output_metadata(metadata)
 
     def _replicate(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
         source, sink = spec.source, spec.sink
@@ -188,6 +197,70 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             return self.connections.open(ref.connection_id, ref.connection_type)
 
         return scan_postgres_table(connect, ref.table)
+
+
+# Errors that name their own cause and fix: shown as they are, without a traceback.
+_EXPLAINED_ERRORS = (
+    NullCursorRows,
+    ReplicationError,
+    CdcApplyError,
+    DeltaSyncError,
+    ConnectionConfigError,
+    PartitionSliceError,
+    NativePartitionRefused,
+)
+
+
+@contextmanager
+def _step_errors(spec: PipelineSpec) -> Iterator[None]:
+    """Let transient errors through to the RetryPolicy; make every other one a final Failure."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        where = f"pipeline '{spec.name}' ({spec.file})"
+        if isinstance(exc, TableNotFound):
+            description = (
+                f"{where}: source table {spec.source.table} not found on connection "
+                f"'{spec.source.connection_id}'; check source.table"
+            )
+        elif isinstance(exc, SourceConfigError):
+            description = f"{where}: field '{exc.field}': {exc.detail}"
+        elif isinstance(exc, _EXPLAINED_ERRORS):
+            description = f"{where}: {exc}"
+        else:
+            # Unexpected: keep the traceback (raised from exc) for whoever debugs it.
+            raise dg.Failure(f"{where}: {type(exc).__name__}: {exc}", allow_retries=False) from exc
+        raise dg.Failure(description, allow_retries=False) from None
+
+
+def _effective_reset(context: dg.OutputContext, obj: PipelineRead) -> bool:
+    reset = obj.reset or obj.pipeline.source.options.reset
+    if reset and obj.window is not None:
+        # A time partition replaces its whole slice anyway; truncating the table would not.
+        context.log.warning(
+            f"pipeline '{obj.pipeline.name}': reset ignored for a time partition: the run "
+            "replaces its whole slice with the source's rows already"
+        )
+        return False
+    return reset
+
+
+def _source_modifications(conn: psycopg.Connection, table: TableName) -> int | None:
+    """The source's write counter before the read (the staleness sensors compare with it)."""
+    try:
+        return table_modifications(conn, table)
+    finally:
+        conn.rollback()  # the read opens its own snapshot transaction
+
+
+def _exact_source_rows(spec: PipelineSpec, result: LoadResult, reset: bool) -> int | None:
+    """The source's row count when the target must now equal one consistent snapshot of it."""
+    whole = result.read is None and spec.sink.strategy.mode == "full_refresh"
+    if (whole or reset) and result.duplicates_dropped == 0:
+        return result.rows_read
+    return None
 
 
 def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
@@ -271,31 +344,31 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: PipelineRead) -> None:
         spec = obj.pipeline
         source, sink = spec.source, spec.sink
-        assert source.connection_id and sink.path
-        try:
-            with self.connections.connect(source.connection_id, source.connection_type) as conn:
-                result = load_delta(
-                    table_source(conn, source),
-                    sink.path,
-                    sink.strategy,
-                    storage_options=self.delta.storage_options(),
-                    pipeline=spec.name,
-                    reset=obj.reset or source.options.reset,
-                )
-        except TableNotFound:
-            raise dg.Failure(
-                f"pipeline '{spec.name}' ({spec.file}): source table {source.table} not "
-                f"found on connection '{source.connection_id}'; check source.table"
-            ) from None
-        except SourceConfigError as exc:
-            raise dg.Failure(
-                f"pipeline '{spec.name}' ({spec.file}): field '{exc.field}': {exc.detail}"
-            ) from None
+        assert source.connection_id and source.table and sink.path
+        reset = _effective_reset(context, obj)
+        with (
+            _step_errors(spec),
+            self.connections.connect(source.connection_id, source.connection_type) as conn,
+        ):
+            modifications = _source_modifications(conn, source.table)
+            result = load_delta(
+                table_source(conn, source, obj.window),
+                sink.path,
+                sink.strategy,
+                storage_options=self.delta.storage_options(),
+                pipeline=spec.name,
+                reset=reset,
+            )
         context.log.info(
             f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "
             f"in {result.seconds:.1f}s"
         )
-        context.add_output_metadata(delta_load_metadata(result))
+        full_read = source.options.incremental_strategy == "full"
+        whole = full_read and sink.strategy.mode == "full_refresh"
+        exact = result.rows_read if whole or reset else None
+        metadata = delta_load_metadata(result)
+        metadata.update(activity_metadata(modifications, exact))
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
         spec = _upstream_pipeline(context)

@@ -168,3 +168,18 @@ def delta_load_metadata(result: DeltaLoadResult) -> dict[str, Any]:
         metadata["pgflow/cursor_before"] = dg.MetadataValue.text(before)
         metadata["pgflow/cursor_after"] = dg.MetadataValue.text(after)
     return metadata
+
+
+def activity_metadata(modifications: int | None, exact_rows: int | None) -> dict[str, Any]:
+    """What the staleness sensor and the row-count check compare with later.
+
+    `pgflow/source_modifications`: the source's insert+update+delete counter before the read.
+    `pgflow/source_rows_exact`: the source's row count, when the target must now equal that
+    one consistent snapshot (a full read into full_refresh, or a reset).
+    """
+    metadata: dict[str, Any] = {}
+    if modifications is not None:
+        metadata["pgflow/source_modifications"] = dg.MetadataValue.int(modifications)
+    if exact_rows is not None:
+        metadata["pgflow/source_rows_exact"] = dg.MetadataValue.int(exact_rows)
+    return metadata

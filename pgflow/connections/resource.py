@@ -17,6 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, PrivateAttr
 
+from pgflow.connections.errors import is_transient
 from pgflow.connections.secrets import (
     ConnectionConfigError,
     VaultSettings,
@@ -75,7 +76,8 @@ class PostgresConnections(dg.ConfigurableResource):
         except psycopg.Error as exc:
             message = redact(str(exc).strip(), secret_values(conninfo))
             raise ConnectionConfigError(
-                f"could not connect to '{connection_id}' ({connection_type}): {message}"
+                f"could not connect to '{connection_id}' ({connection_type}): {message}",
+                transient=is_transient(exc),
             ) from None
 
     @contextmanager

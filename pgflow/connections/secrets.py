@@ -34,7 +34,14 @@ _OPTIONAL_KEYS = (
 
 
 class ConnectionConfigError(RuntimeError):
-    """A connection cannot be resolved or opened; the message is safe to show."""
+    """A connection cannot be resolved or opened; the message is safe to show.
+
+    `transient` is True when a retry may succeed (server down or restarting, network).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def conninfo_from_env(connection_id: str, environ: Mapping[str, str]) -> str:

@@ -34,6 +34,10 @@ class TableSource(Protocol):
         """End the read: the source keeps no snapshot open while the sink applies."""
         ...
 
+    def window_bounds(self) -> tuple[object, object] | None:
+        """The [lower, upper) slice of a time-partitioned read, typed; None reads all rows."""
+        ...
+
 
 @dataclass(frozen=True)
 class Position:

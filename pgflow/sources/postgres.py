@@ -11,6 +11,7 @@ from psycopg import sql
 from pgflow.config.model import TableName
 from pgflow.sources.base import CopyFormat
 from pgflow.sources.catalog import TableInfo, describe_table
+from pgflow.sources.window import TimeWindow
 
 # Text COPY output depends on these settings; pin them on both ends so values round-trip.
 PORTABLE_TEXT_SETTINGS = {
@@ -39,12 +40,15 @@ class PostgresTableSource:
 
     `open()` starts the snapshot; the catalog read and the data read share it, so the shape
     we plan with is the shape we stream. The connection must not be in autocommit mode.
-    Subclasses narrow the read with `row_filter`.
+    Subclasses narrow the read with `row_filter`; a `window` narrows it to one time slice.
     """
 
-    def __init__(self, conn: psycopg.Connection, table: TableName):
+    def __init__(
+        self, conn: psycopg.Connection, table: TableName, window: TimeWindow | None = None
+    ):
         self._conn = conn
         self._table = table
+        self._window = window
         self._info: TableInfo | None = None
 
     def open(self) -> None:
@@ -75,7 +79,18 @@ class PostgresTableSource:
 
     def row_filter(self) -> sql.Composable | None:
         """A WHERE condition on the source rows; None reads them all."""
-        return None
+        bounds = self.window_bounds()
+        if bounds is None or self._window is None:
+            return None
+        return sql.SQL("{col} >= {lower} AND {col} < {upper}").format(
+            col=sql.Identifier(self._window.column),
+            lower=sql.Literal(bounds[0]),
+            upper=sql.Literal(bounds[1]),
+        )
+
+    def window_bounds(self) -> tuple[object, object] | None:
+        """The time window's bounds in the partition column's type; None without a window."""
+        return None if self._window is None else self._window.bounds(self.info)
 
     def select_query(self, expressions: Sequence[sql.Composable]) -> sql.Composed:
         """The read as a query: SELECT `expressions` FROM the table, narrowed by `row_filter`."""

@@ -8,11 +8,17 @@ from pgflow.config.model import SourceSpec
 from pgflow.sources.base import TableSource
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.window import TimeWindow
 from pgflow.sources.xmin import XminSource
 
 
-def table_source(conn: psycopg.Connection, spec: SourceSpec) -> TableSource:
-    """The reader for a postgres source: full, cursor column or xmin (not yet opened)."""
+def table_source(
+    conn: psycopg.Connection, spec: SourceSpec, window: TimeWindow | None = None
+) -> TableSource:
+    """The reader for a postgres source: full, cursor column or xmin (not yet opened).
+
+    `window` narrows a full read to one time slice (a partition_replace time partition).
+    """
     assert spec.table is not None
     options = spec.options
     if options.incremental_strategy == "column":
@@ -22,6 +28,8 @@ def table_source(conn: psycopg.Connection, spec: SourceSpec) -> TableSource:
         )
     if options.incremental_strategy == "xmin":
         return XminSource(conn, spec.table)
+    if window is not None and options.incremental_strategy != "full":
+        raise ValueError("a time window narrows full reads only")
     if options.incremental_strategy == "full":
-        return PostgresTableSource(conn, spec.table)
+        return PostgresTableSource(conn, spec.table, window)
     raise ValueError(f"incremental_strategy {options.incremental_strategy} has no table reader")

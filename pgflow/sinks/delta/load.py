@@ -125,6 +125,8 @@ def load_delta(
     read: ArrowRead | None = None
     source.open()
     try:
+        if partition_slice is None and (bounds := source.window_bounds()) is not None:
+            partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
         plan = None
         if incremental is not None:
             plan = incremental.plan(state.position, reset)

@@ -140,6 +140,8 @@ def load_table(
         set_portable_text_format(conn)
         ddl.lock_target(log, target)
         source.open()  # after the lock: runs of one target read in the order they write
+        if partition_slice is None and (bounds := source.window_bounds()) is not None:
+            partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
         if keyed:
             keys.check_key_columns(strategy.unique_key, source.info)
         read = incremental.plan(state.read_position(conn, target), reset) if incremental else None
