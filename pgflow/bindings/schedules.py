@@ -1,21 +1,83 @@
-"""Schedules from the specs' `schedule` key: one per pipeline, targeting that asset only."""
+"""Schedules from the specs.
+
+- A pipeline's `schedule` targets that asset. For a time-partitioned asset each tick runs
+  the latest partition at the tick's time (yesterday's day with daily partitions, unless
+  `end_offset: 1` also offers today's).
+- A group's schedule (`groups: {<name>: {schedule: ...}}`) runs the group's unpartitioned
+  assets together in one run. One Dagster job cannot mix partitioned and unpartitioned
+  assets, so each partitioned asset of the group without a schedule of its own gets one
+  from the group's cron.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from pgflow.config.model import Project
+from pgflow.bindings.assets import partitions_definition, run_tags
+from pgflow.config.model import GroupSpec, PipelineSpec, Project, ScheduleSpec
 
 
 def pipeline_schedules(project: Project) -> list[dg.ScheduleDefinition]:
-    return [
-        dg.ScheduleDefinition(
-            name=f"{p.name}_schedule",
-            target=dg.AssetSelection.assets(dg.AssetKey(list(p.asset_key))),
-            cron_schedule=p.schedule.cron,
-            execution_timezone=p.schedule.timezone,
-            description=f"From the schedule of {p.file}.",
-        )
-        for p in project.pipelines
-        if p.schedule is not None
-    ]
+    schedules = []
+    for pipeline in project.pipelines:
+        cron = pipeline.schedule or _group_cron_for_partitioned(project, pipeline)
+        if cron is not None:
+            schedules.append(_pipeline_schedule(pipeline, cron))
+    for group in project.groups.values():
+        members = [p for p in project.pipelines if p.group == group.name and not p.partitions]
+        if group.schedule is not None and members:
+            schedules.append(_group_schedule(group, members))
+    return schedules
+
+
+def _group_cron_for_partitioned(project: Project, pipeline: PipelineSpec) -> ScheduleSpec | None:
+    group = project.groups.get(pipeline.group)
+    return group.schedule if group is not None and pipeline.partitions else None
+
+
+def _asset_key(pipeline: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey(list(pipeline.asset_key))
+
+
+def _pipeline_schedule(pipeline: PipelineSpec, cron: ScheduleSpec) -> dg.ScheduleDefinition:
+    origin = pipeline.file if pipeline.schedule else f"group '{pipeline.group}'"
+    common = {
+        "name": f"{pipeline.name}_schedule",
+        "cron_schedule": cron.cron,
+        "execution_timezone": cron.timezone,
+        "target": dg.AssetSelection.assets(_asset_key(pipeline)),
+        "tags": run_tags(pipeline),
+    }
+    partitions = partitions_definition(pipeline.partitions)
+    if partitions is None:
+        return dg.ScheduleDefinition(description=f"From the schedule of {origin}.", **common)
+
+    @dg.schedule(
+        description=f"The latest {pipeline.partitions.type} partition, from the schedule of "  # type: ignore[union-attr]
+        f"{origin}.",
+        **common,
+    )
+    def _latest_partition(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        # The partitions that exist at the tick's time, not at the (possibly late) evaluation.
+        with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+            key = partitions.get_last_partition_key()
+        if key is None:
+            return dg.SkipReason(
+                f"no partition has ended yet (partitions start {partitions.start})"
+            )
+        return dg.RunRequest(partition_key=key, tags=run_tags(pipeline))
+
+    return _latest_partition
+
+
+def _group_schedule(group: GroupSpec, members: list[PipelineSpec]) -> dg.ScheduleDefinition:
+    assert group.schedule is not None
+    return dg.ScheduleDefinition(
+        name=f"{group.name.replace('/', '__')}_group_schedule",
+        # The group's pgflow assets only: the group may also hold non-materializable sources.
+        target=dg.AssetSelection.assets(*(_asset_key(p) for p in members)),
+        cron_schedule=group.schedule.cron,
+        execution_timezone=group.schedule.timezone,
+        description=f"Every unpartitioned pgflow asset of group '{group.name}', from {group.file}.",
+        tags={"pgflow/group": group.name},
+    )
