@@ -534,10 +534,11 @@ def _read_date(section: Section, key: str) -> date | None:
     raw = section.raw(key)
     if isinstance(raw, date):  # YAML reads an unquoted 2026-01-01 as a date
         return raw
-    try:
-        return date.fromisoformat(str(raw)) if isinstance(raw, str) else None
-    except ValueError:
-        pass
+    if isinstance(raw, str):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            pass
     section.problem(key, f"must be a date written YYYY-MM-DD, e.g. 2026-01-01, got {raw!r}")
     return None
 

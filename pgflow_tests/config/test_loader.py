@@ -39,7 +39,8 @@ STRATEGY_KEYS = (
     "on_schema_change, only_new_rows, partition_column, unique_key"
 )
 PIPELINE_KEYS = (
-    "asset_key, description, freshness, group, name, owners, schedule, sink, source, tags"
+    "asset_key, checks, description, freshness, group, name, owners, partitions, schedule, "
+    "sink, source, tags"
 )
 DROP = object()  # in overrides: remove the key
 
@@ -868,7 +869,7 @@ def test_unknown_source_option_lists_the_allowed_ones(tmp_path: Path) -> None:
 def test_unknown_key_in_a_pipelines_list_and_at_file_level(tmp_path: Path) -> None:
     spec = write(tmp_path / "p.yaml", {"pipelines": [pipeline(descripton="x")], "conections": {}})
     assert problems_of(spec) == [
-        f"{spec}: field 'conections': is not a known field; allowed here: connections, pipelines",
+        f"{spec}: field 'conections': is not a known field; allowed here: connections, groups, pipelines",
         f"{spec}: pipeline 'landing_orders': field 'descripton': "
         f"is not a known field; allowed here: {PIPELINE_KEYS}",
     ]
@@ -1138,7 +1139,7 @@ def test_a_file_without_source_sink_or_pipelines(tmp_path: Path) -> None:
     spec = write(tmp_path / "p.yaml", {"sourse": pipeline()["source"]})
     assert problems_of(spec) == [
         f"{spec}: field 'source': is required: a spec holds `source` and `sink`, or `pipelines:`",
-        f"{spec}: field 'sourse': is not a known field; allowed here: connections",
+        f"{spec}: field 'sourse': is not a known field; allowed here: connections, groups",
     ]
 
 
@@ -1452,7 +1453,7 @@ def test_declared_connection_mistakes(tmp_path: Path) -> None:
     )
     assert problems_of(spec, {}) == [
         f"{spec}: field 'connections.shop.type': 'aws' is not allowed; use one of: env, vault",
-        f"{spec}: field 'connections.warehouse.typ': is not a known field; allowed here: type",
+        f"{spec}: field 'connections.warehouse.typ': is not a known field; allowed here: sensor, type",
         f"{spec}: field 'connections.crm': must be a mapping, got str 'env'",
     ]
 
