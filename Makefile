@@ -43,7 +43,10 @@ localdb: install $(DAGSTER_HOME)/dagster.yaml
 
 demo: localdb
 	$(BIN)/pgflow localdb seed --customers 2000
-	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions --select '*'
+	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
+	  --select 'landing/customers,landing/orders,landing/order_items,landing/payments'
+	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
+	  --select landing/orders_monthly --partition-range 2024-01-01...2024-12-01
 	$(LOCAL_ENV) && $(BIN)/pgflow report
 	@echo "Browse it in the Dagster UI: make dev   |   query it: eval \"\$$($(BIN)/pgflow localdb env)\" && psql \"\$$PGFLOW_CONN_WAREHOUSE\""
 

@@ -3,6 +3,8 @@
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
 """
 
+import warnings
+
 import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import Field
@@ -89,8 +91,7 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         op_tags={"pgflow/pipeline": pipeline.name},
         retry_policy=retry_policy(),
         partitions_def=partitions_definition(pipeline.partitions),
-        # A backfill of a range is one run replacing the whole range in one transaction.
-        backfill_policy=dg.BackfillPolicy.single_run() if pipeline.partitions else None,
+        backfill_policy=_backfill_policy(pipeline),
     )
     def _load(context: AssetExecutionContext, config: PipelineRunConfig) -> PipelineRead:
         window = _time_window(context, pipeline)
@@ -104,6 +105,15 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         return PipelineRead(pipeline, reset=config.reset, window=window)
 
     return _load
+
+
+def _backfill_policy(pipeline: PipelineSpec) -> dg.BackfillPolicy | None:
+    """A backfill of a range is one run replacing the whole range in one transaction."""
+    if pipeline.partitions is None:
+        return None
+    # Dagster flags the parameter as beta on every code-location load; it is what we want.
+    warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
+    return dg.BackfillPolicy.single_run()
 
 
 def partitions_definition(
