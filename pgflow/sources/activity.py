@@ -14,11 +14,12 @@ from psycopg import sql
 
 from pgflow.config.model import TableName
 
+# pg_partition_tree() of a plain table is empty, so the table itself is matched too.
 _MODIFICATIONS = """
 SELECT sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::bigint
-FROM pg_partition_tree(to_regclass(%(table)s)) AS t
-JOIN pg_stat_user_tables AS s ON s.relid = t.relid
-WHERE t.isleaf
+FROM pg_stat_user_tables AS s
+WHERE s.relid = to_regclass(%(table)s)
+   OR s.relid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(table)s)) WHERE isleaf)
 """
 
 
