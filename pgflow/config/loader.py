@@ -600,7 +600,7 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
         return None
     try:
         if isinstance(raw, str):
-            return FreshnessSpec(fail_after=parse_duration(raw))
+            return _freshness(spec, parse_duration(raw), None)
         if (
             isinstance(raw, Mapping)
             and set(raw) <= {"fail_after", "warn_after"}
@@ -611,7 +611,7 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
             if warn is not None and warn >= fail:
                 spec.problem("freshness", "warn_after must be shorter than fail_after")
                 return None
-            return FreshnessSpec(fail_after=fail, warn_after=warn)
+            return _freshness(spec, fail, warn)
     except ValueError as exc:
         spec.problem("freshness", str(exc))
         return None
@@ -620,6 +620,14 @@ def _read_freshness(spec: Section) -> FreshnessSpec | None:
         "must be a duration (e.g. 2h) or a mapping with fail_after and optional warn_after",
     )
     return None
+
+
+def _freshness(spec: Section, fail: timedelta, warn: timedelta | None) -> FreshnessSpec | None:
+    # Dagster's freshness policies count in whole minutes and refuse shorter windows.
+    if min(fail, warn or fail) < timedelta(minutes=1):
+        spec.problem("freshness", "windows must be at least 1 minute (Dagster's resolution)")
+        return None
+    return FreshnessSpec(fail_after=fail, warn_after=warn)
 
 
 def _read_tags(spec: Section) -> dict[str, str]:

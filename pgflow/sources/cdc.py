@@ -213,6 +213,11 @@ def check_slot(slot: SlotInfo | None, name: str, database: str) -> SlotInfo:
             f"replication slot {name} was invalidated (wal_status {slot.wal_status}): the WAL it "
             f"needed was removed, e.g. by max_slot_wal_keep_size; {resnapshot}"
         )
+    return check_slot_usable(slot, name, database)
+
+
+def check_slot_usable(slot: SlotInfo, name: str, database: str) -> SlotInfo:
+    """The slot is pgoutput's on `database` and free; its WAL may already be lost."""
     if slot.plugin != PLUGIN or slot.database != database:
         raise ReplicationError(
             f"replication slot {name} belongs to plugin {slot.plugin} on database "

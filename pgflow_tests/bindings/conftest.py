@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -80,3 +81,31 @@ def dagster_setup(local_pg, make_database: Callable[[], str], tmp_path: Path) ->
         "DAGSTER_PG_DB": psycopg.conninfo.conninfo_to_dict(storage_uri)["dbname"],
     }
     return DagsterSetup(env, specs, source_uri, sink_uri, local_pg.password, home)
+
+
+@dataclass
+class Env:
+    """In-process set-up for check and sensor tests: connections "shop" (an items table of
+    50 rows) and "warehouse" in the environment, a spec folder and a folder for Delta tables."""
+
+    source_uri: str
+    sink_uri: str
+    specs: Path
+    lake: Path
+
+
+@pytest.fixture
+def env(source_uri: str, sink_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    monkeypatch.setenv("PGFLOW_CONN_SHOP", source_uri)
+    monkeypatch.setenv("PGFLOW_CONN_WAREHOUSE", sink_uri)
+    items_table(source_uri, rows=50)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    return Env(source_uri, sink_uri, specs, tmp_path / "lake")
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance (SQLite storage in a temporary folder)."""
+    with dg.instance_for_test() as inst:
+        yield inst

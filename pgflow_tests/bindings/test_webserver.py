@@ -1,5 +1,6 @@
 """The real `dagster-webserver` loads workspace.yaml: the pgflow location is LOADED with the
-assets of the specs, and a bad spec shows up as a load error naming the file."""
+assets, checks, sensors and schedules of the specs, and a bad spec shows up as a load error
+naming the file."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ QUERY = """
 { workspaceOrError { __typename ... on Workspace { locationEntries {
     name loadStatus
     locationOrLoadError { __typename
-      ... on RepositoryLocation { repositories { assetNodes { assetKey { path } } } }
+      ... on RepositoryLocation { repositories {
+          sensors { name minIntervalSeconds }
+          schedules { name cronSchedule executionTimezone }
+          assetNodes {
+            assetKey { path } groupName kinds isPartitioned
+            dependencyKeys { path }
+            tags { key value }
+            owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+            assetChecksOrError { ... on AssetChecks { checks { name } } }
+          } } }
       ... on PythonError { message errorChain { error { message } } } } } } } }
 """
 
@@ -75,8 +85,32 @@ def test_webserver_loads_the_pgflow_location_with_its_assets(dagster_setup: Dags
     assert entry["loadStatus"] == "LOADED"
     loaded = entry["locationOrLoadError"]
     assert loaded["__typename"] == "RepositoryLocation", loaded
-    keys = {"/".join(n["assetKey"]["path"]) for n in loaded["repositories"][0]["assetNodes"]}
-    assert keys == {"landing/items", "shop/public/items"}
+    repository = loaded["repositories"][0]
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in repository["assetNodes"]}
+    assert set(nodes) == {"landing/items", "shop/public/items"}
+
+    # What the UI shows for the pipeline: lineage, kinds, owners, tags and its checks.
+    items = nodes["landing/items"]
+    assert items["dependencyKeys"] == [{"path": ["shop", "public", "items"]}]
+    assert (items["groupName"], items["kinds"], items["isPartitioned"]) == (
+        "shop",
+        ["postgres"],
+        False,
+    )
+    assert items["owners"] == [{"team": "data-platform"}]
+    assert {"key": "domain", "value": "catalogue"} in items["tags"]
+    checks = {c["name"] for c in items["assetChecksOrError"]["checks"]}
+    assert checks == {"row_count_parity", "schema", "freshness"}
+
+    sensors = {s["name"]: s["minIntervalSeconds"] for s in repository["sensors"]}
+    assert sensors == {"pgflow_stale_shop": 60, "pgflow_freshness": 60}
+    assert repository["schedules"] == [
+        {
+            "name": "landing_items_schedule",
+            "cronSchedule": "15 3 * * *",
+            "executionTimezone": "Europe/Berlin",
+        }
+    ]
 
 
 def test_webserver_shows_a_bad_spec_as_a_load_error(dagster_setup: DagsterSetup):

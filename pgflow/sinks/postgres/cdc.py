@@ -173,8 +173,9 @@ def _start(
     """A fresh slot, and the target as of the slot's start (snapshot) or left as it is."""
     existing = cdc.slot_info(control, settings.slot)
     if existing is not None:
-        # The sink holds no position from it, so nothing depends on what it retained.
-        cdc.check_slot(existing, settings.slot, control.info.dbname)
+        # The sink holds no position from it, so nothing depends on what it retained: an
+        # invalidated slot is replaced too, which is how a reset recovers from one.
+        cdc.check_slot_usable(existing, settings.slot, control.info.dbname)
         cdc.drop_slot(control, settings.slot)
     result.snapshot_reason = reason
     if settings.snapshot == "never":
