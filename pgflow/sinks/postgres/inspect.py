@@ -139,5 +139,5 @@ def compare_columns(
         added=tuple(c.name for c in drift.new),
         dropped=tuple(c.name for c in drift.gone),
         retyped=tuple(f"{s.name} ({t.type_sql} -> {s.type_sql})" for s, t in drift.retyped),
-        refused=tuple(schema_drift._refused(drift, policy)),
+        refused=tuple(schema_drift.refused_changes(drift, policy)),
     )

@@ -54,7 +54,7 @@ def reconcile(
     drift = find_drift(log, source, target)
     if not drift:
         return False
-    refused = _refused(drift, policy)
+    refused = refused_changes(drift, policy)
     if refused:
         raise TargetSchemaError(
             f"the source {source.table} and the target {target.table} differ: "
@@ -83,7 +83,8 @@ def reconcile(
     return True
 
 
-def _refused(drift: Drift, policy: SchemaChangePolicy) -> list[str]:
+def refused_changes(drift: Drift, policy: SchemaChangePolicy) -> list[str]:
+    """The drifts `policy` does not absorb: the next load fails on each of them."""
     refused = []
     if drift.new and policy == "fail":
         refused.append(f"new source column(s) {_names(drift.new)}")
