@@ -6,6 +6,7 @@ import dagster as dg
 
 from pgflow.bindings.assets import pipeline_asset, source_specs
 from pgflow.bindings.checks import pipeline_checks
+from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import IO_MANAGERS, delta_io_managers, io_manager_key
 from pgflow.bindings.schedules import pipeline_schedules
@@ -28,4 +29,5 @@ def build_definitions(project: Project) -> dg.Definitions:
         sensors=[*staleness_sensors(project), *health_sensors(project)],
         asset_checks=pipeline_checks(project),
         resources=resources,
+        executor=pgflow_executor,
     )

@@ -64,6 +64,8 @@ def test_cli_materializes_the_asset_into_the_sink_with_metadata(dagster_setup: D
     setup = dagster_setup
     first = materialize(setup, "landing/items")
     assert first.returncode == 0, first.stderr[-3000:]
+    # One asset and its checks run in the run's process: no step process to start.
+    assert "Executing steps in process" in first.stderr
     query = "SELECT id, name, price FROM {} ORDER BY id"
     assert rows(setup.sink_uri, query.format("landing.items")) == rows(
         setup.source_uri, query.format("public.items")
