@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from types import ModuleType
 from typing import Any, Literal
 
 import dagster as dg
@@ -36,17 +37,9 @@ from pgflow.config.model import FreshnessSpec, PipelineSpec, Project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
-from pgflow.sinks.delta.inspect import (
-    compare_delta_columns,
-    delta_columns,
-    delta_duplicate_keys,
-    delta_exists,
-    delta_row_count,
-)
 from pgflow.sinks.postgres import inspect as pg_inspect
 from pgflow.sinks.postgres.inspect import DuplicateKeys, SchemaComparison
 from pgflow.sources.catalog import TableNotFound, describe_table
-from pgflow.sources.delta import UnsupportedDeltaTable
 from pgflow.sources.slot_health import SlotState, SlotStatus, read_slot, slot_status
 
 UNIQUE_KEY = "unique_key"
@@ -96,6 +89,19 @@ def _counts_comparable(pipeline: PipelineSpec) -> bool:
     strategy = pipeline.sink.strategy
     plain_append = strategy.mode == "incremental_append" and not strategy.only_new_rows
     return not plain_append and pipeline.partitions is None
+
+
+def _delta() -> ModuleType:
+    """The Delta side's reads, imported on first use (deltalake and polars are heavy)."""
+    from pgflow.sinks.delta import inspect
+
+    return inspect
+
+
+def _unsupported_delta() -> type[Exception]:
+    from pgflow.sources.delta import UnsupportedDeltaTable
+
+    return UnsupportedDeltaTable
 
 
 def _is_cdc(pipeline: PipelineSpec) -> bool:
@@ -187,7 +193,7 @@ def run_check(
             f"timed out after {COUNT_TIMEOUT_SECONDS} s (statement_timeout); the check could "
             "not finish on this table",
         )
-    except (psycopg.OperationalError, UnsupportedDeltaTable) as exc:
+    except (psycopg.OperationalError, _unsupported_delta()) as exc:
         return _result(pipeline, name, False, ERROR, f"the check could not run: {exc}")
 
 
@@ -231,7 +237,7 @@ def _target_exists(pipeline: PipelineSpec, run: CheckRun) -> bool:
     sink = pipeline.sink
     if sink.type == "delta":
         assert sink.path
-        return delta_exists(sink.path, run.storage_options)
+        return _delta().delta_exists(sink.path, run.storage_options)
     assert sink.table
     return pg_inspect.exists(run.target(), sink.table)
 
@@ -240,7 +246,7 @@ def _target_columns(pipeline: PipelineSpec, run: CheckRun) -> tuple[str, ...]:
     sink = pipeline.sink
     if sink.type == "delta":
         assert sink.path
-        return tuple(delta_columns(sink.path, run.storage_options).names())
+        return tuple(_delta().delta_columns(sink.path, run.storage_options).names())
     assert sink.table
     conn = run.target()
     with conn.transaction():
@@ -291,7 +297,7 @@ def _check_unique_key(
         )
     if sink.type == "delta":
         assert sink.path
-        found = delta_duplicate_keys(sink.path, key, run.storage_options)
+        found = _delta().delta_duplicate_keys(sink.path, key, run.storage_options)
     else:
         assert sink.table
         found = pg_inspect.duplicate_keys(
@@ -397,7 +403,7 @@ def _target_rows(pipeline: PipelineSpec, run: CheckRun) -> int:
     sink = pipeline.sink
     if sink.type == "delta":
         assert sink.path
-        return delta_row_count(sink.path, run.storage_options)
+        return _delta().delta_row_count(sink.path, run.storage_options)
     assert sink.table
     deleted = pipeline.source.options.deleted_column
     return pg_inspect.row_count(run.target(), sink.table, deleted, COUNT_TIMEOUT_SECONDS)
@@ -407,9 +413,9 @@ def _source_rows(pipeline: PipelineSpec, run: CheckRun) -> int:
     source = pipeline.source
     if source.type == "delta":
         assert source.path
-        if not delta_exists(source.path, run.storage_options):
+        if not _delta().delta_exists(source.path, run.storage_options):
             raise TableNotFound(source.path)
-        return delta_row_count(source.path, run.storage_options)
+        return _delta().delta_row_count(source.path, run.storage_options)
     assert source.table
     conn = run.source()
     if not pg_inspect.exists(conn, source.table):
@@ -478,8 +484,8 @@ def _check_schema(
         return _missing_target(pipeline, SCHEMA, instance)
     if sink.type == "delta":
         assert sink.path
-        table = delta_columns(sink.path, run.storage_options)
-        comparison = compare_delta_columns(source_info, table, sink.strategy)
+        table = _delta().delta_columns(sink.path, run.storage_options)
+        comparison = _delta().compare_delta_columns(source_info, table, sink.strategy)
     else:
         assert sink.table
         target = run.target()

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import polars as pl
 import psycopg
 
 from pgflow.bindings.metadata import (
@@ -31,11 +30,8 @@ from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.errors import is_transient
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
-from pgflow.sinks.delta.load import load_delta
-from pgflow.sinks.delta.scan import scan_delta_table
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
-from pgflow.sinks.postgres.delta_sync import DeltaSyncError, sync_delta
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.partition_replace import NativePartitionRefused, PartitionSliceError
 from pgflow.sources.activity import table_modifications
@@ -43,9 +39,14 @@ from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound, describe_table
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.column_cursor import NullCursorRows
-from pgflow.sources.lazy import scan_postgres_table
 from pgflow.sources.select import table_source
 from pgflow.sources.window import TimeWindow
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# The Delta and polars code paths are imported where they run: the code location (and every
+# `dagster asset materialize`) then starts without importing deltalake and polars.
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,8 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             assert sink.connection_id
             return self.connections.open(sink.connection_id, sink.connection_type)
 
+        from pgflow.sinks.postgres.delta_sync import sync_delta
+
         result = sync_delta(
             connect,
             source.path,
@@ -190,8 +193,9 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             connection_type=spec["sink_connection_type"],
             table=TableName(spec["sink_schema"], spec["sink_table"]),
         )
-        if context.dagster_type.typing_type is not pl.LazyFrame:
+        if not _wants_lazyframe(context):
             return ref
+        from pgflow.sources.lazy import scan_postgres_table
 
         def connect() -> psycopg.Connection:
             return self.connections.open(ref.connection_id, ref.connection_type)
@@ -200,15 +204,30 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
 
 
 # Errors that name their own cause and fix: shown as they are, without a traceback.
-_EXPLAINED_ERRORS = (
+_EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
     NullCursorRows,
     ReplicationError,
     CdcApplyError,
-    DeltaSyncError,
     ConnectionConfigError,
     PartitionSliceError,
     NativePartitionRefused,
 )
+
+
+def _explained(exc: Exception) -> bool:
+    if isinstance(exc, _EXPLAINED_ERRORS):
+        return True
+    from pgflow.sinks.postgres.delta_sync import DeltaSyncError
+
+    return isinstance(exc, DeltaSyncError)
+
+
+def _wants_lazyframe(context: dg.InputContext) -> bool:
+    """The input is annotated `pl.LazyFrame` (checked by name: polars is imported lazily)."""
+    wanted = context.dagster_type.typing_type
+    return getattr(wanted, "__module__", "").startswith("polars") and (
+        getattr(wanted, "__name__", "") == "LazyFrame"
+    )
 
 
 @contextmanager
@@ -227,7 +246,7 @@ def _step_errors(spec: PipelineSpec) -> Iterator[None]:
             )
         elif isinstance(exc, SourceConfigError):
             description = f"{where}: field '{exc.field}': {exc.detail}"
-        elif isinstance(exc, _EXPLAINED_ERRORS):
+        elif _explained(exc):
             description = f"{where}: {exc}"
         else:
             # Unexpected: keep the traceback (raised from exc) for whoever debugs it.
@@ -351,6 +370,8 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             self.connections.connect(source.connection_id, source.connection_type) as conn,
         ):
             modifications = _source_modifications(conn, source.table)
+            from pgflow.sinks.delta.load import load_delta
+
             result = load_delta(
                 table_source(conn, source, obj.window),
                 sink.path,
@@ -371,6 +392,8 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
+        from pgflow.sinks.delta.scan import scan_delta_table
+
         spec = _upstream_pipeline(context)
         return scan_delta_table(spec["sink_path"], self.delta.storage_options())
 

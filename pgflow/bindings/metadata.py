@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from pgflow.config.model import TableName
-from pgflow.sinks.delta.load import DeltaLoadResult
-from pgflow.sinks.postgres.cdc import CdcResult
-from pgflow.sinks.postgres.delta_sync import SyncResult
-from pgflow.sinks.postgres.load import LoadResult
 from pgflow.sinks.postgres.replace import deleted_rows
 from pgflow.sources.base import ReadPlan
 from pgflow.sources.catalog import TableInfo
+
+if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and polars
+    from pgflow.sinks.delta.load import DeltaLoadResult
+    from pgflow.sinks.postgres.cdc import CdcResult
+    from pgflow.sinks.postgres.delta_sync import SyncResult
+    from pgflow.sinks.postgres.load import LoadResult
 
 
 def column_schema(info: TableInfo) -> dg.TableSchema:

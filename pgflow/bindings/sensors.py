@@ -28,9 +28,7 @@ from pgflow.config.loader import dagster_name
 from pgflow.config.model import PipelineSpec, Project, SensorSpec
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
-from pgflow.sinks.delta.state import stored_position as delta_sink_position
 from pgflow.sinks.postgres import state
-from pgflow.sinks.postgres.delta_sync import SyncState
 from pgflow.sources.base import Position
 from pgflow.sources.staleness import (
     Verdict,
@@ -274,6 +272,8 @@ def _delta_source_verdict(
     assert source.path and sink.connection_id and sink.table
     current = delta_version(source.path, delta.storage_options())
     stored = state.read_position(sessions.get(sink.connection_id, sink.connection_type), sink.table)
+    from pgflow.sinks.postgres.delta_sync import SyncState  # imports deltalake: on use only
+
     synced = SyncState.from_position(stored, current.table_uri)
     return version_verdict(current, synced.synced if synced else None)
 
@@ -285,7 +285,9 @@ def _stored_position(
     sink = pipeline.sink
     if sink.type == "delta":
         assert sink.path
-        return delta_sink_position(sink.path, pipeline.name, delta.storage_options())
+        from pgflow.sinks.delta.state import stored_position  # imports deltalake: on use only
+
+        return stored_position(sink.path, pipeline.name, delta.storage_options())
     assert sink.connection_id and sink.table
     return state.read_position(sessions.get(sink.connection_id, sink.connection_type), sink.table)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import hvac
-import hvac.exceptions
-import requests.exceptions
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgflow.config.loader import env_var_for
+
+if TYPE_CHECKING:
+    import hvac
 
 # Keys a Vault secret may hold besides `url`; everything else is refused by name.
 _PART_KEYS = ("host", "port", "dbname", "user", "password")
@@ -93,6 +94,9 @@ class VaultSettings:
 
 def vault_client(settings: VaultSettings) -> hvac.Client:
     """An authenticated client: a token, else an AppRole login."""
+    import hvac  # imported here: only vault connections pay for it
+    import requests.exceptions
+
     client = hvac.Client(url=settings.addr, namespace=settings.namespace)
     if settings.token:
         client.token = settings.token
@@ -114,6 +118,9 @@ def vault_client(settings: VaultSettings) -> hvac.Client:
 def read_vault_secret(settings: VaultSettings, connection_id: str) -> Mapping[str, object]:
     path = settings.secret_path(connection_id)
     where = f"connection '{connection_id}' (Vault KV v2 {settings.mount}/{path} at {settings.addr})"
+    import hvac.exceptions
+    import requests.exceptions
+
     client = vault_client(settings)
     try:
         response = client.secrets.kv.v2.read_secret_version(
