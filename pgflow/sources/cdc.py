@@ -28,7 +28,7 @@ LSN_TYPE = "pg_lsn"
 OWNERSHIP_PREFIX = "pgflow: "
 TIMESTAMPTZ_OID = 1184
 PLUGIN = "pgoutput"
-FETCH_ROWS = 2000  # rows per round trip of the change cursor
+FETCH_ROWS = 5000  # rows per round trip of the change cursor
 ConnectSource = Callable[..., AbstractContextManager[psycopg.Connection]]
 
 
@@ -294,7 +294,8 @@ def peek_changes(
         sql.Literal(max_changes),
         sql.Literal(publication),
     )
-    with conn.cursor(name=f"pgflow_changes_{slot}") as cur:
+    # Binary results: bytea travels as its bytes, not hex the server encodes and we decode.
+    with conn.cursor(name=f"pgflow_changes_{slot}", binary=True) as cur:
         cur.itersize = FETCH_ROWS
         cur.execute(query)
         for (data,) in cur:

@@ -55,6 +55,7 @@ class Truncation:
 class TransactionEnd:
     end_lsn: int  # store this: the next transaction to apply commits at or after it
     commit_time: datetime
+    messages: int = 0  # protocol messages read so far, this one's Commit included
 
 
 ChangeEvent = RelationSeen | Upsert | Removal | Truncation | TransactionEnd
@@ -68,7 +69,7 @@ def table_changes(
     key_positions: tuple[int, ...] = ()
     skipping = False
     commit_time: datetime | None = None
-    for data in messages:
+    for count, data in enumerate(messages, 1):
         message = decode(data)
         if isinstance(message, Begin):
             skipping = message.final_lsn < applied_upto
@@ -82,7 +83,7 @@ def table_changes(
         elif skipping:
             continue
         elif isinstance(message, Commit):
-            yield TransactionEnd(message.end_lsn, message.commit_time)
+            yield TransactionEnd(message.end_lsn, message.commit_time, count)
         elif relation is None:
             continue  # a change of another table in the publication
         elif isinstance(message, Insert) and message.relation_oid == relation.oid:
@@ -95,6 +96,39 @@ def table_changes(
         elif isinstance(message, Truncate) and relation.oid in message.relation_oids:
             assert commit_time is not None
             yield Truncation(commit_time)
+
+
+def batches(
+    events: Iterator[ChangeEvent], max_messages: int
+) -> Iterator[tuple[RelationSeen | None, Iterator[ChangeEvent]]]:
+    """Cut one read's events into batches of whole transactions, the way the server cuts a
+    read at `upto_nchanges`: a batch ends with the transaction that reaches `max_messages`
+    protocol messages. Each batch comes with the table's shape before it (a Relation is sent
+    once per read). Consume each batch before asking for the next."""
+    state = _Cut(max_messages)
+    while not state.exhausted:
+        yield state.relation, state.batch(events)
+
+
+class _Cut:
+    def __init__(self, max_messages: int) -> None:
+        self.max_messages = max_messages
+        self.relation: RelationSeen | None = None
+        self.start = 0  # messages before this batch
+        self.exhausted = False
+
+    def batch(self, events: Iterator[ChangeEvent]) -> Iterator[ChangeEvent]:
+        for event in events:
+            if isinstance(event, RelationSeen):
+                self.relation = event
+            yield event
+            if (
+                isinstance(event, TransactionEnd)
+                and event.messages - self.start >= self.max_messages
+            ):
+                self.start = event.messages
+                return
+        self.exhausted = True
 
 
 def _update(message: Update, key_positions: tuple[int, ...]) -> Iterator[ChangeEvent]:

@@ -177,7 +177,6 @@ _TRUNCATE_CASCADE = 1
 _TRUNCATE_RESTART_IDENTITY = 2
 _MESSAGE_TRANSACTIONAL = 1
 _TEXT, _NULL, _TOAST, _BINARY = b"t"[0], b"n"[0], b"u"[0], b"b"[0]
-_SIZED = frozenset((_TEXT, _BINARY))  # column kinds followed by a length and the value
 _LSN_TEXT = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
 
 
@@ -294,18 +293,21 @@ def _tuple(reader: _Reader) -> tuple[Value, ...]:
     data = reader.data
     (count,) = _U16.unpack_from(data, reader.pos)
     pos = reader.pos + 2
+    size = len(data)
+    length_at = _I32.unpack_from  # bound once: this loop runs per column of every change
     values: list[Value] = []
     append = values.append
+    start = pos
     try:
         for _ in range(count):
             kind = data[pos]
-            if kind in _SIZED:
-                (length,) = _I32.unpack_from(data, pos + 1)
+            if kind in (_TEXT, _BINARY):
+                (length,) = length_at(data, pos + 1)
                 start = pos + 5
                 pos = start + length
-                if length < 0 or pos > len(data):
+                if length < 0 or pos > size:
                     pos = start - 4
-                    raise _Invalid(pos, f"value of {length} bytes, {len(data) - start} left")
+                    raise _Invalid(pos, f"value of {length} bytes, {size - start} left")
                 # Decode inline (one call per change, not per column); errors are rare.
                 append(data[start:pos].decode() if kind == _TEXT else data[start:pos])
             elif kind == _NULL:

@@ -10,28 +10,42 @@ nothing: the slot still holds the changes.
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres import ddl, state
+from pgflow.sinks.postgres import ddl, staging, state
 from pgflow.sinks.postgres.cdc_apply import (
     BatchResult,
     CdcTarget,
-    apply_batch,
+    StagedBatch,
+    apply_staged,
+    drop_staged,
+    prepare_target,
+    stage_batch,
     with_deleted_column,
 )
+from pgflow.sinks.postgres.cdc_apply import apply_batch as apply_batch  # the one-connection form
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import cdc
 from pgflow.sources.base import Position
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
-from pgflow.sources.changes import table_changes
+from pgflow.sources.changes import batches, table_changes
 from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
 from pgflow.sources.postgres import PORTABLE_TEXT_SETTINGS
 
 DEFAULT_BATCH_CHANGES = 100_000
+# Batches per read of the slot. A read always starts at the slot's position, so the next
+# batch can be staged while one applies only if one read holds several; the server keeps a
+# read's changes in a tuplestore (spilling to disk beyond work_mem).
+WINDOW_BATCHES = 10
 
 
 @dataclass(frozen=True)
@@ -258,32 +272,148 @@ def _stream(
     applied: int,
     result: CdcResult,
 ) -> None:
+    """Read the slot in windows of a few batches; stage each batch on a second sink
+    connection while the batch before it is applied (and the slot advanced) in a thread."""
     changes = 0
-    with connect_source() as reader:
-        # The decoding backend renders values with its own settings: pin them for the session.
-        for name, value in PORTABLE_TEXT_SETTINGS.items():
-            reader.execute("SELECT set_config(%s, %s, false)", (name, value))
+    prepare_target(sink, target, info)  # staging tables take the target's column types
+    with (
+        connect_source() as reader,
+        _sink_twin(sink) as stager,
+        _Applier(sink, control, settings.slot, target, info, identity, pipeline) as applier,
+    ):
+        _pin_text_settings(reader)
         reader.commit()
         # A run catches up to where the WAL was when it started, so it ends even while the
         # source keeps writing; what comes later is the next run's.
         upto = cdc.flush_lsn(control)
+        stage_log = SqlLog(stager)
+        staging.drop_orphaned_staging(stage_log, target.table)  # a killed run's leftovers
         while settings.max_changes is None or changes < settings.max_changes:
-            budget = settings.batch_changes
+            budget = settings.batch_changes * WINDOW_BATCHES
             if settings.max_changes is not None:
                 budget = min(budget, settings.max_changes - changes)
             messages = cdc.peek_changes(reader, settings.slot, settings.publication, upto, budget)
             events = table_changes(messages, table, target.strategy.unique_key, applied)
-            batch = apply_batch(sink, target, info, events, identity, pipeline)
+            staged_any = False
+            for relation, batch_events in batches(events, settings.batch_changes):
+                staged = stage_batch(stage_log, target, info, batch_events, relation)
+                if staged.result.end_lsn is None:
+                    drop_staged(stage_log, staged)
+                    continue
+                staged_any = True
+                changes += staged.result.changes
+                applier.submit(staged)
+                applied = staged.result.end_lsn
+            # The next read starts where the slot is: after every batch of this one.
+            applier.drain()
             reader.rollback()
-            if batch.end_lsn is None:
+            if not staged_any:
                 _advance_idle(
                     sink, control, settings.slot, target, identity, applied, upto, pipeline
                 )
-                return
-            result.batches.append(batch)
-            cdc.advance_slot(control, settings.slot, batch.end_lsn)
-            applied = batch.end_lsn
-            changes += batch.changes
+                break
+    result.batches.extend(applier.results)
+
+
+def _pin_text_settings(conn: psycopg.Connection) -> None:
+    """Render (reader: the decoding backend) and parse (stager: COPY) values alike."""
+    for name, value in PORTABLE_TEXT_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+@contextmanager
+def _sink_twin(sink: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """A second autocommit connection to the sink, with the same parameters."""
+    with psycopg.connect(_conninfo(sink), autocommit=True) as twin:
+        _pin_text_settings(twin)
+        yield twin
+
+
+def _conninfo(conn: psycopg.Connection) -> str:
+    """The parameters `conn` was opened with (password included: libpq keeps it)."""
+    return make_conninfo(**{o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val})
+
+
+class _Applier:
+    """Applies staged batches in order, each in ONE sink transaction with its end LSN, and
+    advances the slot after each commit; in a thread, so that the next batch is decoded and
+    staged meanwhile. At most one batch waits while one applies (staging is on the sink)."""
+
+    def __init__(
+        self,
+        sink: psycopg.Connection,
+        control: psycopg.Connection,
+        slot: str,
+        target: CdcTarget,
+        info: TableInfo,
+        identity: str,
+        pipeline: str,
+    ) -> None:
+        self.sink, self.control, self.slot = sink, control, slot
+        self.target, self.info, self.identity, self.pipeline = target, info, identity, pipeline
+        self.results: list[BatchResult] = []
+        self._queue: queue.Queue[StagedBatch | None] = queue.Queue(maxsize=1)
+        self._pending: list[StagedBatch] = []  # submitted, not yet committed
+        self._error: BaseException | None = None
+        self._cancel = False
+        self._thread = threading.Thread(target=self._run, name="pgflow-cdc-apply", daemon=True)
+
+    def __enter__(self) -> _Applier:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._cancel = kind is not None  # batches still queued are not applied
+        self._queue.put(None)
+        self._thread.join()
+        self._drop_unapplied()
+        if kind is None:
+            self._raise()
+
+    def submit(self, batch: StagedBatch) -> None:
+        self._pending.append(batch)  # first: dropped on exit if never applied
+        self._raise()
+        self._queue.put(batch)
+
+    def drain(self) -> None:
+        """Wait until every submitted batch is committed and its slot advanced."""
+        self._queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                if self._error is None and not self._cancel:
+                    self._apply(batch)
+            except BaseException as exc:  # handed to the main thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _apply(self, batch: StagedBatch) -> None:
+        done = apply_staged(self.sink, self.target, self.info, batch, self.identity, self.pipeline)
+        self._pending.remove(batch)  # its staging tables were dropped in its transaction
+        self.results.append(done)
+        assert done.end_lsn is not None
+        cdc.advance_slot(self.control, self.slot, done.end_lsn)
+
+    def _drop_unapplied(self) -> None:
+        """Staging tables are committed on the stager: drop those no apply consumed."""
+        if not self._pending:
+            return
+        with suppress(psycopg.Error), psycopg.connect(_conninfo(self.sink)) as conn:
+            conn.autocommit = True
+            log = SqlLog(conn)
+            for batch in self._pending:
+                drop_staged(log, batch)
+        self._pending.clear()
 
 
 def _advance_idle(

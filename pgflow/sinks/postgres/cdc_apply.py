@@ -11,13 +11,13 @@ batch's last commit LSN is stored in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import ddl, keys, schema_drift, staging, state
@@ -40,6 +40,7 @@ from pgflow.sources.postgres import set_portable_text_format
 
 OP, UNCHANGED_COLUMNS, FROM = "_pgflow_op", "_pgflow_unchanged", "_pgflow_from"
 WRITE_CHUNK_BYTES = 1 << 16
+NULL_FIELD = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -79,47 +80,145 @@ def apply_batch(
     position_source: str,
     pipeline: str,
 ) -> BatchResult:
-    """Apply `events` on `conn` (autocommit; one transaction); `source` is the source catalog."""
-    result = BatchResult()
+    """Apply `events` on `conn` (autocommit; one transaction); `source` is the source catalog.
+
+    Stages and applies on the one connection, inside the transaction; `replicate` stages on a
+    second connection instead (`stage_batch`), while this one applies the batch before."""
     log = SqlLog(conn)
     with conn.transaction():
         set_portable_text_format(conn)
         ddl.lock_target(log, target.table)
         catalog = with_deleted_column(source, target.deleted_column)
         _prepared_target(log, target, catalog)
-        segment: _Segment | None = None
-        shape: tuple[RelationColumn, ...] = ()
-        try:
-            for event in events:
-                if isinstance(event, Upsert):
-                    assert segment is not None, "pgoutput sends a Relation before changes"
-                    segment.upsert(event)
-                elif isinstance(event, Removal):
-                    assert segment is not None, "pgoutput sends a Relation before changes"
-                    segment.remove(event)
-                elif isinstance(event, TransactionEnd):
-                    result.transactions += 1
-                    result.end_lsn = event.end_lsn
-                elif isinstance(event, Truncation):
+        staged = stage_batch(log, target, source, iter(events))
+        return _apply_steps(log, target, staged, position_source, pipeline)
+
+
+def prepare_target(conn: psycopg.Connection, target: CdcTarget, source: TableInfo) -> None:
+    """Create or reconcile the target in a transaction of its own, so that staging tables
+    made on another connection can take its column types before the first batch applies."""
+    log = SqlLog(conn)
+    with conn.transaction():
+        ddl.lock_target(log, target.table)
+        _prepared_target(log, target, with_deleted_column(source, target.deleted_column))
+
+
+@dataclass
+class StagedSegment:
+    """Changes COPied into a staging table, all of one table shape, not yet applied."""
+
+    stage: TableName
+    columns: tuple[str, ...]
+    source: TableInfo
+    rows: int
+    unchanged: frozenset[int]
+    key_changed_with_unchanged: bool
+
+
+@dataclass
+class StagedBatch:
+    """Whole transactions staged for one apply: segments and truncates, in commit order."""
+
+    steps: list[StagedSegment | Truncation] = field(default_factory=list)
+    result: BatchResult = field(default_factory=BatchResult)
+    relation: RelationSeen | None = None  # the shape at the end: the next batch starts with it
+
+    @property
+    def stages(self) -> list[TableName]:
+        return [s.stage for s in self.steps if isinstance(s, StagedSegment)]
+
+
+def stage_batch(
+    log: SqlLog,
+    target: CdcTarget,
+    source: TableInfo,
+    events: Iterator[ChangeEvent],
+    relation: RelationSeen | None = None,
+) -> StagedBatch:
+    """COPY `events` into staging tables on `log` (new segment on TRUNCATE or a new shape).
+
+    `relation` is the shape the stream had before these events (a Relation is sent once
+    per read, not per batch). Staging tables of a failed call are dropped."""
+    catalog = with_deleted_column(source, target.deleted_column)
+    batch = StagedBatch(relation=relation)
+    result = batch.result
+    segment: _Segment | None = None
+    shape: tuple[RelationColumn, ...] = ()
+    if relation is not None:
+        shape = relation.relation.columns
+        segment = _Segment(log, target, segment_info(catalog, shape, target), result)
+    try:
+        for event in events:
+            if isinstance(event, Upsert):
+                assert segment is not None, "pgoutput sends a Relation before changes"
+                segment.upsert(event)
+            elif isinstance(event, Removal):
+                assert segment is not None, "pgoutput sends a Relation before changes"
+                segment.remove(event)
+            elif isinstance(event, TransactionEnd):
+                result.transactions += 1
+                result.end_lsn = event.end_lsn
+            elif isinstance(event, Truncation):
+                if segment is not None:
+                    batch.steps.append(segment.flushed())
+                batch.steps.append(event)
+                segment = _Segment(log, target, segment_info(catalog, shape, target), result)
+            elif isinstance(event, RelationSeen):
+                batch.relation = event
+                if event.relation.columns != shape:
                     if segment is not None:
-                        segment.flush()
-                    _truncate(log, target, event.commit_time, result)
-                    segment = _Segment(log, target, segment_info(catalog, shape, target), result)
-                elif isinstance(event, RelationSeen) and event.relation.columns != shape:
-                    if segment is not None:
-                        segment.flush()
+                        batch.steps.append(segment.flushed())
                     shape = event.relation.columns
                     _follow_relation(catalog, shape)
                     segment = _Segment(log, target, segment_info(catalog, shape, target), result)
-            if segment is not None:
-                segment.flush()
-        except BaseException as exc:
-            if segment is not None:
-                segment.abort(exc)  # end the COPY first, or the rollback waits on it
-            raise
-        if result.end_lsn is not None:
-            position = Position("cdc", position_source, lsn_to_text(result.end_lsn), "pg_lsn")
-            state.write_position(log, target.table, pipeline, position)
+        if segment is not None:
+            batch.steps.append(segment.flushed())
+    except BaseException as exc:
+        if segment is not None:
+            segment.abort(exc)  # end the COPY first, or the rollback waits on it
+            batch.steps.append(segment.staged())
+        if log.conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            with suppress(psycopg.Error):  # committed tables (autocommit); the error matters
+                drop_staged(log, batch)
+        raise
+    return batch
+
+
+def drop_staged(log: SqlLog, batch: StagedBatch) -> None:
+    for stage in batch.stages:
+        staging.drop_staging(log, stage)
+
+
+def apply_staged(
+    conn: psycopg.Connection,
+    target: CdcTarget,
+    source: TableInfo,
+    staged: StagedBatch,
+    position_source: str,
+    pipeline: str,
+) -> BatchResult:
+    """Apply a staged batch on `conn` (autocommit): its changes, the drop of its staging
+    tables and its end LSN commit together."""
+    log = SqlLog(conn)
+    with conn.transaction():
+        set_portable_text_format(conn)
+        ddl.lock_target(log, target.table)
+        _prepared_target(log, target, with_deleted_column(source, target.deleted_column))
+        return _apply_steps(log, target, staged, position_source, pipeline)
+
+
+def _apply_steps(
+    log: SqlLog, target: CdcTarget, staged: StagedBatch, position_source: str, pipeline: str
+) -> BatchResult:
+    result = staged.result
+    for step in staged.steps:
+        if isinstance(step, Truncation):
+            _truncate(log, target, step.commit_time, result)
+        else:
+            _apply_segment(log, target, step, result)
+    if result.end_lsn is not None:
+        position = Position("cdc", position_source, lsn_to_text(result.end_lsn), "pg_lsn")
+        state.write_position(log, target.table, pipeline, position)
     result.statements = log.statements
     return result
 
@@ -147,16 +246,14 @@ class _Segment:
 
     def __init__(self, log: SqlLog, target: CdcTarget, source: TableInfo, result: BatchResult):
         self.log, self.target, self.source, self.result = log, target, source, result
-        target_info = describe_table(log.conn, target.table)
         self.columns = source.column_names
         self.stream_columns = len(self.columns) - (
             1 if target.deleted_column and target.deleted_column in self.columns else 0
         )
         self.stage = staging.create_staging(log, target.table, self.columns)
+        if log.conn.autocommit:  # committed at once: tag it, so a killed run's is found
+            staging.mark_committed_staging(log, self.stage, target.table)
         self._add_change_columns()
-        self.ctx = ApplyContext(
-            log, target.table, self.stage, self.columns, target.strategy, source, target_info
-        )
         self.seq = 0
         self.unchanged: set[int] = set()
         self.key_changed_with_unchanged = False
@@ -181,6 +278,23 @@ class _Segment:
         self, op: str, values: tuple[Value, ...], deleted_at: datetime | None, origin: int | None
     ) -> int:
         self.seq += 1
+        line = _plain_line(values)
+        unchanged = "\\N"
+        if line is None:
+            line, unchanged = self._escaped_line(values, origin)
+        if self.stream_columns < len(self.columns):  # the soft-delete column
+            line += "\t" + (deleted_at.isoformat() if deleted_at else "\\N")
+        source = "\\N" if origin is None else str(origin)
+        line = f"{line}\t{self.seq}\t{op}\t{unchanged}\t{source}\n"
+        self.buffer.append(line)
+        self.buffered += len(line)
+        if self.buffered >= WRITE_CHUNK_BYTES:
+            self._write()
+        return self.seq
+
+    def _escaped_line(self, values: tuple[Value, ...], origin: int | None) -> tuple[str, str]:
+        """The general case (values to escape, bytes, unchanged TOAST values): the values'
+        fields and the unchanged columns' field."""
         fields = []
         unchanged = []
         for index, value in enumerate(values):
@@ -194,20 +308,11 @@ class _Segment:
                 fields.append("\\\\x" + value.hex())
             else:
                 fields.append(_copy_escaped(value))
-        if self.stream_columns < len(self.columns):  # the soft-delete column
-            fields.append(deleted_at.isoformat() if deleted_at else "\\N")
-        if unchanged and origin is not None:
+        if not unchanged:
+            return "\t".join(fields), "\\N"
+        if origin is not None:
             self.key_changed_with_unchanged = True
-        fields.append(str(self.seq))
-        fields.append(op)
-        fields.append(_array_literal(unchanged).translate(_ESCAPES) if unchanged else "\\N")
-        fields.append(str(origin) if origin is not None else "\\N")
-        line = "\t".join(fields) + "\n"
-        self.buffer.append(line)
-        self.buffered += len(line)
-        if self.buffered >= WRITE_CHUNK_BYTES:
-            self._write()
-        return self.seq
+        return "\t".join(fields), _array_literal(unchanged).translate(_ESCAPES)
 
     def _write(self) -> None:
         self.copy.write("".join(self.buffer).encode())
@@ -218,26 +323,24 @@ class _Segment:
         """End an unfinished COPY, which fails it; the transaction can then roll back."""
         self._open.__exit__(type(exc), exc, exc.__traceback__)
 
+    def flushed(self) -> StagedSegment:
+        """Complete the COPY; what was staged, for `_apply_segment`."""
+        self.flush()
+        return self.staged()
+
     def flush(self) -> None:
-        """Apply what is staged, in order, and drop the staging table."""
         self._write()
         self._open.close()  # completes the COPY
-        if self.seq:
-            # Statistics on the key let the planner join staging by index, not by hashing
-            # the whole target; cheap, as it samples only these columns.
-            self.log.execute(
-                sql.SQL("ANALYZE {} ({}, {}, {})").format(
-                    self.ctx.staging_sql,
-                    keys.key_list(self.ctx),
-                    sql.Identifier(keys.ORDER_COLUMN),
-                    sql.Identifier(OP),
-                )
-            )
-            self._resolve_unchanged()
-            keys.keep_last(self.ctx)
-            self._apply_deletes()
-            self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
-        staging.drop_staging(self.log, self.stage)
+
+    def staged(self) -> StagedSegment:
+        return StagedSegment(
+            self.stage,
+            self.columns,
+            self.source,
+            self.seq,
+            frozenset(self.unchanged),
+            self.key_changed_with_unchanged,
+        )
 
     def _add_change_columns(self) -> None:
         self.log.execute(
@@ -259,6 +362,51 @@ class _Segment:
             sql.Identifier(self.stage.schema, self.stage.name),
             sql.SQL(", ").join(map(sql.Identifier, names)),
         )
+
+
+def _apply_segment(
+    log: SqlLog, target: CdcTarget, staged: StagedSegment, result: BatchResult
+) -> None:
+    """Apply what a segment staged, in order, and drop its staging table."""
+    if staged.rows:
+        _SegmentApply(log, target, staged, result).run()
+    staging.drop_staging(log, staged.stage)
+
+
+class _SegmentApply:
+    """The set-based SQL that applies one staged segment to the target."""
+
+    def __init__(self, log: SqlLog, target: CdcTarget, staged: StagedSegment, result: BatchResult):
+        self.log, self.target, self.result = log, target, result
+        self.columns = staged.columns
+        self.unchanged = staged.unchanged
+        self.key_changed_with_unchanged = staged.key_changed_with_unchanged
+        target_info = describe_table(log.conn, target.table)
+        self.ctx = ApplyContext(
+            log,
+            target.table,
+            staged.stage,
+            staged.columns,
+            target.strategy,
+            staged.source,
+            target_info,
+        )
+
+    def run(self) -> None:
+        # Statistics on the key let the planner join staging by index, not by hashing
+        # the whole target; cheap, as it samples only these columns.
+        self.log.execute(
+            sql.SQL("ANALYZE {} ({}, {}, {})").format(
+                self.ctx.staging_sql,
+                keys.key_list(self.ctx),
+                sql.Identifier(keys.ORDER_COLUMN),
+                sql.Identifier(OP),
+            )
+        )
+        self._resolve_unchanged()
+        keys.keep_last(self.ctx)
+        self._apply_deletes()
+        self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
 
     def _resolve_unchanged(self) -> None:
         if not self.unchanged:
@@ -399,6 +547,25 @@ def _follow_relation(catalog: TableInfo, shape: tuple[RelationColumn, ...]) -> N
             "guess how to carry them over. If a column was just added, run again; otherwise "
             "re-snapshot with reset: true"
         )
+
+
+def _plain_line(values: tuple[Value, ...]) -> str | None:
+    """The COPY text fields of `values` when they are all text or NULL and none needs
+    escaping (the usual change), else None. Counting in C beats a Python loop per value: a
+    value with a backslash, tab or line break shows as a count off by its own."""
+    fields = [NULL_FIELD if v is None else v for v in values]
+    try:
+        line = "\t".join(fields)  # type: ignore[arg-type]
+    except TypeError:  # bytes or an unchanged TOAST value
+        return None
+    if (
+        line.count("\t") != len(fields) - 1
+        or line.count("\\") != values.count(None)  # not fields: a value may be "\\N"
+        or "\n" in line
+        or "\r" in line
+    ):
+        return None
+    return line
 
 
 def _copy_escaped(value: str) -> str:

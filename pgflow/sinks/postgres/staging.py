@@ -108,3 +108,35 @@ def drop_staging(log: SqlLog, staging: TableName) -> None:
     log.execute(
         sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging.schema, staging.name))
     )
+
+
+# Staging tables committed outside a load's transaction (CDC stages a batch while the one
+# before it applies) carry this comment, so a run can drop what a killed run left behind.
+_ORPHAN_MARK = "pgflow staging of {target}, backend {pid}"
+
+
+def mark_committed_staging(log: SqlLog, stage: TableName, target: TableName) -> None:
+    comment = _ORPHAN_MARK.format(target=target, pid=log.conn.info.backend_pid)
+    log.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            sql.Identifier(stage.schema, stage.name), sql.Literal(comment)
+        )
+    )
+
+
+def drop_orphaned_staging(log: SqlLog, target: TableName) -> int:
+    """Drop `target`'s committed staging tables whose backend is gone (a killed run's)."""
+    prefix = _ORPHAN_MARK.format(target=target, pid="")
+    rows = log.conn.execute(
+        """
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %(schema)s AND c.relkind = 'r'
+          AND starts_with(obj_description(c.oid, 'pg_class'), %(prefix)s)
+          AND substr(obj_description(c.oid, 'pg_class'), length(%(prefix)s) + 1)::int
+              NOT IN (SELECT pid FROM pg_stat_activity)
+        """,
+        {"schema": STAGING_SCHEMA, "prefix": prefix},
+    ).fetchall()
+    for (name,) in rows:
+        drop_staging(log, TableName(STAGING_SCHEMA, name))
+    return len(rows)
