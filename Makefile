@@ -15,6 +15,7 @@ help:
 	@echo "make demo   - install, start a local Postgres, seed the shop, materialize every asset"
 	@echo "make dev    - the Dagster UI (http://127.0.0.1:3000) on the same local set-up"
 	@echo "make test   - the test suite (starts its own throwaway clusters)"
+	@echo "make bench  - the benchmark suite (bench/README.md)"
 	@echo "make lint   - ruff"
 	@echo "make stop   - stop the local Postgres;  make clean - remove .venv and .pgflow"
 
@@ -64,13 +65,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install
-	$(BIN)/python -m pgflow_tests.bench.full_refresh
-	$(BIN)/python -m pgflow_tests.bench.merge
-	$(BIN)/python -m pgflow_tests.bench.incremental
-	$(BIN)/python -m pgflow_tests.bench.cdc
-	$(BIN)/python -m pgflow_tests.bench.delta
-	$(BIN)/python -m pgflow_tests.bench.delta_sync
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
+# BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES size it. Deeper single-topic benches:
+# python -m pgflow_tests.bench.cdc | .merge | .delta_sync
+bench: install $(BIN)/.bench-installed
+	$(BIN)/python -m pgflow_tests.bench.suite
 
 stop:
 	-$(BIN)/pgflow localdb stop

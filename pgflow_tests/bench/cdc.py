@@ -159,6 +159,11 @@ def mixed_changes(conn: psycopg.Connection, table: str) -> int:
 
 
 def scenarios() -> list[Scenario]:
+    return scenarios_named(SCENARIOS)
+
+
+def scenarios_named(names: tuple[str, ...]) -> list[Scenario]:
+    """The scenarios `names`, sized by CHANGES (read when called)."""
     every = {
         "insert": Scenario(
             "insert",
@@ -179,7 +184,7 @@ def scenarios() -> list[Scenario]:
             f"{CHANGES:,} base rows; per transaction 40% inserts, 40% updates, 20% deletes",
         ),
     }
-    return [every[name] for name in SCENARIOS]
+    return [every[name] for name in names]
 
 
 # -- the measured call, in a subprocess of its own ------------------------------------------------

@@ -1,9 +1,11 @@
-"""dlt's incremental merge of one Postgres table, run by the incremental bench in dlt's own venv.
+"""dlt loading one Postgres table (replace, or incremental merge), run by the bench suite in
+dlt's own venv.
 
-    <dlt-venv>/bin/python dlt_incremental.py '<json settings>'
+    <dlt-venv>/bin/python dlt_run.py '<json settings>'
 
-Settings: source_uri, sink_uri, table, dataset, pipelines_dir, file_format (null: dlt's
-default for Postgres, insert_values). Prints one JSON line: the rows dlt loaded into the
+Settings: source_uri, sink_uri, table, dataset, pipelines_dir, write_disposition ("replace":
+the whole table; "merge": incremental on updated_at, primary key id), file_format (null:
+dlt's default for Postgres, insert_values). Prints one JSON line: the rows dlt loaded into the
 table and the seconds dlt's own trace gives for the run (extract + normalize + load), next to
 this process's wall time from the first import of dlt.
 
@@ -25,14 +27,16 @@ def main() -> None:
     table = settings["table"]
     # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; dlt[postgres] ships psycopg2.
     source_uri = settings["source_uri"].replace("postgresql://", "postgresql+psycopg2://", 1)
+    merge = settings.get("write_disposition", "merge") == "merge"
     resource = sql_table(
         credentials=source_uri,
         table=table,
         schema="public",
-        incremental=dlt.sources.incremental("updated_at"),
+        incremental=dlt.sources.incremental("updated_at") if merge else None,
         backend="pyarrow",
         primary_key="id",
-        write_disposition="merge",  # dlt's default merge strategy: delete-insert
+        # merge: dlt's default merge strategy, delete-insert
+        write_disposition="merge" if merge else "replace",
     )
     pipeline = dlt.pipeline(
         pipeline_name=settings["dataset"],

@@ -1,0 +1,106 @@
+"""pgflow as a user runs it: the whole `dagster asset materialize -m pgflow.definitions` process
+for one spec (incremental_strategy: column on updated_at, incremental_merge delete_insert on
+id), with Dagster's storage in a Postgres database of the bench cluster; the load's own
+figures read back from the materialization's metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgflow.config.model import TableName
+from pgflow.localdb.cluster import ClusterInfo
+from pgflow_tests.bench.common import Finished, run_tree, tail
+
+REPO = Path(__file__).resolve().parents[2]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+SPEC_YAML = """
+source:
+  type: postgres
+  connection_id: bench_source
+  table: {{schema: public, name: {table}}}
+  options: {{incremental_strategy: column, incremental_column: updated_at}}
+sink:
+  type: postgres
+  connection_id: bench_sink
+  table: {{schema: {target.schema}, name: {target.name}}}
+  strategy: {{mode: incremental_merge, unique_key: [id], merge_policy: delete_insert}}
+"""
+# Read in a process of its own: the bench process never imports Dagster.
+METADATA = """
+import json, dagster as dg
+with dg.DagsterInstance.get() as instance:
+    event = instance.get_latest_materialization_event(dg.AssetKey({key!r}))
+    meta = event.asset_materialization.metadata
+    print(json.dumps({{k.split("/")[1]: meta[k].value for k in
+        ("pgflow/rows_read", "pgflow/rows_applied", "pgflow/duration_seconds")}}))
+"""
+
+
+@dataclass
+class DagsterCli:
+    env: dict[str, str]
+    target: TableName
+
+    @classmethod
+    def set_up(
+        cls,
+        work: Path,
+        sink: ClusterInfo,
+        source_uri: str,
+        sink_uri: str,
+        table: str,
+        target: TableName,
+    ) -> DagsterCli:
+        """Specs and a DAGSTER_HOME in `work`; Dagster's storage in sink's bench_dagster."""
+        specs = work / "specs"
+        specs.mkdir()
+        (specs / f"{table}.yaml").write_text(SPEC_YAML.format(table=table, target=target))
+        home = work / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
+        env = {
+            **os.environ,
+            "PGFLOW_CONFIG": str(specs),
+            "PGFLOW_CONN_BENCH_SOURCE": source_uri,
+            "PGFLOW_CONN_BENCH_SINK": sink_uri,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_HOST": sink.host,
+            "DAGSTER_PG_PORT": str(sink.port),
+            "DAGSTER_PG_USER": sink.user,
+            "DAGSTER_PG_PASSWORD": sink.password,
+            "DAGSTER_PG_DB": "bench_dagster",
+        }
+        return cls(env, target)
+
+    def run(self) -> tuple[Finished, dict[str, float]]:
+        """One materialization: the finished process and pgflow's metadata (rows_read,
+        rows_applied, duration_seconds)."""
+        key = [self.target.schema, self.target.name]
+        cmd = [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "pgflow.definitions",
+            "--select",
+            "/".join(key),
+        ]
+        done = run_tree(cmd, self.env, REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"dagster asset materialize failed:\n{tail(done.stderr)}")
+        meta = subprocess.run(
+            [sys.executable, "-c", METADATA.format(key=key)],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done, json.loads(meta.stdout.strip().splitlines()[-1])
