@@ -41,6 +41,7 @@ class ApplyContext:
     source: TableInfo  # the source's catalog (types, NOT NULLs, primary key)
     target_info: TableInfo  # the target as it was before this load
     partition_slice: PartitionSlice | None = None
+    staged_rows: int | None = None  # rows COPYed into staging (before duplicate handling)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -61,6 +62,24 @@ class ApplyContext:
 
 
 ApplyStrategy = Callable[[ApplyContext], int]
+
+# Below this share of the target's rows, matching staged keys by index probes beats a scan of
+# the whole target, which the planner picks without statistics on the fresh staging table
+# (1% of 2,000,000 rows: 0.14 s against 0.42 s for the delete).
+PROBE_SHARE = 0.05
+
+
+def few_staged_rows(ctx: ApplyContext) -> bool:
+    estimated = ctx.target_info.estimated_rows
+    if ctx.staged_rows is None or not estimated:
+        return False
+    return ctx.staged_rows < PROBE_SHARE * estimated
+
+
+def prefer_index_probes(ctx: ApplyContext) -> None:
+    """For the rest of the transaction, join staged keys to the target by index lookups."""
+    ctx.log.execute(sql.SQL("SET LOCAL enable_hashjoin = off"))
+    ctx.log.execute(sql.SQL("SET LOCAL enable_mergejoin = off"))
 
 
 def insert_from_staging(ctx: ApplyContext, where: sql.Composable | None = None) -> int:

@@ -167,7 +167,15 @@ def load_table(
             position = incremental.position_after(staged_max)
         source.close()  # the source is read; the apply below touches only the sink
         ctx = ApplyContext(
-            log, target, stage, columns, strategy, source.info, target_info, partition_slice
+            log,
+            target,
+            stage,
+            columns,
+            strategy,
+            source.info,
+            target_info,
+            partition_slice,
+            staged_rows=copied.rows,
         )
         dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
         if created and strategy.mode == "replace":

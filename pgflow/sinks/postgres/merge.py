@@ -16,11 +16,18 @@ from __future__ import annotations
 from psycopg import sql
 
 from pgflow.sinks.postgres import keys
-from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.apply import (
+    ApplyContext,
+    few_staged_rows,
+    insert_from_staging,
+    prefer_index_probes,
+)
 
 
 def delete_insert(ctx: ApplyContext) -> int:
     """Delete the target rows of the staged keys, insert all staged rows; rows inserted."""
+    if few_staged_rows(ctx):
+        prefer_index_probes(ctx)
     ctx.log.execute(
         sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
             ctx.target_sql, ctx.staging_sql, keys.key_match(ctx, "t", "s")
