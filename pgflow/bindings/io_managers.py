@@ -123,7 +123,8 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             database = dst_conn.info.dbname
         context.log.info(_summary(result))
         metadata = load_metadata(result, database)
-        metadata.update(activity_metadata(modifications, _exact_source_rows(spec, result, reset)))
+        exact = _exact_source_rows(spec, result.rows_read, reset, result.duplicates_dropped)
+        metadata.update(activity_metadata(modifications, exact))
         if window is not None:
             metadata["pgflow/partition_slice"] = dg.MetadataValue.text(
                 f"[{window.start.isoformat()}, {window.end.isoformat()}) of {window.column}"
@@ -274,12 +275,14 @@ def _source_modifications(conn: psycopg.Connection, table: TableName) -> int | N
         conn.rollback()  # the read opens its own snapshot transaction
 
 
-def _exact_source_rows(spec: PipelineSpec, result: LoadResult, reset: bool) -> int | None:
-    """The source's row count when the target must now equal one consistent snapshot of it."""
-    whole = result.read is None and spec.sink.strategy.mode == "full_refresh"
-    if (whole or reset) and result.duplicates_dropped == 0:
-        return result.rows_read
-    return None
+def _exact_source_rows(
+    spec: PipelineSpec, rows_read: int, reset: bool, duplicates_dropped: int = 0
+) -> int | None:
+    """The source's row count when the target must now equal one consistent snapshot of it:
+    a full read into full_refresh, or a reset (unless duplicate keys were dropped)."""
+    full_read = spec.source.options.incremental_strategy == "full"
+    whole = full_read and spec.sink.strategy.mode == "full_refresh"
+    return rows_read if (whole or reset) and duplicates_dropped == 0 else None
 
 
 def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
@@ -384,9 +387,7 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "
             f"in {result.seconds:.1f}s"
         )
-        full_read = source.options.incremental_strategy == "full"
-        whole = full_read and sink.strategy.mode == "full_refresh"
-        exact = result.rows_read if whole or reset else None
+        exact = _exact_source_rows(spec, result.rows_read, reset)
         metadata = delta_load_metadata(result)
         metadata.update(activity_metadata(modifications, exact))
         context.add_output_metadata(metadata)
