@@ -9,12 +9,13 @@ export DAGSTER_HOME := $(STATE)/dagster_home
 export PGFLOW_CONFIG ?= $(CURDIR)/pipelines
 LOCAL_ENV = eval "$$($(BIN)/pgflow localdb env)"
 
-.PHONY: help install postgres-check localdb demo dev test lint format bench stop clean
+.PHONY: help install postgres-check localdb demo dev test test-faults lint format bench stop clean
 
 help:
 	@echo "make demo   - install, start a local Postgres, seed the shop, materialize every asset"
 	@echo "make dev    - the Dagster UI (http://127.0.0.1:3000) on the same local set-up"
 	@echo "make test   - the test suite (starts its own throwaway clusters)"
+	@echo "make test-faults - the slow part of the reliability suite (kills at every point of a load)"
 	@echo "make bench  - the benchmark suite (bench/README.md)"
 	@echo "make lint   - ruff"
 	@echo "make stop   - stop the local Postgres;  make clean - remove .venv and .pgflow"
@@ -55,7 +56,11 @@ dev: localdb
 	$(LOCAL_ENV) && $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install
-	$(BIN)/pytest -n 2 --durations=15
+	$(BIN)/pytest -n 2 --durations=15 -m "not faults"
+
+# The slow half of pgflow_tests/reliability (README "Guarantees"); CI runs it after make test.
+test-faults: install
+	$(BIN)/pytest -n 2 --durations=15 -m faults pgflow_tests/reliability
 
 lint: install
 	$(BIN)/ruff check .
