@@ -24,7 +24,6 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.apply import ApplyContext
 from pgflow.sinks.postgres.sql_log import SqlLog
 
 SWAP_LOCK_TIMEOUT = "30s"
@@ -63,18 +62,20 @@ class ExchangePlan:
     identity_columns: list[tuple[str, str]]  # (qualified old sequence, column)
 
 
-def exchange(ctx: ApplyContext) -> int:
-    """full_refresh `method: exchange`: the new table holds exactly the staged rows."""
-    return swap_in(ctx, lambda shadow: _insert_staged(ctx, shadow))
+def exchange(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -> int:
+    """full_refresh `method: exchange`: the source is COPYed into the new table, then swapped in.
+
+    The new table is invisible until the swap commits, so it needs no staging table before it.
+    """
+    return swap_in(log, target, fill)
 
 
-def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
+def swap_in(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -> int:
     """Build a table like the target, `fill` it, and swap it in place of the target.
 
     `fill(shadow)` writes the new contents and returns the rows written; everything the target
     carries (indexes, grants, views, ...) is moved over. Used by exchange and shadow_swap.
     """
-    log, target = ctx.log, ctx.target
     plan = plan_exchange(log.conn, target)
     identity_names = _identity_sequence_names(log.conn, plan)
     tag = secrets.token_hex(4)
@@ -112,13 +113,6 @@ def swap_in(ctx: ApplyContext, fill: Callable[[TableName], int]) -> int:
             )
         )
     return rows
-
-
-def _insert_staged(ctx: ApplyContext, shadow: TableName) -> int:
-    query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
-        _ident(shadow), ctx.column_list(), ctx.column_list(), ctx.staging_sql
-    )
-    return ctx.log.execute(query).rowcount
 
 
 def plan_exchange(conn: psycopg.Connection, target: TableName) -> ExchangePlan:

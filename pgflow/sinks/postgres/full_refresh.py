@@ -1,17 +1,30 @@
-"""full_refresh, `method: truncate_insert` (default): the target becomes exactly the staged rows.
+"""full_refresh, `method: truncate_insert` (default): the target becomes exactly the source.
 
-TRUNCATE and INSERT run in the load's transaction, so readers see the old rows until commit
-and never an empty or half-filled table. TRUNCATE holds an ACCESS EXCLUSIVE lock until then;
-`method: exchange` shortens that window to a rename.
+TRUNCATE and the COPY run in the load's transaction, so readers see the old rows until commit
+and never an empty or half-filled table. The source is COPYed straight into the truncated
+target: nothing outside the transaction can see it, so a staging table in front of it would
+only copy every row twice. TRUNCATE holds an ACCESS EXCLUSIVE lock until commit, so readers
+of the target wait for the whole load; `method: exchange` shortens that wait to a rename.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from psycopg import sql
 
+from pgflow.config.model import TableName
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.sql_log import SqlLog
+
+
+def truncate_copy(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -> int:
+    """full_refresh truncate_insert: empty the target, then `fill` it from the source."""
+    log.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name)))
+    return fill(target)
 
 
 def truncate_insert(ctx: ApplyContext) -> int:
+    """A reset of a staged strategy: the target becomes exactly the staged rows."""
     ctx.log.execute(sql.SQL("TRUNCATE {}").format(ctx.target_sql))
     return insert_from_staging(ctx)

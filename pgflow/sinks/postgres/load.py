@@ -5,14 +5,20 @@ read) -> create the target on the first load -> check it fits -> UNLOGGED stagin
 the source into staging -> duplicate policy -> apply the strategy -> store the new position
 -> ANALYZE -> drop staging -> COMMIT. Any failure rolls all of it back, so the target and its
 position are either both old or both new, never a mix.
+
+full_refresh skips the staging table: its COPY lands in a table no other session can see
+before the commit (the target it truncated, a new table it swaps in, or a target it created),
+which is what staging is for, without writing every row twice.
 """
 
 from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -33,8 +39,6 @@ from pgflow.sources.postgres import set_portable_text_format
 # (mode, variant) -> "module:function". Resolved on use, one module per strategy; a mode is
 # reachable only once pgflow.config.support lets specs ask for it.
 STRATEGIES: dict[tuple[str, str], str] = {
-    ("full_refresh", "truncate_insert"): "pgflow.sinks.postgres.full_refresh:truncate_insert",
-    ("full_refresh", "exchange"): "pgflow.sinks.postgres.exchange:exchange",
     ("incremental_append", ""): "pgflow.sinks.postgres.append:append",
     ("incremental_merge", "delete_insert"): "pgflow.sinks.postgres.merge:delete_insert",
     ("incremental_merge", "upsert"): "pgflow.sinks.postgres.upsert:upsert",
@@ -42,6 +46,16 @@ STRATEGIES: dict[tuple[str, str], str] = {
     ("replace", ""): "pgflow.sinks.postgres.replace:replace",
     ("partition_replace", ""): "pgflow.sinks.postgres.partition_replace:partition_replace",
 }
+
+
+# Strategies whose COPY goes straight into a table of their own: `direct(log, target, fill)`
+# prepares that table, calls `fill(table)` (the COPY; returns its rows) and finishes the swap.
+DIRECT_STRATEGIES: dict[tuple[str, str], str] = {
+    ("full_refresh", "truncate_insert"): "pgflow.sinks.postgres.full_refresh:truncate_copy",
+    ("full_refresh", "exchange"): "pgflow.sinks.postgres.exchange:exchange",
+}
+Fill = Callable[[TableName], int]
+DirectStrategy = Callable[[SqlLog, TableName, Fill], int]
 
 
 class UnsupportedStrategy(ValueError):
@@ -75,7 +89,19 @@ def strategy_variant(strategy: StrategySpec) -> tuple[str, str]:
 
 
 def apply_for(strategy: StrategySpec) -> ApplyStrategy:
-    target = STRATEGIES.get(strategy_variant(strategy))
+    return _resolve(STRATEGIES, strategy)
+
+
+def direct_for(strategy: StrategySpec) -> DirectStrategy:
+    return _resolve(DIRECT_STRATEGIES, strategy)
+
+
+def is_direct(strategy: StrategySpec) -> bool:
+    return strategy_variant(strategy) in DIRECT_STRATEGIES
+
+
+def _resolve(strategies: dict[tuple[str, str], str], strategy: StrategySpec) -> Any:
+    target = strategies.get(strategy_variant(strategy))
     if target is None:
         raise UnsupportedStrategy(f"sink strategy {strategy_label(strategy)} is not supported")
     module, function = target.split(":")
@@ -131,11 +157,19 @@ def load_table(
     is stored, under `pipeline`'s name, in the same transaction. `reset` reads everything
     and makes the target exactly the source, whatever the strategy.
     """
-    apply = apply_for(strategy)
     keyed = is_keyed(strategy)
     started = time.monotonic()
     log = SqlLog(conn)
     incremental = as_incremental(source)
+    direct = is_direct(strategy)
+    if direct and incremental:
+        raise UnsupportedStrategy(
+            f"sink strategy {strategy_label(strategy)} replaces the whole target; "
+            "an incremental read needs incremental_merge or incremental_append"
+        )
+    direct_apply = direct_for(strategy) if direct else None
+    apply = None if direct else apply_for(strategy)
+    dropped, position = 0, None
     with conn.transaction():
         set_portable_text_format(conn)
         ddl.lock_target(log, target)
@@ -155,42 +189,53 @@ def load_table(
         if schema_drift.reconcile(log, source.info, target_info, strategy.on_schema_change):
             target_info = describe_table(conn, target)
         fmt: CopyFormat = "binary" if ddl.binary_compatible(source.info, target_info) else "text"
-        order_column = keys.ORDER_COLUMN if keyed else None
-        stage = staging.create_staging(log, target, columns, order_column)
-        # closing(): on failure the source's COPY must end now, not when the traceback dies.
-        with closing(source.copy_out(columns, fmt)) as chunks:
-            copied = staging.copy_into(log, stage, columns, chunks, fmt, progress)
-        position = None
-        if incremental:
-            column = incremental.cursor_column
-            staged_max = staging.max_value(log, stage, column) if column else None
-            position = incremental.position_after(staged_max)
-        source.close()  # the source is read; the apply below touches only the sink
-        ctx = ApplyContext(
-            log,
-            target,
-            stage,
-            columns,
-            strategy,
-            source.info,
-            target_info,
-            partition_slice,
-            staged_rows=copied.rows,
-        )
-        dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
-        if created and strategy.mode == "replace":
-            replace.check_predicate(ctx)  # a bad predicate fails the first load, not the second
-        if created:
-            rows = insert_from_staging(ctx)  # a new table has nothing to merge, replace or swap
-        elif reset:
-            rows = full_refresh.truncate_insert(ctx)  # a reset rebuilds the target
+        copies: list[staging.CopyStats] = []
+
+        def fill(table: TableName) -> int:
+            # closing(): on failure the source's COPY must end now, not when the traceback dies.
+            with closing(source.copy_out(columns, fmt)) as chunks:
+                copies.append(staging.copy_into(log, table, columns, chunks, fmt, progress))
+            source.close()  # the source is read; what follows touches only the sink
+            return copies[-1].rows
+
+        if direct_apply is not None:
+            rows = fill(target) if created else direct_apply(log, target, fill)
         else:
-            rows = apply(ctx)
-        if incremental:
-            state.write_position(log, target, pipeline, position)
-        staging.drop_staging(log, stage)
+            stage = staging.create_staging(
+                log, target, columns, keys.ORDER_COLUMN if keyed else None
+            )
+            fill(stage)
+            if incremental:
+                column = incremental.cursor_column
+                staged_max = staging.max_value(log, stage, column) if column else None
+                position = incremental.position_after(staged_max)
+            ctx = ApplyContext(
+                log,
+                target,
+                stage,
+                columns,
+                strategy,
+                source.info,
+                target_info,
+                partition_slice,
+                staged_rows=copies[0].rows,
+            )
+            dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
+            if created and strategy.mode == "replace":
+                replace.check_predicate(ctx)  # a bad predicate fails the first load, not the second
+            if created:
+                rows = insert_from_staging(ctx)  # a new table has nothing to merge, replace or swap
+            elif reset:
+                rows = full_refresh.truncate_insert(ctx)  # a reset rebuilds the target
+            else:
+                assert apply is not None
+                rows = apply(ctx)
+            if incremental:
+                state.write_position(log, target, pipeline, position)
+            staging.drop_staging(log, stage)
         if reset or needs_analyze(strategy, created, rows, target_info):
             log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
+    copied = copies[0]
     return LoadResult(
         target=target,
         target_info=target_info,

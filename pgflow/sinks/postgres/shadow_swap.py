@@ -70,7 +70,7 @@ def shadow_swap(ctx: ApplyContext) -> int:
         ).rowcount
 
     try:
-        return exchange.swap_in(ctx, fill)
+        return exchange.swap_in(ctx.log, ctx.target, fill)
     except exchange.ExchangeRefused as refused:
         # exchange's advice (full_refresh truncate_insert) would drop every unstaged row here.
         raise exchange.ExchangeRefused(

@@ -21,6 +21,7 @@ from pgflow_tests.sinks.postgres.conftest import (
 
 SOURCE = TableName("public", "all_types")
 TARGET = TableName("landing", "all_types")
+TARGET_IDS = TableName("landing", "ids")
 TRUNCATE_INSERT = StrategySpec(mode="full_refresh", method="truncate_insert")
 
 
@@ -211,3 +212,24 @@ def test_partitioned_source_lands_in_one_plain_table(source_uri, sink_uri):
     result = run_load(source_uri, sink_uri, TableName("public", "pay"), TableName("landing", "pay"))
     assert result.rows == 1000
     assert table_text(sink_uri, "landing.pay") == table_text(source_uri, "public.pay")
+
+
+@pytest.mark.parametrize("method", ["truncate_insert", "exchange"])
+def test_full_refresh_copies_straight_into_the_target_without_staging(source_uri, sink_uri, method):
+    execute(source_uri, "CREATE TABLE ids (id bigint PRIMARY KEY, v text)")
+    execute(source_uri, "INSERT INTO ids SELECT g * 10, 'v' || g FROM generate_series(1, 300) g")
+    # The target numbers its rows itself; COPY keeps the source's values, as the INSERT did
+    # with OVERRIDING SYSTEM VALUE.
+    execute(
+        sink_uri,
+        "CREATE SCHEMA landing;"
+        " CREATE TABLE landing.ids (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)",
+    )
+    strategy = StrategySpec(mode="full_refresh", method=method)
+    result = run_load(source_uri, sink_uri, TableName("public", "ids"), TARGET_IDS, strategy)
+
+    assert result.rows == 300
+    assert not any(STAGING_SCHEMA in statement for statement in result.statements)
+    assert any(statement.startswith("COPY") for statement in result.statements)
+    assert table_text(sink_uri, "landing.ids") == table_text(source_uri, "public.ids")
+    assert staging_tables(sink_uri) == []
