@@ -188,9 +188,28 @@ def read_batches(
 ) -> Iterator[pl.DataFrame]:
     """The rows of `file` from row `offset`, `columns` (default: all) in the table's types.
 
-    Rows come in the file's order (fixed: Parquet files are immutable), in batches of about
-    `batch_size` rows; the file is streamed, never loaded whole.
+    Rows come in the file's order (fixed: Parquet files are immutable), in batches of
+    `batch_size` rows; the file is read slice by slice, never loaded whole.
     """
+    frame = _typed_scan(snapshot, file, columns)
+    # One collect per slice: polars reads only the row groups (and pages) a slice covers.
+    # Its streaming batches would decode row groups ahead of the consumer, which held two
+    # to three times the memory (1.2M rows: 201 MB against 86 MB). The file's own end ends
+    # the loop, not the log's row count, which a writer may leave out.
+    start = offset
+    while True:
+        batch = frame.slice(start, batch_size).collect()
+        if batch.height:
+            yield batch
+        if batch.height < batch_size:
+            return
+        start += batch_size
+
+
+def _typed_scan(
+    snapshot: DeltaSnapshot, file: DeltaFile, columns: Sequence[str] | None
+) -> pl.LazyFrame:
+    """`file`'s `columns` (default: all) as a lazy scan in the table's types."""
     names = list(columns) if columns is not None else list(snapshot.column_names)
     frame = pl.scan_parquet(
         file.uri,
@@ -212,12 +231,7 @@ def read_batches(
             exprs.append(expr if stored[name] == column.dtype else expr.cast(column.dtype))
         else:
             exprs.append(pl.lit(None, dtype=column.dtype).alias(name))
-    frame = frame.select(exprs)
-    if offset:
-        frame = frame.slice(offset)
-    for batch in frame.collect_batches(chunk_size=batch_size):
-        if batch.height:
-            yield batch
+    return frame.select(exprs)
 
 
 def deleted_keys(

@@ -25,7 +25,7 @@ SchemaMode = Literal["merge", "overwrite"] | None
 # delta-rs buffers a whole Parquet row group in memory before writing it out, and its default
 # row group is 1M rows (and as many bytes as they take): a smaller one bounds the memory of a
 # load. Snappy is delta-rs' own default, which passing any WriterProperties would turn off.
-DEFAULT_ROW_GROUP_ROWS = 64 * 1024
+DEFAULT_ROW_GROUP_ROWS = 32 * 1024
 
 
 def default_writer_properties() -> WriterProperties:
