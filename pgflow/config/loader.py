@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date, timedelta
@@ -67,6 +68,61 @@ _PIPELINE_KEYS = (
 )
 # Top-level keys a file may hold next to one pipeline's `source` and `sink`.
 _FILE_KEYS = ("connections", "groups")
+# Postgres keeps the first NAMEDATALEN - 1 bytes of an identifier and silently drops the rest.
+_MAX_IDENTIFIER_BYTES = 63
+# Schemas a sink must not write into: Postgres' own, and pgflow's state (`_pgflow`).
+_RESERVED_SINK_SCHEMAS = ("_pgflow", "information_schema")
+
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """safe_load, except that a key repeated in one mapping is an error, not a silent overwrite
+    (`mode: incremental_merge` ... `mode: full_refresh` would otherwise keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # `<<: *anchor` merges may be overridden by explicit keys
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found key '{key_node.value}' twice; YAML would silently keep the last "
+                    "value: write each key once",
+                    key_node.start_mark,
+                )
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def identifier_problem(name: str) -> str | None:
+    """Why `name` cannot be a Postgres identifier pgflow reads or creates, or None.
+
+    Any other text works: pgflow always quotes identifiers, so quotes, `;` and non-ASCII
+    letters are part of the name, never SQL.
+    """
+    if not name.strip():
+        return "is empty; name a table, schema or column"
+    if name != name.strip():
+        return f"{name!r} starts or ends with white space, which Postgres would keep in the name"
+    for char in name:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs") or (
+            category == "Cf"
+            and unicodedata.bidirectional(char)
+            in ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI")
+        ):
+            return (
+                f"{name!r} holds the control character U+{ord(char):04X}; write the name "
+                "without control characters"
+            )
+    size = len(name.encode("utf-8"))
+    if size > _MAX_IDENTIFIER_BYTES:
+        return (
+            f"'{name}' is {size} bytes long; Postgres cuts names after {_MAX_IDENTIFIER_BYTES} "
+            "bytes (UTF-8), so the table or column would not be the one named: shorten it"
+        )
+    return None
 
 
 def env_var_for(connection_id: str) -> str:
@@ -133,7 +189,7 @@ def _load_file(
         problems.append(SpecProblem(file, None, None, f"cannot be read as UTF-8 text: {exc}"))
         return [], {}, {}
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_SpecYamlLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as exc:
         problems.append(SpecProblem(file, None, None, f"is not valid YAML: {exc}"))
         return [], {}, {}
@@ -322,9 +378,9 @@ def _pipeline_label(entry: Mapping[str, Any]) -> str:
     sink = entry.get("sink") if isinstance(entry.get("sink"), Mapping) else {}
     table = sink.get("table") if isinstance(sink.get("table"), Mapping) else {}
     if table.get("schema") and table.get("name"):
-        return re.sub(r"\W", "_", f"{table['schema']}_{table['name']}")
+        return dagster_name(f"{table['schema']}_{table['name']}")
     if isinstance(sink.get("path"), str):
-        return re.sub(r"\W", "_", Path(sink["path"].rstrip("/")).name) or "pipeline"
+        return dagster_name(Path(sink["path"].rstrip("/")).name) or "pipeline"
     return "pipeline"
 
 
@@ -332,10 +388,32 @@ def _read_table(section: Section, required: bool) -> TableName | None:
     table = section.section("table", required=required)
     if table is None:
         return None
-    schema = table.text("schema", required=True)
-    name = table.text("name", required=True)
+    schema = _identifier(table, "schema", required=True)
+    name = _identifier(table, "name", required=True)
     table.finish()
     return TableName(schema, name) if schema and name else None
+
+
+def _identifier(section: Section, key: str, *, required: bool = False) -> str | None:
+    """A table, schema or column name: any text Postgres can keep as it is (it is quoted)."""
+    value = section.text(key, required=required)
+    if value is None:
+        return None
+    problem = identifier_problem(value)
+    if problem:
+        section.problem(key, problem)
+        return None
+    return value
+
+
+def _identifiers(section: Section, key: str) -> tuple[str, ...] | None:
+    names = section.names(key)
+    if names is None:
+        return None
+    problems = [p for p in map(identifier_problem, names) if p]
+    for problem in problems:
+        section.problem(key, problem)
+    return None if problems else names
 
 
 def _read_endpoint(section: Section, types: tuple[str, ...]) -> tuple[str | None, ...]:
@@ -343,11 +421,19 @@ def _read_endpoint(section: Section, types: tuple[str, ...]) -> tuple[str | None
     connection_type = section.text("connection_type", choices=CONNECTION_TYPES, default="env")
     connection_id = section.text("connection_id")
     path = section.text("path")
+    if path is not None and any(unicodedata.category(c) == "Cc" for c in path):
+        section.problem("path", f"{path!r} holds a control character; write a plain path or URI")
+        path = None
     if kind == "postgres" and not connection_id:
         section.problem("connection_id", "is required for type postgres (a connection name)")
     if kind == "delta" and not path:
         section.problem("path", "is required for type delta (a folder or object-store URI)")
     return kind, connection_type, connection_id, path
+
+
+def _reserved_schema(schema: str) -> bool:
+    lowered = schema.lower()
+    return lowered in _RESERVED_SINK_SCHEMAS or lowered.startswith("pg_")
 
 
 def _read_source(section: Section | None, report: Any) -> SourceSpec | None:
@@ -368,7 +454,7 @@ def _read_source_options(o: Section) -> SourceOptions:
         incremental_strategy=o.text(
             "incremental_strategy", choices=("full", "column", "xmin", "cdc"), default="full"
         ),  # type: ignore[arg-type]
-        incremental_column=o.text("incremental_column"),
+        incremental_column=_identifier(o, "incremental_column"),
         lookback=_read_lookback(o),
         on_null_cursor=o.text(
             "on_null_cursor", choices=("exclude", "include", "fail"), default="exclude"
@@ -377,11 +463,11 @@ def _read_source_options(o: Section) -> SourceOptions:
         publication_name=o.text("publication_name"),
         snapshot=o.text("snapshot", choices=("initial", "never"), default="initial"),  # type: ignore[arg-type]
         auto_cleanup=o.flag("auto_cleanup"),
-        deleted_column=o.text("deleted_column"),
+        deleted_column=_identifier(o, "deleted_column"),
         on_truncate=o.text("on_truncate", choices=("apply", "fail"), default="apply"),  # type: ignore[arg-type]
         target_batch_size=o.positive_int("target_batch_size"),
         max_changes_per_run=o.positive_int("max_changes_per_run"),
-        include_columns=o.names("include_columns"),
+        include_columns=_identifiers(o, "include_columns"),
         reset=o.flag("reset"),
         deletes=o.text("deletes", choices=("none", "cdf", "key_pass"), default="none"),  # type: ignore[arg-type]
     )
@@ -411,6 +497,13 @@ def _read_sink(section: Section | None, report: Any) -> SinkSpec | None:
         return None
     kind, connection_type, connection_id, path = _read_endpoint(section, ("postgres", "delta"))
     table = _read_table(section, required=kind == "postgres")
+    if table is not None and _reserved_schema(table.schema):
+        section.problem(
+            "table.schema",
+            f"'{table.schema}' is reserved (Postgres' own schemas, pgflow's state in _pgflow); "
+            "write the target into a schema of your own, e.g. landing",
+        )
+        table = None
     strategy_section = section.section("strategy", required=True)
     strategy = _read_strategy(strategy_section) if strategy_section else None
     section.finish()
@@ -434,7 +527,7 @@ def _read_strategy(s: Section) -> StrategySpec | None:
     strategy = StrategySpec(
         mode=mode or "full_refresh",  # type: ignore[arg-type]
         method=s.text("method", choices=("truncate_insert", "exchange"), default="truncate_insert"),  # type: ignore[arg-type]
-        unique_key=s.names("unique_key") or (),
+        unique_key=_identifiers(s, "unique_key") or (),
         merge_policy=s.text(
             "merge_policy",
             choices=("delete_insert", "upsert", "shadow_swap"),
@@ -443,7 +536,7 @@ def _read_strategy(s: Section) -> StrategySpec | None:
         duplicate_policy=s.text("duplicate_policy", choices=("fail", "keep_last"), default="fail"),  # type: ignore[arg-type]
         only_new_rows=s.flag("only_new_rows"),
         custom_predicate=s.text("custom_predicate"),
-        partition_column=s.text("partition_column"),
+        partition_column=_identifier(s, "partition_column"),
         native_mode=s.text("native_mode", choices=("auto", "required", "disabled"), default="auto"),  # type: ignore[arg-type]
         on_schema_change=s.text(
             "on_schema_change", choices=("fail", "add_columns", "sync"), default="add_columns"
@@ -466,10 +559,15 @@ def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
     if sink is None:
         return ("pipeline",)
     if sink.type == "delta":
-        return ("delta", Path(str(sink.path).rstrip("/")).name)
+        return ("delta", _key_part(Path(str(sink.path).rstrip("/")).name))
     if sink.table is None:  # a missing table or table field was reported already
         return ("pipeline",)
-    return (sink.table.schema, sink.table.name)
+    # Dagster keys take ASCII letters, digits, _ and -: `zielö/訂單` becomes `ziel_/__`.
+    return (_key_part(sink.table.schema), _key_part(sink.table.name))
+
+
+def _key_part(text: str) -> str:
+    return text if _KEY_PART.match(text) else dagster_name(text)
 
 
 def _read_schedule(spec: Section) -> ScheduleSpec | None:

@@ -48,8 +48,17 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if getattr(current, "transient", False):
             return True
-        current = current.__cause__ or current.__context__
+        current = _raised_from(current)
     return False
+
+
+def _raised_from(exc: BaseException) -> BaseException | None:
+    """The exception `exc` came from, as its traceback shows it: `raise ... from None` hides
+    the one being handled (e.g. libpq's parse error behind "not a valid libpq URI"), which then
+    must not make a permanent error look transient."""
+    if exc.__cause__ is not None:
+        return exc.__cause__
+    return None if exc.__suppress_context__ else exc.__context__
 
 
 def _transient_psycopg_error(exc: psycopg.Error) -> bool:
