@@ -6,8 +6,8 @@ stream into batches at record boundaries: at most `batch_rows` rows and about `b
 bytes each, whichever comes first. polars parses each batch with an explicit schema (no
 inference) and a few column expressions finish the types CSV cannot carry. With `prefetch`
 a thread reads and parses the next batch(es) while the consumer works on the current one.
-Only those few batches are ever held: memory is bounded by the batch size (4 MiB of CSV by
-default, so the row limit binds only for rows under ~40 bytes), not by the table. pyarrow is
+Only those few batches are ever held: memory is bounded by the batch size (2 MiB of CSV by
+default, so the row limit binds only for rows under ~20 bytes), not by the table. pyarrow is
 not needed: batches leave as polars DataFrames or arro3 record batches (Arrow C data
 interface).
 
@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import polars as pl
+import psycopg
 from arro3.core import RecordBatch, RecordBatchReader, Schema, Table
 from psycopg import sql
 
@@ -64,7 +65,7 @@ from pgflow.sources.catalog import Column, TableInfo
 from pgflow.sources.postgres import PostgresTableSource, copy_to_stdout
 
 DEFAULT_BATCH_ROWS = 100_000
-DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+DEFAULT_BATCH_BYTES = 2 * 1024 * 1024
 # Batches read and parsed ahead of the consumer, in a thread: Postgres, the parser and the
 # consumer (delta-rs encoding Parquet) then work at the same time. 0 reads in the caller.
 DEFAULT_PREFETCH = 1
@@ -92,6 +93,7 @@ _BOOL, _BYTEA, _NUMERIC, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 16, 17, 1700, 1082, 1
 _LIST_STRINGS = {25, 1043, 1042, 19, 18, 2950}  # element types read as List(String)
 _NAIVE = "%Y-%m-%d %H:%M:%S%.f"  # ISO DateStyle; %.f also reads no fraction at all
 _WITH_OFFSET = _NAIVE + "%#z"  # +00, +05:30 ...
+_UNCONSTRAINED_CAST = "::numeric({},{})".format(*UNCONSTRAINED_NUMERIC)
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(-?\d+)\)$")
 
 Finish = Callable[[pl.Expr], pl.Expr]
@@ -158,7 +160,7 @@ def _numeric_column(column: Column) -> ArrowColumn:
     if match is None:
         precision, scale = UNCONSTRAINED_NUMERIC
         dtype = pl.Decimal(precision, scale)
-        return ArrowColumn(column.name, dtype, dtype, f"({{}})::numeric({precision},{scale})")
+        return ArrowColumn(column.name, dtype, dtype, "({})" + _UNCONSTRAINED_CAST)
     precision, scale = int(match[1]), int(match[2])
     if precision > MAX_DECIMAL_PRECISION or scale < 0 or scale > precision:
         return ArrowColumn(column.name, pl.String(), pl.String())
@@ -283,6 +285,17 @@ class ArrowRead:
                 frame = self._parse(data)
                 self.rows += frame.height
                 yield frame
+        except psycopg.errors.NumericValueOutOfRange as error:
+            # Raised by the read's own cast of unconstrained numerics to Decimal(38,9).
+            names = [c.name for c in self.columns if c.sql_template.endswith(_UNCONSTRAINED_CAST)]
+            raise ArrowReadError(
+                _no_form_message(
+                    self.source.info,
+                    names,
+                    "Decimal(38,9) (29 or more integer digits, or +-Infinity)",
+                    str(error).replace("\n", " "),
+                )
+            ) from error
         finally:
             chunks.close()  # on failure the COPY must end now, not when the traceback dies
 
@@ -304,10 +317,17 @@ class ArrowRead:
                 quote_char='"',
             )
         except pl.exceptions.PolarsError as error:
+            column = self._unparsable_column(data)
+            if column is None:
+                raise ArrowReadError(
+                    f"reading {self.source.info.table}: a value has no Arrow form ({error}). "
+                    "numeric NaN/Infinity, infinite or BC dates and timestamps, and years past "
+                    "9999 cannot be represented"
+                ) from error
             raise ArrowReadError(
-                f"reading {self.source.info.table}: a value has no Arrow form ({error}). "
-                "numeric NaN/Infinity, infinite or BC dates and timestamps, and years past 9999 "
-                "cannot be represented"
+                _no_form_message(
+                    self.source.info, [column.name], str(column.dtype), _first_line(error)
+                )
             ) from error
         finishing = [c for c in self.columns if c.finish is not None]
         if not finishing:
@@ -319,14 +339,46 @@ class ArrowRead:
                 try:
                     frame.select(c.finish(pl.col(c.name)))  # type: ignore[misc]
                 except pl.exceptions.PolarsError as error:
-                    column = self.source.info.column(c.name)
-                    type_sql = column.type_sql if column else "?"
                     raise ArrowReadError(
-                        f"reading {self.source.info.table}: column {c.name} ({type_sql}) has a "
-                        f"value with no {c.dtype} form (an infinite or BC timestamp, a year "
-                        f"past 9999, a multi-dimensional array?): {error}"
+                        _no_form_message(
+                            self.source.info, [c.name], str(c.dtype), _first_line(error)
+                        )
                     ) from error
             raise
+
+    def _unparsable_column(self, data: bytes) -> ArrowColumn | None:
+        """The first column whose CSV fields polars cannot parse as its type (error path)."""
+        for column in self.columns:
+            if column.read_as == pl.String():
+                continue
+            schema = {c.name: pl.String() for c in self.columns} | {column.name: column.read_as}
+            try:
+                pl.read_csv(
+                    data, has_header=False, schema=schema, infer_schema=False, quote_char='"'
+                )
+            except pl.exceptions.PolarsError:
+                return column
+        return None
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _no_form_message(info: TableInfo, names: Sequence[str], dtype: str, detail: str) -> str:
+    """What failed (table, column, type, the value's problem) and the way out."""
+    described = ", ".join(
+        f"{name} ({column.type_sql})" if (column := info.column(name)) else name for name in names
+    )
+    plural = "s" if len(names) > 1 else ""
+    return (
+        f"reading {info.table}: column{plural} {described} holds a value with no Delta/Arrow "
+        f"{dtype} form ({detail}); nothing was written. Values without one: numeric NaN or "
+        "+-Infinity, numerics of 29 or more integer digits in an unconstrained numeric, "
+        "infinite or BC dates and timestamps, years past 9999, arrays of two or more "
+        "dimensions. Fix the value in the source, or change the column's type there (cast "
+        "it, e.g. to text, which Delta carries as the value's Postgres text)"
+    )
 
 
 T = TypeVar("T")

@@ -36,6 +36,9 @@ class Column:
     enum_name: TableName | None  # the enum behind the column (directly or as array element)
     enum_labels: tuple[str, ...] = ()
     has_default: bool = False  # a default, identity or generated value fills it when omitted
+    # GENERATED ALWAYS AS (<this>) STORED; '' otherwise. Logical replication does not send
+    # such columns (PostgreSQL 15), so CDC computes them in the sink from this expression.
+    generation: str = ""
 
     @property
     def wire_type(self) -> str | None:
@@ -84,6 +87,9 @@ _COLUMNS_SQL = """
 WITH RECURSIVE cols AS (
     SELECT a.attnum, a.attname, a.attnotnull, a.atttypid, a.atttypmod,
            a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' AS has_default,
+           CASE WHEN a.attgenerated = 's' THEN
+             (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+               WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END AS generation,
            format_type(a.atttypid, a.atttypmod) AS type_sql
     FROM pg_attribute a
     WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
@@ -96,7 +102,7 @@ WITH RECURSIVE cols AS (
     SELECT DISTINCT ON (attnum) attnum, typid, typmod FROM base ORDER BY attnum, depth DESC
 )
 SELECT c.attname AS name, c.type_sql, c.atttypid AS type_oid, c.attnotnull AS not_null,
-       c.has_default,
+       c.has_default, c.generation,
        bt.typtype AS kind, format_type(r.typid, r.typmod) AS base_type_sql,
        r.typid AS base_type_oid,
        COALESCE(et_base.oid, 0) AS element_oid, COALESCE(et_base.typtype, '') AS element_kind,
@@ -166,4 +172,5 @@ def _column(r: dict) -> Column:
         enum_name=enum_name,
         enum_labels=tuple(r["enum_labels"] or ()),
         has_default=r["has_default"],
+        generation=r["generation"] or "",
     )

@@ -247,9 +247,9 @@ class _Segment:
     def __init__(self, log: SqlLog, target: CdcTarget, source: TableInfo, result: BatchResult):
         self.log, self.target, self.source, self.result = log, target, source, result
         self.columns = source.column_names
-        self.stream_columns = len(self.columns) - (
-            1 if target.deleted_column and target.deleted_column in self.columns else 0
-        )
+        self.soft = bool(target.deleted_column and target.deleted_column in self.columns)
+        # Generated columns the stream lacks, staged NULL and computed before the apply.
+        self.computed = sum(1 for c in source.columns if c.generation)
         self.stage = staging.create_staging(log, target.table, self.columns)
         if log.conn.autocommit:  # committed at once: tag it, so a killed run's is found
             staging.mark_committed_staging(log, self.stage, target.table)
@@ -282,7 +282,9 @@ class _Segment:
         unchanged = "\\N"
         if line is None:
             line, unchanged = self._escaped_line(values, origin)
-        if self.stream_columns < len(self.columns):  # the soft-delete column
+        if self.computed:
+            line += "\t\\N" * self.computed
+        if self.soft:  # the soft-delete column
             line += "\t" + (deleted_at.isoformat() if deleted_at else "\\N")
         source = "\\N" if origin is None else str(origin)
         line = f"{line}\t{self.seq}\t{op}\t{unchanged}\t{source}\n"
@@ -404,6 +406,7 @@ class _SegmentApply:
             )
         )
         self._resolve_unchanged()
+        self._compute_generated()
         keys.keep_last(self.ctx)
         self._apply_deletes()
         self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
@@ -474,6 +477,32 @@ class _SegmentApply:
             )
         )
 
+    def _compute_generated(self) -> None:
+        """Compute the source's generated columns (which logical replication does not send)
+        from their expressions, once every other value of the row is known."""
+        computed = [c for c in self.ctx.source.columns if c.generation]
+        if not computed:
+            return
+        # The expressions come from the source catalog (pg_get_expr): trusted SQL.
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = ({})").format(sql.Identifier(c.name), sql.SQL(c.generation))
+            for c in computed
+        )
+        statement = sql.SQL("UPDATE {} SET {} WHERE {} = 'U'").format(
+            self.ctx.staging_sql, assignments, sql.Identifier(OP)
+        )
+        try:
+            with self.log.conn.transaction():
+                self.log.execute(statement)
+        except psycopg.Error as error:
+            names = ", ".join(f"{c.name} (GENERATED ALWAYS AS ({c.generation}))" for c in computed)
+            raise CdcApplyError(
+                f"logical replication does not send the source's generated column(s) {names}; "
+                f"pgflow computes them in the sink, where this failed: {error}. Create the "
+                "functions and types the expression uses in the sink, or re-snapshot with "
+                "reset: true after making the column a plain one"
+            ) from error
+
     def _apply_deletes(self) -> None:
         ctx = self.ctx
         op = sql.Identifier(OP)
@@ -518,11 +547,16 @@ def _truncate(log: SqlLog, target: CdcTarget, commit_time: datetime, result: Bat
 def segment_info(
     catalog: TableInfo, shape: tuple[RelationColumn, ...], target: CdcTarget
 ) -> TableInfo:
-    """The columns changes arrive with (the stream's Relation), typed from the catalog, plus
-    the soft-delete column."""
-    columns = [catalog.column(c.name) for c in shape]
+    """The columns changes arrive with (the stream's Relation), typed from the catalog, then
+    the generated columns the stream lacks, then the soft-delete column."""
+    streamed = [catalog.column(c.name) for c in shape]
+    # A generated column the stream does carry is a plain value; one it lacks (PostgreSQL
+    # 15 never sends them) follows the streamed ones and is computed in the sink.
+    columns = [replace(c, generation="") for c in streamed if c is not None]
+    names = {c.name for c in shape}
+    computed = [c for c in catalog.columns if c.generation and c.name not in names]
     soft = catalog.column(target.deleted_column) if target.deleted_column else None
-    kept = [c for c in columns if c is not None] + ([soft] if soft else [])
+    kept = columns + computed + ([soft] if soft else [])
     return replace(catalog, columns=tuple(kept))
 
 
