@@ -7,6 +7,7 @@ code location loads and reports every problem with its file, pipeline and field.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -559,15 +560,20 @@ def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
     if sink is None:
         return ("pipeline",)
     if sink.type == "delta":
-        return ("delta", _key_part(Path(str(sink.path).rstrip("/")).name))
+        return ("delta", dagster_key_part(Path(str(sink.path).rstrip("/")).name))
     if sink.table is None:  # a missing table or table field was reported already
         return ("pipeline",)
-    # Dagster keys take ASCII letters, digits, _ and -: `zielö/訂單` becomes `ziel_/__`.
-    return (_key_part(sink.table.schema), _key_part(sink.table.name))
+    return (dagster_key_part(sink.table.schema), dagster_key_part(sink.table.name))
 
 
-def _key_part(text: str) -> str:
-    return text if _KEY_PART.match(text) else dagster_name(text)
+def dagster_key_part(text: str) -> str:
+    """`text` as an asset key part. Dagster takes ASCII letters, digits, _ and -: any other
+    name becomes `_` for each other character plus a short hash of the name, so `zielö` and
+    `ziel€` stay two keys (`ziel__3f2a9c`)."""
+    if _KEY_PART.match(text):
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:6]
+    return f"{dagster_name(text)}_{digest}"
 
 
 def _read_schedule(spec: Section) -> ScheduleSpec | None:

@@ -338,12 +338,6 @@ def test_edge_cases_through_a_dagster_materialization(
     figures.report()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pgflow/bindings: the source's external asset is named from its connection, schema "
-    "and table (shop_sklep ü_€_zamówienia), which Dagster refuses (^[A-Za-z0-9_]+$); the "
-    "name needs sanitizing (non-matching characters to _, plus a short hash for uniqueness)",
-)
 def test_unicode_identifiers_through_a_dagster_materialization(
     source_uri: str, sink_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
