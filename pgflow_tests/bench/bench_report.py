@@ -120,8 +120,9 @@ def targets(figs: list[Figure]) -> Iterator[tuple[str, str, bool | None]]:
             )
         yield ratio_target(f"full_refresh {method} >= 5x dlt", pg, dlt, TARGETS["x_dlt"])
     incr = {
-        "in-process": find(figs, "incremental", "pgflow in-process"),
-        "CLI process": find(figs, "incremental", "pgflow CLI"),
+        "in-process upsert": find(figs, "incremental", "pgflow in-process upsert"),
+        "in-process delete_insert": find(figs, "incremental", "pgflow in-process delete_insert"),
+        "CLI process (upsert)": find(figs, "incremental", "pgflow CLI"),
     }
     for peer in ("dlt", "Sling"):
         other = find(figs, "incremental", peer)
@@ -132,7 +133,7 @@ def targets(figs: list[Figure]) -> Iterator[tuple[str, str, bool | None]]:
             )  # fmt: skip
         yield ratio_target(
             f"incremental, pgflow CLI's own load time >= 3x faster than {peer}",
-            incr["CLI process"], other, TARGETS["x_incremental"], own=True,
+            incr["CLI process (upsert)"], other, TARGETS["x_incremental"], own=True,
         )  # fmt: skip
     cdc = next((f for f in figs if f.scenario == "cdc"), None)
     if cdc is not None and cdc.rows_s is not None:

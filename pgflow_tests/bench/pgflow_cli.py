@@ -1,5 +1,5 @@
 """pgflow as a user runs it: the whole `dagster asset materialize -m pgflow.definitions` process
-for one spec (incremental_strategy: column on updated_at, incremental_merge delete_insert on
+for one spec (incremental_strategy: column on updated_at, incremental_merge upsert on
 id), with Dagster's storage in a Postgres database of the bench cluster; the load's own
 figures read back from the materialization's metadata."""
 
@@ -30,7 +30,7 @@ sink:
   type: postgres
   connection_id: bench_sink
   table: {{schema: {target.schema}, name: {target.name}}}
-  strategy: {{mode: incremental_merge, unique_key: [id], merge_policy: delete_insert}}
+  strategy: {{mode: incremental_merge, unique_key: [id], merge_policy: upsert}}
 """
 # Read in a process of its own: the bench process never imports Dagster.
 METADATA = """

@@ -12,7 +12,8 @@ a subset of psql,pgflow,dlt,sling):
 
 - full_refresh: the psql binary COPY pipe (the physical limit), pgflow full_refresh
   truncate_insert and exchange, dlt replace (sql_table, pyarrow backend), Sling full-refresh;
-- incremental: 1% of the rows change, then pgflow in-process (ColumnCursorSource + merge),
+- incremental: 1% of the rows change, then pgflow in-process (ColumnCursorSource + upsert, and
+  + delete_insert),
   the pgflow CLI (the whole `dagster asset materialize` process, and its load time from the
   metadata), dlt merge, Sling incremental (primary key id, update key updated_at); each tool
   made its initial load first;
@@ -75,6 +76,8 @@ TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = "orders"
 PSQL_TARGET = "psql.orders"
+# Merge policies measured in process; the CLI run uses the first (pgflow_cli.py's spec).
+MERGE_POLICIES = ("upsert", "delete_insert")
 LIMIT = "psql COPY binary pipe"
 
 
@@ -166,7 +169,7 @@ def incremental_job(s: dict[str, Any]) -> dict[str, Any]:
     from pgflow.sources.column_cursor import ColumnCursorSource
 
     strategy = StrategySpec(
-        mode="incremental_merge", unique_key=("id",), merge_policy="delete_insert"
+        mode="incremental_merge", unique_key=("id",), merge_policy=s["merge_policy"]
     )
     with psycopg.connect(s["source"]) as src, psycopg.connect(s["sink"], autocommit=True) as dst:
         source = ColumnCursorSource(src, TableName("public", s["table"]), column="updated_at")
@@ -326,11 +329,15 @@ def incremental(bench: Bench, sink_info: Any) -> None:
         bench.source_uri, bench.sink_uri, SOURCE, "sling_incr.orders", "incremental", bench.work
     )
 
-    def pgflow(rep: int) -> Run:
-        return pgflow_run(
-            "incremental", "pgflow in-process", rep, "incremental", source=bench.source_uri,
-            sink=bench.sink_uri, table=SOURCE, target=["pgflow_incr", SOURCE],
-        )  # fmt: skip
+    def pgflow(policy: str) -> Callable[[int], Run]:
+        def measure(rep: int) -> Run:
+            return pgflow_run(
+                "incremental", f"pgflow in-process {policy}", rep, "incremental",
+                source=bench.source_uri, sink=bench.sink_uri, table=SOURCE,
+                target=[f"pgflow_{policy}", SOURCE], merge_policy=policy,
+            )  # fmt: skip
+
+        return measure
 
     def cli_run(rep: int) -> Run:
         done, meta = cli.run()
@@ -347,7 +354,10 @@ def incremental(bench: Bench, sink_info: Any) -> None:
         return measure
 
     tools: list[tuple[str, str, Callable[[int], Run]]] = [
-        ("pgflow in-process", f"pgflow_incr.{SOURCE}", pgflow),
+        *[
+            (f"pgflow in-process {policy}", f"pgflow_{policy}.{SOURCE}", pgflow(policy))
+            for policy in MERGE_POLICIES
+        ],
         ("pgflow CLI (dagster process)", str(cli_target), cli_run),
         ("dlt merge (pyarrow)", dlt.target, peer(dlt, "dlt merge (pyarrow)")),
         ("Sling incremental", sling.target, peer(sling, "Sling incremental")),
