@@ -14,8 +14,8 @@ a subset of psql,pgflow,dlt,sling):
   truncate_insert and exchange, dlt replace (sql_table, pyarrow backend), Sling full-refresh;
 - incremental: 1% of the rows change, then pgflow in-process (ColumnCursorSource, merge
   policies upsert and delete_insert), the pgflow CLI (the whole `dagster asset materialize`
-  process, and its load time from the metadata), dlt merge, Sling incremental (primary key id, update key updated_at); each tool
-  made its initial load first;
+  process, and its load time from the metadata), dlt merge, Sling incremental (primary key
+  id, update key updated_at); each tool made its initial load first;
 - cdc: pgflow's replicate() applying BENCH_CDC_CHANGES (default 1,000,000) changes, cdc.py's
   "mixed" scenario (40% inserts, 40% updates, 20% deletes), merge policy delete_insert;
 - delta: Postgres -> Delta (load_delta full_refresh), Delta -> Postgres (sync_delta into a
