@@ -237,9 +237,10 @@ def _step_errors(spec: PipelineSpec) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if is_transient(exc):
-            raise
         where = f"pipeline '{spec.name}' ({spec.file})"
+        if is_transient(exc):
+            # Retried by the RetryPolicy; the last attempt's failure names the spec too.
+            raise dg.Failure(f"{where}: {_plain(exc)}", allow_retries=True) from exc
         if isinstance(exc, TableNotFound):
             description = (
                 f"{where}: source table {spec.source.table} not found on connection "
@@ -253,6 +254,10 @@ def _step_errors(spec: PipelineSpec) -> Iterator[None]:
             # Unexpected: keep the traceback (raised from exc) for whoever debugs it.
             raise dg.Failure(f"{where}: {type(exc).__name__}: {exc}", allow_retries=False) from exc
         raise dg.Failure(description, allow_retries=False) from None
+
+
+def _plain(exc: Exception) -> str:
+    return str(exc) if _explained(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def _effective_reset(context: dg.OutputContext, obj: PipelineRead) -> bool:

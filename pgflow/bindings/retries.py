@@ -1,6 +1,7 @@
 """Retries of pgflow assets: transient database errors are retried, everything else is not.
 
-Dagster's RetryPolicy retries a failed step after `delay * 2^attempt` seconds (with jitter).
+Dagster's RetryPolicy retries a failed step after `(2^n - 1) * delay` seconds, plus or minus
+`delay` of jitter, before try n+1 (10 s: 0-20, 20-40, 60-80 s).
 The IO managers decide what is transient (`pgflow.connections.errors.is_transient`: lost
 connections, terminated backends, a server restarting, serialization failures, deadlocks,
 lock timeouts, a slot briefly held by another run); every other error is raised as a

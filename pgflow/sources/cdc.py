@@ -36,6 +36,14 @@ class ReplicationError(RuntimeError):
     """The source cannot replicate as asked; the message says how to fix it."""
 
 
+class SlotInUse(ReplicationError):
+    """Another backend holds the slot: most often another run of the same pipeline, for a
+    moment. Retried (like the server's 55006); a consumer that keeps it fails once retries
+    run out."""
+
+    transient = True
+
+
 @dataclass(frozen=True)
 class SlotInfo:
     name: str
@@ -224,7 +232,7 @@ def check_slot_usable(slot: SlotInfo, name: str, database: str) -> SlotInfo:
             f"{slot.database}, not {PLUGIN} on {database}; choose another source.options.slot_name"
         )
     if slot.active_pid is not None:
-        raise ReplicationError(
+        raise SlotInUse(
             f"replication slot {name} is in use by another consumer (backend PID "
             f"{slot.active_pid}); stop it, or give this pipeline its own source.options.slot_name"
         )

@@ -101,13 +101,6 @@ def options(**values: Any) -> dict[str, Any]:
     return {"source": {"options": values}}
 
 
-TRANSIENT_GAP = (
-    "a connect error that may pass (refused, unknown host) goes to Dagster's RetryPolicy "
-    "unwrapped: the step fails with 'Exceeded max_retries of N' over an error naming the "
-    "connection but not the spec file (pgflow/bindings/io_managers.py _step_errors re-raises "
-    "transient errors as they are; wrapping them in dg.Failure(allow_retries=True) naming the "
-    "pipeline and file would keep the retries)"
-)
 MERGE = {"mode": "incremental_merge", "unique_key": ["id"]}
 VAULT_SOURCE = {"source": {"connection_type": "vault"}}
 DUPLICATE_KEY_YAML = """\
@@ -415,7 +408,6 @@ CASES: tuple[Case, ...] = (
         "Connection refused",
         stage="run",
         env={"PGFLOW_CONN_WAREHOUSE": CLOSED_PORT_URI},
-        gap=TRANSIENT_GAP,
     ),
     Case(
         "unknown_host_name",
@@ -424,7 +416,6 @@ CASES: tuple[Case, ...] = (
         "no-such-host.invalid",
         stage="run",
         env={"PGFLOW_CONN_SHOP": "postgresql://u:pw@no-such-host.invalid:5432/x?connect_timeout=2"},
-        gap=TRANSIENT_GAP,
     ),
     Case(
         "wrong_password",

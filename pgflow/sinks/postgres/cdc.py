@@ -91,9 +91,12 @@ def replicate(
     settings: CdcSettings,
     pipeline: str,
 ) -> CdcResult:
-    """Bring `target` up to date with `table` through the slot; `sink` is autocommit."""
+    """Bring `target` up to date with `table` through the slot; `sink` is autocommit.
+
+    The target's lock is held for the whole run, not only per batch: a second run of the same
+    pipeline starts once this one is done, from the position this one stored."""
     identity = position_source(table, settings.slot)
-    with connect_source(autocommit=True) as control:
+    with ddl.holding_target(sink, target.table), connect_source(autocommit=True) as control:
         info = describe_table(control, table)
         cdc.check_prerequisites(control, table)
         _check_key_is_identity(control, table, target)

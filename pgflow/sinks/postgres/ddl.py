@@ -12,6 +12,9 @@ Type mapping, stated once:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
 import psycopg
 from psycopg import sql
 
@@ -143,10 +146,29 @@ def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
 def lock_target(log: SqlLog, target: TableName) -> None:
     """Serialize loads of one target across processes, released when the transaction ends."""
     log.execute(
-        sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(
-            sql.Literal(f"pgflow:{target}")
-        )
+        sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(_lock_key(target))
     )
+
+
+@contextmanager
+def holding_target(conn: psycopg.Connection, target: TableName) -> Iterator[None]:
+    """lock_target's lock for a whole run of many transactions on `conn` (autocommit).
+
+    The per-transaction lock_target calls on the same session still pass (advisory locks are
+    re-entrant within a session); another run waits here until this one is done. A killed
+    run's session ends, and with it the lock."""
+    key = _lock_key(target)
+    conn.execute(sql.SQL("SELECT pg_advisory_lock(hashtextextended({}, 0))").format(key))
+    try:
+        yield
+    finally:
+        # A lost connection has released the lock with its session; never hide the error.
+        with suppress(psycopg.Error):
+            conn.execute(sql.SQL("SELECT pg_advisory_unlock(hashtextextended({}, 0))").format(key))
+
+
+def _lock_key(target: TableName) -> sql.Literal:
+    return sql.Literal(f"pgflow:{target}")
 
 
 def quote_table(conn: psycopg.Connection, table: TableName) -> str:
