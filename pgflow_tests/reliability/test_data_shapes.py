@@ -33,9 +33,7 @@ def slot(source_uri: str) -> Iterator[str]:
 # -- empty tables ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name", ["full/truncate_insert", "full/exchange", "cdc/delete_insert"]
-)
+@pytest.mark.parametrize("name", ["full/truncate_insert", "full/exchange", "cdc/delete_insert"])
 def test_empty_tables_first_load_and_a_load_that_empties_the_target(
     name: str, source_uri: str, sink_uri: str, slot: str
 ) -> None:
