@@ -250,9 +250,14 @@ class _Segment:
         self.soft = bool(target.deleted_column and target.deleted_column in self.columns)
         # Generated columns the stream lacks, staged NULL and computed before the apply.
         self.computed = sum(1 for c in source.columns if c.generation)
-        self.stage = staging.create_staging(log, target.table, self.columns)
-        if log.conn.autocommit:  # committed at once: tag it, so a killed run's is found
-            staging.mark_committed_staging(log, self.stage, target.table)
+        if log.conn.autocommit:
+            # Committed outside the apply: the table and its tag commit together, so a killed
+            # run leaves either nothing or a tagged table the next run drops.
+            with log.conn.transaction():
+                self.stage = staging.create_staging(log, target.table, self.columns)
+                staging.mark_committed_staging(log, self.stage, target.table)
+        else:
+            self.stage = staging.create_staging(log, target.table, self.columns)
         self._add_change_columns()
         self.seq = 0
         self.unchanged: set[int] = set()
