@@ -58,13 +58,14 @@ def items_table(uri: str, rows: int = 300) -> None:
         )
 
 
-@pytest.fixture
-def dagster_setup(local_pg, make_database: Callable[[], str], tmp_path: Path) -> DagsterSetup:
+def empty_dagster_setup(
+    local_pg, make_database: Callable[[], str], tmp_path: Path, **extra_env: str
+) -> DagsterSetup:
+    """An empty specs folder, source and sink databases, and a DAGSTER_HOME with the shipped
+    dagster.yaml whose run and event storage is a Postgres database of its own."""
     source_uri, sink_uri, storage_uri = make_database(), make_database(), make_database()
-    items_table(source_uri)
     specs = tmp_path / "specs"
     specs.mkdir()
-    (specs / "items.yaml").write_text(PIPELINE_YAML.format(method="truncate_insert"))
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
@@ -79,8 +80,17 @@ def dagster_setup(local_pg, make_database: Callable[[], str], tmp_path: Path) ->
         "DAGSTER_PG_USER": local_pg.user,
         "DAGSTER_PG_PASSWORD": local_pg.password,
         "DAGSTER_PG_DB": psycopg.conninfo.conninfo_to_dict(storage_uri)["dbname"],
+        **extra_env,
     }
     return DagsterSetup(env, specs, source_uri, sink_uri, local_pg.password, home)
+
+
+@pytest.fixture
+def dagster_setup(local_pg, make_database: Callable[[], str], tmp_path: Path) -> DagsterSetup:
+    setup = empty_dagster_setup(local_pg, make_database, tmp_path)
+    items_table(setup.source_uri)
+    (setup.specs / "items.yaml").write_text(PIPELINE_YAML.format(method="truncate_insert"))
+    return setup
 
 
 @dataclass

@@ -18,8 +18,6 @@ pgflow_tests/sinks/postgres/test_concurrency.py covers the same at the load_tabl
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,7 +27,7 @@ import dagster as dg
 import pytest
 
 from pgflow.localdb.cluster import ClusterInfo
-from pgflow_tests.bindings.conftest import REPO, DagsterSetup
+from pgflow_tests.bindings.conftest import REPO, DagsterSetup, empty_dagster_setup
 from pgflow_tests.bindings.test_cli_materialize import DAGSTER, instance
 from pgflow_tests.pg import drop_slots, slot_name_for
 from pgflow_tests.reliability.faults_support import (
@@ -146,28 +144,7 @@ def _one_run_then_the_other(commits: list[tuple[str, object]]) -> list[str]:
 def cli_setup(
     local_pg: ClusterInfo, make_database: Callable[[], str], tmp_path: Path
 ) -> DagsterSetup:
-    """As pgflow_tests/bindings/conftest.py's dagster_setup: specs on disk, a DAGSTER_HOME with
-    the shipped dagster.yaml, run and event storage in a Postgres database of its own."""
-    source_uri, sink_uri, storage_uri = make_database(), make_database(), make_database()
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "PGFLOW_CONFIG": str(specs),
-        "PGFLOW_CONN_SHOP": source_uri,
-        "PGFLOW_CONN_WAREHOUSE": sink_uri,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": local_pg.host,
-        "DAGSTER_PG_PORT": str(local_pg.port),
-        "DAGSTER_PG_USER": local_pg.user,
-        "DAGSTER_PG_PASSWORD": local_pg.password,
-        "DAGSTER_PG_DB": dbname(storage_uri),
-        "PGFLOW_RETRY_DELAY_SECONDS": "1",
-    }
-    return DagsterSetup(env, specs, source_uri, sink_uri, local_pg.password, home)
+    return empty_dagster_setup(local_pg, make_database, tmp_path, PGFLOW_RETRY_DELAY_SECONDS="1")
 
 
 def _launch(setup: DagsterSetup, run: int) -> subprocess.Popen[str]:
