@@ -794,19 +794,18 @@ class KillSweep:
 
     def wait_gone(self, app_name: str, timeout: float = 20.0) -> None:
         """Until the killed client's backends (and walsenders) have left pg_stat_activity."""
-        deadline = time.monotonic() + timeout
         query = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-        while self.admin(query, (app_name,)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"backends of {app_name} still there after {timeout}s")
-            time.sleep(0.01)
+        self._wait_until_none(query, app_name, f"backends of {app_name} still there", timeout)
 
     def wait_slot_free(self, slot: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
         query = "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active"
-        while self.admin(query, (slot,)):
+        self._wait_until_none(query, slot, f"slot {slot} still active", timeout)
+
+    def _wait_until_none(self, query: str, arg: str, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.admin(query, (arg,)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"slot {slot} still active after {timeout}s")
+                raise AssertionError(f"{what} after {timeout}s")
             time.sleep(0.01)
 
     def copy_slot(self, source: str, copy: str) -> None:
