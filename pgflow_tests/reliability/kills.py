@@ -776,7 +776,7 @@ class KillSweep:
         _DROPPER.submit(_drop_database, self.cluster.uri("postgres"), name)
 
     def close(self) -> None:
-        """Drop what this sweep made on the cluster: slots now, databases in the background."""
+        """Drop what this sweep made on the cluster: its slots, then its databases."""
         self.maker.shutdown(wait=True)
         for future in self.prepared:
             with contextlib.suppress(psycopg.Error):
@@ -791,6 +791,10 @@ class KillSweep:
                 )
         for name in list(self.databases):
             self.drop_later(name)
+        # A DROP DATABASE holds a transaction ID for as long as it runs; one still running
+        # when the next test of this worker starts holds back that test's snapshot xmin
+        # (an xmin reader would re-read its rows). The sweep ends when its drops have.
+        _DROPPER.submit(lambda: None).result()
 
     def wait_gone(self, app_name: str, timeout: float = 20.0) -> None:
         """Until the killed client's backends (and walsenders) have left pg_stat_activity."""
@@ -1166,7 +1170,8 @@ class KillSweep:
         )
 
 
-# Used databases are dropped by one thread per worker process, behind the tests.
+# Used databases are dropped by one thread per worker process, behind the kills; a sweep
+# waits for them before it ends.
 _DROPPER = ThreadPoolExecutor(max_workers=1)
 
 
