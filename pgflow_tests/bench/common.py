@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 
@@ -84,6 +85,21 @@ def change_rows(uri: str, repetition: int, share: int = 100, table: str = "order
             (f"changed-{repetition}", share, repetition % share),
         )
         return cursor.rowcount
+
+
+def checkpoint(*uris: str) -> None:
+    """Flush the clusters' dirty buffers, so a run is not billed for the previous one's writes."""
+    for uri in uris:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
+
+def vacuum_analyze(uri: str, tables: Sequence[str]) -> None:
+    """VACUUM ANALYZE each "schema.table": what autovacuum does to a freshly loaded table."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for table in tables:
+            schema, name = table.split(".", 1)
+            conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(schema, name)))
 
 
 # Every orders column, cast to what every tool's target can hold: dlt and Sling store
