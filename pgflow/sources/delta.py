@@ -206,17 +206,26 @@ def read_batches(
         start += batch_size
 
 
-def _typed_scan(
-    snapshot: DeltaSnapshot, file: DeltaFile, columns: Sequence[str] | None
-) -> pl.LazyFrame:
-    """`file`'s `columns` (default: all) as a lazy scan in the table's types."""
-    names = list(columns) if columns is not None else list(snapshot.column_names)
-    frame = pl.scan_parquet(
+def file_rows(snapshot: DeltaSnapshot, file: DeltaFile) -> int:
+    """The rows `file` holds, from its Parquet footer (the log's numRecords may be absent)."""
+    return int(_scan(snapshot, file).select(pl.len()).collect().item())
+
+
+def _scan(snapshot: DeltaSnapshot, file: DeltaFile) -> pl.LazyFrame:
+    return pl.scan_parquet(
         file.uri,
         hive_partitioning=False,  # partition values come from the log, typed
         glob=False,  # a file name is a name, not a pattern
         storage_options=_options(snapshot.storage_options),
     )
+
+
+def _typed_scan(
+    snapshot: DeltaSnapshot, file: DeltaFile, columns: Sequence[str] | None
+) -> pl.LazyFrame:
+    """`file`'s `columns` (default: all) as a lazy scan in the table's types."""
+    names = list(columns) if columns is not None else list(snapshot.column_names)
+    frame = _scan(snapshot, file)
     stored = frame.collect_schema()
     exprs = []
     for name in names:

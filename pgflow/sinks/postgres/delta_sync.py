@@ -845,15 +845,17 @@ class _Run:
     def file_chunks(
         self, file: delta.DeltaFile, offset: int
     ) -> Iterator[tuple[pl.DataFrame, bool]]:
-        """The file's Delta batches from row `offset`, each flagged True when it is the last."""
-        chunks = delta.read_batches(
+        """The file's Delta batches from row `offset`, each flagged True when it is the last.
+
+        The file's row count says which batch is the last: reading the next batch ahead to
+        find out would hold two batches in memory."""
+        rows = delta.file_rows(self.snapshot, file)
+        row = offset
+        for chunk in delta.read_batches(
             self.snapshot, file, self.settings.delta_batch_size, offset=offset
-        )
-        current = next(chunks, None)
-        while current is not None:
-            following = next(chunks, None)
-            yield current, following is None
-            current = following
+        ):
+            row += chunk.height
+            yield chunk, row >= rows
 
     def check_keys(self, frame: pl.DataFrame) -> None:
         nulls = frame.select(pl.any_horizontal(pl.col(k).is_null() for k in self.key).sum()).item()
