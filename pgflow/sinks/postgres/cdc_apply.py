@@ -21,7 +21,12 @@ from psycopg import pq, sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import ddl, keys, schema_drift, staging, state
-from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.apply import (
+    ApplyContext,
+    few_staged_rows,
+    insert_from_staging,
+    prefer_index_probes,
+)
 from pgflow.sinks.postgres.load import apply_for
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import Position
@@ -413,8 +418,35 @@ class _SegmentApply:
         self._resolve_unchanged()
         self._compute_generated()
         keys.keep_last(self.ctx)
-        self._apply_deletes()
-        self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
+        if self._deletes_in_the_merge_pass():
+            self._delete_every_staged_key()
+            self.result.rows_applied += insert_from_staging(self.ctx)
+        else:
+            self._apply_deletes()
+            self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
+
+    def _deletes_in_the_merge_pass(self) -> bool:
+        """delete_insert with hard deletes: the target rows a staged delete removes and those
+        a staged row replaces go in one DELETE, one pass over the target instead of two."""
+        strategy = self.target.strategy
+        return (
+            self.target.deleted_column is None
+            and strategy.mode == "incremental_merge"
+            and strategy.merge_policy == "delete_insert"
+        )
+
+    def _delete_every_staged_key(self) -> None:
+        ctx = self.ctx
+        if few_staged_rows(ctx):
+            prefer_index_probes(ctx)
+        op = sql.Identifier(OP)
+        statement = sql.SQL(
+            "WITH gone AS (DELETE FROM {} t USING {} s WHERE {} RETURNING s.{})"
+            " SELECT count(*) FILTER (WHERE {} = 'D') FROM gone"
+        ).format(ctx.target_sql, ctx.staging_sql, keys.key_match(ctx, "t", "s"), op, op)
+        row = self.log.execute(statement).fetchone()
+        self.result.rows_deleted += row[0] if row else 0
+        self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
 
     def _resolve_unchanged(self) -> None:
         if not self.unchanged:
