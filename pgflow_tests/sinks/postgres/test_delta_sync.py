@@ -245,12 +245,15 @@ def test_columns_added_to_the_delta_table_are_added_to_the_target(
 # -- resume ------------------------------------------------------------------------------
 
 
+# Delta batches of 400 end a file with a short one; of 500 and 1000, with a full one, which
+# only the file's row count tells apart from a batch in the middle.
+@pytest.mark.parametrize("delta_batch_size", [400, 500, 1000])
 def test_resume_after_a_failure_continues_after_the_last_synced_file(
-    tmp_path: Path, sink_uri: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sink_uri: str, monkeypatch: pytest.MonkeyPatch, delta_batch_size: int
 ) -> None:
     path = str(tmp_path / "orders")
     write_files(path, orders(0, 6000), files=6)  # 1000 rows a file, a file a batch
-    settings = SyncSettings(postgres_batch_size=1000, delta_batch_size=400)
+    settings = SyncSettings(postgres_batch_size=1000, delta_batch_size=delta_batch_size)
     failing = FailOnCall(delta_sync.apply_batch, RuntimeError("injected"), {4})
     monkeypatch.setattr(delta_sync, "apply_batch", failing)
 
