@@ -137,7 +137,14 @@ def test_a_merge_target_passes_then_fails_on_duplicate_keys_and_extra_rows(
         "tolerance": 0.01,
         "mode": "tolerance",
     }
-    assert figures(found[UNIQUE_KEY])["duplicate_keys"] == 0
+    assert figures(found[UNIQUE_KEY]) == {
+        "unique_key": "id",
+        "duplicate_keys": 0,
+        "enforced_by": "items_pkey",
+    }
+    assert found[UNIQUE_KEY].description == (
+        "(id) is unique in target landing.items: unique index items_pkey enforces it"
+    )
 
     # A target that lost its key constraint takes rows twice (e.g. a manual backfill).
     execute(

@@ -119,6 +119,34 @@ def duplicate_keys(
     return DuplicateKeys(int(rows[0][width + 1]), int(rows[0][width + 2]), examples)
 
 
+# A valid, total, plain unique index whose key columns are all in `key`, each NOT NULL or
+# compared NULLS NOT DISTINCT: two rows equal on `key` would be equal on the index.
+_ENFORCING_INDEX_SQL = """
+SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = to_regclass(%(table)s) AND i.indisunique AND i.indisvalid
+  AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND (SELECT bool_and(a.attname = ANY(%(key)s) AND (a.attnotnull OR {nulls_not_distinct}))
+       FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+       WHERE k.ord <= i.indnkeyatts)
+ORDER BY ic.relname LIMIT 1
+"""
+
+
+def index_enforcing_unique(
+    conn: psycopg.Connection, table: TableName, key: Sequence[str]
+) -> str | None:
+    """The name of a unique index that makes `key` unique in `table` (NULLs counting as
+    equal, as duplicate_keys counts them), or None: then only a scan can tell."""
+    nulls_not_distinct = "i.indnullsnotdistinct" if conn.info.server_version >= 150000 else "false"
+    with conn.transaction():
+        row = conn.execute(
+            sql.SQL(_ENFORCING_INDEX_SQL).format(nulls_not_distinct=sql.SQL(nulls_not_distinct)),
+            {"table": sql.Identifier(table.schema, table.name).as_string(conn), "key": list(key)},
+        ).fetchone()
+    return row[0] if row else None
+
+
 def compare_columns(
     target_conn: psycopg.Connection,
     source: TableInfo,

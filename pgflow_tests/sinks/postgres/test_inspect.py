@@ -49,6 +49,38 @@ def test_duplicate_composite_keys_group_nulls_and_show_the_worst_first(
     assert inspect.duplicate_keys(conn, TABLE, ("a", "b", "v")).keys == 0
 
 
+# (index definition on landing.keyed, key checked, index expected to settle it)
+ENFORCING_CASES = [
+    ("PRIMARY KEY (a)", ("a",), True),
+    ("PRIMARY KEY (a)", ("a", "b"), True),  # a key holding a unique column is unique
+    ("PRIMARY KEY (a, b)", ("a",), False),  # a wider index says nothing about (a)
+    ("UNIQUE (b)", ("b",), False),  # b can hold NULL twice under NULLS DISTINCT
+    ("UNIQUE NULLS NOT DISTINCT (b)", ("b",), True),
+    ("UNIQUE (c)", ("c",), True),  # c is NOT NULL
+    ("EXCLUDE USING btree (a WITH =)", ("a",), False),  # not a unique index
+]
+
+
+@pytest.mark.parametrize(("constraint", "key", "settles"), ENFORCING_CASES)
+def test_a_unique_index_settles_a_key_only_when_it_proves_it(
+    fresh_db: str, constraint: str, key: tuple[str, ...], settles: bool
+) -> None:
+    execute(
+        fresh_db,
+        "CREATE SCHEMA landing;"
+        f"CREATE TABLE landing.keyed (a int, b text, c int NOT NULL, {constraint})",
+    )
+    execute(
+        fresh_db,
+        "CREATE UNIQUE INDEX partial ON landing.keyed (a) WHERE c > 0;"
+        "CREATE UNIQUE INDEX on_expression ON landing.keyed ((a + 1))",
+    )
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        found = inspect.index_enforcing_unique(conn, TableName("landing", "keyed"), key)
+    assert (found is not None) == settles, found
+    assert found not in ("partial", "on_expression")
+
+
 def test_probes_run_read_only_with_a_timeout(conn: psycopg.Connection) -> None:
     with conn.transaction():
         inspect.set_timeout(conn, 0.001)

@@ -1,0 +1,219 @@
+"""Profiles (not tests): where an incremental merge's time and a Delta load's memory go.
+
+    python -m pgflow_tests.bench.profiles merge [ROWS]    # default 2,000,000
+    python -m pgflow_tests.bench.profiles memory [ROWS]
+
+merge: an in-process upsert load after 1% of ROWS changed, three times, with every statement
+the two servers ran and its duration (`log_min_duration_statement = 0`; those of 5 ms or more
+are printed); then the same changed rows applied by other statements, each rolled back.
+
+memory: Postgres -> Delta (full_refresh) and Delta -> Postgres (sync), each in a process of
+its own: its peak RSS and its anonymous and file-backed memory sampled every second.
+
+bench/README.md ("What the profiles found") quotes their figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from pgflow.config.model import StrategySpec, TableName
+from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
+from pgflow_tests.bench.common import change_rows, checkpoint, create_orders
+
+ORDERS = TableName("public", "orders")
+SLOW_MS = 5.0
+COLUMNS = "id, customer_id, status, amount, note, tags, attrs, created_at, updated_at, paid, ref"
+
+
+@contextmanager
+def cluster(databases: list[str]) -> Iterator[tuple[LocalPostgres, ClusterInfo]]:
+    root = Path(tempfile.mkdtemp(prefix="pgflow-profile-"))
+    root.chmod(0o755)  # as root the server runs as OS user postgres: it must enter the folder
+    server = LocalPostgres(root / "cluster")
+    try:
+        yield server, server.start(databases=databases)
+    finally:
+        server.destroy()
+
+
+# -- merge ----------------------------------------------------------------------------------------
+
+
+def upsert_load(source_uri: str, sink_uri: str) -> tuple[int, float]:
+    from pgflow.sinks.postgres.load import load_table
+    from pgflow.sources.column_cursor import ColumnCursorSource
+
+    strategy = StrategySpec(mode="incremental_merge", unique_key=("id",), merge_policy="upsert")
+    with psycopg.connect(source_uri) as src, psycopg.connect(sink_uri, autocommit=True) as dst:
+        started = time.perf_counter()
+        source = ColumnCursorSource(src, ORDERS, column="updated_at")
+        result = load_table(dst, source, ORDERS, strategy, pipeline="profile")
+        return result.rows, time.perf_counter() - started
+
+
+def log_statements(uri: str, on: bool) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET log_min_duration_statement = {0 if on else -1}")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def slow_statements(server: LocalPostgres, since: int) -> list[str]:
+    """The logged statements of SLOW_MS or more since byte `since` of the server's log."""
+    with server.log_file.open(errors="replace") as log:
+        log.seek(since)
+        lines = [line.split("duration: ", 1)[1] for line in log if "duration: " in line]
+    return [line[:140] for line in lines if float(line.split(" ms", 1)[0]) >= SLOW_MS]
+
+
+APPLY_WAYS = {
+    "upsert": "INSERT INTO orders AS t ({c}) SELECT {c} FROM st ON CONFLICT (id) DO UPDATE SET {x}"
+    " WHERE ROW({t})::record *<> ROW({e})::record",
+    "upsert, ordered by key": "INSERT INTO orders AS t ({c}) SELECT {c} FROM st ORDER BY id"
+    " ON CONFLICT (id) DO UPDATE SET {x} WHERE ROW({t})::record *<> ROW({e})::record",
+    "MERGE": "MERGE INTO orders t USING st s ON t.id = s.id WHEN MATCHED THEN UPDATE SET {m}"
+    " WHEN NOT MATCHED THEN INSERT ({c}) VALUES ({s})",
+    "DELETE + INSERT": "DELETE FROM orders t USING st s WHERE t.id = s.id;"
+    " INSERT INTO orders ({c}) SELECT {c} FROM st",
+    "UPDATE FROM + INSERT WHERE NOT EXISTS": "UPDATE orders t SET {m} FROM st s WHERE t.id = s.id;"
+    " INSERT INTO orders ({c}) SELECT {c} FROM st s"
+    " WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = s.id)",
+}
+
+
+def apply_way(template: str) -> list[str]:
+    names = COLUMNS.split(", ")
+    statement = template.format(
+        c=COLUMNS,
+        x=", ".join(f"{n} = excluded.{n}" for n in names),
+        t=", ".join(f"t.{n}" for n in names),
+        e=", ".join(f"excluded.{n}" for n in names),
+        m=", ".join(f"{n} = s.{n}" for n in names[1:]),
+        s=", ".join(f"s.{n}" for n in names),
+    )
+    return statement.split("; ")
+
+
+def compare_apply_ways(sink_uri: str) -> None:
+    print("\nthe same changed rows applied other ways (each rolled back after a CHECKPOINT):")
+    with psycopg.connect(sink_uri, autocommit=True) as conn:
+        conn.execute("CREATE UNLOGGED TABLE st AS SELECT * FROM orders WHERE id % 100 = 7")
+        conn.execute("UPDATE st SET amount = amount + 1, status = 'x', updated_at = now()")
+        conn.execute("VACUUM ANALYZE st")
+        for name, template in APPLY_WAYS.items():
+            times = []
+            for _ in range(2):
+                conn.execute("CHECKPOINT")
+                with conn.transaction(force_rollback=True):
+                    started = time.perf_counter()
+                    for statement in apply_way(template):
+                        conn.execute(statement)
+                    times.append((time.perf_counter() - started) * 1000)
+            print(f"  {name:40s} " + ", ".join(f"{t:,.0f} ms" for t in times), flush=True)
+
+
+def merge(rows: int) -> None:
+    with cluster(["db"]) as (source, source_info), cluster(["db"]) as (sink, sink_info):
+        source_uri, sink_uri = source_info.uri("db"), sink_info.uri("db")
+        create_orders(source_uri, rows)
+        loaded, seconds = upsert_load(source_uri, sink_uri)
+        print(f"initial load: {loaded:,} rows in {seconds:.1f} s", flush=True)
+        for repetition in range(3):
+            changed = change_rows(source_uri, repetition)
+            with psycopg.connect(source_uri, autocommit=True) as conn:
+                conn.execute("VACUUM orders")  # as autovacuum would, between two loads
+            checkpoint(source_uri, sink_uri)
+            marks = [server.log_file.stat().st_size for server in (source, sink)]
+            for uri in (source_uri, sink_uri):
+                log_statements(uri, True)
+            loaded, seconds = upsert_load(source_uri, sink_uri)
+            for uri in (source_uri, sink_uri):
+                log_statements(uri, False)
+            print(f"\n{changed:,} rows changed; the load applied {loaded:,} in {seconds:.3f} s")
+            for side, server, mark in (("source", source, marks[0]), ("sink", sink, marks[1])):
+                for line in slow_statements(server, mark):
+                    print(f"  {side:6s} {line}")
+        compare_apply_ways(sink_uri)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def memory_job(settings: dict[str, str]) -> dict[str, object]:
+    """In the child: one load, with its memory sampled every second."""
+    from pgflow_tests.bench.common import peak_rss_mb, reset_peak_rss
+
+    samples: list[tuple[int, int]] = []
+
+    def sample() -> None:
+        while True:
+            lines = Path("/proc/self/status").read_text().splitlines()
+            fields = dict(line.split(":", 1) for line in lines)
+            samples.append((int(fields["RssAnon"].split()[0]), int(fields["RssFile"].split()[0])))
+            time.sleep(1.0)
+
+    threading.Thread(target=sample, daemon=True).start()
+    reset_peak_rss()
+    started = time.perf_counter()
+    if settings["kind"] == "to_delta":
+        from pgflow.sinks.delta import load_delta
+        from pgflow.sources.postgres import PostgresTableSource
+
+        with psycopg.connect(settings["source"]) as conn:
+            strategy = StrategySpec(mode="full_refresh")
+            load_delta(PostgresTableSource(conn, ORDERS), settings["path"], strategy, pipeline="p")
+    else:
+        from pgflow.sinks.postgres.delta_sync import sync_delta
+
+        sync_delta(settings["sink"], settings["path"], ORDERS, ["id"], pipeline="p")
+    anon = [a // 1024 for a, _ in samples[1:]] or [0]
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_mb": round(peak_rss_mb() or 0),
+        "anon_mb": f"{min(anon)}-{max(anon)}",
+        "file_mb": samples[-1][1] // 1024,
+    }
+
+
+def memory(rows: int) -> None:
+    with cluster(["source", "sink"]) as (_, info), tempfile.TemporaryDirectory() as lake:
+        source_uri = info.uri("source")
+        create_orders(source_uri, rows)
+        path = str(Path(lake) / "orders")
+        for kind in ("to_delta", "from_delta"):
+            settings = {"kind": kind, "source": source_uri, "sink": info.uri("sink"), "path": path}
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pgflow_tests.bench.profiles",
+                    "--job",
+                    json.dumps(settings),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            print(f"{kind:10s} {rows:,} rows: {done.stdout.strip().splitlines()[-1]}", flush=True)
+
+
+def main() -> None:
+    if sys.argv[1] == "--job":
+        print(json.dumps(memory_job(json.loads(sys.argv[2]))))
+        return
+    rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
+    {"merge": merge, "memory": memory}[sys.argv[1]](rows)
+
+
+if __name__ == "__main__":
+    main()
