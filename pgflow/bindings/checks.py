@@ -326,6 +326,8 @@ def _enforced_unique(pipeline: PipelineSpec, index: str) -> dg.AssetCheckResult:
     metadata = {
         "unique_key": dg.MetadataValue.text(key),
         "duplicate_keys": dg.MetadataValue.int(0),
+        "duplicate_rows": dg.MetadataValue.int(0),
+        "examples": dg.MetadataValue.json([]),
         "enforced_by": dg.MetadataValue.text(index),
     }
     description = f"({key}) is unique in {_target_name(pipeline)}: unique index {index} enforces it"

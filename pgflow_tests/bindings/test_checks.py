@@ -140,6 +140,8 @@ def test_a_merge_target_passes_then_fails_on_duplicate_keys_and_extra_rows(
     assert figures(found[UNIQUE_KEY]) == {
         "unique_key": "id",
         "duplicate_keys": 0,
+        "duplicate_rows": 0,
+        "examples": [],
         "enforced_by": "items_pkey",
     }
     assert found[UNIQUE_KEY].description == (
