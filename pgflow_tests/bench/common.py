@@ -21,16 +21,24 @@ from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 
 
 @contextmanager
-def throwaway_cluster(databases: Sequence[str]) -> Iterator[ClusterInfo]:
-    """A fresh local cluster holding `databases`; stopped and deleted on exit, even on failure."""
+def throwaway_server(databases: Sequence[str]) -> Iterator[tuple[LocalPostgres, ClusterInfo]]:
+    """A fresh local cluster holding `databases` (the server, e.g. for its log, and how to
+    reach it); stopped and deleted on exit, even on failure."""
     root = Path(tempfile.mkdtemp(prefix="pgflow-bench-"))
     root.chmod(0o755)  # as root the server runs as OS user postgres: it must enter the folder
     cluster = LocalPostgres(root / "cluster")
     try:
-        yield cluster.start(databases=databases)
+        yield cluster, cluster.start(databases=databases)
     finally:
         cluster.destroy()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_cluster(databases: Sequence[str]) -> Iterator[ClusterInfo]:
+    """A fresh local cluster holding `databases`; stopped and deleted on exit, even on failure."""
+    with throwaway_server(databases) as (_, info):
+        yield info
 
 
 # The realistic orders table the incremental and CDC benches share.
