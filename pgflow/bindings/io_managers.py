@@ -179,6 +179,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             storage_options=self.delta.storage_options(),
             deletes=source.options.deletes,
             full_pass=reset,
+            fillfactor=sink.strategy.fillfactor,
         )
         with self.connections.connect(sink.connection_id, sink.connection_type) as conn:
             target_info = describe_table(conn, sink.table)

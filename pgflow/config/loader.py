@@ -542,9 +542,22 @@ def _read_strategy(s: Section) -> StrategySpec | None:
         on_schema_change=s.text(
             "on_schema_change", choices=("fail", "add_columns", "sync"), default="add_columns"
         ),  # type: ignore[arg-type]
+        fillfactor=_read_fillfactor(s),
     )
     s.finish()
     return strategy if mode else None
+
+
+def _read_fillfactor(s: Section) -> int | None:
+    value = s.positive_int("fillfactor")
+    if value is not None and not 10 <= value <= 100:
+        s.problem(
+            "fillfactor",
+            f"must be a percentage from 10 to 100 (Postgres' range), got {value}; 90 leaves "
+            "room for updated rows",
+        )
+        return None
+    return value
 
 
 def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
@@ -785,6 +798,12 @@ def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
         report(
             "sink.strategy.unique_key",
             "is required with only_new_rows: true (it decides which rows are new)",
+        )
+    if sink.type == "delta" and strategy.fillfactor is not None:
+        report(
+            "sink.strategy.fillfactor",
+            "applies to postgres sinks only (a Delta table's Parquet files have no free space "
+            "to tune); remove it",
         )
     if strategy.mode == "replace" and not strategy.custom_predicate:
         report(

@@ -79,6 +79,7 @@ class StrategySpec:
     partition_column: str | None = None
     native_mode: NativeMode = "auto"
     on_schema_change: SchemaChangePolicy = "add_columns"
+    fillfactor: int | None = None  # None: pgflow's choice for a target it creates
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ ENV = {
 VAULT_ENV = {**ENV, "VAULT_ADDR": "https://vault.example.com:8200"}
 MODES = "full_refresh, incremental_append, incremental_merge, replace, partition_replace"
 STRATEGY_KEYS = (
-    "custom_predicate, duplicate_policy, merge_policy, method, mode, native_mode, "
+    "custom_predicate, duplicate_policy, fillfactor, merge_policy, method, mode, native_mode, "
     "on_schema_change, only_new_rows, partition_column, unique_key"
 )
 PIPELINE_KEYS = (
@@ -803,6 +803,35 @@ def test_supported_settings_that_do_not_apply_are_accepted(tmp_path: Path) -> No
         ),
     )
     assert load_one(spec).sink.strategy.on_schema_change == "fail"
+
+
+def test_fillfactor_is_read_and_absent_means_pgflows_choice(tmp_path: Path) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(sink={"strategy": {"fillfactor": 80}}))
+    assert load_one(spec).sink.strategy.fillfactor == 80
+    assert load_one(write(tmp_path / "q" / "p.yaml", pipeline())).sink.strategy.fillfactor is None
+
+
+@pytest.mark.parametrize("value", [5, 101, 0, "90", 90.5])
+def test_fillfactor_outside_postgres_range_names_the_field(tmp_path: Path, value: Any) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(sink={"strategy": {"fillfactor": value}}))
+    problem = only_problem(spec)
+    assert problem.startswith(
+        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.fillfactor'"
+    )
+    expected = "from 10 to 100" if isinstance(value, int) and value > 0 else "positive integer"
+    assert expected in problem
+
+
+def test_fillfactor_is_refused_for_a_delta_sink(tmp_path: Path) -> None:
+    sink = {"type": "delta", "connection_id": DROP, "table": DROP, "path": "/lake/orders"}
+    spec = write(
+        tmp_path / "p.yaml",
+        pipeline(sink={**sink, "strategy": {"mode": "full_refresh", "fillfactor": 90}}),
+    )
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'orders': field 'sink.strategy.fillfactor': applies to "
+        "postgres sinks only (a Delta table's Parquet files have no free space to tune); remove it"
+    )
 
 
 @pytest.mark.parametrize("policy", ["fail", "add_columns", "sync"])

@@ -236,7 +236,8 @@ def _store_start(
     with sink.transaction():
         ddl.lock_target(log, target.table)
         if not table_exists(sink, target.table):
-            ddl.create_target(log, info, target.table, target.strategy.unique_key)
+            fillfactor = ddl.fillfactor_for(target.strategy)
+            ddl.create_target(log, info, target.table, target.strategy.unique_key, fillfactor)
         position = Position("cdc", identity, lsn_to_text(start), cdc.LSN_TYPE)
         state.write_position(log, target.table, pipeline, position)
 

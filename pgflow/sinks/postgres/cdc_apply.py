@@ -237,9 +237,11 @@ def with_deleted_column(source: TableInfo, deleted_column: str | None) -> TableI
 
 def _prepared_target(log: SqlLog, target: CdcTarget, source: TableInfo) -> TableInfo:
     if not table_exists(log.conn, target.table):
-        ddl.create_target(log, source, target.table, target.strategy.unique_key)
+        fillfactor = ddl.fillfactor_for(target.strategy)
+        ddl.create_target(log, source, target.table, target.strategy.unique_key, fillfactor)
     else:
         ddl.ensure_enums(log, source, target.table.schema)
+        ddl.ensure_fillfactor(log, target.table, target.strategy.fillfactor)
     info = describe_table(log.conn, target.table)
     if schema_drift.reconcile(log, source, info, target.strategy.on_schema_change):
         info = describe_table(log.conn, target.table)

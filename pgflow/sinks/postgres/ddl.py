@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 import psycopg
 from psycopg import sql
 
-from pgflow.config.model import TableName
+from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import FIRST_USER_OID, Column, TableInfo
 
@@ -84,8 +84,29 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
         )
 
 
+# Free room left on each page of a target that is upserted. An update that leaves the indexed
+# columns alone then stays on its page as a HOT update: no new index entry and one heap page
+# touched instead of two (bench/README.md: a 1% upsert's apply 530 -> 380 ms, WAL -28%).
+UPSERT_FILLFACTOR = 90
+
+
+def fillfactor_for(strategy: StrategySpec) -> int | None:
+    """The fillfactor of a target pgflow creates: the spec's, else room for upserts' in-place
+    updates; None keeps the server's default (100, packed) for targets that are only
+    appended to, replaced or rebuilt."""
+    if strategy.fillfactor is not None:
+        return strategy.fillfactor
+    if strategy.mode == "incremental_merge" and strategy.merge_policy == "upsert":
+        return UPSERT_FILLFACTOR
+    return None
+
+
 def create_target(
-    log: SqlLog, source: TableInfo, target: TableName, unique_key: tuple[str, ...] = ()
+    log: SqlLog,
+    source: TableInfo,
+    target: TableName,
+    unique_key: tuple[str, ...] = (),
+    fillfactor: int | None = None,
 ) -> None:
     """CREATE the target like the source: columns, NOT NULLs and primary key.
 
@@ -110,13 +131,38 @@ def create_target(
                 sql.SQL(", ").join(map(sql.Identifier, source.primary_key))
             )
         )
+    storage = sql.SQL("")
+    if fillfactor is not None:
+        storage = sql.SQL(" WITH (fillfactor = {})").format(sql.Literal(fillfactor))
     log.execute(
-        sql.SQL("CREATE TABLE {} ({})").format(
-            sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts)
+        sql.SQL("CREATE TABLE {} ({}){}").format(
+            sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts), storage
         )
     )
     if unique_key and set(unique_key) != set(source.primary_key):
         create_unique_key_index(log, target, unique_key)
+
+
+def ensure_fillfactor(log: SqlLog, target: TableName, fillfactor: int | None) -> None:
+    """Give an existing target the spec's explicit fillfactor (None: leave it as it is).
+
+    ALTER TABLE ... SET only changes how new rows are placed (existing pages are left as they
+    are) and takes a lock that lets reads and writes go on. A partitioned target holds no
+    rows: its partitions' own settings apply, so it is left alone."""
+    if fillfactor is None:
+        return
+    row = log.conn.execute(
+        "SELECT c.relkind, (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o"
+        " WHERE o.option_name = 'fillfactor') FROM pg_class c WHERE c.oid = %s::regclass",
+        (sql.Identifier(target.schema, target.name).as_string(log.conn),),
+    ).fetchone()
+    if row is None or row[0] != "r" or row[1] == str(fillfactor):
+        return
+    log.execute(
+        sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
+            sql.Identifier(target.schema, target.name), sql.Literal(fillfactor)
+        )
+    )
 
 
 def create_unique_key_index(log: SqlLog, target: TableName, unique_key: tuple[str, ...]) -> None:

@@ -264,13 +264,16 @@ def sync_delta(
     storage_options: dict[str, str] | None = None,
     deletes: Deletes = "none",
     full_pass: bool = False,
+    fillfactor: int | None = None,
 ) -> SyncResult:
     """Sync the latest version of the Delta table at `path` into `target`, upserting on `key`.
 
     `connect` is a connection URI or a factory of new connections (called again to reconnect
     after a connection is lost; each connection is closed by the sync). `full_pass` reads
     every file of the version whatever is stored, even when the version is already synced
-    (a repair: rows edited or deleted by hand in the target are rewritten). Raises on a
+    (a repair: rows edited or deleted by hand in the target are rewritten). `fillfactor`: the
+    spec's, set on the target; without it a target the sync creates gets
+    ddl.UPSERT_FILLFACTOR (the sync upserts). Raises on a
     non-transient error or when retries run out; the stored position then lets the next run
     resume.
     """
@@ -282,6 +285,7 @@ def sync_delta(
     if isinstance(connect, str):
         connect = _uri_connect(connect, settings)
     run = _Run(connect, path, target, tuple(key), pipeline, settings, storage_options, deletes)
+    run.fillfactor = fillfactor
     try:
         return run.execute(full_pass)
     finally:
@@ -435,6 +439,7 @@ class _Run:
         self.settings = settings
         self.storage_options = storage_options
         self.deletes = deletes
+        self.fillfactor: int | None = None
         self.statements: list[str] = []
         self.conn: psycopg.Connection | None = None
         self.log: _Log | None = None
@@ -571,8 +576,10 @@ class _Run:
             added: tuple[str, ...] = ()
             if exists:
                 added = self.reconcile_target()
+                ddl.ensure_fillfactor(log_, self.target, self.fillfactor)
             else:
-                ddl.create_target(log_, self.target_info(), self.target, self.key)
+                fillfactor = self.fillfactor or ddl.UPSERT_FILLFACTOR
+                ddl.create_target(log_, self.target_info(), self.target, self.key, fillfactor)
             self.estimated_rows = _estimated_rows(log_.conn, self.target)
             self.insert_only = _is_empty(log_.conn, self.target)
         if exists:

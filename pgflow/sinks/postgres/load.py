@@ -182,9 +182,11 @@ def load_table(
         columns = source.info.column_names
         created = not table_exists(conn, target)
         if created:
-            ddl.create_target(log, source.info, target, strategy.unique_key)
+            fillfactor = ddl.fillfactor_for(strategy)
+            ddl.create_target(log, source.info, target, strategy.unique_key, fillfactor)
         else:
             ddl.ensure_enums(log, source.info, target.schema)
+            ddl.ensure_fillfactor(log, target, strategy.fillfactor)
         target_info = describe_table(conn, target)
         if schema_drift.reconcile(log, source.info, target_info, strategy.on_schema_change):
             target_info = describe_table(conn, target)

@@ -133,6 +133,11 @@ def test_other_merge_policies(
     )
     run(source_uri, sink_uri, slot, strategy)
     assert same(source_uri, sink_uri)
+    # Room for in-place updates only where the target is upserted (test_fillfactor.py).
+    options = fetch(
+        sink_uri, "SELECT reloptions FROM pg_class WHERE oid = 'landing.orders'::regclass"
+    )
+    assert options == [(["fillfactor=90"] if strategy.merge_policy == "upsert" else None,)]
 
 
 def test_append_of_new_rows_only_takes_inserts(source_uri: str, sink_uri: str, slot: str) -> None:
