@@ -1,11 +1,16 @@
 """Profiles (not tests): where an incremental merge's time and a Delta load's memory go.
 
     python -m pgflow_tests.bench.profiles merge [ROWS]    # default 2,000,000
+    python -m pgflow_tests.bench.profiles fillfactor [ROWS]
     python -m pgflow_tests.bench.profiles memory [ROWS]
 
 merge: an in-process upsert load after 1% of ROWS changed, three times, with every statement
 the two servers ran and its duration (`log_min_duration_statement = 0`; those of 5 ms or more
 are printed); then the same changed rows applied by other statements, each rolled back.
+
+fillfactor: two upsert targets of the same rows, one created with pgflow's fillfactor for
+upserted targets and one packed (100), loaded in turn after each 1% change: time, WAL written
+and how many updates were HOT (stayed on their page).
 
 memory: Postgres -> Delta (full_refresh) and Delta -> Postgres (sync), each in a process of
 its own: its peak RSS and its anonymous and file-backed memory sampled every second.
@@ -31,7 +36,9 @@ from pgflow_tests.bench.common import (
     change_rows,
     checkpoint,
     create_orders,
+    throwaway_cluster,
     throwaway_server,
+    vacuum_analyze,
 )
 
 ORDERS = TableName("public", "orders")
@@ -42,15 +49,19 @@ COLUMNS = "id, customer_id, status, amount, note, tags, attrs, created_at, updat
 # -- merge ----------------------------------------------------------------------------------------
 
 
-def upsert_load(source_uri: str, sink_uri: str) -> tuple[int, float]:
+def upsert_load(
+    source_uri: str, sink_uri: str, target: TableName = ORDERS, fillfactor: int | None = None
+) -> tuple[int, float]:
     from pgflow.sinks.postgres.load import load_table
     from pgflow.sources.column_cursor import ColumnCursorSource
 
-    strategy = StrategySpec(mode="incremental_merge", unique_key=("id",), merge_policy="upsert")
+    strategy = StrategySpec(
+        mode="incremental_merge", unique_key=("id",), merge_policy="upsert", fillfactor=fillfactor
+    )
     with psycopg.connect(source_uri) as src, psycopg.connect(sink_uri, autocommit=True) as dst:
         started = time.perf_counter()
         source = ColumnCursorSource(src, ORDERS, column="updated_at")
-        result = load_table(dst, source, ORDERS, strategy, pipeline="profile")
+        result = load_table(dst, source, target, strategy, pipeline=target.name)
         return result.rows, time.perf_counter() - started
 
 
@@ -141,6 +152,52 @@ def merge(rows: int) -> None:
         compare_apply_ways(sink_uri)
 
 
+# -- fillfactor -----------------------------------------------------------------------------------
+
+
+def fillfactor(rows: int) -> None:
+    from pgflow.sinks.postgres.ddl import UPSERT_FILLFACTOR
+
+    targets = {
+        UPSERT_FILLFACTOR: TableName("public", "roomy"),
+        100: TableName("public", "packed"),
+    }
+    with throwaway_cluster(["db"]) as source_info, throwaway_cluster(["db"]) as sink_info:
+        source_uri, sink_uri = source_info.uri("db"), sink_info.uri("db")
+        create_orders(source_uri, rows)
+        for factor, target in targets.items():
+            upsert_load(source_uri, sink_uri, target, factor)
+        vacuum_analyze(sink_uri, [str(t) for t in targets.values()])
+        for repetition in range(4):
+            change_rows(source_uri, repetition)
+            with psycopg.connect(source_uri, autocommit=True) as conn:
+                conn.execute("VACUUM orders")
+            for factor in sorted(targets, reverse=repetition % 2 == 1):  # alternate who is first
+                checkpoint(source_uri, sink_uri)
+                before = wal_position(sink_uri)
+                loaded, seconds = upsert_load(source_uri, sink_uri, targets[factor], factor)
+                wal_mb = (wal_position(sink_uri) - before) / 1e6
+                print(
+                    f"load {repetition + 1}, fillfactor {factor:3d}: {loaded:,} rows in "
+                    f"{seconds:.3f} s, {wal_mb:,.0f} MB of WAL",
+                    flush=True,
+                )
+        time.sleep(1.5)  # the servers publish their statistics about once a second
+        with psycopg.connect(sink_uri, autocommit=True) as conn:
+            for name, updated, hot in conn.execute(
+                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                " WHERE relname IN ('roomy', 'packed') ORDER BY relname DESC"
+            ):
+                print(f"{name}: {hot:,} of {updated:,} updates were HOT")
+
+
+def wal_position(uri: str) -> int:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
 # -- memory ---------------------------------------------------------------------------------------
 
 
@@ -207,7 +264,7 @@ def main() -> None:
         print(json.dumps(memory_job(json.loads(sys.argv[2]))))
         return
     rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
-    {"merge": merge, "memory": memory}[sys.argv[1]](rows)
+    {"merge": merge, "fillfactor": fillfactor, "memory": memory}[sys.argv[1]](rows)
 
 
 if __name__ == "__main__":
