@@ -2,6 +2,7 @@
 
     python -m pgflow_tests.bench.profiles merge [ROWS]    # default 2,000,000
     python -m pgflow_tests.bench.profiles fillfactor [ROWS]
+    python -m pgflow_tests.bench.profiles sling [ROWS]    # after `make bench` built Sling's venv
     python -m pgflow_tests.bench.profiles memory [ROWS]
 
 merge: an in-process upsert load after 1% of ROWS changed, three times, with every statement
@@ -12,6 +13,10 @@ fillfactor: two upsert targets of the same rows, one created with pgflow's fillf
 upserted targets and one packed (100), loaded in turn after each 1% change: time, WAL written
 and how many updates were HOT (stayed on their page).
 
+sling: pgflow's in-process upsert and Sling's incremental run into one sink cluster that holds
+only their two targets, in turn after each 1% change, with every statement of 5 ms or more
+that the sink ran for each.
+
 memory: Postgres -> Delta (full_refresh) and Delta -> Postgres (sync), each in a process of
 its own: its peak RSS and its anonymous and file-backed memory sampled every second.
 
@@ -21,6 +26,7 @@ bench/README.md ("What the profiles found") quotes their figures.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -72,11 +78,14 @@ def log_statements(uri: str, on: bool) -> None:
 
 
 def slow_statements(server: LocalPostgres, since: int) -> list[str]:
-    """The logged statements of SLOW_MS or more since byte `since` of the server's log."""
+    """The logged statements of SLOW_MS or more since byte `since` of the server's log, each
+    on one line (a statement's first 140 characters, its line breaks as spaces)."""
     with server.log_file.open(errors="replace") as log:
         log.seek(since)
-        lines = [line.split("duration: ", 1)[1] for line in log if "duration: " in line]
-    return [line[:140] for line in lines if float(line.split(" ms", 1)[0]) >= SLOW_MS]
+        entries = log.read().split("LOG:  duration: ")[1:]
+    # An entry runs to the next log line's prefix (its timestamp).
+    statements = [" ".join(re.split(r"\n\d{4}-\d\d-\d\d ", e)[0].split()) for e in entries]
+    return [s[:140] for s in statements if float(s.split(" ms", 1)[0]) >= SLOW_MS]
 
 
 APPLY_WAYS = {
@@ -198,6 +207,38 @@ def wal_position(uri: str) -> int:
         return int(row[0])
 
 
+# -- sling ----------------------------------------------------------------------------------------
+
+
+def sling(rows: int) -> None:
+    from pgflow_tests.bench.peers import Sling
+
+    with (
+        throwaway_cluster(["db"]) as source_info,
+        throwaway_server(["db"]) as (sink, sink_info),
+        tempfile.TemporaryDirectory() as work,
+    ):
+        source_uri, sink_uri = source_info.uri("db"), sink_info.uri("db")
+        create_orders(source_uri, rows)
+        peer = Sling(source_uri, sink_uri, "orders", "sling.orders", "incremental", Path(work))
+        peer.run()
+        upsert_load(source_uri, sink_uri)
+        vacuum_analyze(sink_uri, ["sling.orders", "public.orders"])
+        for repetition in range(3):
+            change_rows(source_uri, repetition)
+            for tool in ("Sling", "pgflow"):
+                checkpoint(source_uri, sink_uri)
+                mark = sink.log_file.stat().st_size
+                log_statements(sink_uri, True)
+                started = time.perf_counter()
+                peer.run() if tool == "Sling" else upsert_load(source_uri, sink_uri)
+                seconds = time.perf_counter() - started
+                log_statements(sink_uri, False)
+                print(f"\nload {repetition + 1}, {tool}: {seconds:.3f} s", flush=True)
+                for line in slow_statements(sink, mark):
+                    print(f"  sink {line}")
+
+
 # -- memory ---------------------------------------------------------------------------------------
 
 
@@ -264,7 +305,8 @@ def main() -> None:
         print(json.dumps(memory_job(json.loads(sys.argv[2]))))
         return
     rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
-    {"merge": merge, "fillfactor": fillfactor, "memory": memory}[sys.argv[1]](rows)
+    modes = {"merge": merge, "fillfactor": fillfactor, "sling": sling, "memory": memory}
+    modes[sys.argv[1]](rows)
 
 
 if __name__ == "__main__":
