@@ -21,23 +21,39 @@ from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 
 
 @contextmanager
-def throwaway_server(databases: Sequence[str]) -> Iterator[tuple[LocalPostgres, ClusterInfo]]:
+def throwaway_server(
+    databases: Sequence[str], settings: dict[str, str] | None = None
+) -> Iterator[tuple[LocalPostgres, ClusterInfo]]:
     """A fresh local cluster holding `databases` (the server, e.g. for its log, and how to
-    reach it); stopped and deleted on exit, even on failure."""
+    reach it), with server `settings` on top of LocalPostgres's (set, then restarted: e.g.
+    shared_buffers); stopped and deleted on exit, even on failure."""
     root = Path(tempfile.mkdtemp(prefix="pgflow-bench-"))
     root.chmod(0o755)  # as root the server runs as OS user postgres: it must enter the folder
     cluster = LocalPostgres(root / "cluster")
     try:
-        yield cluster, cluster.start(databases=databases)
+        info = cluster.start(databases=databases)
+        if settings:
+            with psycopg.connect(info.uri("postgres"), autocommit=True) as conn:
+                for name, value in settings.items():
+                    conn.execute(
+                        sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.Literal(value)
+                        )
+                    )
+            cluster.stop()
+            info = cluster.start()
+        yield cluster, info
     finally:
         cluster.destroy()
         shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
-def throwaway_cluster(databases: Sequence[str]) -> Iterator[ClusterInfo]:
+def throwaway_cluster(
+    databases: Sequence[str], settings: dict[str, str] | None = None
+) -> Iterator[ClusterInfo]:
     """A fresh local cluster holding `databases`; stopped and deleted on exit, even on failure."""
-    with throwaway_server(databases) as (_, info):
+    with throwaway_server(databases, settings) as (_, info):
         yield info
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow_tests.bench import bench_report, cdc
@@ -74,6 +75,13 @@ SCENARIOS = tuple(
 CDC_SCENARIO = os.environ.get("BENCH_SUITE_CDC_SCENARIO", "mixed")
 # Tools to run, by the first word of their name (psql, pgflow, dlt, sling); default all.
 TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,sling").split(","))
+# Both clusters' shared_buffers when set (e.g. 2GB, a warehouse's size); default Postgres' 128MB.
+# A run with it is its own results section, beside the default one.
+SERVER_SETTINGS = (
+    {"shared_buffers": os.environ["BENCH_SHARED_BUFFERS"]}
+    if os.environ.get("BENCH_SHARED_BUFFERS")
+    else {}
+)
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = "orders"
 PSQL_TARGET = "psql.orders"
@@ -485,6 +493,15 @@ def machine(source_uri: str) -> dict[str, Any]:
     }
 
 
+def shown_settings(uri: str) -> dict[str, str]:
+    """The server's own value of each BENCH_ setting (proof the restart took it)."""
+    with psycopg.connect(uri) as conn:
+        return {
+            name: str(conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0])  # type: ignore[index]
+            for name in SERVER_SETTINGS
+        }
+
+
 def source_figures(source_uri: str) -> tuple[int, str]:
     """Bytes of the source table (heap + TOAST, no indexes) and their pretty form."""
     with psycopg.connect(source_uri) as conn:
@@ -501,8 +518,8 @@ def main() -> None:
         raise SystemExit(f"BENCH_SCENARIOS: unknown {sorted(unknown)}; known {ALL_SCENARIOS}")
     started = time.time()
     with (
-        throwaway_cluster(["bench_source"]) as source_info,
-        throwaway_cluster(["bench_sink", "bench_dagster"]) as sink_info,
+        throwaway_cluster(["bench_source"], SERVER_SETTINGS) as source_info,
+        throwaway_cluster(["bench_sink", "bench_dagster"], SERVER_SETTINGS) as sink_info,
         tempfile.TemporaryDirectory(prefix="pgflow-bench-") as tmp,
     ):
         source_uri, sink_uri = source_info.uri("bench_source"), sink_info.uri("bench_sink")
@@ -529,6 +546,7 @@ def main() -> None:
             "duration_s": round(time.time() - started),
             "machine": machine(source_uri),
             "rows": ROWS,
+            "server_settings": shown_settings(sink_uri),
             "repeat": REPEAT,
             "cdc_changes": CDC_CHANGES,
             "scenarios": list(SCENARIOS),
