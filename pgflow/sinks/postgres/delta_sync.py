@@ -271,11 +271,10 @@ def sync_delta(
     `connect` is a connection URI or a factory of new connections (called again to reconnect
     after a connection is lost; each connection is closed by the sync). `full_pass` reads
     every file of the version whatever is stored, even when the version is already synced
-    (a repair: rows edited or deleted by hand in the target are rewritten). `fillfactor`: the
-    spec's, set on the target; without it a target the sync creates gets
-    ddl.UPSERT_FILLFACTOR (the sync upserts). Raises on a
-    non-transient error or when retries run out; the stored position then lets the next run
-    resume.
+    (a repair: rows edited or deleted by hand in the target are rewritten). `fillfactor` is
+    the spec's, set on the target; without it a target the sync creates gets
+    ddl.UPSERT_FILLFACTOR (the sync upserts). Raises on a non-transient error or when retries
+    run out; the stored position then lets the next run resume.
     """
     if deletes not in ("none", "cdf", "key_pass"):
         raise ValueError(f"deletes must be 'none', 'cdf' or 'key_pass', got {deletes!r}")
@@ -284,8 +283,9 @@ def sync_delta(
     settings = settings or SyncSettings.from_env()
     if isinstance(connect, str):
         connect = _uri_connect(connect, settings)
-    run = _Run(connect, path, target, tuple(key), pipeline, settings, storage_options, deletes)
-    run.fillfactor = fillfactor
+    run = _Run(
+        connect, path, target, tuple(key), pipeline, settings, storage_options, deletes, fillfactor
+    )
     try:
         return run.execute(full_pass)
     finally:
@@ -430,6 +430,7 @@ class _Run:
         settings: SyncSettings,
         storage_options: dict[str, str] | None,
         deletes: Deletes,
+        fillfactor: int | None,
     ):
         self.connect = connect
         self.path = path
@@ -439,7 +440,7 @@ class _Run:
         self.settings = settings
         self.storage_options = storage_options
         self.deletes = deletes
-        self.fillfactor: int | None = None
+        self.fillfactor = fillfactor
         self.statements: list[str] = []
         self.conn: psycopg.Connection | None = None
         self.log: _Log | None = None
