@@ -231,7 +231,10 @@ def sling(rows: int) -> None:
                 mark = sink.log_file.stat().st_size
                 log_statements(sink_uri, True)
                 started = time.perf_counter()
-                peer.run() if tool == "Sling" else upsert_load(source_uri, sink_uri)
+                if tool == "Sling":
+                    peer.run()
+                else:
+                    upsert_load(source_uri, sink_uri)
                 seconds = time.perf_counter() - started
                 log_statements(sink_uri, False)
                 print(f"\nload {repetition + 1}, {tool}: {seconds:.3f} s", flush=True)
