@@ -75,7 +75,7 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 	touch $@
 
 # The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
-# BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SHARED_BUFFERS size it. Deeper benches:
+# BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SERVER_SETTINGS size it. Deeper benches:
 # python -m pgflow_tests.bench.cdc | .merge | .delta_sync
 bench: install $(BIN)/.bench-installed
 	$(BIN)/python -m pgflow_tests.bench.suite

@@ -75,12 +75,11 @@ SCENARIOS = tuple(
 CDC_SCENARIO = os.environ.get("BENCH_SUITE_CDC_SCENARIO", "mixed")
 # Tools to run, by the first word of their name (psql, pgflow, dlt, sling); default all.
 TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,sling").split(","))
-# Both clusters' shared_buffers when set (e.g. 2GB, a warehouse's size); default Postgres' 128MB.
-# A run with it is its own results section, beside the default one.
-SERVER_SETTINGS = (
-    {"shared_buffers": os.environ["BENCH_SHARED_BUFFERS"]}
-    if os.environ.get("BENCH_SHARED_BUFFERS")
-    else {}
+# Server settings for both clusters, "name=value,name=value" (e.g. shared_buffers=2GB,
+# random_page_cost=1.1, a warehouse's); default LocalPostgres's. A run with settings gets a
+# results section of its own, beside the default one.
+SERVER_SETTINGS = dict(
+    item.split("=", 1) for item in os.environ.get("BENCH_SERVER_SETTINGS", "").split(",") if item
 )
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = "orders"
