@@ -16,6 +16,7 @@ from psycopg import sql
 from pgflow.config.model import SchemaChangePolicy, TableName
 from pgflow.sinks.postgres import schema_drift
 from pgflow.sinks.postgres.cdc_apply import with_deleted_column
+from pgflow.sinks.postgres.keys import nulls_not_distinct_sql
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo, table_exists
 
@@ -138,10 +139,9 @@ def index_enforcing_unique(
 ) -> str | None:
     """The name of a unique index that makes `key` unique in `table` (NULLs counting as
     equal, as duplicate_keys counts them), or None: then only a scan can tell."""
-    nulls_not_distinct = "i.indnullsnotdistinct" if conn.info.server_version >= 150000 else "false"
     with conn.transaction():
         row = conn.execute(
-            sql.SQL(_ENFORCING_INDEX_SQL).format(nulls_not_distinct=sql.SQL(nulls_not_distinct)),
+            sql.SQL(_ENFORCING_INDEX_SQL).format(nulls_not_distinct=nulls_not_distinct_sql(conn)),
             {"table": sql.Identifier(table.schema, table.name).as_string(conn), "key": list(key)},
         ).fetchone()
     return row[0] if row else None

@@ -11,6 +11,7 @@ all nullable gets neither either: shadow_swap indexes staging for that case.
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import sql
 
 from pgflow.sinks.postgres.apply import ApplyContext
@@ -19,6 +20,11 @@ from pgflow.sources.catalog import TableInfo
 # Staging's arrival order (the source's order), added to staging for keyed strategies.
 ORDER_COLUMN = "_pgflow_seq"
 SAMPLE_DUPLICATES = 5
+
+
+def nulls_not_distinct_sql(conn: psycopg.Connection) -> sql.SQL:
+    """pg_index's NULLS NOT DISTINCT flag (alias `i`) where the server has it (15+)."""
+    return sql.SQL("i.indnullsnotdistinct" if conn.info.server_version >= 150000 else "false")
 
 
 class DuplicateKeys(ValueError):

@@ -69,12 +69,9 @@ def upsert(ctx: ApplyContext) -> int:
 def _check_arbiter_index(ctx: ApplyContext) -> None:
     unique_key = ctx.strategy.unique_key
     nullable = [k for k in unique_key if _nullable(ctx, k)]
-    nulls_not_distinct = (
-        "i.indnullsnotdistinct" if ctx.conn.info.server_version >= 150000 else "false"
-    )
     with ctx.conn.cursor(row_factory=dict_row) as cur:
         indexes = cur.execute(
-            sql.SQL(_INDEXES_SQL).format(sql.SQL(nulls_not_distinct)),
+            sql.SQL(_INDEXES_SQL).format(keys.nulls_not_distinct_sql(ctx.conn)),
             {"schema": ctx.target.schema, "name": ctx.target.name},
         ).fetchall()
     on_key = [i for i in indexes if sorted(i["columns"]) == sorted(unique_key)]
