@@ -21,6 +21,7 @@ import pytest
 from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
 from pgflow.localdb.cluster import START_TIMEOUT_S, LocalPostgres
+from pgflow.sources.postgres import PostgresTableSource
 
 WATCH_TIMEOUT_S = 180.0
 POLL_S = 0.02
@@ -261,6 +262,39 @@ def copy_gate(uri: str, table: str, at_id: int) -> LockHolder:
 
 def drop_copy_gate(uri: str, table: str) -> None:
     execute(uri, f"DROP TRIGGER IF EXISTS fault_gate ON {table}")
+
+
+class SourceReadPauses:
+    """Holds the run's source COPYs still mid-way, so a fault cannot miss them on a fast
+    machine: the n-th COPY of the run (one per attempt) stops reading after `after_bytes`
+    until `resume(n)` is called, typically by the n-th fault's `then`. The source server then
+    waits on a full socket with its COPY TO in progress, and the sink's COPY of the rows read
+    so far is in progress too. COPYs beyond the pauses asked for run straight through.
+    Test instrumentation only: the data still flows between the real servers."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, count: int, after_bytes: int) -> None:
+        self.events = [threading.Event() for _ in range(count)]
+        self.after_bytes = after_bytes
+        self.calls = 0
+        original = PostgresTableSource.copy_select
+        pauses = self
+
+        def paused_copy_select(source: PostgresTableSource, copy: object) -> Iterator[bytes]:
+            event = pauses.events[pauses.calls] if pauses.calls < count else None
+            pauses.calls += 1
+            read = 0
+            with contextlib.closing(original(source, copy)) as chunks:
+                for chunk in chunks:
+                    yield chunk
+                    read += len(chunk)
+                    if event is not None and read >= pauses.after_bytes:
+                        event.wait(WATCH_TIMEOUT_S)
+                        event = None
+
+        monkeypatch.setattr(PostgresTableSource, "copy_select", paused_copy_select)
+
+    def resume(self, n: int) -> Callable[[], None]:
+        return self.events[n].set
 
 
 # -- Dagster ----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from pgflow_tests.reliability.faults_support import (
     Fault,
     LockHolder,
     RunOutcome,
+    SourceReadPauses,
     assert_backoff,
     copy_gate,
     copy_in_progress,
@@ -51,7 +52,8 @@ from pgflow_tests.reliability.faults_support import (
     watching,
 )
 
-ROWS = 60_000  # enough for the COPY to be caught under way
+ROWS = 60_000  # about 14 MB: more than the socket buffers between a paused COPY's two ends
+PAUSE_AFTER = 1 << 20  # bytes a paused source COPY reads (and writes to the sink) first
 BASE_DELAY = 1  # $PGFLOW_RETRY_DELAY_SECONDS in these tests
 KEY = dg.AssetKey(["landing", "items"])
 
@@ -177,7 +179,12 @@ def _mid_copy(fault: Fault, total: int) -> None:
 def test_full_refresh_source_terminated_mid_copy_is_retried(pipeline: Pipeline) -> None:
     items_table(pipeline.source_uri, ROWS)
     pipeline.spec(FULL_REFRESH.format(method="truncate_insert"))
-    source_copy = Fault("source COPY", copy_in_progress(dbname(pipeline.source_uri), "COPY TO", 1))
+    pauses = SourceReadPauses(pipeline.monkeypatch, 1, PAUSE_AFTER)
+    source_copy = Fault(
+        "source COPY",
+        copy_in_progress(dbname(pipeline.source_uri), "COPY TO", 1),
+        then=pauses.resume(0),
+    )
     with watching(pipeline.source_uri, [source_copy]):
         outcome = pipeline.run()
     _succeeded(outcome, retries=1)
@@ -203,10 +210,12 @@ def test_a_cancelled_statement_fails_once_and_keeps_the_old_target(pipeline: Pip
     _succeeded(pipeline.run(), retries=0)
     before = fetch(pipeline.sink_uri, SAME.format("landing.items"))
     execute(pipeline.source_uri, "UPDATE items SET price = 0 WHERE id <= 100")
+    pauses = SourceReadPauses(pipeline.monkeypatch, 1, PAUSE_AFTER)
     cancel = Fault(
         "sink COPY cancelled",
         copy_in_progress(dbname(pipeline.sink_uri), "COPY FROM", 1),
         action="cancel",
+        then=pauses.resume(0),
     )
     with watching(pipeline.sink_uri, [cancel]):
         outcome = pipeline.run()
@@ -265,7 +274,12 @@ def test_full_refresh_sink_terminated_mid_copy_is_retried(pipeline: Pipeline, me
     execute(pipeline.source_uri, "DELETE FROM items WHERE id % 7 = 0")
     execute(pipeline.source_uri, ITEMS_INSERT, (ROWS + 1, ROWS + 500))
     total = fetch(pipeline.source_uri, "SELECT count(*) FROM items")[0][0]
-    sink_copy = Fault("sink COPY", copy_in_progress(dbname(pipeline.sink_uri), "COPY FROM", 1))
+    pauses = SourceReadPauses(pipeline.monkeypatch, 1, PAUSE_AFTER)
+    sink_copy = Fault(
+        "sink COPY",
+        copy_in_progress(dbname(pipeline.sink_uri), "COPY FROM", 1),
+        then=pauses.resume(0),
+    )
     with watching(pipeline.sink_uri, [sink_copy]):
         outcome = pipeline.run()
     _succeeded(outcome, retries=1)
@@ -299,9 +313,14 @@ def test_merge_source_then_sink_copy_then_apply_terminated(pipeline: Pipeline) -
     # A reader holds one changed row: the apply's DELETE waits for it, observably.
     holder = LockHolder(pipeline.sink_uri, "SELECT 1 FROM landing.items WHERE id = 3 FOR UPDATE")
     sink, source = dbname(pipeline.sink_uri), dbname(pipeline.source_uri)
+    pauses = SourceReadPauses(pipeline.monkeypatch, 2, PAUSE_AFTER)
     faults = [
-        Fault("source COPY", copy_in_progress(source, "COPY TO", 1)),
-        Fault("sink COPY into staging", copy_in_progress(sink, "COPY FROM", 1)),
+        Fault("source COPY", copy_in_progress(source, "COPY TO", 1), then=pauses.resume(0)),
+        Fault(
+            "sink COPY into staging",
+            copy_in_progress(sink, "COPY FROM", 1),
+            then=pauses.resume(1),
+        ),
         Fault("apply", waiting_on_lock(sink, "DELETE FROM"), then=holder.release),
     ]
     try:
@@ -354,8 +373,11 @@ def test_cdc_snapshot_and_stream_terminated(pipeline: Pipeline, slot: str) -> No
     streamed batch is applied (second run); both retried, target exact, LSN stored."""
     items_table(pipeline.source_uri, ROWS)
     pipeline.spec(CDC.format(slot=slot))
+    pauses = SourceReadPauses(pipeline.monkeypatch, 1, PAUSE_AFTER)
     snapshot_copy = Fault(
-        "snapshot COPY", copy_in_progress(dbname(pipeline.source_uri), "COPY TO", 1)
+        "snapshot COPY",
+        copy_in_progress(dbname(pipeline.source_uri), "COPY TO", 1),
+        then=pauses.resume(0),
     )
     with watching(pipeline.source_uri, [snapshot_copy]):
         first = pipeline.run()
@@ -405,7 +427,12 @@ def test_delta_sink_source_terminated_mid_copy(pipeline: Pipeline, tmp_path: Pat
     items_table(pipeline.source_uri, ROWS)
     lake = tmp_path / "lake" / "items"
     pipeline.spec(DELTA_SINK.format(path=lake))
-    source_copy = Fault("source COPY", copy_in_progress(dbname(pipeline.source_uri), "COPY TO", 1))
+    pauses = SourceReadPauses(pipeline.monkeypatch, 1, PAUSE_AFTER)
+    source_copy = Fault(
+        "source COPY",
+        copy_in_progress(dbname(pipeline.source_uri), "COPY TO", 1),
+        then=pauses.resume(0),
+    )
     with watching(pipeline.source_uri, [source_copy]):
         outcome = pipeline.run(dg.AssetKey(["delta", "items"]))
     _succeeded(outcome, retries=1)
