@@ -50,6 +50,7 @@ STRATEGIES: dict[tuple[str, str], str] = {
 
 # Strategies whose COPY goes straight into a table of their own: `direct(log, target, fill)`
 # prepares that table, calls `fill(table)` (the COPY; returns its rows) and finishes the swap.
+# The table must be created or truncated in the load's transaction (the COPY uses FREEZE).
 DIRECT_STRATEGIES: dict[tuple[str, str], str] = {
     ("full_refresh", "truncate_insert"): "pgflow.sinks.postgres.full_refresh:truncate_copy",
     ("full_refresh", "exchange"): "pgflow.sinks.postgres.exchange:exchange",
@@ -194,9 +195,11 @@ def load_table(
         copies: list[staging.CopyStats] = []
 
         def fill(table: TableName) -> int:
+            # Every table filled here is new or truncated in this transaction: FREEZE is allowed.
+            freeze = staging.can_freeze(log, table)
             # closing(): on failure the source's COPY must end now, not when the traceback dies.
             with closing(source.copy_out(columns, fmt)) as chunks:
-                copies.append(staging.copy_into(log, table, columns, chunks, fmt, progress))
+                copies.append(staging.copy_into(log, table, columns, chunks, fmt, progress, freeze))
             source.close()  # the source is read; what follows touches only the sink
             return copies[-1].rows
 

@@ -71,13 +71,19 @@ def copy_into(
     chunks: Iterable[bytes],
     fmt: CopyFormat,
     progress: ProgressCallback | None = None,
+    freeze: bool = False,
 ) -> CopyStats:
-    """Stream COPY data into staging chunk by chunk; memory holds one chunk at a time."""
-    options = sql.SQL(" (FORMAT BINARY)") if fmt == "binary" else sql.SQL("")
+    """Stream COPY data into staging chunk by chunk; memory holds one chunk at a time.
+
+    `freeze` (see `can_freeze`) writes the rows frozen and their pages all-visible, so the
+    first reads, VACUUM and ANALYZE need not come back to set hint bits or freeze them."""
+    options = [sql.SQL("FORMAT BINARY")] if fmt == "binary" else []
+    if freeze:
+        options.append(sql.SQL("FREEZE"))
     query = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
         sql.Identifier(staging.schema, staging.name),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
-        options,
+        sql.SQL(" ({})").format(sql.SQL(", ").join(options)) if options else sql.SQL(""),
     )
     log.record(query)
     started = last_report = time.monotonic()
@@ -101,6 +107,17 @@ def copy_into(
                 copy.write(pending)
         rows = cur.rowcount
     return CopyStats(rows=rows, bytes=total_bytes, seconds=time.monotonic() - started)
+
+
+def can_freeze(log: SqlLog, table: TableName) -> bool:
+    """Whether a COPY into `table` may use FREEZE. The caller vouches that `table` was created
+    or truncated in the current transaction; Postgres also needs a plain table (not a
+    partitioned or a foreign one)."""
+    row = log.conn.execute(
+        "SELECT relkind = 'r' FROM pg_class WHERE oid = %s::regclass",
+        (sql.Identifier(table.schema, table.name).as_string(log.conn),),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def max_value(log: SqlLog, staging: TableName, column: str) -> str | None:
