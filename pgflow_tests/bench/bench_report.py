@@ -290,14 +290,20 @@ def merged(results: dict[str, Any]) -> dict[str, Any]:
     kept = [s for s in old["scenarios"] if s not in results["scenarios"]]
     if not kept:
         return results
-    carried = [m for m in old.get("merged", []) if set(m["scenarios"]) & set(kept)]
+    # An earlier run's label keeps only the scenarios still shown from it.
+    carried = [
+        {**m, "scenarios": [s for s in m["scenarios"] if s in kept]}
+        for m in old.get("merged", [])
+        if set(m["scenarios"]) & set(kept)
+    ]
     own = sorted(set(kept) - {s for m in carried for s in m["scenarios"]})
     if own:
         carried.append({"scenarios": own, "date": old["date"], "repeat": old["repeat"]})
+    runs = [r for r in old["runs"] if r["scenario"] in kept] + results["runs"]
     return {
         **results,
         "scenarios": sorted({*results["scenarios"], *kept}, key=SCENARIO_ORDER.index),
-        "runs": [r for r in old["runs"] if r["scenario"] in kept] + results["runs"],
+        "runs": sorted(runs, key=lambda r: SCENARIO_ORDER.index(r["scenario"])),
         "failures": [f for f in old["failures"] if f["scenario"] in kept] + results["failures"],
         "cdc_changes": old["cdc_changes"] if "cdc" in kept else results["cdc_changes"],
         "merged": carried,

@@ -3,6 +3,7 @@
     python -m pgflow_tests.bench.profiles merge [ROWS]    # default 2,000,000
     python -m pgflow_tests.bench.profiles fillfactor [ROWS]
     python -m pgflow_tests.bench.profiles sling [ROWS]    # after `make bench` built Sling's venv
+    python -m pgflow_tests.bench.profiles cold [ROWS]
     python -m pgflow_tests.bench.profiles memory [ROWS]
 
 merge: an in-process upsert load after 1% of ROWS changed, three times, with every statement
@@ -17,6 +18,12 @@ sling: pgflow's in-process upsert and Sling's incremental run into one sink clus
 only their two targets, in turn after each 1% change, with every statement of 5 ms or more
 that the sink ran for each.
 
+cold: the upsert's apply statement (the 1% of changed rows already staged), rolled back, with
+the target's pages in different places: "dropped", the sink restarted (shared_buffers empty)
+and the kernel's page cache dropped (root only): every page from disk; "warm", right after,
+in shared_buffers; "kept", the sink restarted: in the kernel's page cache only; "aged", the
+sink restarted and AGED_S seconds of waiting: in whatever the kernel kept of its page cache.
+
 memory: Postgres -> Delta (full_refresh) and Delta -> Postgres (sync), each in a process of
 its own: its peak RSS and its anonymous and file-backed memory sampled every second.
 
@@ -26,6 +33,7 @@ bench/README.md ("What the profiles found") quotes their figures.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -49,6 +57,7 @@ from pgflow_tests.bench.common import (
 
 ORDERS = TableName("public", "orders")
 SLOW_MS = 5.0
+AGED_S = 45  # cold: how long the "aged" state waits after the restart
 COLUMNS = "id, customer_id, status, amount, note, tags, attrs, created_at, updated_at, paid, ref"
 
 
@@ -120,22 +129,33 @@ def apply_way(template: str) -> list[str]:
     return statement.split("; ")
 
 
-def compare_apply_ways(sink_uri: str) -> None:
-    print("\nthe same changed rows applied other ways (each rolled back after a CHECKPOINT):")
+def stage_changed_rows(sink_uri: str) -> None:
+    """`st`: 1% of the target's rows (every 100th key) with changed values, as a load stages them."""
     with psycopg.connect(sink_uri, autocommit=True) as conn:
         conn.execute("CREATE UNLOGGED TABLE st AS SELECT * FROM orders WHERE id % 100 = 7")
         conn.execute("UPDATE st SET amount = amount + 1, status = 'x', updated_at = now()")
         conn.execute("VACUUM ANALYZE st")
-        for name, template in APPLY_WAYS.items():
-            times = []
-            for _ in range(2):
-                conn.execute("CHECKPOINT")
-                with conn.transaction(force_rollback=True):
-                    started = time.perf_counter()
-                    for statement in apply_way(template):
-                        conn.execute(statement)
-                    times.append((time.perf_counter() - started) * 1000)
-            print(f"  {name:40s} " + ", ".join(f"{t:,.0f} ms" for t in times), flush=True)
+
+
+def timed_rolled_back(uri: str, statements: list[str]) -> float:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("SELECT 1")  # the connection's own start-up is not timed
+        with conn.transaction(force_rollback=True):
+            started = time.perf_counter()
+            for statement in statements:
+                conn.execute(statement)
+            return time.perf_counter() - started
+
+
+def compare_apply_ways(sink_uri: str) -> None:
+    print("\nthe same changed rows applied other ways (each rolled back after a CHECKPOINT):")
+    stage_changed_rows(sink_uri)
+    for name, template in APPLY_WAYS.items():
+        times = []
+        for _ in range(2):
+            checkpoint(sink_uri)
+            times.append(timed_rolled_back(sink_uri, apply_way(template)) * 1000)
+        print(f"  {name:40s} " + ", ".join(f"{t:,.0f} ms" for t in times), flush=True)
 
 
 def merge(rows: int) -> None:
@@ -246,6 +266,50 @@ def sling(rows: int) -> None:
                     print(f"  sink {line}")
 
 
+# -- cold -----------------------------------------------------------------------------------------
+
+
+def drop_page_cache() -> bool:
+    """Have the kernel drop its clean page cache (root only); whether it did."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def cold(rows: int) -> None:
+    upsert = apply_way(APPLY_WAYS["upsert"])
+    with (
+        throwaway_cluster(["db"]) as source_info,
+        throwaway_server(["db"]) as (sink, sink_info),
+    ):
+        source_uri, sink_uri = source_info.uri("db"), sink_info.uri("db")
+        create_orders(source_uri, rows)
+        upsert_load(source_uri, sink_uri)
+        stage_changed_rows(sink_uri)
+
+        def restarted(page_cache: str) -> str:
+            sink.stop()
+            uri = sink.start().uri("db")
+            if page_cache == "dropped" and not drop_page_cache():
+                print("  (not root: the page cache could not be dropped)")
+            elif page_cache == "aged":
+                time.sleep(AGED_S)
+            return uri
+
+        for repetition in range(3):
+            figures = []
+            for state in ("dropped", "warm", "kept", "aged"):
+                if state == "warm":
+                    checkpoint(sink_uri)
+                else:
+                    sink_uri = restarted(state)
+                figures.append(f"{state} {timed_rolled_back(sink_uri, upsert) * 1000:,.0f} ms")
+            print(f"{repetition + 1}: " + ", ".join(figures), flush=True)
+
+
 # -- memory ---------------------------------------------------------------------------------------
 
 
@@ -312,7 +376,13 @@ def main() -> None:
         print(json.dumps(memory_job(json.loads(sys.argv[2]))))
         return
     rows = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
-    modes = {"merge": merge, "fillfactor": fillfactor, "sling": sling, "memory": memory}
+    modes = {
+        "merge": merge,
+        "fillfactor": fillfactor,
+        "sling": sling,
+        "cold": cold,
+        "memory": memory,
+    }
     modes[sys.argv[1]](rows)
 
 
