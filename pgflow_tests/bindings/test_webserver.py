@@ -64,8 +64,12 @@ def webserver(setup: DagsterSetup) -> Iterator[str]:
                 time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        process.terminate()  # the webserver handles SIGTERM itself, ignored or not before
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def location(url: str) -> dict:

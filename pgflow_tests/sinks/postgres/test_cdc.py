@@ -4,6 +4,7 @@ deletes, key changes, TRUNCATE, unchanged TOAST values, identities, crashes, bro
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -535,7 +536,19 @@ def test_a_slot_in_use_by_another_consumer_is_refused(
         with pytest.raises(ReplicationError, match="in use by another consumer"):
             run(source_uri, sink_uri, slot)
     finally:
-        consumer.terminate()
+        stop_consumer(consumer)
+
+
+def stop_consumer(consumer: subprocess.Popen) -> None:
+    """Stop pg_recvlogical with SIGINT, its own stop signal. Not SIGTERM: a child inherits an
+    ignored SIGTERM, and in a pytest-xdist worker that has run Dagster SIGTERM is ignored
+    (Dagster gives SIGTERM the SIGINT disposition, which the worker ignores), so
+    pg_recvlogical, which has no SIGTERM handler of its own, would never end."""
+    consumer.send_signal(signal.SIGINT)
+    try:
+        consumer.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        consumer.kill()
         consumer.wait()
 
 
