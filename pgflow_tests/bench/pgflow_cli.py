@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pgflow.config.model import TableName
 from pgflow.localdb.cluster import ClusterInfo
@@ -33,13 +34,22 @@ sink:
   strategy: {{mode: incremental_merge, unique_key: [id], merge_policy: upsert}}
 """
 # Read in a process of its own: the bench process never imports Dagster.
+# `steps`: each step of the run (the asset's, its checks') from its start to its success.
 METADATA = """
 import json, dagster as dg
 with dg.DagsterInstance.get() as instance:
     event = instance.get_latest_materialization_event(dg.AssetKey({key!r}))
     meta = event.asset_materialization.metadata
-    print(json.dumps({{k.split("/")[1]: meta[k].value for k in
-        ("pgflow/rows_read", "pgflow/rows_applied", "pgflow/duration_seconds")}}))
+    figures = {{k.split("/")[1]: meta[k].value for k in
+        ("pgflow/rows_read", "pgflow/rows_applied", "pgflow/duration_seconds")}}
+    started, steps = {{}}, {{}}
+    for entry in instance.all_logs(event.run_id):
+        kind = entry.dagster_event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            started[entry.step_key] = entry.timestamp
+        elif kind == dg.DagsterEventType.STEP_SUCCESS and entry.step_key in started:
+            steps[entry.step_key] = round(entry.timestamp - started[entry.step_key], 2)
+    print(json.dumps({{**figures, "steps": steps}}))
 """
 
 
@@ -79,9 +89,9 @@ class DagsterCli:
         }
         return cls(env, target)
 
-    def run(self) -> tuple[Finished, dict[str, float]]:
+    def run(self) -> tuple[Finished, dict[str, Any]]:
         """One materialization: the finished process and pgflow's metadata (rows_read,
-        rows_applied, duration_seconds)."""
+        rows_applied, duration_seconds), with the run's `steps` and their seconds."""
         key = [self.target.schema, self.target.name]
         cmd = [
             DAGSTER,

@@ -350,6 +350,8 @@ def incremental(bench: Bench, sink_info: Any) -> None:
 
     def cli_run(rep: int) -> Run:
         done, meta = cli.run()
+        steps = ", ".join(f"{step} {seconds:.2f} s" for step, seconds in meta["steps"].items())
+        print(f"    the run's steps: {steps}", flush=True)
         return Run(
             "incremental", "pgflow CLI (dagster process)", rep, done.wall,
             int(meta["rows_applied"]), done.rss_mb, True, float(meta["duration_seconds"]),
