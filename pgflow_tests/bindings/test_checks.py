@@ -193,6 +193,22 @@ def test_row_count_tolerance_comes_from_the_spec(env: Env, instance: dg.DagsterI
     }
 
 
+def test_a_source_dropped_since_the_load_leaves_nothing_to_compare(
+    env: Env, instance: dg.DagsterInstance
+) -> None:
+    """The source and the target are counted at the same time; a missing source is a soft
+    failure that names it, whichever count ends first."""
+    project = project_of(env, pipeline(MERGE))
+    materialize(project, instance)
+    execute(env.source_uri, "DROP TABLE items")
+    parity = run_checks(project, instance, ROW_COUNT_PARITY)[ROW_COUNT_PARITY]
+    assert not parity.passed and parity.severity == dg.AssetCheckSeverity.WARN
+    assert parity.description == (
+        "source table public.items on connection 'shop' not found: nothing to compare the "
+        "target with"
+    )
+
+
 def test_row_count_is_exact_after_a_full_refresh(env: Env, instance: dg.DagsterInstance) -> None:
     project = project_of(env, pipeline({"mode": "full_refresh"}))
     materialize(project, instance)
