@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -33,6 +34,7 @@ from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
 from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.partition_replace import NativePartitionRefused, PartitionSliceError
 from pgflow.sources.activity import table_modifications
 from pgflow.sources.base import SourceConfigError
@@ -119,6 +121,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 progress,
                 pipeline=spec.name,
                 reset=reset,
+                streams=self._streams(spec),
             )
             database = dst_conn.info.dbname
         context.log.info(_summary(result))
@@ -130,6 +133,22 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 f"[{window.start.isoformat()}, {window.end.isoformat()}) of {window.column}"
             )
         context.add_output_metadata(metadata)
+
+    def _streams(self, spec: PipelineSpec) -> Streams | None:
+        """How a `parallelism` > 1 load opens its further connections."""
+        source, sink = spec.source, spec.sink
+        if sink.strategy.parallelism < 2:
+            return None
+        assert source.connection_id and sink.connection_id
+        return Streams(
+            sink.strategy.parallelism,
+            connect_source=partial(
+                self.connections.open, source.connection_id, source.connection_type
+            ),
+            connect_sink=partial(
+                self.connections.open, sink.connection_id, sink.connection_type, autocommit=True
+            ),
+        )
 
     def _replicate(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
         source, sink = spec.source, spec.sink
@@ -304,8 +323,11 @@ def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
 def _summary(result: LoadResult) -> str:
     text = (
         f"{result.target}: {result.rows:,} rows in {result.seconds:.1f}s "
-        f"({result.strategy}, {result.copy_format} COPY)"
+        f"({result.strategy}, {result.copy_format} COPY"
+        f"{f', {result.streams} streams' if result.streams > 1 else ''})"
     )
+    if result.one_stream_reason:
+        text += f"; one COPY stream: {result.one_stream_reason}"
     if result.read is not None:
         text += f"; read {result.rows_read:,} rows, {read_description(result.read)}"
     return text

@@ -50,6 +50,10 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
         "pgflow/sql": dg.MetadataValue.md("```sql\n" + ";\n".join(result.statements) + ";\n```"),
         "pgflow/duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
     }
+    if result.streams > 1 or result.one_stream_reason:
+        metadata["pgflow/copy_streams"] = dg.MetadataValue.int(result.streams)
+    if result.one_stream_reason:
+        metadata["pgflow/one_stream_reason"] = dg.MetadataValue.text(result.one_stream_reason)
     if result.read is not None:
         metadata.update(position_metadata(result))
     deleted = deleted_rows(result.statements)

@@ -543,9 +543,25 @@ def _read_strategy(s: Section) -> StrategySpec | None:
             "on_schema_change", choices=("fail", "add_columns", "sync"), default="add_columns"
         ),  # type: ignore[arg-type]
         fillfactor=_read_fillfactor(s),
+        parallelism=_read_parallelism(s),
     )
     s.finish()
     return strategy if mode else None
+
+
+MAX_PARALLELISM = 32
+
+
+def _read_parallelism(s: Section) -> int:
+    value = s.positive_int("parallelism")
+    if value is not None and value > MAX_PARALLELISM:
+        s.problem(
+            "parallelism",
+            f"must be at most {MAX_PARALLELISM} (each stream holds a source and a sink "
+            f"connection), got {value}; about one stream per sink CPU is enough",
+        )
+        return 1
+    return value or 1
 
 
 def _read_fillfactor(s: Section) -> int | None:
@@ -804,6 +820,15 @@ def _check_semantics(source: SourceSpec, sink: SinkSpec, report: Any) -> None:
             "sink.strategy.fillfactor",
             "applies to postgres sinks only (a Delta table's Parquet files have no free space "
             "to tune); remove it",
+        )
+    if strategy.parallelism > 1 and (
+        sink.type != "postgres" or strategy.mode != "full_refresh" or strategy.method != "exchange"
+    ):
+        report(
+            "sink.strategy.parallelism",
+            "applies to postgres sinks with mode full_refresh and method exchange (the only "
+            "load whose new table can be filled by several connections before one swap); "
+            "remove it or use method: exchange",
         )
     if strategy.mode == "replace" and not strategy.custom_predicate:
         report(

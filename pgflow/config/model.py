@@ -80,6 +80,7 @@ class StrategySpec:
     native_mode: NativeMode = "auto"
     on_schema_change: SchemaChangePolicy = "add_columns"
     fillfactor: int | None = None  # None: pgflow's choice for a target it creates
+    parallelism: int = 1  # full_refresh exchange: COPY streams over one shared snapshot
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,11 @@ class PostgresTableSource:
         return self._info
 
     @property
+    def connection(self) -> psycopg.Connection:
+        """The read's connection, whose transaction holds the snapshot once open."""
+        return self._conn
+
+    @property
     def table_sql(self) -> sql.Identifier:
         return sql.Identifier(self._table.schema, self._table.name)
 
@@ -92,19 +97,27 @@ class PostgresTableSource:
         """The time window's bounds in the partition column's type; None without a window."""
         return None if self._window is None else self._window.bounds(self.info)
 
-    def select_query(self, expressions: Sequence[sql.Composable]) -> sql.Composed:
-        """The read as a query: SELECT `expressions` FROM the table, narrowed by `row_filter`."""
+    def select_query(
+        self, expressions: Sequence[sql.Composable], narrower: sql.Composable | None = None
+    ) -> sql.Composed:
+        """The read as a query: SELECT `expressions` FROM the table, narrowed by `row_filter`
+        and, for one slice of a parallel read, by `narrower`."""
         # SELECT ... FROM rather than the bare table: it also reads partitioned tables.
         select = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(expressions), self.table_sql
         )
-        condition = self.row_filter()
-        if condition is not None:
-            select = sql.SQL("{} WHERE {}").format(select, condition)
+        conditions = [c for c in (self.row_filter(), narrower) if c is not None]
+        if len(conditions) > 1:
+            conditions = [sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)]
+        if conditions:
+            select = sql.SQL("{} WHERE {}").format(select, conditions[0])
         return select
 
-    def copy_query(self, columns: Sequence[str], fmt: CopyFormat) -> sql.Composed:
-        return copy_to_stdout(self.select_query([self.column_expression(c) for c in columns]), fmt)
+    def copy_query(
+        self, columns: Sequence[str], fmt: CopyFormat, narrower: sql.Composable | None = None
+    ) -> sql.Composed:
+        expressions = [self.column_expression(c) for c in columns]
+        return copy_to_stdout(self.select_query(expressions, narrower), fmt)
 
     def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Iterator[bytes]:
         yield from self.copy_select(self.copy_query(columns, fmt))

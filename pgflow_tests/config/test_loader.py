@@ -36,7 +36,7 @@ VAULT_ENV = {**ENV, "VAULT_ADDR": "https://vault.example.com:8200"}
 MODES = "full_refresh, incremental_append, incremental_merge, replace, partition_replace"
 STRATEGY_KEYS = (
     "custom_predicate, duplicate_policy, fillfactor, merge_policy, method, mode, native_mode, "
-    "on_schema_change, only_new_rows, partition_column, unique_key"
+    "on_schema_change, only_new_rows, parallelism, partition_column, unique_key"
 )
 PIPELINE_KEYS = (
     "asset_key, checks, description, freshness, group, name, owners, partitions, schedule, "
@@ -832,6 +832,40 @@ def test_fillfactor_is_refused_for_a_delta_sink(tmp_path: Path) -> None:
         f"{spec}: pipeline 'orders': field 'sink.strategy.fillfactor': applies to "
         "postgres sinks only (a Delta table's Parquet files have no free space to tune); remove it"
     )
+
+
+def test_parallelism_is_read_for_an_exchange_and_defaults_to_one(tmp_path: Path) -> None:
+    strategy = {"mode": "full_refresh", "method": "exchange", "parallelism": 4}
+    spec = write(tmp_path / "p.yaml", pipeline(sink={"strategy": strategy}))
+    assert load_one(spec).sink.strategy.parallelism == 4
+    assert load_one(write(tmp_path / "q" / "p.yaml", pipeline())).sink.strategy.parallelism == 1
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ({"method": "exchange", "parallelism": 0}, "must be a positive integer, got int 0"),
+        ({"method": "exchange", "parallelism": 33}, "must be at most 32"),
+        (
+            {"parallelism": 4},
+            "applies to postgres sinks with mode full_refresh and method exchange",
+        ),
+        (
+            {"mode": "incremental_merge", "unique_key": ["id"], "parallelism": 2},
+            "remove it or use method: exchange",
+        ),
+    ],
+    ids=["zero", "too_many", "truncate_insert", "merge"],
+)
+def test_parallelism_outside_an_exchange_or_its_range_names_the_field(
+    tmp_path: Path, strategy: dict[str, Any], expected: str
+) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(sink={"strategy": strategy}))
+    problem = only_problem(spec)
+    assert problem.startswith(
+        f"{spec}: pipeline 'landing_orders': field 'sink.strategy.parallelism'"
+    )
+    assert expected in problem
 
 
 @pytest.mark.parametrize("policy", ["fail", "add_columns", "sync"])

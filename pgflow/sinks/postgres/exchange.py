@@ -77,16 +77,32 @@ def swap_in(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) ->
     carries (indexes, grants, views, ...) is moved over. Used by exchange and shadow_swap.
     """
     plan = plan_exchange(log.conn, target)
-    identity_names = _identity_sequence_names(log.conn, plan)
     tag = secrets.token_hex(4)
-    shadow = TableName(target.schema, _short(target.name, f"__pgflow_new_{tag}"))
-    backup = TableName(target.schema, _short(target.name, f"__pgflow_old_{tag}"))
+    shadow = TableName(target.schema, shadow_name(target, tag))
+    create_shadow(log, target, shadow)
+    rows = fill(shadow)
+    swap(log, target, shadow, plan, tag)
+    return rows
+
+
+def shadow_name(target: TableName, tag: str) -> str:
+    return _short(target.name, f"__pgflow_new_{tag}")
+
+
+def create_shadow(log: SqlLog, target: TableName, shadow: TableName) -> None:
+    """An empty table with the target's columns, defaults and constraints, but no indexes:
+    they are built once the rows are in."""
     log.execute(
         sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
             _ident(shadow), _ident(target)
         )
     )
-    rows = fill(shadow)
+
+
+def swap(log: SqlLog, target: TableName, shadow: TableName, plan: ExchangePlan, tag: str) -> None:
+    """Index the filled `shadow` (in the target's schema) and put it in the target's place."""
+    identity_names = _identity_sequence_names(log.conn, plan)
+    backup = TableName(target.schema, _short(target.name, f"__pgflow_old_{tag}"))
     build_indexes(log, shadow, plan.indexes, plan.foreign_keys, lambda i: _temp_index(tag, i))
     log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
     log.execute(_rename(target, backup.name))
@@ -112,7 +128,6 @@ def swap_in(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) ->
                 sql.SQL(sequence[0]), sql.Identifier(name)
             )
         )
-    return rows
 
 
 def plan_exchange(conn: psycopg.Connection, target: TableName) -> ExchangePlan:

@@ -13,6 +13,7 @@ which is what staging is for, without writing every row twice.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Callable
@@ -24,17 +25,28 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres import ddl, full_refresh, keys, replace, schema_drift, staging, state
+from pgflow.sinks.postgres import (
+    ddl,
+    full_refresh,
+    keys,
+    parallel_exchange,
+    replace,
+    schema_drift,
+    staging,
+    state,
+)
 from pgflow.sinks.postgres.apply import (
     ApplyContext,
     ApplyStrategy,
     PartitionSlice,
     insert_from_staging,
 )
+from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat, Position, ReadPlan, TableSource, as_incremental
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
-from pgflow.sources.postgres import set_portable_text_format
+from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
+from pgflow.sources.snapshot_slices import share_snapshot
 
 # (mode, variant) -> "module:function". Resolved on use, one module per strategy; a mode is
 # reachable only once pgflow.config.support lets specs ask for it.
@@ -79,6 +91,8 @@ class LoadResult:
     rows_read: int = 0  # rows copied from the source (rows = rows the strategy wrote)
     read: ReadPlan | None = None  # incremental sources: what was read and why
     position_after: Position | None = None  # incremental sources: the position now stored
+    streams: int = 1  # COPY streams that filled the target (parallelism)
+    one_stream_reason: str | None = None  # why a load asked to run in parallel did not
 
 
 def strategy_variant(strategy: StrategySpec) -> tuple[str, str]:
@@ -150,14 +164,90 @@ def load_table(
     partition_slice: PartitionSlice | None = None,
     pipeline: str = "",
     reset: bool = False,
+    streams: Streams | None = None,
 ) -> LoadResult:
     """Run one load on `conn` (autocommit mode; this opens and commits its own transaction).
 
     `partition_slice` (partition_replace only) is the slice the run replaces. For an
     IncrementalSource, the position stored for `target` decides what is read; the new one
     is stored, under `pipeline`'s name, in the same transaction. `reset` reads everything
-    and makes the target exactly the source, whatever the strategy.
+    and makes the target exactly the source, whatever the strategy. `streams` lets a
+    full_refresh exchange fill the new table over several connections (`parallel_exchange`).
     """
+    if streams is None or streams.count < 2 or strategy_variant(strategy) != PARALLEL_VARIANT:
+        return _load(conn, source, target, strategy, progress, partition_slice, pipeline, reset)
+    if not isinstance(source, PostgresTableSource) or as_incremental(source) is not None:
+        raise UnsupportedStrategy("a parallel load reads a whole Postgres table")
+    with ddl.holding_target(conn, target):  # from the snapshot to the swap
+        parallel = _load_in_parallel(conn, source, target, strategy, streams, progress)
+        if isinstance(parallel, LoadResult):
+            return parallel
+        result = _load(conn, source, target, strategy, progress, partition_slice, pipeline, reset)
+        return dataclasses.replace(result, one_stream_reason=parallel)
+
+
+PARALLEL_VARIANT = ("full_refresh", "exchange")
+
+
+def _load_in_parallel(
+    conn: psycopg.Connection,
+    source: PostgresTableSource,
+    target: TableName,
+    strategy: StrategySpec,
+    streams: Streams,
+    progress: staging.ProgressCallback | None,
+) -> LoadResult | str:
+    """The exchange filled by `streams`, or why the load must stay one stream (nothing was
+    written then, and the source is open)."""
+    started = time.monotonic()
+    log = SqlLog(conn)
+    source.open()
+    with conn.transaction():
+        set_portable_text_format(conn)
+        reason = parallel_exchange.one_stream_reason(log, source, target)
+    if reason is not None:
+        return reason
+    shared = share_snapshot(source, streams.count)
+    if isinstance(shared, str):
+        return shared
+    prepared = parallel_exchange.prepare(log, source, target, strategy.fillfactor)
+    try:
+        filling = time.monotonic()
+        copies = parallel_exchange.fill(log, source, shared, prepared, streams, progress)
+        copied = parallel_exchange.total(copies, time.monotonic() - filling)
+        source.close()
+        with conn.transaction():
+            set_portable_text_format(conn)
+            parallel_exchange.swap(log, target, prepared)
+            log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
+    finally:
+        parallel_exchange.drop_unswapped(log, prepared.shadow)
+    return LoadResult(
+        target=target,
+        target_info=prepared.target_info,
+        rows=copied.rows,
+        bytes=copied.bytes,
+        copy_format=prepared.copy_format,
+        created_target=False,
+        statements=log.statements,
+        seconds=time.monotonic() - started,
+        copy_seconds=copied.seconds,
+        strategy=strategy_label(strategy),
+        rows_read=copied.rows,
+        streams=len(copies),
+    )
+
+
+def _load(
+    conn: psycopg.Connection,
+    source: TableSource,
+    target: TableName,
+    strategy: StrategySpec,
+    progress: staging.ProgressCallback | None,
+    partition_slice: PartitionSlice | None,
+    pipeline: str,
+    reset: bool,
+) -> LoadResult:
     keyed = is_keyed(strategy)
     started = time.monotonic()
     log = SqlLog(conn)
