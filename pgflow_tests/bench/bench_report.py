@@ -109,8 +109,9 @@ def ratio_target(
 def targets(figs: list[Figure]) -> Iterator[tuple[str, str, bool | None]]:
     """(target, the figures, met) for each of the issue's targets."""
     limit, dlt = find(figs, "full_refresh", LIMIT), find(figs, "full_refresh", "dlt")
-    for method in ("truncate_insert", "exchange"):
-        pg = find(figs, "full_refresh", f"pgflow {method}")
+    refreshes = [f for f in figs if f.scenario == "full_refresh" and f.tool.startswith("pgflow ")]
+    for pg in refreshes or [None]:
+        method = pg.tool.removeprefix("pgflow ") if pg else "pgflow"
         if pg and limit and pg.rows_s and limit.rows_s:
             share = pg.rows_s / limit.rows_s
             yield (

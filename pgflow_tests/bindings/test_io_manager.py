@@ -73,3 +73,34 @@ def test_downstream_asset_can_take_a_postgres_table_as_a_lazyframe(dagster_setup
     )
     assert result.success
     assert result.output_for_node("pricey_items") == [297, 298, 299, 300]  # id * 1.25 > 370
+
+
+def test_a_parallel_exchange_reports_its_streams_and_why_a_load_used_one(
+    dagster_setup, monkeypatch
+):
+    """`parallelism: 2` through the IO manager and the connections resource: the first load
+    creates the target (one stream, and the metadata says why); the next one uses two."""
+    from pgflow.sources import snapshot_slices
+    from pgflow_tests.pg import table_text
+
+    monkeypatch.setattr(snapshot_slices, "MIN_BLOCKS_PER_SLICE", 1)  # 300 rows: 2+ blocks
+    for name in ("PGFLOW_CONN_SHOP", "PGFLOW_CONN_WAREHOUSE"):
+        monkeypatch.setenv(name, dagster_setup.env[name])
+    spec = dagster_setup.specs / "items.yaml"
+    spec.write_text(
+        spec.read_text().replace("method: truncate_insert", "method: exchange\n    parallelism: 2")
+    )
+    project = load_project(dagster_setup.specs)
+    resources = build_definitions(project).resources
+    metadata = []
+    for _ in range(2):
+        result = dg.materialize([pipeline_asset(project.pipelines[0])], resources=resources)
+        metadata.append(result.asset_materializations_for_node("landing__items")[0].metadata)
+    assert metadata[0]["pgflow/copy_streams"].value == 1
+    assert "first load creates the target" in metadata[0]["pgflow/one_stream_reason"].value
+    assert metadata[1]["pgflow/copy_streams"].value == 2
+    assert "pgflow/one_stream_reason" not in metadata[1]
+    assert metadata[1]["dagster/row_count"].value == 300
+    assert table_text(dagster_setup.sink_uri, "landing.items") == table_text(
+        dagster_setup.source_uri, "public.items"
+    )
