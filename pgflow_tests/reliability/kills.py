@@ -73,6 +73,7 @@ from pgflow.config.model import TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sinks.delta.state import read_state
+from pgflow.sources import snapshot_slices
 from pgflow.sources.arrow import ArrowRead
 
 TARGET = TableName("landing", "items")
@@ -186,6 +187,7 @@ class Scenario:
     first_load: bool = False  # BEFORE is no target at all: the kills hit its creation
     split_change: bool = False  # the source change in three transactions, not one
     target_ddl: str | None = None  # run on the sink after the first load (views, indexes)
+    min_slice_blocks: int | None = None  # parallel exchange: lets the small table split
 
     def spec_yaml(self, lake: Path, slot: str) -> str:
         options = self.options.replace("{slot}", slot)
@@ -208,6 +210,14 @@ SCENARIOS: dict[str, Scenario] = {
             "postgres",
             strategy="{mode: full_refresh, method: exchange}",
             target_ddl=TARGET_EXTRAS,
+        ),
+        Scenario(
+            "full_refresh/exchange_parallel",
+            "postgres",
+            "postgres",
+            strategy="{mode: full_refresh, method: exchange, parallelism: 3}",
+            target_ddl=TARGET_EXTRAS,
+            min_slice_blocks=8,  # the 4,300 rows (~75 blocks) split into 3 ranges
         ),
         Scenario(
             "merge/delete_insert",
@@ -348,6 +358,7 @@ class ChildJob:
     observe_uri: str | None = None  # after each sink commit, snapshot the target here
     exclude_columns: tuple[str, ...] = ()
     delta_batch_rows: int | None = None
+    min_slice_blocks: int | None = None
 
 
 class _Ticker:
@@ -485,6 +496,8 @@ def _timed_kill(ticker: _Ticker) -> None:
 def child_main(job: ChildJob) -> None:
     """Entry point of a child process (forked from the forkserver)."""
     os.environ.update(job.env)
+    if job.min_slice_blocks is not None:
+        snapshot_slices.MIN_BLOCKS_PER_SLICE = job.min_slice_blocks
     ticker = _Ticker(job)
     _install_hooks(ticker, job)
     started = ticker.started = time.monotonic()
@@ -839,6 +852,7 @@ class KillSweep:
             record_path=str(self.workdir / f"run-{self.runs}.json"),
             exclude_columns=self.scenario.exclude_columns,
             delta_batch_rows=self.scenario.delta_batch_rows,
+            min_slice_blocks=self.scenario.min_slice_blocks,
             **kwargs,
         )
 
@@ -1125,7 +1139,8 @@ class KillSweep:
             orphans = snap.get("staging", 0)
             if self.scenario.sink == "delta":
                 orphans = self.uncommitted_files()  # written by the killed run, in no commit
-            elif not self.scenario.cdc:  # only CDC commits staging tables outside its apply
+            elif not (self.scenario.cdc or self.scenario.min_slice_blocks):
+                # Only CDC and the parallel exchange commit staging tables outside their apply.
                 assert orphans == 0, f"{name}: killed at {point}, staging tables left behind"
             self.run_ok()
             final = self.snapshot()

@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
+from pgflow.sinks.postgres import staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 
 SWAP_LOCK_TIMEOUT = "30s"
@@ -67,6 +68,7 @@ def exchange(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -
 
     The new table is invisible until the swap commits, so it needs no staging table before it.
     """
+    staging.drop_orphaned_staging(log, target)  # a killed parallel exchange's new table
     return swap_in(log, target, fill)
 
 

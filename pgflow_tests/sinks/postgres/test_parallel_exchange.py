@@ -7,6 +7,7 @@ several block ranges; everything else is the production path.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterator
@@ -193,8 +194,9 @@ def copies_running(uri: str) -> int:
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("next_parallelism", [3, 1], ids=["parallel", "one_stream"])
 def test_a_killed_runs_new_table_is_dropped_by_the_next_run(
-    orders: str, sink_uri: str, small_slices: None
+    orders: str, sink_uri: str, small_slices: None, next_parallelism: int
 ) -> None:
     first_load(orders, sink_uri)
     with (
@@ -205,8 +207,8 @@ def test_a_killed_runs_new_table_is_dropped_by_the_next_run(
         source.open()
         prepared = parallel_exchange.prepare(SqlLog(killed), source, TARGET, None)
     assert staging_tables(sink_uri) == [(prepared.shadow.name,)]
-    result = load(orders, sink_uri)
-    assert result.streams == 3
+    result = load(orders, sink_uri, dataclasses.replace(EXCHANGE, parallelism=next_parallelism))
+    assert result.streams == next_parallelism
     assert staging_tables(sink_uri) == []
     assert table_text(sink_uri, "landing.orders") == table_text(orders, "public.orders")
 
