@@ -220,8 +220,9 @@ def _load_in_parallel(
             set_portable_text_format(conn)
             parallel_exchange.swap(log, target, prepared)
             log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
-    finally:
+    except BaseException:
         parallel_exchange.drop_unswapped(log, prepared.shadow)
+        raise
     return LoadResult(
         target=target,
         target_info=prepared.target_info,

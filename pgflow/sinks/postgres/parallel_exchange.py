@@ -189,7 +189,7 @@ def swap(log: SqlLog, target: TableName, prepared: Prepared) -> None:
 
 
 def drop_unswapped(log: SqlLog, shadow: TableName) -> None:
-    """After a failure: the new table goes; after a swap its staging name no longer exists."""
+    """After a failure, the new table goes (a lost sink leaves it to the next run)."""
     with suppress(psycopg.Error):
         log.conn.rollback()
         staging.drop_staging(log, shadow)
