@@ -145,13 +145,19 @@ def plan_exchange(conn: psycopg.Connection, target: TableName) -> ExchangePlan:
             reloptions=list(table["reloptions"] or []),
             replica_identity=table["relreplident"],
             grants=cur.execute(_GRANTS_SQL, {"oid": oid}).fetchall(),
-            indexes=[IndexPlan(**r) for r in cur.execute(_INDEXES_SQL, {"oid": oid}).fetchall()],
+            indexes=indexes_of(conn, oid),
             foreign_keys=[(r["conname"], r["def"]) for r in cur.execute(_FKS_SQL, {"oid": oid})],
             triggers=[r["def"] for r in cur.execute(_TRIGGERS_SQL, {"oid": oid})],
             views=_dependent_views(cur, oid),
             serial_sequences=_owned_sequences(cur, oid, "a"),
             identity_columns=_owned_sequences(cur, oid, "i"),
         )
+
+
+def indexes_of(conn: psycopg.Connection, oid: int) -> list[IndexPlan]:
+    """How to re-create each index of table `oid` (and the constraint it backs)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [IndexPlan(**r) for r in cur.execute(_INDEXES_SQL, {"oid": oid}).fetchall()]
 
 
 def _refuse_unsafe(cur: psycopg.Cursor, target: TableName, table: dict) -> None:

@@ -14,14 +14,16 @@ from collections.abc import Callable
 from psycopg import sql
 
 from pgflow.config.model import TableName
+from pgflow.sinks.postgres import index_rebuild
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 
 
 def truncate_copy(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -> int:
-    """full_refresh truncate_insert: empty the target, then `fill` it from the source."""
+    """full_refresh truncate_insert: empty the target, then `fill` it from the source (its
+    indexes are built once the rows are in)."""
     log.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name)))
-    return fill(target)
+    return index_rebuild.fill_then_index(log, target, fill)
 
 
 def truncate_insert(ctx: ApplyContext) -> int:

@@ -28,6 +28,7 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import (
     ddl,
     full_refresh,
+    index_rebuild,
     keys,
     parallel_exchange,
     replace,
@@ -295,7 +296,10 @@ def _load(
             return copies[-1].rows
 
         if direct_apply is not None:
-            rows = fill(target) if created else direct_apply(log, target, fill)
+            if created:  # a new target: its key and indexes are built after the COPY
+                rows = index_rebuild.fill_then_index(log, target, fill)
+            else:
+                rows = direct_apply(log, target, fill)
         else:
             stage = staging.create_staging(
                 log, target, columns, keys.ORDER_COLUMN if keyed else None
