@@ -3,8 +3,9 @@
 TRUNCATE and the COPY run in the load's transaction, so readers see the old rows until commit
 and never an empty or half-filled table. The source is COPYed straight into the truncated
 target: nothing outside the transaction can see it, so a staging table in front of it would
-only copy every row twice. TRUNCATE holds an ACCESS EXCLUSIVE lock until commit, so readers
-of the target wait for the whole load; `method: exchange` shortens that wait to a rename.
+only copy every row twice. Its indexes are dropped before the COPY and built after it
+(`index_rebuild`). TRUNCATE holds an ACCESS EXCLUSIVE lock until commit, so readers of the
+target wait for the whole load; `method: exchange` shortens that wait to a rename.
 """
 
 from __future__ import annotations
