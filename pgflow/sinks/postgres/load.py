@@ -68,6 +68,8 @@ DIRECT_STRATEGIES: dict[tuple[str, str], str] = {
     ("full_refresh", "truncate_insert"): "pgflow.sinks.postgres.full_refresh:truncate_copy",
     ("full_refresh", "exchange"): "pgflow.sinks.postgres.exchange:exchange",
 }
+# The one strategy whose new table several COPY streams can fill (`parallel_exchange`).
+PARALLEL_VARIANT = ("full_refresh", "exchange")
 Fill = Callable[[TableName], int]
 DirectStrategy = Callable[[SqlLog, TableName, Fill], int]
 
@@ -185,9 +187,6 @@ def load_table(
             return parallel
         result = _load(conn, source, target, strategy, progress, partition_slice, pipeline, reset)
         return dataclasses.replace(result, one_stream_reason=parallel)
-
-
-PARALLEL_VARIANT = ("full_refresh", "exchange")
 
 
 def _load_in_parallel(
