@@ -76,8 +76,8 @@ def share_snapshot(source: PostgresTableSource, wanted: int) -> SharedSnapshot |
     slices = slices_for(blocks, wanted)
     if slices == 1:
         return (
-            f"the source {source.info.table} has {blocks} blocks; a slice is worth it from "
-            f"{MIN_BLOCKS_PER_SLICE} blocks ({MIN_BLOCKS_PER_SLICE * 8 // 1024} MB)"
+            f"the source {source.info.table} has {blocks} blocks; two slices need "
+            f"{MIN_BLOCKS_PER_SLICE} blocks each ({MIN_BLOCKS_PER_SLICE * 8 // 1024} MB)"
         )
     row = conn.execute("SELECT pg_export_snapshot()").fetchone()
     assert row is not None

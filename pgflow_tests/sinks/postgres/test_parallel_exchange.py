@@ -218,7 +218,7 @@ def test_a_killed_runs_new_table_is_dropped_by_the_next_run(
     [
         ("", "the first load creates the target"),
         ("first_load; ALTER TABLE orders ADD COLUMN extra int", "changes the target's columns"),
-        ("first_load; small", "blocks; a slice is worth it from 2048 blocks (16 MB)"),
+        ("first_load; small", "blocks; two slices need 2048 blocks each (16 MB)"),
     ],
     ids=["first_load", "schema_drift", "small_table"],
 )
