@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
+from pgflow.sinks.postgres.ddl import quote_table
 from pgflow.sinks.postgres.exchange import IndexPlan, build_indexes, indexes_of
 from pgflow.sinks.postgres.sql_log import SqlLog
 
@@ -49,7 +50,7 @@ def fill_then_index(log: SqlLog, table: TableName, fill: Callable[[TableName], i
 def take_off(log: SqlLog, table: TableName) -> TakenOff | None:
     """Drop `table`'s indexes when they can be re-created exactly; None leaves them."""
     with log.conn.cursor(row_factory=dict_row) as cur:
-        facts = cur.execute(_FACTS_SQL, {"table": _quoted(log, table)}).fetchone()
+        facts = cur.execute(_FACTS_SQL, {"table": quote_table(log.conn, table)}).fetchone()
     if facts is None or not facts["plain"] or facts["blockers"] or not facts["indexes"]:
         return None
     taken = TakenOff(indexes_of(log.conn, facts["oid"]), facts["replica_identity"])
@@ -79,10 +80,6 @@ def put_back(log: SqlLog, table: TableName, taken: TakenOff) -> None:
 
 def _ident(table: TableName) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name)
-
-
-def _quoted(log: SqlLog, table: TableName) -> str:
-    return _ident(table).as_string(log.conn)
 
 
 # What would not survive a drop and re-create, per index of the table (and the constraint

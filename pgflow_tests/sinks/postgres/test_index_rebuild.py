@@ -80,6 +80,7 @@ def test_a_new_target_gets_its_primary_key_after_the_copy(source_uri: str, sink_
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
         " WHERE conrelid = 'landing.events'::regclass",
     ) == [("PRIMARY KEY (id)",)]
+    assert table_text(sink_uri, "landing.events") == table_text(source_uri, "public.events")
 
 
 @pytest.mark.parametrize(
