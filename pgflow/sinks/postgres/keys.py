@@ -81,12 +81,18 @@ def enforce_duplicate_policy(ctx: ApplyContext) -> int:
     ).fetchall()
     if rows:
         sample = ", ".join(f"{key} x{count}" for key, count in rows)
-        raise DuplicateKeys(
-            f"the source repeats unique_key ({', '.join(ctx.strategy.unique_key)}) for some rows, "
-            f"e.g. {sample}; nothing was written. Fix the source, or set "
-            f"sink.strategy.duplicate_policy: keep_last to keep the last row of each key"
-        )
+        raise duplicate_keys(ctx.strategy.unique_key, sample)
     return 0
+
+
+def duplicate_keys(unique_key: tuple[str, ...], sample: str) -> DuplicateKeys:
+    """The policy's error for repeated keys, `sample` naming some of them ("" for none)."""
+    example = f", e.g. {sample}" if sample else ""
+    return DuplicateKeys(
+        f"the source repeats unique_key ({', '.join(unique_key)}) for some rows{example}; "
+        "nothing was written. Fix the source, or set "
+        "sink.strategy.duplicate_policy: keep_last to keep the last row of each key"
+    )
 
 
 def keep_last(ctx: ApplyContext) -> int:

@@ -8,7 +8,9 @@ position are either both old or both new, never a mix.
 
 full_refresh skips the staging table: its COPY lands in a table no other session can see
 before the commit (the target it truncated, a new table it swaps in, or a target it created),
-which is what staging is for, without writing every row twice.
+which is what staging is for, without writing every row twice. So does the first load of the
+other strategies, into the target it creates (`fills_new_target_directly`): the initial load
+of a large table is written once, frozen, and its key is built after the rows are in.
 """
 
 from __future__ import annotations
@@ -44,7 +46,14 @@ from pgflow.sinks.postgres.apply import (
 )
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow.sources.base import CopyFormat, Position, ReadPlan, TableSource, as_incremental
+from pgflow.sources.base import (
+    CopyFormat,
+    IncrementalSource,
+    Position,
+    ReadPlan,
+    TableSource,
+    as_incremental,
+)
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
 from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
 from pgflow.sources.snapshot_slices import share_snapshot
@@ -128,6 +137,16 @@ def _resolve(strategies: dict[tuple[str, str], str], strategy: StrategySpec) -> 
 
 def strategy_label(strategy: StrategySpec) -> str:
     return "/".join(part for part in strategy_variant(strategy) if part)
+
+
+def fills_new_target_directly(strategy: StrategySpec) -> bool:
+    """Whether the load that creates the target COPYs into it without staging. A new target
+    has nothing to merge or replace, so every staged strategy's first load inserts all it read,
+    except where staging does more: replace checks its predicate there, and keep_last drops
+    repeated keys by their order of arrival."""
+    if strategy.mode == "replace":
+        return False
+    return not (is_keyed(strategy) and strategy.duplicate_policy == "keep_last")
 
 
 def is_keyed(strategy: StrategySpec) -> bool:
@@ -239,6 +258,29 @@ def _load_in_parallel(
     )
 
 
+def _fill_new_target(log: SqlLog, target: TableName, fill: Fill, strategy: StrategySpec) -> int:
+    """COPY straight into the target this load created (FREEZE), its indexes built after.
+    The target's unique index on the key (the primary key, or NULLS NOT DISTINCT) is the
+    duplicate check: its build fails on a repeated key, and the whole load rolls back."""
+    try:
+        return index_rebuild.fill_then_index(log, target, fill)
+    except psycopg.errors.UniqueViolation as error:
+        if not is_keyed(strategy):
+            raise
+        detail = error.diag.message_detail or ""  # "Key (k)=(7) is duplicated."
+        sample = detail.removeprefix("Key ").removesuffix(" is duplicated.")
+        raise keys.duplicate_keys(strategy.unique_key, sample) from None
+
+
+def _position_read(
+    log: SqlLog, table: TableName, incremental: IncrementalSource
+) -> Position | None:
+    """The incremental position after this read: from the largest cursor value in `table`,
+    which holds exactly the rows read (staging, or the target the read created)."""
+    column = incremental.cursor_column
+    return incremental.position_after(staging.max_value(log, table, column) if column else None)
+
+
 def _load(
     conn: psycopg.Connection,
     source: TableSource,
@@ -299,15 +341,18 @@ def _load(
                 rows = index_rebuild.fill_then_index(log, target, fill)
             else:
                 rows = direct_apply(log, target, fill)
+        elif created and fills_new_target_directly(strategy):
+            rows = _fill_new_target(log, target, fill, strategy)
+            if incremental:
+                position = _position_read(log, target, incremental)
+                state.write_position(log, target, pipeline, position)
         else:
             stage = staging.create_staging(
                 log, target, columns, keys.ORDER_COLUMN if keyed else None
             )
             fill(stage)
             if incremental:
-                column = incremental.cursor_column
-                staged_max = staging.max_value(log, stage, column) if column else None
-                position = incremental.position_after(staged_max)
+                position = _position_read(log, stage, incremental)
             ctx = ApplyContext(
                 log,
                 target,

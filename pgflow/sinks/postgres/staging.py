@@ -120,11 +120,12 @@ def can_freeze(log: SqlLog, table: TableName) -> bool:
     return bool(row and row[0])
 
 
-def max_value(log: SqlLog, staging: TableName, column: str) -> str | None:
-    """The largest staged value of `column` as text (portable settings), None when none."""
+def max_value(log: SqlLog, table: TableName, column: str) -> str | None:
+    """The largest value of `column` in `table` (staging, or a target the load just filled)
+    as text (portable settings), None when none."""
     row = log.execute(
         sql.SQL("SELECT max({})::text FROM {}").format(
-            sql.Identifier(column), sql.Identifier(staging.schema, staging.name)
+            sql.Identifier(column), sql.Identifier(table.schema, table.name)
         )
     ).fetchone()
     return row[0] if row else None
