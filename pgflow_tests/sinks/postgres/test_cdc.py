@@ -92,6 +92,9 @@ def test_snapshot_then_inserts_updates_and_deletes_stream_in(
     first = run(source_uri, sink_uri, slot)
     assert first.snapshot is not None and first.snapshot.rows == 1000
     assert first.snapshot_reason == "first run: no stored position"
+    # The snapshot creates the target: its COPY goes straight in, no staging.
+    assert first.snapshot.created_target
+    assert not any("_pgflow_staging" in s for s in first.snapshot.statements)
     assert first.batches == [] and same(source_uri, sink_uri)
     execute(
         source_uri,
