@@ -269,6 +269,14 @@ SCENARIOS: dict[str, Scenario] = {
             source_equality="superset",
         ),
         Scenario(
+            "column/first_load",  # a staged strategy's first load: no staging, into a new target
+            "postgres",
+            "postgres",
+            options="{incremental_strategy: column, incremental_column: updated_at}",
+            strategy="{mode: incremental_merge, unique_key: [id], merge_policy: upsert}",
+            first_load=True,
+        ),
+        Scenario(
             "xmin",
             "postgres",
             "postgres",

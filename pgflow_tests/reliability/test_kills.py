@@ -8,7 +8,7 @@ the next run must reach AFTER with no staging table left.
 
 Strategies (kills.SCENARIOS): full_refresh truncate_insert / exchange / exchange over 3
 parallel streams (and a first load into no target), incremental_merge delete_insert / upsert /
-shadow_swap, replace, partition_replace native (a LIST-partitioned target) and delete/insert, column cursor, xmin, CDC (one batch,
+shadow_swap, replace, partition_replace native (a LIST-partitioned target) and delete/insert, column cursor (and its first load), xmin, CDC (one batch,
 several batches, the first run with its snapshot), Delta sink (merge with a cursor, full
 refresh, first load) and Delta -> Postgres sync.
 
