@@ -141,9 +141,9 @@ def strategy_label(strategy: StrategySpec) -> str:
 
 def fills_new_target_directly(strategy: StrategySpec) -> bool:
     """Whether the load that creates the target COPYs into it without staging. A new target
-    has nothing to merge or replace, so every staged strategy's first load inserts all it read,
-    except where staging does more: replace checks its predicate there, and keep_last drops
-    repeated keys by their order of arrival."""
+    has nothing to merge or replace, so every strategy's first load inserts all it read, except
+    where staging does more: replace checks its predicate there, and keep_last drops repeated
+    keys by their order of arrival."""
     if strategy.mode == "replace":
         return False
     return not (is_keyed(strategy) and strategy.duplicate_policy == "keep_last")
@@ -336,16 +336,13 @@ def _load(
             source.close()  # the source is read; what follows touches only the sink
             return copies[-1].rows
 
-        if direct_apply is not None:
-            if created:  # a new target: its key and indexes are built after the COPY
-                rows = index_rebuild.fill_then_index(log, target, fill)
-            else:
-                rows = direct_apply(log, target, fill)
-        elif created and fills_new_target_directly(strategy):
+        if created and fills_new_target_directly(strategy):
             rows = _fill_new_target(log, target, fill, strategy)
             if incremental:
                 position = _position_read(log, target, incremental)
                 state.write_position(log, target, pipeline, position)
+        elif direct_apply is not None:
+            rows = direct_apply(log, target, fill)
         else:
             stage = staging.create_staging(
                 log, target, columns, keys.ORDER_COLUMN if keyed else None
