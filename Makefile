@@ -18,7 +18,7 @@ help:
 	@echo "make test-faults - the slow part of the reliability suite (kills at every point of a load)"
 	@echo "make bench  - the benchmark suite (bench/README.md)"
 	@echo "make lint   - ruff"
-	@echo "make stop   - stop the local Postgres;  make clean - remove .venv and .pgflow"
+	@echo "make stop   - stop the local Postgres;  make clean - remove it, .venv and .pgflow"
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required"; exit 1; }
@@ -83,5 +83,7 @@ bench: install $(BIN)/.bench-installed
 stop:
 	-$(BIN)/pgflow localdb stop
 
-clean: stop
+# destroy also removes the server's stand-in folder under /var/tmp (README "Local Postgres").
+clean:
+	-$(BIN)/pgflow localdb destroy
 	rm -rf $(VENV) $(STATE) *.egg-info

@@ -1,4 +1,4 @@
-"""`pgflow localdb start|stop|status|env|seed`: a local PostgreSQL for development."""
+"""`pgflow localdb start|stop|status|env|seed|destroy`: a local PostgreSQL for development."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         handler=_stop
     )
     commands.add_parser(
+        "destroy", parents=[common], help="stop the server and delete all of its files"
+    ).set_defaults(handler=_destroy)
+    commands.add_parser(
         "status", parents=[common], help="print host and port; exit code 1 when not running"
     ).set_defaults(handler=_status)
     commands.add_parser(
@@ -77,6 +80,10 @@ def _start(cluster: LocalPostgres, args: argparse.Namespace) -> int:
     info = cluster.start(databases)
     print(f"PostgreSQL running on {info.host}:{info.port} (user {info.user})")
     print(f"  state folder: {cluster.root}")
+    if cluster.server_home != cluster.root:
+        print(
+            f"  server files: {cluster.server_home} (OS user postgres cannot enter the state folder)"
+        )
     print(f"  databases:    {', '.join(databases)}")
     print(f'  environment:  eval "$(pgflow localdb --dir {shlex.quote(str(cluster.root))} env)"')
     return 0
@@ -86,6 +93,12 @@ def _stop(cluster: LocalPostgres, args: argparse.Namespace) -> int:
     running = cluster.status() is not None
     cluster.stop()
     print("stopped" if running else "not running")
+    return 0
+
+
+def _destroy(cluster: LocalPostgres, args: argparse.Namespace) -> int:
+    cluster.destroy()
+    print(f"destroyed ({cluster.root})")
     return 0
 
 

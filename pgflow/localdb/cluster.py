@@ -6,6 +6,11 @@ The cluster lives in one state folder (``root``)::
     root/postgres.log   the server log
     root/cluster.json   user, password and last port (mode 0600: it holds the password)
 
+As root the server runs as OS user ``postgres``. When that user cannot reach ``root`` (a
+clone under /root or a ``mktemp -d`` folder), the data directory and the log live in
+``/var/tmp/pgflow-localdb/<hash of root>/`` instead, and ``root/data`` and
+``root/postgres.log`` are symbolic links to them, so the layout above still holds.
+
 It listens on 127.0.0.1 only, on a free TCP port, with no unix socket, password (SCRAM)
 authentication and ``wal_level=logical`` so logical replication can be exercised locally.
 """
@@ -14,14 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import json
 import os
-import pwd
 import secrets
-import shlex
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -32,30 +33,25 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-HOST = "127.0.0.1"
-SUPERUSER = "postgres"
-# Postgres refuses to run as root: as root we run the server binaries as this OS user.
-SERVER_OS_USER = "postgres"
-BINDIR_ENV = "PGFLOW_PG_BINDIR"
-INSTALL_HINT = (
-    "PostgreSQL server binaries not found: install them with "
-    "`apt-get install -y postgresql-15` (Debian/Ubuntu) or set PGFLOW_PG_BINDIR"
+from pgflow.localdb.binaries import find_bindir
+from pgflow.localdb.errors import LocalDbError
+from pgflow.localdb.network import HOST, PortTaken, pick_free_port, port_is_free, server_options
+from pgflow.localdb.server_user import (
+    SERVER_OS_USER,
+    as_root,
+    chown_to_server_user,
+    clear_orphaned_data,
+    followed,
+    server_user_can_enter,
+    server_user_prefix,
+    stand_in_home,
 )
+
+SUPERUSER = "postgres"
 START_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
 LOG_TAIL_LINES = 30
 START_ATTEMPTS = 3
-SERVER_SETTINGS = {
-    "listen_addresses": HOST,
-    "unix_socket_directories": "",  # TCP only: no socket file to place or clean up
-    "wal_level": "logical",
-    "max_replication_slots": "20",
-    "max_wal_senders": "20",
-}
-
-
-class LocalDbError(RuntimeError):
-    """The local cluster could not be set up, started, stopped or reached."""
 
 
 @dataclass(frozen=True)
@@ -72,72 +68,28 @@ class ClusterInfo:
         return f"postgresql://{user}:{password}@{self.host}:{self.port}/{quote(dbname, safe='')}"
 
 
-def find_bindir() -> Path:
-    """The folder holding ``initdb`` and ``pg_ctl``: $PGFLOW_PG_BINDIR, pg_config, then a scan."""
-    override = os.environ.get(BINDIR_ENV)
-    if override:
-        if _has_server_binaries(Path(override)):
-            return Path(override)
-        raise LocalDbError(f"{BINDIR_ENV}={override} does not contain initdb and pg_ctl")
-    for candidate in _bindir_candidates():
-        if _has_server_binaries(candidate):
-            return candidate
-    raise LocalDbError(INSTALL_HINT)
-
-
-def _bindir_candidates() -> Iterator[Path]:
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
-        if result.returncode == 0 and result.stdout.strip():
-            yield Path(result.stdout.strip())
-    # Debian installs the server outside PATH; prefer the newest major version.
-    scanned = glob.glob("/usr/lib/postgresql/*/bin")
-    for found in sorted(scanned, key=_major_version, reverse=True):
-        yield Path(found)
-    pg_ctl = shutil.which("pg_ctl")
-    if pg_ctl:
-        yield Path(pg_ctl).parent
-
-
-def _major_version(bindir: str) -> int:
-    name = Path(bindir).parent.name
-    return int(name) if name.isdigit() else -1
-
-
-def _has_server_binaries(bindir: Path) -> bool:
-    return all(os.access(bindir / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres"))
-
-
-def pick_free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1 (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    """Whether the server could listen on ``port`` now (another listener would block it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Like the server, ignore TIME_WAIT leftovers of earlier connections.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
 class LocalPostgres:
     """Create, start, stop and destroy a local cluster kept in the state folder ``root``."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
-        self.data_dir = self.root / "data"
-        self.log_file = self.root / "postgres.log"
         self.state_file = self.root / "cluster.json"
         self._lock_file = self.root / ".lock"
         self._bindir: Path | None = None  # looked up on first use (pg_config is a subprocess)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory, behind ``root/data`` when that is a link (see the docstring)."""
+        return followed(self.root / "data")
+
+    @property
+    def log_file(self) -> Path:
+        return followed(self.root / "postgres.log")
+
+    @property
+    def server_home(self) -> Path:
+        """The folder holding the data directory and the log: ``root`` or its stand-in."""
+        return self.data_dir.parent
 
     # -- public API ------------------------------------------------------------------------
 
@@ -194,6 +146,8 @@ class LocalPostgres:
         with self._locked():
             if self.data_dir.is_dir():
                 self._stop_server()
+            if self.server_home != self.root:
+                shutil.rmtree(self.server_home, ignore_errors=True)
             shutil.rmtree(self.root)
 
     # -- initialisation ----------------------------------------------------------------------
@@ -205,9 +159,10 @@ class LocalPostgres:
         # A data folder without PG_VERSION is a failed initdb: start over.
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
+        self._place_server_home()
         self._prepare_dir(self.data_dir, mode=0o700)
         password = secrets.token_urlsafe(24)
-        pwfile = self.root / ".pwfile"
+        pwfile = self.server_home / ".pwfile"
         try:
             # initdb reads the password file as the server user.
             self._write_private(pwfile, password + "\n", server_owned=True)
@@ -230,17 +185,31 @@ class LocalPostgres:
             pwfile.unlink(missing_ok=True)
         self._save_state({"user": SUPERUSER, "password": password, "port": None})
 
+    def _place_server_home(self) -> None:
+        """As root, move the server's files out of a state folder OS user postgres cannot reach."""
+        if not as_root():
+            return
+        os.chmod(self.root, 0o755)  # root keeps the state folder; the server user owns data/
+        if server_user_can_enter(self.root):
+            return
+        home = stand_in_home(self.root)
+        clear_orphaned_data(home / "data")
+        for name in ("data", "postgres.log"):
+            link = self.root / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(home / name)
+
     def _prepare_dir(self, path: Path, mode: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)
-        if _as_root():
-            os.chmod(self.root, 0o755)  # root keeps the state folder; the server user owns data/
-            _chown_to_server_user(path)
+        if as_root():
+            chown_to_server_user(path)
             self._check_server_user_access(path)
 
     def _check_server_user_access(self, path: Path) -> None:
         # Every parent folder must be traversable by the server user (e.g. not under /root).
-        probe = subprocess.run([*_server_user_prefix(), "test", "-w", str(path)])
+        probe = subprocess.run([*server_user_prefix(), "test", "-w", str(path)])
         if probe.returncode != 0:
             raise LocalDbError(
                 f"OS user {SERVER_OS_USER!r} cannot write to {path}: make its parent folders "
@@ -263,7 +232,7 @@ class LocalPostgres:
         for _ in range(START_ATTEMPTS - 1):
             try:
                 return self._start_on_port(state, port)
-            except _PortTaken:
+            except PortTaken:
                 # Another process grabbed the port between our probe and the server's bind.
                 port = pick_free_port()
         return self._start_on_port(state, port)
@@ -283,13 +252,13 @@ class LocalPostgres:
             "-l",
             str(self.log_file),
             "-o",
-            _server_options(port),
+            server_options(port),
             check=False,
         )
         if result.returncode != 0:
             log = self._log_since(log_offset)
             if "Address already in use" in log:
-                raise _PortTaken(port)
+                raise PortTaken(port)
             raise LocalDbError(
                 f"PostgreSQL failed to start (pg_ctl exit {result.returncode}) in {self.data_dir}"
                 f"\n{_output(result)}\n--- tail of {self.log_file} ---\n{log}"
@@ -383,14 +352,14 @@ class LocalPostgres:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        if server_owned and _as_root():
-            _chown_to_server_user(tmp)
+        if server_owned and as_root():
+            chown_to_server_user(tmp)
         os.replace(tmp, path)
 
     def _ensure_log_file(self) -> None:
         self.log_file.touch(exist_ok=True)
-        if _as_root():
-            _chown_to_server_user(self.log_file)  # pg_ctl appends to it as the server user
+        if as_root():
+            chown_to_server_user(self.log_file)  # pg_ctl appends to it as the server user
 
     def _log_since(self, offset: int) -> str:
         try:
@@ -409,9 +378,10 @@ class LocalPostgres:
     ) -> subprocess.CompletedProcess[str]:
         if self._bindir is None:
             self._bindir = find_bindir()
-        command = [*_server_user_prefix(), str(self._bindir / exe), *args]
+        command = [*server_user_prefix(), str(self._bindir / exe), *args]
         # cwd: the server user may not be allowed into the caller's working directory.
-        result = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
+        cwd = self.server_home if self.server_home.is_dir() else self.root
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
         if check and result.returncode != 0:
             raise LocalDbError(
                 f"{what or exe} failed (exit {result.returncode})\n{_output(result)}"
@@ -428,42 +398,6 @@ class LocalPostgres:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class _PortTaken(LocalDbError):
-    def __init__(self, port: int) -> None:
-        super().__init__(f"port {port} is already in use")
-        self.port = port
-
-
-def _server_options(port: int) -> str:
-    # pg_ctl hands -o to /bin/sh, so every value is shell-quoted ('' for the empty socket list).
-    settings = {**SERVER_SETTINGS, "port": str(port)}
-    return " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
-
-
-def _as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _server_user_prefix() -> list[str]:
-    if not _as_root():
-        return []
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        raise LocalDbError("running as root needs `runuser` (util-linux) to start PostgreSQL")
-    return [runuser, "-u", SERVER_OS_USER, "--"]
-
-
-def _chown_to_server_user(path: Path) -> None:
-    try:
-        account = pwd.getpwnam(SERVER_OS_USER)
-    except KeyError as exc:
-        raise LocalDbError(
-            f"PostgreSQL refuses to run as root and there is no OS user {SERVER_OS_USER!r}: "
-            "create it (useradd --system postgres) or run as an unprivileged user"
-        ) from exc
-    os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def _output(result: subprocess.CompletedProcess[str]) -> str:

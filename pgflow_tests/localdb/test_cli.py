@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -137,3 +140,22 @@ def test_module_entry_point(state_dir: Path) -> None:
     )
     assert result.returncode == 1
     assert "not running" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the data folder to postgres")
+def test_start_in_private_folder_and_destroy(capsys: pytest.CaptureFixture[str]) -> None:
+    # `make demo` / `make clean` as root from a folder only root may enter.
+    private = Path(tempfile.mkdtemp(prefix="pgflow-private-", dir="/tmp"))
+    state = private / ".pgflow" / "localdb"
+    try:
+        code, out, _ = run(capsys, "--dir", str(state), "start", "--database", "shop")
+        home = LocalPostgres(state).server_home
+        assert code == 0
+        assert f"server files: {home}" in out
+        code, out, _ = run(capsys, "--dir", str(state), "destroy")
+        assert code == 0
+        assert not state.exists()
+        assert not home.exists()
+    finally:
+        LocalPostgres(state).destroy()
+        shutil.rmtree(private)

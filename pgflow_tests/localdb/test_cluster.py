@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -14,14 +15,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgflow.localdb.cluster import (
-    BINDIR_ENV,
-    ClusterInfo,
-    LocalDbError,
-    LocalPostgres,
-    find_bindir,
-)
+from pgflow.localdb.binaries import BINDIR_ENV, find_bindir
+from pgflow.localdb.cluster import ClusterInfo, LocalDbError, LocalPostgres
 from pgflow.localdb.seed import SHOP_TABLES, seed_shop
+from pgflow.localdb.server_user import SERVER_HOME_PARENT
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +173,48 @@ def test_destroy_removes_everything(make_pg_root: Callable[[], Path]) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the data folder to postgres")
-def test_unreachable_state_folder_is_explained() -> None:
-    private = Path(tempfile.mkdtemp(prefix="pgflow-private-", dir="/tmp"))  # mode 0700
+def test_private_state_folder_works_as_root() -> None:
+    # `make demo` from a clone under /root or a `mktemp -d` folder (mode 0700): OS user
+    # postgres cannot enter it, so the server's files live in a stand-in folder it can reach.
+    private = Path(tempfile.mkdtemp(prefix="pgflow-private-", dir="/tmp"))
+    local = LocalPostgres(private / "localdb")
     try:
-        with pytest.raises(LocalDbError, match="cannot write"):
-            LocalPostgres(private / "localdb").start()
+        info = local.start(["shop"])
+        assert scalar(info.uri("shop"), "SELECT current_database()") == "shop"
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # the user's folder is untouched
+        home = local.server_home
+        assert home.parent == SERVER_HOME_PARENT
+        assert (private / "localdb" / "data").is_symlink()
+        assert (home / "data" / "PG_VERSION").is_file()
+        assert local.log_file == home / "postgres.log"
+        assert not (home / ".pwfile").exists()
+        # The password stays in the private folder, never in the reachable stand-in.
+        assert (private / "localdb" / "cluster.json").is_file()
+        assert not (home / "cluster.json").exists()
+        local.stop()
+        assert local.status() is None
+        assert local.start().port == info.port  # restarts from the same stand-in
+    finally:
+        local.destroy()
+        private.rmdir()
+    assert not home.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the data folder to postgres")
+def test_private_state_folder_recreated_after_deletion() -> None:
+    # A clone deleted without `make clean` leaves the stand-in's data: a new clone at the same
+    # path starts a fresh cluster there instead of failing on a non-empty data directory.
+    private = Path(tempfile.mkdtemp(prefix="pgflow-private-", dir="/tmp"))
+    local = LocalPostgres(private / "localdb")
+    try:
+        local.start()
+        local.stop()
+        home = local.server_home
+        shutil.rmtree(private / "localdb")
+        assert (home / "data" / "PG_VERSION").is_file()
+        again = LocalPostgres(private / "localdb")
+        info = again.start(["fresh"])
+        assert scalar(info.uri("fresh"), "SELECT 1") == 1
     finally:
         LocalPostgres(private / "localdb").destroy()
         private.rmdir()
