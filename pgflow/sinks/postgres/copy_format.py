@@ -6,7 +6,7 @@ value of it; otherwise text COPY, whose output/input functions round-trip every 
 the settings `set_portable_text_format` pins on both ends).
 
 Binary send/receive does not round-trip (PostgreSQL 15, found by probing every built-in type's
-edge values; see pgflow_tests/sinks/postgres/test_copy_format.py):
+edge values; see pgflow_tests/sinks/postgres/test_copy_format_types.py):
 - tsquery: the empty query ('', or one of stop words only) is sent as 0 items, which
   tsqueryrecv refuses ("malformed tsquery: operand not found");
 - int2vector, oidvector: an empty vector is sent as a 0-dimension array, which their receive
