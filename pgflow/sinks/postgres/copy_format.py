@@ -36,7 +36,7 @@ def needs_text(column: Column) -> bool:
     return column.base_type_oid in TEXT_ONLY_TYPES or column.element_oid in TEXT_ONLY_TYPES
 
 
-def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
+def _binary_compatible(source: TableInfo, target: TableInfo) -> bool:
     """True when raw binary COPY bytes from the source are valid input for the target."""
     for column in source.columns:
         target_column = target.column(column.name)
@@ -51,4 +51,4 @@ def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
 
 def choose(source: TableInfo, target: TableInfo) -> CopyFormat:
     """The format of every COPY of one load (all its streams), decided from the catalog."""
-    return "binary" if binary_compatible(source, target) else "text"
+    return "binary" if _binary_compatible(source, target) else "text"

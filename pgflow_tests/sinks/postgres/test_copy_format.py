@@ -67,14 +67,16 @@ FROM generate_series(1, 5) g
 
 VECTORS = """
 CREATE SCHEMA "Søk Schema";
+CREATE DOMAIN "Søk Schema"."Query D" AS tsquery;
 CREATE TABLE "Søk Schema"."Doc's ""Ïndex"" Q" (
     id int PRIMARY KEY, "Updated At" timestamptz NOT NULL DEFAULT '2024-01-01',
-    "Two ""Vec"" Ä" int2vector, oids oidvector, "ACL" aclitem, acls aclitem[], i2s int2vector[]
+    "Two ""Vec"" Ä" int2vector, oids oidvector, "ACL" aclitem, acls aclitem[], i2s int2vector[],
+    dq "Søk Schema"."Query D"
 );
-INSERT INTO "Søk Schema"."Doc's ""Ïndex"" Q" (id, "Two ""Vec"" Ä", oids, "ACL", acls, i2s) VALUES
-    (1, '', '', 'postgres=r/postgres', '{}', ARRAY[''::int2vector]),
-    (2, '1 -2 32767', '0 4294967295', 'postgres=arwdDxt/postgres', '{=r/postgres}', '{}'),
-    (3, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO "Søk Schema"."Doc's ""Ïndex"" Q" (id, "Two ""Vec"" Ä", oids, "ACL", acls, i2s, dq)
+VALUES (1, '', '', 'postgres=r/postgres', '{}', ARRAY[''::int2vector], ''),
+    (2, '1 -2 32767', '0 4294967295', 'postgres=arwdDxt/postgres', '{=r/postgres}', '{}', 'a'),
+    (3, NULL, NULL, NULL, NULL, NULL, NULL);
 """
 NEW_VECTORS = """
 INSERT INTO "Søk Schema"."Doc's ""Ïndex"" Q" (id, "Updated At", "Two ""Vec"" Ä", oids, "ACL", acls)
@@ -192,7 +194,7 @@ def test_an_empty_tsquery_and_empty_vectors_load_exactly_on_every_path(
 
 
 @pytest.mark.parametrize("path", ["truncate_insert", "merge_upsert", "cdc"])
-def test_empty_int2vector_and_oidvector_and_aclitem_load_exactly(
+def test_empty_vectors_aclitems_and_a_domain_over_tsquery_load_exactly(
     source_uri: str, sink_uri: str, path: str
 ) -> None:
     """Today: 'no binary input function available for type aclitem' (and the empty vectors
