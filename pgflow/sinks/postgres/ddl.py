@@ -177,19 +177,6 @@ def create_unique_key_index(log: SqlLog, target: TableName, unique_key: tuple[st
     )
 
 
-def binary_compatible(source: TableInfo, target: TableInfo) -> bool:
-    """True when raw binary COPY bytes from the source are valid input for the target."""
-    for column in source.columns:
-        target_column = target.column(column.name)
-        if target_column is None or column.wire_type is None:
-            return False
-        if column.wire_type != target_column.wire_type:
-            return False
-        if column.base_type_sql != target_column.base_type_sql and column.kind != "e":
-            return False  # same OID, other typmod (e.g. numeric(12,2) vs numeric(10,2))
-    return True
-
-
 def lock_target(log: SqlLog, target: TableName) -> None:
     """Serialize loads of one target across processes, released when the transaction ends."""
     log.execute(

@@ -28,6 +28,7 @@ from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import (
+    copy_format,
     ddl,
     full_refresh,
     index_rebuild,
@@ -324,7 +325,7 @@ def _load(
         target_info = describe_table(conn, target)
         if schema_drift.reconcile(log, source.info, target_info, strategy.on_schema_change):
             target_info = describe_table(conn, target)
-        fmt: CopyFormat = "binary" if ddl.binary_compatible(source.info, target_info) else "text"
+        fmt = copy_format.choose(source.info, target_info)
         copies: list[staging.CopyStats] = []
 
         def fill(table: TableName) -> int:

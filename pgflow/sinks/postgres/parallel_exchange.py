@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres import ddl, exchange, staging
+from pgflow.sinks.postgres import copy_format, ddl, exchange, staging
 from pgflow.sinks.postgres.schema_drift import find_drift
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat
@@ -94,8 +94,7 @@ def prepare(
         shadow = TableName(staging.STAGING_SCHEMA, exchange.shadow_name(target, tag))
         exchange.create_shadow(log, target, shadow)
         staging.mark_committed_staging(log, shadow, target)
-    compatible = ddl.binary_compatible(source.info, target_info)
-    return Prepared(shadow, tag, target_info, "binary" if compatible else "text")
+    return Prepared(shadow, tag, target_info, copy_format.choose(source.info, target_info))
 
 
 class StreamStopped(Exception):
