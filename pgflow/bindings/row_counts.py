@@ -67,7 +67,7 @@ def _count(
 
 def _skipped_reason() -> str:
     return (
-        f"counting the target took longer than {COUNT_TIMEOUT_SECONDS:.0f} s; the run's data is "
+        f"counting the target took longer than {COUNT_TIMEOUT_SECONDS:g} s; the run's data is "
         "committed, only dagster/row_count is left out"
     )
 

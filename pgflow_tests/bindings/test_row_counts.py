@@ -10,11 +10,15 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import psycopg
 import pytest
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
 
+from pgflow.bindings import row_counts
 from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
+from pgflow.config.model import TableName
+from pgflow.sources.catalog import describe_table
 from pgflow_tests.bindings.conftest import Env
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 
@@ -222,3 +226,26 @@ def test_a_delta_time_partition_reports_its_rows_and_the_tables(env: Env, instan
     assert second["dagster/row_count"] == delta_count(path) == 198
     assert second["dagster/partition_row_count"] == delta_count(path, day) == 98
     assert second["pgflow/rows_written"] == 98
+
+
+def test_a_count_past_its_time_limit_is_left_out_not_wrong(
+    sink_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that cannot finish in time (here: the target is locked) leaves
+    `dagster/row_count` out and says why; the run's committed data stays."""
+    execute(sink_uri, f"CREATE SCHEMA landing; CREATE TABLE {TARGET} AS SELECT 1 AS id")
+    monkeypatch.setattr(row_counts, "COUNT_TIMEOUT_SECONDS", 0.2)
+    with (
+        psycopg.connect(sink_uri) as locker,
+        psycopg.connect(sink_uri, autocommit=True) as conn,
+    ):
+        info = describe_table(conn, TableName("landing", "Zähl Tabelle"))
+        assert row_counts.postgres_counts(conn, info)["dagster/row_count"].value == 1
+        locker.execute(f"LOCK TABLE {TARGET} IN ACCESS EXCLUSIVE MODE")
+        counts = row_counts.postgres_counts(conn, info)
+    assert counts == {
+        "pgflow/row_count_skipped": dg.MetadataValue.text(
+            "counting the target took longer than 0.2 s; the run's data is committed, only "
+            "dagster/row_count is left out"
+        )
+    }
