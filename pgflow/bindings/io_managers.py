@@ -26,7 +26,7 @@ from pgflow.bindings.metadata import (
     load_metadata,
     load_summary,
 )
-from pgflow.bindings.row_counts import delta_counts, postgres_counts
+from pgflow.bindings.row_counts import delta_counts, per_partition, postgres_counts
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.errors import is_transient
@@ -127,7 +127,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             database = dst_conn.info.dbname
             counts = postgres_counts(dst_conn, result.target_info, window)
         context.log.info(load_summary(result))
-        metadata = {**load_metadata(result, database), **counts}
+        metadata = {**load_metadata(result, database), **per_partition(context, counts)}
         exact = _exact_source_rows(spec, result.rows_read, reset, result.duplicates_dropped)
         metadata.update(activity_metadata(modifications, exact))
         if window is not None:
@@ -413,7 +413,7 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
         bounds = reader.window_bounds()
         window = None if obj.window is None or bounds is None else (obj.window.column, *bounds)
         counts = delta_counts(sink.path, self.delta.storage_options(), window)
-        metadata = {**delta_load_metadata(result), **counts}
+        metadata = {**delta_load_metadata(result), **per_partition(context, counts)}
         metadata.update(activity_metadata(modifications, exact))
         context.add_output_metadata(metadata)
 

@@ -27,6 +27,17 @@ COUNT_TIMEOUT_SECONDS = 120.0
 ROW_COUNT = "dagster/row_count"
 PARTITION_ROW_COUNT = "dagster/partition_row_count"
 SKIPPED = "pgflow/row_count_skipped"
+# A run of several partitions (a backfill range) gets one metadata set, copied to each
+# partition's materialization: the window's count is then the range's, not a partition's.
+RANGE_ROW_COUNT = "pgflow/partition_range_row_count"
+
+
+def per_partition(context: dg.OutputContext, counts: dict[str, Any]) -> dict[str, Any]:
+    """`counts`, with the window's count under pgflow's key when the run covers a range."""
+    if PARTITION_ROW_COUNT in counts and len(context.asset_partition_keys) > 1:
+        counts = dict(counts)
+        counts[RANGE_ROW_COUNT] = counts.pop(PARTITION_ROW_COUNT)
+    return counts
 
 
 def postgres_counts(

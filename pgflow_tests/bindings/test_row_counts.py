@@ -196,6 +196,30 @@ def test_a_time_partition_reports_its_rows_and_the_tables(env: Env, instance) ->
     assert second["pgflow/rows_written"] == 98
 
 
+def test_a_backfill_range_does_not_claim_its_count_for_each_partition(env: Env, instance) -> None:
+    """One run of 2026-01-01..03 gives each of the three partitions the same metadata: the
+    range's 300 rows go under pgflow's key, not as each partition's row count."""
+    execute(env.source_uri, EVENTS)
+    (env.specs / "p.yaml").write_text(DAILY)
+    defs = build_definitions(load_project(env.specs))
+    tags = {
+        "dagster/asset_partition_range_start": "2026-01-01",
+        "dagster/asset_partition_range_end": "2026-01-03",
+    }
+    result = dg.materialize([defs.resolve_assets_def(KEY)], instance=instance, tags=tags)
+    events = result.get_asset_materialization_events()
+    assert sorted(e.materialization.partition for e in events) == [
+        "2026-01-01",
+        "2026-01-02",
+        "2026-01-03",
+    ]
+    for event in events:
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert "dagster/partition_row_count" not in metadata
+        assert metadata["pgflow/partition_range_row_count"] == 300
+        assert metadata["dagster/row_count"] == count(env.sink_uri, TARGET) == 300
+
+
 DAYS = """
 CREATE TABLE days (id int PRIMARY KEY, "Tag" date NOT NULL);
 INSERT INTO days SELECT g, date '2026-01-01' + g % 5 FROM generate_series(1, 500) g;
