@@ -412,7 +412,8 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
         exact = _exact_source_rows(spec, result.rows_read, reset)
         bounds = reader.window_bounds()
         window = None if obj.window is None or bounds is None else (obj.window.column, *bounds)
-        counts = delta_counts(sink.path, self.delta.storage_options(), window)
+        options = self.delta.storage_options()
+        counts = delta_counts(sink.path, result.version_after, options, window)
         metadata = {**delta_load_metadata(result), **per_partition(context, counts)}
         metadata.update(activity_metadata(modifications, exact))
         context.add_output_metadata(metadata)

@@ -84,33 +84,46 @@ def _skipped_reason() -> str:
 
 
 def delta_counts(
-    path: str, storage_options: dict[str, str] | None, window: tuple[str, Any, Any] | None
+    path: str,
+    version: int,
+    storage_options: dict[str, str] | None,
+    window: tuple[str, Any, Any] | None,
 ) -> dict[str, Any]:
-    """Rows in the Delta table's latest version (from its log), and for a time-partitioned
-    run in its partition: `window` is (column, lower, upper), the bounds typed like the
-    column, the rows lower <= column < upper."""
-    from pgflow.sinks.delta.inspect import delta_row_count
+    """Rows in `version` (the run's commit) of the Delta table, from its log's per-file row
+    counts, and for a time-partitioned run in its partition: `window` is (column, lower,
+    upper), the bounds typed like the column, the rows lower <= column < upper."""
+    from pgflow.sources.delta import open_snapshot
 
-    counts = {ROW_COUNT: dg.MetadataValue.int(delta_row_count(path, storage_options))}
+    rows = open_snapshot(path, version, storage_options).rows
+    if rows is None:  # a file without statistics: count its rows
+        rows = _delta_rows(path, version, storage_options, "true")
+    counts = {ROW_COUNT: dg.MetadataValue.int(rows)}
     if window is not None:
-        rows = _delta_window_rows(path, storage_options, window)
-        counts[PARTITION_ROW_COUNT] = dg.MetadataValue.int(rows)
+        column, lower, upper = window
+        inside = _delta_rows(path, version, storage_options, _between(column, lower, upper))
+        counts[PARTITION_ROW_COUNT] = dg.MetadataValue.int(inside)
     return counts
 
 
-def _delta_window_rows(
-    path: str, storage_options: dict[str, str] | None, window: tuple[str, Any, Any]
-) -> int:
-    """DataFusion counts the partition's rows, reading only its files (the table is
-    partitioned by the column). Delta time partitions are of a date column (the loader and
-    partition_replace refuse any other)."""
+def _between(column: str, lower: Any, upper: Any) -> str:
+    """Delta time partitions are of a date column (the loader and partition_replace refuse
+    any other)."""
     import polars as pl
-    from deltalake import DeltaTable, QueryBuilder
 
     from pgflow.sinks.delta.predicates import column_between
 
-    column, lower, upper = window
-    condition = column_between(column, lower, upper, pl.Date)
-    query = QueryBuilder().register("target", DeltaTable(path, storage_options=storage_options))
+    return column_between(column, lower, upper, pl.Date)
+
+
+def _delta_rows(
+    path: str, version: int, storage_options: dict[str, str] | None, condition: str
+) -> int:
+    """DataFusion counts the rows matching `condition`, reading only the files that can hold
+    them (a time partition's, as the table is partitioned by its column)."""
+    import polars as pl
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = DeltaTable(path, version=version, storage_options=storage_options)
+    query = QueryBuilder().register("target", table)
     result = query.execute(f"SELECT count(*) FROM target WHERE {condition}").read_all()
     return int(pl.DataFrame(result).item())
