@@ -11,8 +11,8 @@ from pydantic import Field
 
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
 from pgflow.bindings.retries import retry_policy
-from pgflow.config.loader import dagster_key_part, dagster_name
 from pgflow.config.model import PartitionsSpec, PipelineSpec, Project, SinkSpec, SourceSpec
+from pgflow.config.naming import dagster_name, source_key
 from pgflow.sources.window import TimeWindow
 
 
@@ -43,12 +43,7 @@ def run_tags(pipeline: PipelineSpec) -> dict[str, str]:
 
 
 def source_asset_key(source: SourceSpec) -> dg.AssetKey:
-    if source.type == "delta":
-        name = str(source.path).rstrip("/").split("/")[-1]
-        return dg.AssetKey(["delta_source", dagster_key_part(name)])
-    assert source.connection_id and source.table
-    parts = (source.table.schema, source.table.name)
-    return dg.AssetKey([dagster_name(source.connection_id), *map(dagster_key_part, parts)])
+    return dg.AssetKey(list(source_key(source)))
 
 
 def source_specs(project: Project) -> list[dg.AssetSpec]:

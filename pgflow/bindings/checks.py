@@ -33,8 +33,8 @@ import psycopg
 from psycopg import errors
 
 from pgflow.bindings.assets import pool_for
-from pgflow.config.loader import dagster_name
 from pgflow.config.model import FreshnessSpec, PipelineSpec, Project
+from pgflow.config.naming import dagster_name
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError

@@ -28,8 +28,8 @@ from pgflow.bindings.checks import (
     latest_materialization,
     pipeline_freshness,
 )
-from pgflow.config.loader import dagster_name
 from pgflow.config.model import PipelineSpec, Project
+from pgflow.config.naming import dagster_name
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sources.slot_health import SlotState, SlotStatus, read_slot, slot_status
 

@@ -24,8 +24,9 @@ from pgflow.bindings.metadata import (
     delta_sync_metadata,
     delta_sync_summary,
     load_metadata,
-    read_description,
+    load_summary,
 )
+from pgflow.bindings.row_counts import delta_counts, per_partition, postgres_counts
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.errors import is_transient
@@ -33,7 +34,7 @@ from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.sinks.postgres.load import load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.partition_replace import NativePartitionRefused, PartitionSliceError
 from pgflow.sources.activity import table_modifications
@@ -124,8 +125,9 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 streams=self._streams(spec),
             )
             database = dst_conn.info.dbname
-        context.log.info(_summary(result))
-        metadata = load_metadata(result, database)
+            counts = postgres_counts(dst_conn, result.target_info, window)
+        context.log.info(load_summary(result))
+        metadata = {**load_metadata(result, database), **per_partition(context, counts)}
         exact = _exact_source_rows(spec, result.rows_read, reset, result.duplicates_dropped)
         metadata.update(activity_metadata(modifications, exact))
         if window is not None:
@@ -176,8 +178,9 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             result = replicate(connect_source, dst_conn, source.table, target, settings, spec.name)
             target_info = describe_table(dst_conn, sink.table)
             database = dst_conn.info.dbname
+            counts = postgres_counts(dst_conn, target_info)
         context.log.info(cdc_summary(result, sink.table))
-        context.add_output_metadata(cdc_metadata(result, target_info, database))
+        context.add_output_metadata({**cdc_metadata(result, target_info, database), **counts})
 
     def _sync_delta(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
         source, sink = spec.source, spec.sink
@@ -203,8 +206,11 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         with self.connections.connect(sink.connection_id, sink.connection_type) as conn:
             target_info = describe_table(conn, sink.table)
             database = conn.info.dbname
+            counts = postgres_counts(conn, target_info)
         context.log.info(delta_sync_summary(result))
-        context.add_output_metadata(delta_sync_metadata(result, target_info, database))
+        context.add_output_metadata(
+            {**delta_sync_metadata(result, target_info, database), **counts}
+        )
 
     def load_input(self, context: dg.InputContext) -> TableRef | pl.LazyFrame:
         """A TableRef, or a LazyFrame when the input is annotated `pl.LazyFrame`."""
@@ -320,19 +326,6 @@ def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
     return spec
 
 
-def _summary(result: LoadResult) -> str:
-    text = (
-        f"{result.target}: {result.rows:,} rows in {result.seconds:.1f}s "
-        f"({result.strategy}, {result.copy_format} COPY"
-        f"{f', {result.streams} streams' if result.streams > 1 else ''})"
-    )
-    if result.one_stream_reason:
-        text += f"; one COPY stream: {result.one_stream_reason}"
-    if result.read is not None:
-        text += f"; read {result.rows_read:,} rows, {read_description(result.read)}"
-    return text
-
-
 def _progress_logger(
     context: dg.OutputContext, table: TableName, estimated_rows: Callable[[], int | None]
 ):
@@ -403,8 +396,9 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             modifications = _source_modifications(conn, source.table)
             from pgflow.sinks.delta.load import load_delta
 
+            reader = table_source(conn, source, obj.window)
             result = load_delta(
-                table_source(conn, source, obj.window),
+                reader,
                 sink.path,
                 sink.strategy,
                 storage_options=self.delta.storage_options(),
@@ -416,7 +410,11 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             f"in {result.seconds:.1f}s"
         )
         exact = _exact_source_rows(spec, result.rows_read, reset)
-        metadata = delta_load_metadata(result)
+        bounds = reader.window_bounds()
+        window = None if obj.window is None or bounds is None else (obj.window.column, *bounds)
+        options = self.delta.storage_options()
+        counts = delta_counts(sink.path, result.version_after, options, window)
+        metadata = {**delta_load_metadata(result), **per_partition(context, counts)}
         metadata.update(activity_metadata(modifications, exact))
         context.add_output_metadata(metadata)
 

@@ -1,4 +1,8 @@
-"""Materialization metadata for a load: Dagster's standard keys plus pgflow's own."""
+"""Materialization metadata for a load: Dagster's standard keys plus pgflow's own.
+
+What the run wrote is under pgflow's keys; `dagster/row_count` (rows in the table after the
+run) comes from pgflow.bindings.row_counts.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def column_schema(info: TableInfo) -> dg.TableSchema:
 def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
     rows_per_second = result.rows / result.seconds if result.seconds > 0 else 0.0
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(result.rows),
+        "pgflow/rows_written": dg.MetadataValue.int(result.rows),
         "dagster/table_name": dg.MetadataValue.text(f"{database}.{result.target}"),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(result.target_info)),
         "pgflow/strategy": dg.MetadataValue.text(result.strategy),
@@ -60,6 +64,19 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
     if deleted is not None:
         metadata["pgflow/rows_deleted"] = dg.MetadataValue.int(deleted)
     return metadata
+
+
+def load_summary(result: LoadResult) -> str:
+    text = (
+        f"{result.target}: {result.rows:,} rows in {result.seconds:.1f}s "
+        f"({result.strategy}, {result.copy_format} COPY"
+        f"{f', {result.streams} streams' if result.streams > 1 else ''})"
+    )
+    if result.one_stream_reason:
+        text += f"; one COPY stream: {result.one_stream_reason}"
+    if result.read is not None:
+        text += f"; read {result.rows_read:,} rows, {read_description(result.read)}"
+    return text
 
 
 def read_description(read: ReadPlan) -> str:
@@ -99,7 +116,7 @@ def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[st
     snapshot_rows = result.snapshot.rows if result.snapshot else 0
     read = f"snapshot ({result.snapshot_reason}), then stream" if result.snapshot else "stream"
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(result.rows_applied + snapshot_rows),
+        "pgflow/rows_written": dg.MetadataValue.int(result.rows_applied + snapshot_rows),
         "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
         "pgflow/strategy": dg.MetadataValue.text("cdc"),
@@ -137,7 +154,7 @@ def delta_sync_summary(result: SyncResult) -> str:
 
 def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) -> dict[str, Any]:
     return {
-        "dagster/row_count": dg.MetadataValue.int(result.rows_written),
+        "pgflow/rows_written": dg.MetadataValue.int(result.rows_written),
         "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
         "pgflow/strategy": dg.MetadataValue.text("delta sync (hash-diff upsert)"),
@@ -157,7 +174,7 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
 
 def delta_load_metadata(result: DeltaLoadResult) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(result.rows),
+        "pgflow/rows_written": dg.MetadataValue.int(result.rows),
         "dagster/uri": dg.MetadataValue.path(result.path),
         "pgflow/strategy": dg.MetadataValue.text(result.strategy),
         "pgflow/delta_version": dg.MetadataValue.int(result.version_after),

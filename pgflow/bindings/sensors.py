@@ -24,8 +24,8 @@ import dagster as dg
 import psycopg
 
 from pgflow.bindings.assets import run_tags
-from pgflow.config.loader import dagster_name
 from pgflow.config.model import PipelineSpec, Project, SensorSpec
+from pgflow.config.naming import dagster_name
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sinks.postgres import state

@@ -7,7 +7,6 @@ code location loads and reports every problem with its file, pipeline and field.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -40,6 +39,7 @@ from pgflow.config.model import (
     StrategySpec,
     TableName,
 )
+from pgflow.config.naming import dagster_name, key_problems, target_key
 from pgflow.config.reader import Section
 from pgflow.config.sizes import parse_size
 from pgflow.config.support import unsupported_reason
@@ -104,8 +104,6 @@ def identifier_problem(name: str) -> str | None:
     """
     if not name.strip():
         return "is empty; name a table, schema or column"
-    if name != name.strip():
-        return f"{name!r} starts or ends with white space, which Postgres would keep in the name"
     for char in name:
         category = unicodedata.category(char)
         if category in ("Cc", "Cs") or (
@@ -129,11 +127,6 @@ def identifier_problem(name: str) -> str | None:
 def env_var_for(connection_id: str) -> str:
     """`PGFLOW_CONN_<ID>`: upper-cased, anything but letters and digits as `_`."""
     return "PGFLOW_CONN_" + re.sub(r"[^A-Z0-9]", "_", connection_id.upper())
-
-
-def dagster_name(text: str) -> str:
-    """`text` as a valid Dagster group name or asset key part: anything else becomes `_`."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
 def config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -586,23 +579,9 @@ def _read_asset_key(spec: Section, sink: SinkSpec | None) -> tuple[str, ...]:
                 f"'{raw}' must be parts of letters, digits, _ or - joined by /, e.g. landing/orders",
             )
         return parts
-    if sink is None:
-        return ("pipeline",)
-    if sink.type == "delta":
-        return ("delta", dagster_key_part(Path(str(sink.path).rstrip("/")).name))
-    if sink.table is None:  # a missing table or table field was reported already
-        return ("pipeline",)
-    return (dagster_key_part(sink.table.schema), dagster_key_part(sink.table.name))
-
-
-def dagster_key_part(text: str) -> str:
-    """`text` as an asset key part. Dagster takes ASCII letters, digits, _ and -: any other
-    name becomes `_` for each other character plus a short hash of the name, so `zielö` and
-    `ziel€` stay two keys (`ziel__3f2a9c`)."""
-    if _KEY_PART.match(text):
-        return text
-    digest = hashlib.sha1(text.encode()).hexdigest()[:6]
-    return f"{dagster_name(text)}_{digest}"
+    if sink is None or (sink.type != "delta" and sink.table is None):
+        return ("pipeline",)  # a missing sink or table was reported already
+    return target_key(sink.type, sink.table, sink.path)
 
 
 def _read_schedule(spec: Section) -> ScheduleSpec | None:
@@ -970,13 +949,7 @@ def _check_project(
     _check_unique(
         pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as", problems
     )
-    _check_unique(
-        pipelines,
-        lambda p: "/".join(p.asset_key),
-        "asset_key",
-        "has the same asset key as",
-        problems,
-    )
+    problems.extend(key_problems(pipelines))
     _check_unique(pipelines, lambda p: p.name, "name", "has the same name as", problems)
     _check_unique(
         [p for p in pipelines if p.source.options.incremental_strategy == "cdc"],

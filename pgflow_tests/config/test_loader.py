@@ -1549,8 +1549,10 @@ def test_duplicate_asset_keys(tmp_path: Path) -> None:
         pipeline(name="orders_b", asset_key="dwh/orders", sink={"table": {"name": "orders2"}}),
     )
     assert problems_of(tmp_path) == [
-        f"{second}: pipeline 'orders_b': field 'asset_key': has the same asset key as pipeline "
-        f"'orders_a' in {first} (dwh/orders); each pipeline needs its own"
+        f"{second}: pipeline 'orders_b': field 'asset_key': target landing.orders2 on "
+        "connection 'warehouse' has the asset key dwh/orders, as target landing.orders on "
+        f"connection 'warehouse' of pipeline 'orders_a' in {first}; give one of them another "
+        "`asset_key:` (e.g. asset_key: landing/orders_v2)"
     ]
 
 
@@ -1574,11 +1576,8 @@ def test_a_copied_pipeline_reports_target_key_and_name(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", pipeline())
     copied = write(tmp_path / "b.yaml", pipeline())
     problems = problems_of(tmp_path)
-    assert [p.split(": ")[2] for p in problems] == [
-        "field 'sink'",
-        "field 'asset_key'",
-        "field 'name'",
-    ]
+    # One target, so one asset key: the clash is the target's, reported once under `sink`.
+    assert [p.split(": ")[2] for p in problems] == ["field 'sink'", "field 'name'"]
     assert all(p.startswith(f"{copied}: pipeline 'landing_orders'") for p in problems)
 
 

@@ -255,12 +255,6 @@ CASES: tuple[Case, ...] = (
     ),
     Case("blank_table_name", source_table(name="   "), "source.table.name", "is empty"),
     Case(
-        "trailing_space_in_name",
-        sink_table(name="items "),
-        "sink.table.name",
-        "starts or ends with white space",
-    ),
-    Case(
         "control_character_in_unique_key",
         strategy(mode="incremental_merge", unique_key=["id", "name\t--"]),
         "sink.strategy.unique_key",

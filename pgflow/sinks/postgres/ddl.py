@@ -78,9 +78,13 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
         return
     missing = [label for label in labels if label not in existing[0]]
     if missing:
+        # Labels as SQL literals and the type as a quoted name: the fix can be pasted into psql.
+        name = sql.Identifier(enum.schema, enum.name).as_string(log.conn)
+        literals = [sql.Literal(label).as_string(log.conn) for label in missing]
         raise TargetSchemaError(
-            f"enum {enum} in the sink lacks the source label(s) {', '.join(missing)}; add them with "
-            f"ALTER TYPE {enum} ADD VALUE '...' (outside a transaction) and run again"
+            f"enum {name} in the sink lacks the source label(s) {', '.join(literals)}; add them "
+            f"with ALTER TYPE {name} ADD VALUE {literals[0]} (one statement per label, outside "
+            "a transaction) and run again"
         )
 
 
