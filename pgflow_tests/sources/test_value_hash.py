@@ -10,7 +10,7 @@ from pgflow.config.model import TableName
 from pgflow.sources.value_hash import BUCKETS, HashQuery, TableHash, bucket_rows, table_hash
 from pgflow_tests.pg import execute
 
-TABLE = TableName("Odd Sché\"ma", "Mixed Case ü")
+TABLE = TableName('Odd Sché"ma', "Mixed Case ü")
 COLUMNS = (
     "id",
     "Label é",
@@ -54,9 +54,9 @@ def twins(source_uri: str, sink_uri: str) -> tuple[str, str]:
     dbname = psycopg.conninfo.conninfo_to_dict(sink_uri)["dbname"]
     execute(
         sink_uri,
-        f'ALTER DATABASE "{dbname}" SET DateStyle = \'SQL, DMY\';'
-        f'ALTER DATABASE "{dbname}" SET TimeZone = \'Asia/Kathmandu\';'
-        f'ALTER DATABASE "{dbname}" SET IntervalStyle = \'iso_8601\';'
+        f"ALTER DATABASE \"{dbname}\" SET DateStyle = 'SQL, DMY';"
+        f"ALTER DATABASE \"{dbname}\" SET TimeZone = 'Asia/Kathmandu';"
+        f"ALTER DATABASE \"{dbname}\" SET IntervalStyle = 'iso_8601';"
         f'ALTER DATABASE "{dbname}" SET extra_float_digits = -3;'
         f"ALTER DATABASE \"{dbname}\" SET bytea_output = 'escape'",
     )
@@ -86,14 +86,14 @@ def test_equal_tables_hash_equal_in_every_bucket(twins: tuple[str, str]) -> None
 @pytest.mark.parametrize(
     "change",
     [
-        "UPDATE {t} SET \"Label é\" = NULL WHERE id = 1",  # '' -> NULL
+        'UPDATE {t} SET "Label é" = NULL WHERE id = 1',  # '' -> NULL
         "UPDATE {t} SET \"Label é\" = '' WHERE id = 2",  # NULL -> ''
         "UPDATE {t} SET f8 = 'Infinity' WHERE id = 1",  # NaN -> Infinity
         "UPDATE {t} SET f8 = 0.0 WHERE id = 3",  # -0 -> 0
         "UPDATE {t} SET num = 3.1415926535897932384626433832795028841971693993751 WHERE id = 2",
         "UPDATE {t} SET day = '0044-03-15' WHERE id = 1",  # BC -> AD
         "UPDATE {t} SET at_tz = at_tz + interval '1 microsecond' WHERE id = 2",
-        "UPDATE {t} SET tags = '{NULL,NULL,\"a,b\",\"}\"}' WHERE id = 2",  # '' -> NULL in an array
+        'UPDATE {t} SET tags = \'{NULL,NULL,"a,b","}"}\' WHERE id = 2',  # '' -> NULL in an array
         "UPDATE {t} SET cash = 12.35 WHERE id = 1",
         "INSERT INTO {t} SELECT * FROM {t} WHERE id = 3",  # a repeated row (no key index)
         "DELETE FROM {t} WHERE id = 4",
@@ -103,7 +103,7 @@ def test_any_one_change_makes_the_hashes_differ(twins: tuple[str, str], change: 
     source, sink = twins
     table = '"Odd Sché""ma"."Mixed Case ü"'
     if change.startswith("INSERT"):
-        execute(sink, f"ALTER TABLE {table} DROP CONSTRAINT \"Mixed Case ü_pkey\"")
+        execute(sink, f'ALTER TABLE {table} DROP CONSTRAINT "Mixed Case ü_pkey"')
     execute(sink, change.replace("{t}", table))
     assert hash_of(source) != hash_of(sink)
 
@@ -134,9 +134,7 @@ def test_without_a_key_the_row_hash_picks_the_bucket(twins: tuple[str, str]) -> 
 def test_bucket_rows_name_the_key_whose_row_differs(twins: tuple[str, str]) -> None:
     source, sink = twins
     execute(sink, 'UPDATE "Odd Sché""ma"."Mixed Case ü" SET num = 0.1 WHERE id = 3')
-    (bucket,) = [
-        b for b, v in hash_of(source).buckets.items() if hash_of(sink).buckets.get(b) != v
-    ]
+    (bucket,) = [b for b, v in hash_of(source).buckets.items() if hash_of(sink).buckets.get(b) != v]
     with psycopg.connect(source, autocommit=True) as a, psycopg.connect(sink) as b:
         theirs, ours = bucket_rows(a, ALL, bucket, 60), bucket_rows(b, ALL, bucket, 60)
     assert theirs is not None and ours is not None
