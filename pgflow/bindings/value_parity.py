@@ -75,7 +75,9 @@ class Plan:
     not_compared: tuple[str, ...]  # source columns missing from the target or retyped
 
 
-def plan(pipeline: PipelineSpec, source: TableInfo, target: TableInfo) -> Plan:
+def plan(
+    pipeline: PipelineSpec, source: TableInfo, target: TableInfo, portable: bool = False
+) -> Plan:
     options, strategy = pipeline.source.options, pipeline.sink.strategy
     wanted = [
         c
@@ -91,8 +93,8 @@ def plan(pipeline: PipelineSpec, source: TableInfo, target: TableInfo) -> Plan:
     live = options.deleted_column if target.column(options.deleted_column or "") else None
     assert pipeline.sink.table
     return Plan(
-        HashQuery(source.table, tuple(same), key, None, sampled),
-        HashQuery(pipeline.sink.table, tuple(same), key, live, sampled),
+        HashQuery(source.table, tuple(same), key, None, sampled, portable),
+        HashQuery(pipeline.sink.table, tuple(same), key, live, sampled, portable),
         not_compared,
     )
 
@@ -126,7 +128,7 @@ def check(
             WARN,
             f"{_source_name(pipeline)} not found: nothing to compare the target with",
         )
-    parity = plan(pipeline, *tables)
+    parity = plan(pipeline, *tables, portable=_encodings_differ(run))
     timeout = pipeline.checks.value_parity.timeout.total_seconds()
     try:
         source, target = _both_hashes(run, parity, timeout)
@@ -143,6 +145,12 @@ def _describe_both(pipeline: PipelineSpec, run: CheckRun) -> tuple[TableInfo, Ta
         with conn.transaction():
             tables.append(describe_table(conn, table))
     return tables[0], tables[1]
+
+
+def _encodings_differ(run: CheckRun) -> bool:
+    """Databases of different encodings store the same text as different bytes."""
+    found = {c.execute("SHOW server_encoding").fetchone() for c in (run.source(), run.target())}
+    return len(found) > 1
 
 
 def _both_hashes(run: CheckRun, parity: Plan, timeout: float) -> tuple[TableHash, TableHash]:

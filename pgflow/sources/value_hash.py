@@ -40,6 +40,9 @@ class HashQuery:
     key: tuple[str, ...] = ()
     live_column: str | None = None  # rows with a value here (soft deletes) are left out
     sampled: int = BUCKETS  # buckets 0..sampled-1 are hashed
+    # Databases of different encodings: hash each text's UTF-8 bytes (md5, slower) instead of
+    # the database's own bytes, so equal text hashes equal on both sides.
+    portable: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ def _text_of(columns: Sequence[str]) -> sql.Composable:
     return sql.SQL("ROW({})::text").format(parts)
 
 
+def _hash64(text: sql.Composable, seed: int, portable: bool) -> sql.Composable:
+    if not portable:
+        return sql.SQL("hashtextextended({}, {})").format(text, sql.Literal(seed))
+    # The first 64 bits of md5(seed || UTF-8 bytes), read as a signed bigint.
+    return sql.SQL(
+        "('x' || left(md5(decode({}, 'hex') || convert_to({}, 'UTF8')), 16))::bit(64)::bigint"
+    ).format(sql.Literal(f"{seed:02x}"), text)
+
+
 def _hashed(query: HashQuery) -> sql.Composable:
     """`SELECT b (bucket), k (key text), h (row hash) FROM table` over the live rows.
 
@@ -65,12 +77,10 @@ def _hashed(query: HashQuery) -> sql.Composable:
     buckets. Without a key the bucket comes from the row hash: OFFSET 0 keeps the subquery
     apart so that hash is computed once per row, not twice.
     """
-    row_hash = sql.SQL("hashtextextended({}, {})").format(
-        _text_of(query.columns), sql.Literal(ROW_SEED)
-    )
+    row_hash = _hash64(_text_of(query.columns), ROW_SEED, query.portable)
     if query.key:
         key_text = _text_of(query.key)
-        bucket = sql.SQL("hashtextextended({}, {})").format(key_text, sql.Literal(BUCKET_SEED))
+        bucket = _hash64(key_text, BUCKET_SEED, query.portable)
         inner = sql.SQL("SELECT {b} AS kh, {k} AS k, {h} AS h FROM {t}{w}")
         key: sql.Composable = key_text
     else:

@@ -3,13 +3,15 @@ whose values is wrong fails the check, with the key that differs; hostile values
 
 from __future__ import annotations
 
+import uuid
+
 import dagster as dg
 import pytest
 
 from pgflow.bindings.checks import ROW_COUNT_PARITY, SCHEMA, UNIQUE_KEY, check_names
 from pgflow.bindings.value_parity import VALUE_PARITY
 from pgflow.config.errors import SpecError
-from pgflow_tests.bindings.conftest import Env
+from pgflow_tests.bindings.conftest import Env, items_table
 from pgflow_tests.bindings.test_checks import (
     MERGE,
     delta_pipeline,
@@ -151,3 +153,30 @@ def test_spec_options_and_where_the_check_is_offered(env: Env) -> None:
     assert "field 'checks.value_parity.sample': must be a fraction above 0 up to 1" in str(
         raised.value
     )
+
+
+def test_a_latin1_source_compares_with_a_utf8_target(
+    env: Env, instance: dg.DagsterInstance, local_pg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"t_latin1_{uuid.uuid4().hex[:8]}"
+    admin = local_pg.uri("postgres")
+    execute(admin, f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 LOCALE 'C'")
+    try:
+        latin1 = local_pg.uri(name)
+        items_table(latin1, rows=5)
+        monkeypatch.setenv("PGFLOW_CONN_SHOP", latin1)
+        project = project_of(env, pipeline(FULL))
+        materialize(project, instance)
+        # Non-ASCII text written by SQL on both sides (a load from LATIN1 fails today: the
+        # binary COPY carries LATIN1 bytes into a UTF8 database).
+        for uri, table in ((latin1, "items"), (env.sink_uri, "landing.items")):
+            execute(uri, f"UPDATE {table} SET name = 'ünï çà ' || id")
+        ok = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
+        assert ok.passed, ok.description
+        execute(env.sink_uri, "UPDATE landing.items SET name = 'ünï ça 2' WHERE id = 2")
+        wrong = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
+        assert not wrong.passed and figures(wrong)["examples"] == [
+            {"key": "(id)=(2)", "difference": "values differ"}
+        ]
+    finally:
+        execute(admin, f"DROP DATABASE {name} WITH (FORCE)")

@@ -3,6 +3,9 @@ order and session settings; any one changed value, NULL for '', a lost or repeat
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 
@@ -139,3 +142,27 @@ def test_bucket_rows_name_the_key_whose_row_differs(twins: tuple[str, str]) -> N
         theirs, ours = bucket_rows(a, ALL, bucket, 60), bucket_rows(b, ALL, bucket, 60)
     assert theirs is not None and ours is not None
     assert {k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k)} == {"(3)"}
+
+
+@pytest.fixture
+def latin1_uri(local_pg) -> Iterator[str]:
+    """A database whose text is LATIN1 bytes (a legacy source, say)."""
+    name = f"t_latin1_{uuid.uuid4().hex[:8]}"
+    admin = local_pg.uri("postgres")
+    execute(admin, f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 LOCALE 'C'")
+    yield local_pg.uri(name)
+    execute(admin, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_databases_of_different_encodings_compare_in_utf8(source_uri: str, latin1_uri: str) -> None:
+    table = "CREATE TABLE t (id int PRIMARY KEY, name text, tags text[]);"
+    for uri in (source_uri, latin1_uri):
+        execute(uri, table + "INSERT INTO t VALUES (1, 'ünï çà', '{é,NULL,\"\"}'), (2, '', NULL)")
+    query = HashQuery(TableName("public", "t"), ("id", "name", "tags"), key=("id",))
+    # The same text is other bytes in LATIN1: the database's own hash cannot compare them...
+    assert hash_of(source_uri, query) != hash_of(latin1_uri, query)
+    portable = HashQuery(query.table, query.columns, query.key, portable=True)
+    # ...the UTF-8 bytes' hash can, and still sees a changed value.
+    assert hash_of(source_uri, portable) == hash_of(latin1_uri, portable)
+    execute(latin1_uri, "UPDATE t SET name = 'ünï ça' WHERE id = 1")
+    assert hash_of(source_uri, portable) != hash_of(latin1_uri, portable)
