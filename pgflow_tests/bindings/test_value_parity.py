@@ -4,6 +4,7 @@ whose values is wrong fails the check, with the key that differs; hostile values
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -21,7 +22,8 @@ from pgflow_tests.bindings.test_checks import (
     project_of,
     run_checks,
 )
-from pgflow_tests.pg import execute
+from pgflow_tests.bindings.test_health_sensors import cdc_project
+from pgflow_tests.pg import drop_slots, execute, slot_name_for
 
 FULL = {"mode": "full_refresh", "unique_key": ["id"]}
 ODD = '"Odd Sché""ma"."Mixed Case ü"'
@@ -180,3 +182,28 @@ def test_a_latin1_source_compares_with_a_utf8_target(
         ]
     finally:
         execute(admin, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def cdc_slot(env: Env) -> Iterator[str]:
+    name = slot_name_for(env.source_uri)
+    yield name
+    drop_slots(env.source_uri, name)
+
+
+def test_cdc_with_soft_deletes_compares_live_rows_and_warns(
+    env: Env, cdc_slot: str, instance: dg.DagsterInstance
+) -> None:
+    project = cdc_project(env, cdc_slot)
+    materialize(project, instance)
+    execute(
+        env.source_uri, "DELETE FROM items WHERE id > 47; UPDATE items SET name = '' WHERE id = 1"
+    )
+    materialize(project, instance)  # the deletes stamp _deleted_at in the target
+    ok = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
+    assert ok.passed, ok.description
+    assert figures(ok)["target_rows"] == 47 and figures(ok)["mode"] == "live"
+    execute(env.sink_uri, "UPDATE landing.items SET price = 0 WHERE id = 1")  # NULL -> 0
+    wrong = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
+    assert not wrong.passed and wrong.severity == dg.AssetCheckSeverity.WARN
+    assert figures(wrong)["examples"] == [{"key": "(id)=(1)", "difference": "values differ"}]
