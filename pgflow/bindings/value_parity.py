@@ -129,6 +129,13 @@ def check(
             f"{_source_name(pipeline)} not found: nothing to compare the target with",
         )
     parity = plan(pipeline, *tables, portable=_encodings_differ(run))
+    if not parity.source.columns:
+        text = (
+            f"no column of {_source_name(pipeline)} is in {_target_name(pipeline)} with the "
+            f"same type ({', '.join(parity.not_compared)}): no value to compare; see the "
+            "schema check"
+        )
+        return _result(pipeline, VALUE_PARITY, False, WARN, text)
     timeout = pipeline.checks.value_parity.timeout.total_seconds()
     try:
         source, target = _both_hashes(run, parity, timeout)

@@ -203,7 +203,29 @@ def test_cdc_with_soft_deletes_compares_live_rows_and_warns(
     ok = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
     assert ok.passed, ok.description
     assert figures(ok)["target_rows"] == 47 and figures(ok)["mode"] == "live"
-    execute(env.sink_uri, "UPDATE landing.items SET price = 0 WHERE id = 1")  # NULL -> 0
+    execute(env.sink_uri, "UPDATE landing.items SET price = 0 WHERE id = 1")  # 1.25 -> 0
     wrong = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
     assert not wrong.passed and wrong.severity == dg.AssetCheckSeverity.WARN
     assert figures(wrong)["examples"] == [{"key": "(id)=(1)", "difference": "values differ"}]
+
+
+def test_retyped_columns_are_not_compared_and_named(env: Env, instance: dg.DagsterInstance) -> None:
+    project = project_of(env, pipeline(FULL))
+    materialize(project, instance)
+    execute(env.sink_uri, "ALTER TABLE landing.items ALTER COLUMN price TYPE numeric(12,4)")
+    found = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
+    assert found.passed, found.description  # 1.2500 is not 1.25 as text: price is left out
+    assert figures(found)["columns_not_compared"] == "price"
+    assert (found.description or "").endswith("(50 rows, 3 column(s)); not compared: price")
+    execute(
+        env.sink_uri,
+        "ALTER TABLE landing.items ALTER COLUMN name TYPE varchar(40),"
+        " ALTER COLUMN added TYPE timestamp, ALTER COLUMN id TYPE bigint",
+    )
+    none = run_checks(project, instance, VALUE_PARITY)[VALUE_PARITY]
+    assert not none.passed and none.severity == dg.AssetCheckSeverity.WARN
+    assert none.description == (
+        "no column of source table public.items on connection 'shop' is in target "
+        "landing.items with the same type (id, name, price, added): no value to compare; see "
+        "the schema check"
+    )
