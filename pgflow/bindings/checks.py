@@ -33,6 +33,7 @@ import psycopg
 from psycopg import errors
 
 from pgflow.bindings.assets import pool_for
+from pgflow.bindings.humanize import human, human_bytes
 from pgflow.config.model import FreshnessSpec, PipelineSpec, Project
 from pgflow.config.naming import dagster_name
 from pgflow.connections.delta_storage import DeltaStorage
@@ -48,6 +49,7 @@ ROW_COUNT_PARITY = "row_count_parity"
 SCHEMA = "schema"
 FRESHNESS = "freshness"
 SLOT_HEALTH = "slot_health"
+VALUE_PARITY = "value_parity"  # pgflow.bindings.value_parity
 # Materialization metadata of a load whose target must equal one source snapshot.
 EXACT_ROWS = "pgflow/source_rows_exact"
 COUNT_TIMEOUT_SECONDS = 60
@@ -77,6 +79,8 @@ def check_names(pipeline: PipelineSpec) -> list[str]:
         names.append(FRESHNESS)
     if _is_cdc(pipeline):
         names.append(SLOT_HEALTH)
+    if _value_parity().offered(pipeline):
+        names.append(VALUE_PARITY)
     return names
 
 
@@ -97,6 +101,12 @@ def _delta() -> ModuleType:
     from pgflow.sinks.delta import inspect
 
     return inspect
+
+
+def _value_parity() -> ModuleType:
+    from pgflow.bindings import value_parity  # it builds on this module
+
+    return value_parity
 
 
 def _unsupported_delta() -> type[Exception]:
@@ -651,28 +661,6 @@ def pipeline_freshness(
     return freshness(pipeline.freshness, last, time.time() if now is None else now)
 
 
-def human(duration: timedelta) -> str:
-    """A duration as people write it: 45.2s, 5m 3s, 2h 10m, 3d 4h (two largest units)."""
-    seconds = duration.total_seconds()
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    parts = [(whole // 86400, "d"), (whole % 86400 // 3600, "h"), (whole % 3600 // 60, "m")]
-    parts.append((whole % 60, "s"))
-    shown = [f"{n}{unit}" for n, unit in parts if n]
-    return " ".join(shown[:2])
-
-
-def human_bytes(size: int) -> str:
-    """A byte count in the unit that reads best, powers of 1024 like Postgres: 300.0 kB, 1.5 GB."""
-    value, unit = float(size), "bytes"
-    for next_unit in ("kB", "MB", "GB", "TB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, next_unit
-    return f"{size} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
-
-
 def _check_freshness(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
@@ -817,6 +805,7 @@ _DESCRIBE: dict[str, Callable[[PipelineSpec], str]] = {
         "otherwise), and retains at most "
         f"{human_bytes(p.checks.retained_wal_warn_bytes)} of WAL (WARN above)."
     ),
+    VALUE_PARITY: lambda p: _value_parity().describe(p),
 }
 
 _RUN: dict[str, Callable[[PipelineSpec, CheckRun, dg.DagsterInstance], dg.AssetCheckResult]] = {
@@ -825,4 +814,5 @@ _RUN: dict[str, Callable[[PipelineSpec, CheckRun, dg.DagsterInstance], dg.AssetC
     SCHEMA: _check_schema,
     FRESHNESS: _check_freshness,
     SLOT_HEALTH: _check_slot,
+    VALUE_PARITY: lambda p, r, i: _value_parity().check(p, r, i),
 }

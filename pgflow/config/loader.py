@@ -21,10 +21,10 @@ from typing import Any
 import yaml
 from dagster._utils.schedules import is_valid_cron_string
 
+from pgflow.config.checks_reader import read_checks
 from pgflow.config.durations import parse_duration
 from pgflow.config.errors import SpecError, SpecProblem
 from pgflow.config.model import (
-    ChecksSpec,
     ConnectionSpec,
     FreshnessSpec,
     GroupSpec,
@@ -41,7 +41,6 @@ from pgflow.config.model import (
 )
 from pgflow.config.naming import dagster_name, key_problems, target_key
 from pgflow.config.reader import Section
-from pgflow.config.sizes import parse_size
 from pgflow.config.support import unsupported_reason
 
 DEFAULT_CONFIG_PATH = "pipelines"
@@ -339,7 +338,7 @@ def _read_pipeline(
     tags = _read_tags(spec)
     owners = _read_owners(spec)
     partitions = _read_partitions(spec.section("partitions"))
-    checks = _read_checks(spec.section("checks"))
+    checks = read_checks(spec.section("checks"), sink.strategy.unique_key if sink else ())
     spec.finish()
     if source is None or sink is None or len(problems) > before:
         return None
@@ -653,35 +652,6 @@ def _read_date(section: Section, key: str) -> date | None:
             pass
     section.problem(key, f"must be a date written YYYY-MM-DD, e.g. 2026-01-01, got {raw!r}")
     return None
-
-
-def _read_checks(section: Section | None) -> ChecksSpec:
-    """`checks: {row_count_tolerance: 0.01, retained_wal_warn: 1GB}`."""
-    if section is None:
-        return ChecksSpec()
-    defaults = ChecksSpec()
-    tolerance = section.raw("row_count_tolerance")
-    if tolerance is None:
-        tolerance = defaults.row_count_tolerance
-    elif (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, int | float)
-        or not 0 <= tolerance < 1
-    ):
-        section.problem(
-            "row_count_tolerance",
-            f"must be a fraction from 0 up to 1 (0.01 allows 1% difference), got {tolerance!r}",
-        )
-        tolerance = defaults.row_count_tolerance
-    retained = section.raw("retained_wal_warn")
-    warn_bytes = defaults.retained_wal_warn_bytes
-    if retained is not None:
-        try:
-            warn_bytes = parse_size(retained)
-        except ValueError as exc:
-            section.problem("retained_wal_warn", str(exc))
-    section.finish()
-    return ChecksSpec(float(tolerance), warn_bytes)
 
 
 def _check_partitions(source: SourceSpec, sink: SinkSpec, report: Any) -> None:

@@ -126,6 +126,19 @@ class PartitionsSpec:
 DEFAULT_RETAINED_WAL_WARN = 1024**3
 
 
+# Statements of the value_parity check may run this long unless the spec says otherwise.
+DEFAULT_VALUE_PARITY_TIMEOUT = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class ValueParitySpec:
+    """`checks.value_parity`: hash every row (or a sample of key buckets) on both sides."""
+
+    enabled: bool = True
+    sample: float = 1.0  # fraction of the key buckets whose rows are hashed (needs a key)
+    timeout: timedelta = DEFAULT_VALUE_PARITY_TIMEOUT
+
+
 @dataclass(frozen=True)
 class ChecksSpec:
     """Thresholds of the pipeline's asset checks."""
@@ -134,6 +147,7 @@ class ChecksSpec:
     row_count_tolerance: float = 0.01
     # A CDC slot retaining more WAL than this makes the slot check warn.
     retained_wal_warn_bytes: int = DEFAULT_RETAINED_WAL_WARN
+    value_parity: ValueParitySpec = field(default_factory=ValueParitySpec)
 
 
 @dataclass(frozen=True)

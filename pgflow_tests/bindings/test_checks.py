@@ -18,6 +18,7 @@ from pgflow.bindings.checks import (
     SCHEMA,
     SLOT_HEALTH,
     UNIQUE_KEY,
+    VALUE_PARITY,
     Clock,
     check_names,
     freshness,
@@ -111,13 +112,14 @@ def test_checks_before_the_first_load_fail_softly_and_say_why(
 ) -> None:
     project = project_of(env, pipeline(MERGE, freshness="1h"))
     found = run_checks(project, instance)
-    assert set(found) == {UNIQUE_KEY, ROW_COUNT_PARITY, SCHEMA, FRESHNESS}
+    assert set(found) == {UNIQUE_KEY, ROW_COUNT_PARITY, SCHEMA, FRESHNESS, VALUE_PARITY}
     for name in (UNIQUE_KEY, SCHEMA):
         assert not found[name].passed and found[name].severity == dg.AssetCheckSeverity.WARN
         assert "target landing.items does not exist yet" in (found[name].description or "")
-    parity = found[ROW_COUNT_PARITY]
-    assert not parity.passed and parity.severity == dg.AssetCheckSeverity.WARN
-    assert "never materialized" in (parity.description or "")
+    for name in (ROW_COUNT_PARITY, VALUE_PARITY):
+        parity = found[name]
+        assert not parity.passed and parity.severity == dg.AssetCheckSeverity.WARN
+        assert "never materialized" in (parity.description or "")
     fresh = found[FRESHNESS]
     assert not fresh.passed and fresh.severity == dg.AssetCheckSeverity.ERROR
     assert (fresh.description or "").startswith("never materialized (fail after 1h)")
@@ -469,7 +471,7 @@ def test_which_checks_each_pipeline_gets(env: Env) -> None:
         },
     )
     full, log = project.pipelines
-    assert check_names(full) == [ROW_COUNT_PARITY, SCHEMA]
+    assert check_names(full) == [ROW_COUNT_PARITY, SCHEMA, VALUE_PARITY]
     assert check_names(log) == [SCHEMA]  # a plain append grows by every read
     checks = {c.node_def.name: c for c in pipeline_checks(project)}
     assert set(checks) == {"full_checks", "log_checks"}

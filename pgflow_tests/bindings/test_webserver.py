@@ -104,7 +104,7 @@ def test_webserver_loads_the_pgflow_location_with_its_assets(dagster_setup: Dags
     assert items["owners"] == [{"team": "data-platform"}]
     assert {"key": "domain", "value": "catalogue"} in items["tags"]
     checks = {c["name"] for c in items["assetChecksOrError"]["checks"]}
-    assert checks == {"row_count_parity", "schema", "freshness"}
+    assert checks == {"row_count_parity", "schema", "freshness", "value_parity"}
 
     sensors = {s["name"]: s["minIntervalSeconds"] for s in repository["sensors"]}
     assert sensors == {"pgflow_stale_shop": 60, "pgflow_freshness": 60}

@@ -1,0 +1,291 @@
+"""The `value_parity` asset check: every value of the target equals the source's.
+
+Both databases hash their own rows (pgflow.sources.value_hash): one order-independent sum of
+64-bit row hashes per key bucket, over the source's columns that the target has with the same
+type, in pinned text settings. Nothing but 256 (count, sum) pairs leaves either database.
+
+When is a difference conclusive? The check compares the live source with the target:
+- after a load that made the target one consistent snapshot (`pgflow/source_rows_exact`) and
+  while the source still has that many rows, a difference is an ERROR: the target's values
+  are wrong unless a source row was updated since the load (the description says so);
+- otherwise (incremental, CDC, or the source's count moved on) a difference is a WARN: rows
+  changed at the source since the last load differ too until the next load applies them.
+
+Postgres -> Postgres only for now: Delta targets and sources are not offered the check.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+from psycopg import errors
+
+from pgflow.bindings.checks import (
+    ERROR,
+    WARN,
+    CheckRun,
+    _counts_comparable,
+    _exact_source_rows,
+    _missing_target,
+    _result,
+    _source_name,
+    _target_exists,
+    _target_name,
+    latest_materialization,
+)
+from pgflow.config.model import PipelineSpec
+from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table
+from pgflow.sources.value_hash import BUCKETS, HashQuery, TableHash, bucket_rows, table_hash
+
+VALUE_PARITY = "value_parity"
+EXAMPLE_BUCKETS = 3  # differing buckets searched for the keys behind them
+EXAMPLES = 5
+
+
+def offered(pipeline: PipelineSpec) -> bool:
+    """Postgres to Postgres, where the target is meant to hold the source's rows."""
+    return (
+        pipeline.checks.value_parity.enabled
+        and pipeline.source.type == "postgres"
+        and pipeline.sink.type == "postgres"
+        and _counts_comparable(pipeline)
+    )
+
+
+def describe(pipeline: PipelineSpec) -> str:
+    sample = pipeline.checks.value_parity.sample
+    scope = "every row" if sample >= 1 else f"the rows of {sample:.0%} of the key buckets"
+    return (
+        f"An order-independent hash of {scope} (each value as text) is equal in the source "
+        "and the target. ERROR when the last load was a consistent snapshot the source still "
+        "matches in count, WARN otherwise (the source may have changed since the load)."
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What both sides hash, and what is left out."""
+
+    source: HashQuery
+    target: HashQuery
+    not_compared: tuple[str, ...]  # source columns missing from the target or retyped
+
+
+def plan(
+    pipeline: PipelineSpec, source: TableInfo, target: TableInfo, portable: bool = False
+) -> Plan:
+    options, strategy = pipeline.source.options, pipeline.sink.strategy
+    wanted = [
+        c
+        for c in source.columns
+        if c.name != options.deleted_column
+        and (options.include_columns is None or c.name in options.include_columns)
+    ]
+    same = [c.name for c in wanted if _same_type(c.name, source, target)]
+    not_compared = tuple(c.name for c in wanted if c.name not in same)
+    key = strategy.unique_key if all(k in same for k in strategy.unique_key) else ()
+    sample = pipeline.checks.value_parity.sample
+    sampled = max(1, round(sample * BUCKETS)) if key else BUCKETS
+    live = options.deleted_column if target.column(options.deleted_column or "") else None
+    assert pipeline.sink.table
+    return Plan(
+        HashQuery(source.table, tuple(same), key, None, sampled, portable),
+        HashQuery(pipeline.sink.table, tuple(same), key, live, sampled, portable),
+        not_compared,
+    )
+
+
+def _same_type(name: str, source: TableInfo, target: TableInfo) -> bool:
+    theirs, ours = source.column(name), target.column(name)
+    return ours is not None and theirs is not None and ours.type_sql == theirs.type_sql
+
+
+def check(
+    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
+) -> dg.AssetCheckResult:
+    latest = latest_materialization(instance, pipeline)
+    if latest is None:
+        return _result(
+            pipeline,
+            VALUE_PARITY,
+            False,
+            WARN,
+            "the asset was never materialized: no target to compare with the source yet",
+        )
+    if not _target_exists(pipeline, run):
+        return _missing_target(pipeline, VALUE_PARITY, instance)
+    try:
+        tables = _describe_both(pipeline, run)
+    except TableNotFound:
+        return _result(
+            pipeline,
+            VALUE_PARITY,
+            False,
+            WARN,
+            f"{_source_name(pipeline)} not found: nothing to compare the target with",
+        )
+    parity = plan(pipeline, *tables, portable=_encodings_differ(run))
+    if not parity.source.columns:
+        text = (
+            f"no column of {_source_name(pipeline)} is in {_target_name(pipeline)} with the "
+            f"same type ({', '.join(parity.not_compared)}): no value to compare; see the "
+            "schema check"
+        )
+        return _result(pipeline, VALUE_PARITY, False, WARN, text)
+    timeout = pipeline.checks.value_parity.timeout.total_seconds()
+    try:
+        source, target = _both_hashes(run, parity, timeout)
+    except errors.QueryCanceled:
+        return _result(pipeline, VALUE_PARITY, False, WARN, _timeout_text(pipeline))
+    exact = _exact_source_rows(latest)
+    return _outcome(pipeline, run, parity, source, target, exact)
+
+
+def _describe_both(pipeline: PipelineSpec, run: CheckRun) -> tuple[TableInfo, TableInfo]:
+    assert pipeline.source.table and pipeline.sink.table
+    tables = []
+    for conn, table in ((run.source(), pipeline.source.table), (run.target(), pipeline.sink.table)):
+        with conn.transaction():
+            tables.append(describe_table(conn, table))
+    return tables[0], tables[1]
+
+
+def _encodings_differ(run: CheckRun) -> bool:
+    """Databases of different encodings store the same text as different bytes."""
+    found = {c.execute("SHOW server_encoding").fetchone() for c in (run.source(), run.target())}
+    return len(found) > 1
+
+
+def _both_hashes(run: CheckRun, parity: Plan, timeout: float) -> tuple[TableHash, TableHash]:
+    """Both sides at once on their own connections: the time of the longer scan, not both."""
+    source_conn, target_conn = run.source(), run.target()  # opened here, not in the thread
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgflow-source-hash") as pool:
+        source = pool.submit(table_hash, source_conn, parity.source, timeout)
+        target = table_hash(target_conn, parity.target, timeout)
+        return source.result(), target
+
+
+def differing_buckets(source: TableHash, target: TableHash) -> list[int]:
+    """Buckets whose row count differs, or whose hash differs where both were hashed."""
+    return sorted(
+        b
+        for b in source.buckets.keys() | target.buckets.keys()
+        if source.buckets.get(b, (0, None)) != target.buckets.get(b, (0, None))
+    )
+
+
+def _outcome(
+    pipeline: PipelineSpec,
+    run: CheckRun,
+    parity: Plan,
+    source: TableHash,
+    target: TableHash,
+    exact: int | None,
+) -> dg.AssetCheckResult:
+    differ = differing_buckets(source, target)
+    hashed = parity.source.sampled
+    examples = _examples(run, parity, differ) if differ else []
+    metadata: dict[str, Any] = {
+        "source_rows": dg.MetadataValue.int(source.rows),
+        "target_rows": dg.MetadataValue.int(target.rows),
+        "columns_compared": dg.MetadataValue.int(len(parity.source.columns)),
+        "columns_not_compared": dg.MetadataValue.text(", ".join(parity.not_compared)),
+        "buckets": dg.MetadataValue.int(BUCKETS),
+        "buckets_hashed": dg.MetadataValue.int(hashed),
+        "buckets_differing": dg.MetadataValue.int(len(differ)),
+        "examples": dg.MetadataValue.json(examples),
+        "mode": dg.MetadataValue.text("snapshot" if exact is not None else "live"),
+    }
+    scope = "every row" if hashed == BUCKETS else f"the rows of {hashed} of {BUCKETS} key buckets"
+    columns = f"{len(parity.source.columns)} column(s)"
+    skipped = f"; not compared: {', '.join(parity.not_compared)}" if parity.not_compared else ""
+    if not differ:
+        text = (
+            f"{_target_name(pipeline)} equals {_source_name(pipeline)} in {scope} "
+            f"({source.rows:,} rows, {columns}){skipped}"
+        )
+        return _result(pipeline, VALUE_PARITY, True, ERROR, text, metadata)
+    conclusive = exact is not None and source.rows == exact
+    text = (
+        f"{_target_name(pipeline)} differs from {_source_name(pipeline)} in {len(differ)} of "
+        f"{BUCKETS} buckets of rows ({scope} hashed, {columns}; {target.rows:,} target rows, "
+        f"{source.rows:,} source rows){_examples_text(examples)}{skipped}. "
+        + (_conclusive_text(exact) if conclusive else _inconclusive_text(exact, source.rows))
+    )
+    return _result(pipeline, VALUE_PARITY, False, ERROR if conclusive else WARN, text, metadata)
+
+
+def _examples(run: CheckRun, parity: Plan, differ: list[int]) -> list[dict[str, str]]:
+    """A few keys whose rows differ, from small differing buckets (keyed pipelines only)."""
+    if not parity.source.key:
+        return []
+    key = f"({', '.join(_ident(k) for k in parity.source.key)})"
+    found: list[dict[str, str]] = []
+    timeout = run.pipeline.checks.value_parity.timeout.total_seconds()
+    for bucket in differ[:EXAMPLE_BUCKETS]:
+        theirs = bucket_rows(run.source(), parity.source, bucket, timeout)
+        ours = bucket_rows(run.target(), parity.target, bucket, timeout)
+        if theirs is None or ours is None:
+            continue
+        for value in sorted(theirs.keys() | ours.keys()):
+            if theirs.get(value) == ours.get(value):
+                continue
+            how = (
+                "missing from the target"
+                if value not in ours
+                else "not in the source"
+                if value not in theirs
+                else "values differ"
+            )
+            found.append({"key": f"{key}={value}", "difference": how})
+            if len(found) == EXAMPLES:
+                return found
+    return found
+
+
+def _ident(name: str) -> str:
+    """A column name as Postgres prints it in messages: quoted only when it must be."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _examples_text(examples: list[dict[str, str]]) -> str:
+    if not examples:
+        return ""
+    return ", e.g. " + "; ".join(f"{e['key']} {e['difference']}" for e in examples)
+
+
+def _conclusive_text(exact: int | None) -> str:
+    return (
+        f"The last load made the target a consistent snapshot of {exact:,} source rows and "
+        "the source still has as many: the target's values are wrong, unless source rows were "
+        "updated since that load. Fix: materialize the asset with run config reset: true"
+    )
+
+
+def _inconclusive_text(exact: int | None, source_rows: int) -> str:
+    since = (
+        f"the source changed since the last load (its snapshot had {exact:,} rows, now "
+        f"{source_rows:,})"
+        if exact is not None
+        else "the target holds the source as of the last load"
+    )
+    return (
+        f"Not conclusive: {since}, and rows changed at the source since then differ too. "
+        "Materialize the asset and run the check again; if it still differs, rebuild the "
+        "target with run config reset: true"
+    )
+
+
+def _timeout_text(pipeline: PipelineSpec) -> str:
+    spec = pipeline.checks.value_parity
+    return (
+        f"timed out after {spec.timeout.total_seconds():g} s (checks.value_parity.timeout): "
+        "the check could not hash this table in time. Raise checks.value_parity.timeout, or "
+        "hash a sample of the key buckets with checks.value_parity.sample (e.g. 0.1)"
+    )

@@ -1,0 +1,69 @@
+"""`checks:` of a pipeline spec, value_parity's options included: values, defaults, errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from pgflow.config.checks_reader import read_checks
+from pgflow.config.model import ChecksSpec, ValueParitySpec
+from pgflow.config.reader import Section
+
+
+def read(data: dict[str, Any], key: tuple[str, ...] = ("id",)) -> tuple[ChecksSpec, list[str]]:
+    problems: list[str] = []
+    found = read_checks(Section(data, "checks", lambda f, m: problems.append(f"{f}: {m}")), key)
+    return found, problems
+
+
+def test_value_parity_defaults_on_every_row_with_a_five_minute_timeout() -> None:
+    assert read({})[0].value_parity == ValueParitySpec(True, 1.0, timedelta(minutes=5))
+    assert read({"value_parity": True}) == (ChecksSpec(), [])
+    assert read({"value_parity": False})[0].value_parity.enabled is False
+
+
+def test_value_parity_sample_and_timeout() -> None:
+    found, problems = read({"value_parity": {"sample": 0.1, "timeout": "10m"}})
+    assert problems == []
+    assert found.value_parity == ValueParitySpec(True, 0.1, timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        (
+            {"value_parity": {"sample": 1.5}},
+            ("id",),
+            "checks.value_parity.sample: must be a fraction above 0 up to 1 (0.1 hashes the "
+            "rows of 10% of the key buckets), got 1.5",
+        ),
+        (
+            {"value_parity": {"sample": 0.5}},
+            (),
+            "checks.value_parity.sample: needs sink.strategy.unique_key: buckets are drawn from "
+            "the key (without one every row is hashed anyway); set a unique_key or remove sample",
+        ),
+        (
+            {"value_parity": {"timeout": "soon"}},
+            ("id",),
+            "checks.value_parity.timeout: 'soon' is not a duration; write a number and a unit, "
+            "e.g. 30s, 5m, 5 minutes, 2h, 1d",
+        ),
+        (
+            {"value_parity": {"sampel": 0.5}},
+            ("id",),
+            "checks.value_parity.sampel: is not a known field; allowed here: sample, timeout",
+        ),
+        (
+            {"value_parity": "yes"},
+            ("id",),
+            "checks.value_parity: must be a mapping, got str 'yes'",
+        ),
+    ],
+)
+def test_bad_value_parity_options_name_the_field_and_the_fix(
+    data: dict[str, Any], key: tuple[str, ...], problem: str
+) -> None:
+    assert read(data, key)[1] == [problem]
