@@ -28,6 +28,9 @@ from pgflow.connections.secrets import (
     secret_values,
 )
 
+# Every pgflow session talks UTF8, whatever its database stores (see open()).
+CLIENT_ENCODING = "UTF8"
+
 
 class PostgresConnections(dg.ConfigurableResource):
     """Resolves `connection_id` + `connection_type` (env | vault) to live psycopg connections."""
@@ -68,9 +71,15 @@ class PostgresConnections(dg.ConfigurableResource):
     ) -> psycopg.Connection:
         """A new connection the caller closes; failures are re-raised without any secret."""
         conninfo = self.conninfo(connection_id, connection_type)
+        given = conninfo_to_dict(conninfo)
         # A connection's own application_name (secret key or URI parameter) beats the default.
-        if "application_name" not in conninfo_to_dict(conninfo):
+        if "application_name" not in given:
             kwargs.setdefault("application_name", self.application_name)
+        # Text crosses between databases in the client encoding (binary COPY and pgoutput
+        # included): one encoding on every session, or a LATIN1 source's bytes would reach a
+        # UTF8 sink unconverted. libpq's default is each database's own encoding.
+        if "client_encoding" not in given:
+            kwargs.setdefault("client_encoding", CLIENT_ENCODING)
         try:
             return psycopg.connect(conninfo, **kwargs)
         except psycopg.Error as exc:
