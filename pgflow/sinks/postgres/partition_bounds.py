@@ -145,6 +145,44 @@ def staged_groups(ctx: ApplyContext, column: str, partitions: list[Partition]) -
     return [StagedGroup(part, n, list(sample)) for part, n, sample in rows]
 
 
+def unrouted_values(ctx: ApplyContext, column: str, parents: list[Partition]) -> StagedGroup:
+    """The `column` values of staged rows that no leaf under `parents` (sub-partitioned
+    partitions) accepts. Leaf constraints may name other columns, so every staged row is
+    checked; this runs only when a touched partition is itself partitioned."""
+    leaves: list[str] = []
+    for parent in parents:
+        leaves += [
+            r[0]
+            for r in ctx.conn.execute(
+                "SELECT pg_get_partition_constraintdef(relid) FROM pg_partition_tree(%s)"
+                " WHERE isleaf",
+                (parent.oid,),
+            )
+        ]
+    inside = (
+        sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(c)) for c in leaves)
+        if leaves
+        else sql.SQL("false")
+    )
+    within = sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(p.constraint)) for p in parents)
+    value = sql.Identifier("v", column)
+    query = sql.SQL(
+        "SELECT count(*), (array_agg({value}::text ORDER BY {value} NULLS FIRST))[1:{limit}]"
+        " FROM (SELECT DISTINCT {col} FROM {staging} WHERE ({within}) AND ({inside}) IS NOT TRUE)"
+        " AS v"
+    ).format(
+        value=value,
+        limit=sql.Literal(SAMPLE_VALUES),
+        col=sql.Identifier(column),
+        staging=ctx.staging_sql,
+        within=within,
+        inside=inside,
+    )
+    row = ctx.conn.execute(query).fetchone()
+    assert row is not None
+    return StagedGroup(None, row[0], list(row[1] or []))
+
+
 def covered_by_slice(
     ctx: ApplyContext,
     column: str,

@@ -45,6 +45,7 @@ from pgflow.sinks.postgres.partition_bounds import (
     covered_by_slice,
     read_layout,
     staged_groups,
+    unrouted_values,
 )
 from pgflow.sinks.postgres.partition_swap import partition_blocker, swap_partitions
 
@@ -141,7 +142,13 @@ def _touched_partitions(ctx: ApplyContext, column: str, layout: Layout) -> list[
     missing = next((g for g in groups if g.partition is None), None)
     if missing is not None:
         raise PartitionMissing(_missing_message(ctx, column, missing))
-    return [layout.partitions[g.partition] for g in groups if g.partition is not None]
+    touched = [layout.partitions[g.partition] for g in groups if g.partition is not None]
+    parents = [p for p in touched if p.relkind == "p"]
+    if parents:  # a value may fit a partition but none of its sub-partitions
+        unrouted = unrouted_values(ctx, column, parents)
+        if unrouted.values:
+            raise PartitionMissing(_missing_message(ctx, column, unrouted))
+    return touched
 
 
 def _missing_message(ctx: ApplyContext, column: str, group: StagedGroup) -> str:

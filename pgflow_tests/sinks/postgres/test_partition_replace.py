@@ -602,6 +602,35 @@ def test_staged_values_without_a_partition_fail_before_any_change(
     assert table_text(sink_uri, "landing.sales", ORDER) == before
 
 
+def test_a_value_without_a_sub_partition_fails_before_any_change(source_uri, sink_uri):
+    # February is sub-partitioned and only its first half has a leaf: Feb 20 fits February
+    # but no table can hold it.
+    rows = NEW_TWO_DAYS + " UNION ALL SELECT 9000, '2024-02-20', 'new', 1, 1"
+    make_source(source_uri, rows)
+    execute(
+        sink_uri,
+        PARTITIONED_TARGET.replace(
+            "CREATE TABLE landing.sales_2024_02 PARTITION OF landing.sales\n"
+            "  FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');",
+            "CREATE TABLE landing.sales_2024_02 PARTITION OF landing.sales\n"
+            "  FOR VALUES FROM ('2024-02-01') TO ('2024-03-01') PARTITION BY RANGE (business_date);"
+            ' CREATE TABLE landing."Feb 1st half" PARTITION OF landing.sales_2024_02'
+            " FOR VALUES FROM ('2024-02-01') TO ('2024-02-16');",
+        ),
+    )
+    execute(sink_uri, "INSERT INTO landing.sales VALUES (1, '2024-02-03', 'old', 1, 1)")
+    before = table_text(sink_uri, "landing.sales", ORDER)
+
+    with pytest.raises(PartitionMissing) as error:
+        load(source_uri, sink_uri, strategy())
+
+    assert str(error.value).startswith(
+        "the source has rows whose business_date has no partition in landing.sales:"
+        " '2024-02-20'; nothing was written."
+    )
+    assert table_text(sink_uri, "landing.sales", ORDER) == before
+
+
 def test_required_refuses_a_slice_that_cuts_a_partition(source_uri, sink_uri):
     make_source(source_uri, NEW_TWO_DAYS)
     make_target(sink_uri)
