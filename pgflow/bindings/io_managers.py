@@ -36,7 +36,11 @@ from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replic
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
 from pgflow.sinks.postgres.load import load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
-from pgflow.sinks.postgres.partition_replace import NativePartitionRefused, PartitionSliceError
+from pgflow.sinks.postgres.partition_replace import (
+    NativePartitionRefused,
+    PartitionMissing,
+    PartitionSliceError,
+)
 from pgflow.sources.activity import table_modifications
 from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound, describe_table
@@ -238,6 +242,7 @@ _EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
     ConnectionConfigError,
     PartitionSliceError,
     NativePartitionRefused,
+    PartitionMissing,
 )
 
 

@@ -150,3 +150,66 @@ def test_partitions_on_a_column_that_is_not_a_time_fail_naming_the_field(
     assert "sink.strategy.partition_column" in run.stderr + run.stdout
     assert "time partitions need a date, timestamp or timestamptz column" in run.stderr + run.stdout
     assert rows(setup.sink_uri, "SELECT to_regclass('landing.events') IS NULL") == [(True,)]
+
+
+MONTHLY_TARGET = """
+CREATE SCHEMA landing;
+CREATE TABLE landing.events (id int, happened_at timestamptz NOT NULL, body text,
+  PRIMARY KEY (happened_at, id)) PARTITION BY RANGE (happened_at);
+CREATE TABLE landing."events 2026-01" PARTITION OF landing.events
+  FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-02-01 00:00+00');
+"""
+
+
+def test_a_daily_partition_into_a_monthly_partitioned_target_replaces_only_its_day(
+    dagster_setup: DagsterSetup,
+) -> None:
+    # The table's partition (January) is wider than the Dagster partition (one day): the run
+    # replaces exactly its day, by delete/insert, and keeps the month's other days.
+    setup = dagster_setup
+    execute(setup.source_uri, EVENTS)
+    execute(setup.sink_uri, MONTHLY_TARGET)
+    execute(
+        setup.sink_uri,
+        "INSERT INTO landing.events SELECT g, '2026-01-01'::timestamptz + (g % 5) * interval"
+        " '1 day' + g * interval '1 minute', 'old' FROM generate_series(1, 500) g",
+    )
+    write_spec(setup, DAILY)
+
+    run = materialize(setup, "landing/events", "--partition", "2026-01-02")
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    by_body = (
+        "SELECT (happened_at AT TIME ZONE 'UTC')::date::text, body, count(*) FROM landing.events"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert rows(setup.sink_uri, by_body) == [
+        ("2026-01-01", "old", 100),
+        ("2026-01-02", "v1", 100),
+        ("2026-01-03", "old", 100),
+        ("2026-01-04", "old", 100),
+        ("2026-01-05", "old", 100),
+    ]
+
+
+def test_values_without_a_partition_fail_naming_them_and_write_nothing(
+    dagster_setup: DagsterSetup,
+) -> None:
+    setup = dagster_setup
+    execute(setup.source_uri, EVENTS)
+    execute(setup.source_uri, "INSERT INTO events VALUES (501, '2026-02-03 04:05+00', 'feb')")
+    execute(setup.sink_uri, MONTHLY_TARGET)
+    execute(setup.sink_uri, "INSERT INTO landing.events VALUES (1, '2026-01-09 00:00+00', 'old')")
+    write_spec(setup, DAILY.replace("partitions: {type: daily, start: 2026-01-01}\n", ""))
+
+    run = materialize(setup, "landing/events")
+
+    assert run.returncode != 0
+    output = run.stderr + run.stdout
+    assert (
+        "the source has rows whose happened_at has no partition in landing.events:"
+        " '2026-02-03 04:05:00+00'; nothing was written. The partition must exist before the"
+        " load" in output
+    )
+    assert "PartitionMissing" not in output and "Traceback" not in output
+    assert rows(setup.sink_uri, "SELECT id, body FROM landing.events") == [(1, "old")]

@@ -18,10 +18,11 @@ import pytest
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.apply import PartitionSlice
 from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.sinks.postgres.partition_bounds import bound_datums
 from pgflow.sinks.postgres.partition_replace import (
     NativePartitionRefused,
+    PartitionMissing,
     PartitionSliceError,
-    _bound_datums,
 )
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.sinks.postgres.conftest import execute, fetch, table_text
@@ -121,6 +122,13 @@ def load(
             dst.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         source = PostgresTableSource(src, SOURCE)
         return load_table(dst, source, TARGET, spec, partition_slice=partition_slice)
+
+
+def load_named(
+    source_uri: str, sink_uri: str, source: TableName, target: TableName, spec: StrategySpec
+) -> LoadResult:
+    with psycopg.connect(source_uri) as src, psycopg.connect(sink_uri, autocommit=True) as dst:
+        return load_table(dst, PostgresTableSource(src, source), target, spec)
 
 
 def swapped(result: LoadResult) -> list[str]:
@@ -315,7 +323,10 @@ def test_slice_with_an_empty_source_empties_the_window(source_uri, sink_uri):
     assert len(swapped(result)) == 2
 
 
-def test_list_partitions_including_the_null_partition_are_swapped(source_uri, sink_uri):
+@pytest.mark.parametrize("native_mode", ["required", "disabled"])
+def test_list_partitions_including_the_null_partition_are_replaced_whole(
+    source_uri, sink_uri, native_mode
+):
     rows = "SELECT 3000 + g, '2024-01-05'::date, (ARRAY['north', NULL])[1 + g % 2], 1, g FROM generate_series(1, 6) g"
     make_source(source_uri, rows)
     make_target(
@@ -323,23 +334,27 @@ def test_list_partitions_including_the_null_partition_are_swapped(source_uri, si
         f"""
         CREATE SCHEMA landing;
         CREATE TABLE landing.sales ({COLUMNS}) PARTITION BY LIST (store);
-        CREATE TABLE landing.sales_north PARTITION OF landing.sales FOR VALUES IN ('north');
+        CREATE TABLE landing.sales_north PARTITION OF landing.sales
+          FOR VALUES IN ('north', 'Nörth "east" ''x''');
         CREATE TABLE landing.sales_old PARTITION OF landing.sales FOR VALUES IN ('old');
         CREATE TABLE landing.sales_none PARTITION OF landing.sales FOR VALUES IN (NULL);
         """,
     )
     execute(
         sink_uri,
-        "INSERT INTO landing.sales VALUES (1, '2024-01-01', 'north', 1, 1), (2, '2024-01-01', NULL, 1, 2)",
+        "INSERT INTO landing.sales VALUES (1, '2024-01-01', 'north', 1, 1), (2, '2024-01-01', NULL, 1, 2),"
+        " (3, '2024-01-02', 'Nörth \"east\" ''x''', 1, 3), (4, '2024-01-02', 'old', 1, 4)",
     )
-    expect(sink_uri, "t.store IS NOT DISTINCT FROM 'north' OR t.store IS NULL", rows)
+    # The source sends no 'Nörth "east" ...' row: it goes with its partition.
+    expect(sink_uri, "t.store IN ('north', 'Nörth \"east\" ''x''') OR t.store IS NULL", rows)
 
-    result = load(source_uri, sink_uri, strategy("required", column="store"))
+    result = load(source_uri, sink_uri, strategy(native_mode, column="store"))
 
     assert result.rows == 6
     assert_target_is_expected(sink_uri)
-    assert len(swapped(result)) == 4
+    assert len(swapped(result)) == (4 if native_mode == "required" else 0)
     assert fetch(sink_uri, "SELECT count(*) FROM landing.sales_none") == [(3,)]
+    assert fetch(sink_uri, "SELECT DISTINCT store FROM landing.sales_north") == [("north",)]
 
 
 # --- delete/insert fallback -----------------------------------------------------------------
@@ -413,30 +428,125 @@ def test_native_mode_disabled_deletes_and_inserts_on_a_partitioned_target(source
     assert partition_oids(sink_uri) == oids
 
 
-def test_auto_does_not_swap_a_partition_holding_values_the_source_did_not_send(
-    source_uri, sink_uri
+FEBRUARY_BOUND = (
+    "((business_date IS NOT NULL) AND (business_date >= '2024-02-01'::date)"
+    " AND (business_date < '2024-03-01'::date))"
+)
+
+
+@pytest.mark.parametrize("native_mode", ["required", "auto", "disabled"])
+def test_a_touched_partition_is_replaced_whole_by_swap_and_by_fallback(
+    source_uri, sink_uri, native_mode
 ):
-    # Without a slice only the staged days are replaced; swapping February would lose the
-    # other 27 days, so auto deletes/inserts and required refuses.
+    # The source sends two February days: all of February (27 other days included) becomes
+    # exactly those rows, whether swapped or deleted by its bound; January and March stay.
     make_source(source_uri, NEW_TWO_DAYS)
     make_target(sink_uri)
-    before = table_text(sink_uri, "landing.sales", ORDER)
-
-    with pytest.raises(NativePartitionRefused) as refused:
-        load(source_uri, sink_uri, strategy("required"))
-
-    message = str(refused.value)
-    assert (
-        "partition landing.sales_2024_02 also holds rows with business_date = 2024-02-01" in message
+    expect(
+        sink_uri, "t.business_date >= '2024-02-01' AND t.business_date < '2024-03-01'", NEW_TWO_DAYS
     )
-    assert "Nothing was changed" in message and "partition slice" in message
-    assert table_text(sink_uri, "landing.sales", ORDER) == before
+    oids = dict(partition_oids(sink_uri))
 
-    expect(sink_uri, staged_dates(NEW_TWO_DAYS), NEW_TWO_DAYS)
-    result = load(source_uri, sink_uri, strategy())
+    result = load(source_uri, sink_uri, strategy(native_mode))
+
+    assert result.rows == 5
     assert_target_is_expected(sink_uri)
+    assert fetch(sink_uri, "SELECT count(*), min(store) FROM landing.sales_2024_02") == [(5, "new")]
+    after = dict(partition_oids(sink_uri))
+    assert after["landing.sales_2024_01"] == oids["landing.sales_2024_01"]
+    assert after["landing.sales_2024_03"] == oids["landing.sales_2024_03"]
+    if native_mode == "disabled":
+        assert swapped(result) == []
+        assert deletes(result) == [f'DELETE FROM "landing"."sales" AS t WHERE {FEBRUARY_BOUND}']
+        assert after == oids
+    else:
+        assert deletes(result) == []
+        assert swap_steps(result) == [
+            ("DETACH", "sales_2024_02"),
+            ("ATTACH", "sales_2024_02__pgflow_new_*"),
+        ]
+    assert leftovers(sink_uri) == []
+
+
+HOSTILE_PARTITIONED = """
+CREATE SCHEMA "Pay Ments";
+CREATE TABLE "Pay Ments"."Payments ü" (id int NOT NULL, "Paid At" timestamptz NOT NULL,
+  "Note's" text, amount numeric) PARTITION BY RANGE ("Paid At");
+CREATE TABLE "Pay Ments"."2024 ""Jan"" ü" PARTITION OF "Pay Ments"."Payments ü"
+  FOR VALUES FROM ('2024-01-01 00:00+00') TO ('2024-02-01 00:00+00');
+CREATE TABLE "Pay Ments"."2024 Feb ü" PARTITION OF "Pay Ments"."Payments ü"
+  FOR VALUES FROM ('2024-02-01 00:00+00') TO ('2024-03-01 00:00+00');
+CREATE TABLE "Pay Ments"."2024 Mar" PARTITION OF "Pay Ments"."Payments ü"
+  FOR VALUES FROM ('2024-03-01 00:00+00') TO ('2024-04-01 00:00+00');
+"""
+HOSTILE_SOURCE = """
+CREATE TABLE public.payments (id int NOT NULL, "Paid At" timestamptz NOT NULL, "Note's" text,
+  amount numeric);
+INSERT INTO public.payments SELECT g, '2024-01-01 00:00+00'::timestamptz + g * interval '7 hours',
+  'it''s ' || g, g * 3.14159265358979
+FROM generate_series(0, 287) g;
+INSERT INTO public.payments VALUES (9001, '2024-02-29 23:59:59.999999+00', '"edge"', 1e-20),
+  (9002, '2024-03-01 00:00+00', 'ünï', 'NaN');
+"""
+
+
+@pytest.mark.parametrize("native_mode", ["required", "disabled"])
+def test_a_full_read_after_source_deletes_leaves_the_target_equal_to_the_source(
+    source_uri, sink_uri, native_mode
+):
+    # The issue's case: monthly partitions on a timestamptz column; the source deletes rows in
+    # February (some days entirely); the next full read must drop them from the target too.
+    execute(source_uri, HOSTILE_SOURCE)
+    execute(sink_uri, HOSTILE_PARTITIONED)
+    source = TableName("public", "payments")
+    target = TableName("Pay Ments", "Payments ü")
+    spec = strategy(native_mode, column="Paid At")
+    order = '"Paid At", id'
+    load_named(source_uri, sink_uri, source, target, spec)
+    assert table_text(sink_uri, '"Pay Ments"."Payments ü"', order) == table_text(
+        source_uri, "public.payments", order
+    )
+    execute(
+        source_uri,
+        "DELETE FROM public.payments WHERE \"Paid At\" >= '2024-02-10 00:00+00'"
+        " AND \"Paid At\" < '2024-02-20 00:00+00' OR id % 5 = 0",
+    )
+
+    result = load_named(source_uri, sink_uri, source, target, spec)
+
+    assert table_text(sink_uri, '"Pay Ments"."Payments ü"', order) == table_text(
+        source_uri, "public.payments", order
+    )
+    assert fetch(
+        sink_uri,
+        'SELECT count(*) FROM "Pay Ments"."Payments ü" WHERE "Paid At" >= \'2024-02-10 00:00+00\''
+        " AND \"Paid At\" < '2024-02-20 00:00+00'",
+    ) == [(0,)]
+    assert result.rows == fetch(source_uri, "SELECT count(*) FROM public.payments")[0][0]
+    assert len(swapped(result)) == (6 if native_mode == "required" else 0)
+    assert len(deletes(result)) == (0 if native_mode == "required" else 3)
+
+
+def test_a_touched_default_partition_is_replaced_whole_by_the_fallback(source_uri, sink_uri):
+    rows = "SELECT 7000, '2024-04-15'::date, 'new', 1, 1.00"
+    make_source(source_uri, rows)
+    make_target(sink_uri)
+    execute(
+        sink_uri,
+        "CREATE TABLE landing.sales_other PARTITION OF landing.sales DEFAULT;"
+        " INSERT INTO landing.sales VALUES (600, '2024-04-01', 'old', 1, 1),"
+        " (601, '2025-01-01', 'old', 1, 1), (602, '2023-12-31', 'old', 1, 1)",
+    )
+    # The default partition holds every date outside Jan-Mar 2024: it is replaced as a whole.
+    expect(sink_uri, "t.business_date < '2024-01-01' OR t.business_date >= '2024-04-01'", rows)
+
+    result = load(source_uri, sink_uri, strategy())
+
+    assert_target_is_expected(sink_uri)
+    assert fetch(sink_uri, "SELECT id FROM landing.sales_other") == [(7000,)]
+    assert fetch(sink_uri, "SELECT count(*) FROM landing.sales") == [(183,)]
     assert swapped(result) == []
-    assert len(deletes(result)) == 1
+    assert any("has a default partition" in s for s in result.statements if s.startswith("/*"))
 
 
 # --- refusals and failures leave the target as it was ---------------------------------------
@@ -456,17 +566,68 @@ def test_required_refuses_a_plain_target_before_any_change(source_uri, sink_uri)
     assert table_text(sink_uri, "landing.sales", ORDER) == before
 
 
-def test_required_refuses_a_value_without_partition_before_any_change(source_uri, sink_uri):
-    rows = NEW_FEBRUARY + " UNION ALL SELECT 9000, '2024-05-01', 'new', 1, 1"
+@pytest.mark.parametrize(
+    ("native_mode", "window"),
+    [("required", None), ("auto", None), ("disabled", None), ("auto", "may-july")],
+)
+def test_staged_values_without_a_partition_fail_before_any_change(
+    source_uri, sink_uri, native_mode, window
+):
+    rows = (
+        NEW_FEBRUARY
+        + " UNION ALL SELECT 9000 + g, '2024-05-01'::date + g, 'new', 1, 1"
+        + " FROM generate_series(0, 6) g"
+    )
+    partition_slice = None
+    if window is None:
+        rows += " UNION ALL SELECT 8999, NULL, 'new', 1, 1"
+        shown = "NULL, '2024-05-01', '2024-05-02', '2024-05-03', '2024-05-04' and 3 more"
+    else:
+        rows = rows.replace(NEW_FEBRUARY + " UNION ALL", "")
+        partition_slice = PartitionSlice(datetime.date(2024, 5, 1), datetime.date(2024, 8, 1))
+        shown = "'2024-05-01', '2024-05-02', '2024-05-03', '2024-05-04', '2024-05-05' and 2 more"
     make_source(source_uri, rows)
     make_target(sink_uri)
     before = table_text(sink_uri, "landing.sales", ORDER)
 
-    with pytest.raises(
-        NativePartitionRefused, match=r"value 2024-05-01 of business_date has no partition"
-    ):
-        load(source_uri, sink_uri, strategy("required"))
+    with pytest.raises(PartitionMissing) as error:
+        load(source_uri, sink_uri, strategy(native_mode), partition_slice)
 
+    assert str(error.value) == (
+        f"the source has rows whose business_date has no partition in landing.sales: {shown};"
+        " nothing was written. The partition must exist before the load: create it"
+        " (CREATE TABLE ... PARTITION OF landing.sales FOR VALUES ...), or filter those rows"
+        " out of the source"
+    )
+    assert table_text(sink_uri, "landing.sales", ORDER) == before
+
+
+def test_a_value_without_a_sub_partition_fails_before_any_change(source_uri, sink_uri):
+    # February is sub-partitioned and only its first half has a leaf: Feb 20 fits February
+    # but no table can hold it.
+    rows = NEW_TWO_DAYS + " UNION ALL SELECT 9000, '2024-02-20', 'new', 1, 1"
+    make_source(source_uri, rows)
+    execute(
+        sink_uri,
+        PARTITIONED_TARGET.replace(
+            "CREATE TABLE landing.sales_2024_02 PARTITION OF landing.sales\n"
+            "  FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');",
+            "CREATE TABLE landing.sales_2024_02 PARTITION OF landing.sales\n"
+            "  FOR VALUES FROM ('2024-02-01') TO ('2024-03-01') PARTITION BY RANGE (business_date);"
+            ' CREATE TABLE landing."Feb 1st half" PARTITION OF landing.sales_2024_02'
+            " FOR VALUES FROM ('2024-02-01') TO ('2024-02-16');",
+        ),
+    )
+    execute(sink_uri, "INSERT INTO landing.sales VALUES (1, '2024-02-03', 'old', 1, 1)")
+    before = table_text(sink_uri, "landing.sales", ORDER)
+
+    with pytest.raises(PartitionMissing) as error:
+        load(source_uri, sink_uri, strategy())
+
+    assert str(error.value).startswith(
+        "the source has rows whose business_date has no partition in landing.sales:"
+        " '2024-02-20'; nothing was written."
+    )
     assert table_text(sink_uri, "landing.sales", ORDER) == before
 
 
@@ -550,23 +711,6 @@ def test_rows_outside_the_slice_fail_before_any_change(source_uri, sink_uri):
     assert table_text(sink_uri, "landing.sales", ORDER) == before
 
 
-def test_null_value_on_a_range_partitioned_target(source_uri, sink_uri):
-    rows = NEW_FEBRUARY + " UNION ALL SELECT 9000, NULL, 'new', 1, 1"
-    make_source(source_uri, rows)
-    make_target(sink_uri)
-    before = table_text(sink_uri, "landing.sales", ORDER)
-
-    with pytest.raises(
-        NativePartitionRefused, match=r"value NULL of business_date has no partition"
-    ):
-        load(source_uri, sink_uri, strategy("required"))
-    # auto falls back: the delete runs, then Postgres refuses the NULL row; all rolled back.
-    with pytest.raises(psycopg.errors.IntegrityError):
-        load(source_uri, sink_uri, strategy())
-
-    assert table_text(sink_uri, "landing.sales", ORDER) == before
-
-
 def test_a_failure_between_swaps_leaves_the_target_as_before(source_uri, sink_uri):
     # March's new partition breaks the parent's foreign key: its ATTACH fails after February
     # has already been detached, swapped in and dropped.
@@ -609,4 +753,4 @@ def test_a_failure_between_swaps_leaves_the_target_as_before(source_uri, sink_ur
     ],
 )
 def test_partition_bounds_are_read_as_constants(bound, strategy_code, datums):
-    assert _bound_datums(bound, strategy_code) == datums
+    assert bound_datums(bound, strategy_code) == datums
