@@ -49,6 +49,7 @@ in a List column.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import re
 import threading
@@ -61,7 +62,9 @@ import psycopg
 from arro3.core import RecordBatch, RecordBatchReader, Schema, Table
 from psycopg import sql
 
+from pgflow.sources import arrow_arrays
 from pgflow.sources.catalog import Column, TableInfo
+from pgflow.sources.pg_types import PG_TYPE_KEY, recorded_type
 from pgflow.sources.postgres import PostgresTableSource, copy_to_stdout
 
 DEFAULT_BATCH_ROWS = 100_000
@@ -90,7 +93,6 @@ _STRINGS = {
     3802,
 }  # text, varchar, char, name, "char", uuid, json
 _BOOL, _BYTEA, _NUMERIC, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 16, 17, 1700, 1082, 1114, 1184
-_LIST_STRINGS = {25, 1043, 1042, 19, 18, 2950}  # element types read as List(String)
 _NAIVE = "%Y-%m-%d %H:%M:%S%.f"  # ISO DateStyle; %.f also reads no fraction at all
 _WITH_OFFSET = _NAIVE + "%#z"  # +00, +05:30 ...
 _UNCONSTRAINED_CAST = "::numeric({},{})".format(*UNCONSTRAINED_NUMERIC)
@@ -112,6 +114,7 @@ class ArrowColumn:
     read_as: pl.DataType  # what polars parses the CSV field as
     sql_template: str = "{}"  # wraps the column expression in the SELECT
     finish: Finish | None = None  # turns `read_as` into `dtype`
+    pg_type: str = ""  # the Postgres type recorded with the Arrow field (pg_types.py)
 
     def expression(self, column: sql.Composable) -> sql.Composable:
         return sql.SQL(self.sql_template).format(column)
@@ -168,31 +171,9 @@ def _numeric_column(column: Column) -> ArrowColumn:
 
 
 def _array_column(column: Column) -> ArrowColumn:
-    oid, name = column.element_oid, column.name
-    as_json = "array_to_json({})::text"
-    element: pl.DataType | None = None
-    if column.element_kind == "e" or oid in _LIST_STRINGS:
-        element = pl.String()
-    elif oid in _INTEGERS:
-        element = _INTEGERS[oid]
-    elif oid == _BOOL:
-        element = pl.Boolean()
-    if element is not None:
-        dtype = pl.List(element)
-        return ArrowColumn(name, dtype, pl.String(), as_json, lambda e: e.str.json_decode(dtype))
-    if oid in _FLOATS:
-        # JSON has no NaN or Infinity: floats travel as their exact text, then are parsed.
-        float_type = _FLOATS[oid]
-        return ArrowColumn(
-            name,
-            pl.List(float_type),
-            pl.String(),
-            "array_to_json(({})::text[])::text",
-            lambda e: e.str.json_decode(pl.List(pl.String())).list.eval(
-                pl.element().cast(float_type)
-            ),
-        )
-    return ArrowColumn(name, pl.String(), pl.String(), as_json)
+    dtype, typed = arrow_arrays.array_list(column)
+    finish = arrow_arrays.finish(dtype, typed)
+    return ArrowColumn(column.name, dtype, pl.String(), arrow_arrays.SQL_TEMPLATE, finish)  # type: ignore[arg-type]
 
 
 def arrow_columns(info: TableInfo, columns: Sequence[str] | None = None) -> list[ArrowColumn]:
@@ -202,7 +183,7 @@ def arrow_columns(info: TableInfo, columns: Sequence[str] | None = None) -> list
         column = info.column(name)
         if column is None:
             raise ArrowReadError(f"{info.table} has no column {name!r}")
-        found.append(arrow_column(column))
+        found.append(dataclasses.replace(arrow_column(column), pg_type=recorded_type(column)))
     return found
 
 
@@ -211,8 +192,15 @@ def polars_schema(columns: Sequence[ArrowColumn]) -> pl.Schema:
 
 
 def arrow_schema(columns: Sequence[ArrowColumn]) -> Schema:
-    """The Arrow schema of the batches, as polars exports them (e.g. strings as Utf8View)."""
-    return Table.from_arrow(pl.DataFrame(schema=polars_schema(columns))).schema
+    """The Arrow schema of the batches, as polars exports them (e.g. strings as Utf8View).
+
+    Each field carries its column's Postgres type in its metadata (PG_TYPE_KEY).
+    """
+    schema = Table.from_arrow(pl.DataFrame(schema=polars_schema(columns))).schema
+    types = {c.name: c.pg_type for c in columns if c.pg_type}
+    return Schema(
+        [f.with_metadata({PG_TYPE_KEY: types[f.name]}) if f.name in types else f for f in schema]
+    )
 
 
 class ArrowRead:
@@ -245,6 +233,12 @@ class ArrowRead:
         self.bytes = 0
         self.select: sql.Composable | None = None
         self._closers: list[Callable[[], None]] = []
+        self._read_schema = pl.Schema({c.name: c.read_as for c in self.columns})
+
+    def use_columns(self, columns: Sequence[ArrowColumn]) -> None:
+        """Read the same columns another way (e.g. numerics at a scale chosen from the data)."""
+        self.columns = list(columns)
+        self.schema = polars_schema(self.columns)
         self._read_schema = pl.Schema({c.name: c.read_as for c in self.columns})
 
     @property
@@ -339,6 +333,7 @@ class ArrowRead:
                 try:
                     frame.select(c.finish(pl.col(c.name)))  # type: ignore[misc]
                 except pl.exceptions.PolarsError as error:
+                    _check_arrays(self.source.info, c, frame)
                     raise ArrowReadError(
                         _no_form_message(
                             self.source.info, [c.name], str(c.dtype), _first_line(error)
@@ -359,6 +354,16 @@ class ArrowRead:
             except pl.exceptions.PolarsError:
                 return column
         return None
+
+
+def _check_arrays(info: TableInfo, column: ArrowColumn, frame: pl.DataFrame) -> None:
+    """Refuse, in a few words, an array a list cannot hold (several dimensions, bounds)."""
+    if not isinstance(column.dtype, pl.List):
+        return
+    if (why := arrow_arrays.bad_array(frame.get_column(column.name))) is not None:
+        declared = info.column(column.name)
+        shown = f" ({declared.type_sql})" if declared is not None else ""
+        raise ArrowReadError(f"reading {info.table}: column {column.name}{shown} {why}")
 
 
 def _first_line(error: BaseException) -> str:

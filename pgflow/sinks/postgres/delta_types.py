@@ -37,6 +37,7 @@ import polars as pl
 
 from pgflow.config.model import TableName
 from pgflow.sources.catalog import Column, TableInfo
+from pgflow.sources.pg_types import is_built_in_shape
 
 
 class UnsupportedDeltaType(TypeError):
@@ -104,9 +105,20 @@ def postgres_type(name: str, dtype: pl.DataType) -> tuple[str, int, int, str]:
     raise UnsupportedDeltaType(f"column {name}: Delta type {dtype} has no Postgres mapping")
 
 
-def postgres_column(name: str, dtype: pl.DataType, not_null: bool) -> Column:
+def postgres_column(
+    name: str, dtype: pl.DataType, not_null: bool, pg_type: str | None = None
+) -> Column:
+    """The target column: the Postgres type pgflow recorded for it, else the mapped one."""
+    if pg_type is not None and recorded_type_fits(pg_type, dtype):
+        return plain_column(name, pg_type, 0, not_null)  # oid 0: a built-in type's spelling
     type_sql, oid, element_oid, element_sql = postgres_type(name, dtype)
     return plain_column(name, type_sql, oid, not_null, element_oid, element_sql)
+
+
+def recorded_type_fits(pg_type: str, dtype: pl.DataType) -> bool:
+    """Whether a recorded type can be used: a built-in type's spelling, arrays for lists."""
+    is_list = isinstance(dtype, pl.List | pl.Array) and not _nested(dtype.inner)
+    return is_built_in_shape(pg_type) and pg_type.endswith("[]") == is_list
 
 
 def plain_column(
