@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Literal
 
 import polars as pl
 from arro3.core import Table
 from deltalake import DeltaTable
 from psycopg import sql
 
+from pgflow.config.model import NumericAs
 from pgflow.sources.arrow import ArrowColumn, ArrowRead, ArrowReadError
 from pgflow.sources.postgres import PostgresTableSource
 
-NumericAs = Literal["decimal", "string"]
 MAX_PRECISION = 38
 MIN_SCALE = 9  # the scale pgflow always used: kept when the data leaves room for it
 _NOT_FINITE = "{0} IN ('NaN', 'Infinity', '-Infinity')"
