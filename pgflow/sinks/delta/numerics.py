@@ -23,6 +23,7 @@ from psycopg import sql
 
 from pgflow.config.model import NumericAs
 from pgflow.sources.arrow import ArrowColumn, ArrowRead, ArrowReadError
+from pgflow.sources.catalog import Column
 from pgflow.sources.postgres import PostgresTableSource
 
 MAX_PRECISION = 38
@@ -40,16 +41,24 @@ class _Fit:
     not_finite: bool  # NaN or +-Infinity read
 
 
+def is_unconstrained(column: Column | None) -> bool:
+    return (
+        column is not None
+        and column.base_type_oid == 1700
+        and not column.element_oid
+        and column.base_type_sql == "numeric"
+    )
+
+
 def unconstrained(read: ArrowRead) -> list[str]:
     info = read.source.info
-    return [
-        c.name
-        for c in read.columns
-        if (col := info.column(c.name)) is not None
-        and col.base_type_oid == 1700
-        and not col.element_oid
-        and col.base_type_sql == "numeric"
-    ]
+    return [c.name for c in read.columns if is_unconstrained(info.column(c.name))]
+
+
+def fits_unconstrained(column: Column | None, have: pl.DataType) -> bool:
+    """Whether `have` is a type a load gives an unconstrained numeric (Decimal(38, s), text)."""
+    chosen = isinstance(have, pl.Decimal) and have.precision == MAX_PRECISION
+    return is_unconstrained(column) and (chosen or isinstance(have, pl.String))
 
 
 def plan_numerics(
