@@ -41,6 +41,7 @@ from pgflow.sinks.delta.context import (
 from pgflow.sinks.delta.create import create_table, rebuild
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
 from pgflow.sinks.delta.numerics import NumericAs, kept_types, plan_numerics
+from pgflow.sinks.delta.retyped import check_list_columns
 from pgflow.sinks.delta.state import commit_properties, read_state
 from pgflow.sinks.postgres.apply import PartitionSlice
 from pgflow.sinks.postgres.keys import check_key_columns
@@ -140,8 +141,9 @@ def load_delta(
                     "the Delta log",
                 )
         read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
-        rewrites = reset or strategy.mode == "full_refresh"
-        plan_numerics(read, kept_types(table, rewrites), numeric_as)
+        kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
+        plan_numerics(read, kept, numeric_as)
+        check_list_columns(kept, read, path)
         cursor = incremental.cursor_column if incremental is not None else None
         if is_keyed(strategy):
             check_key_columns(strategy.unique_key, source.info)

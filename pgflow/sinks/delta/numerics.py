@@ -151,8 +151,8 @@ def _sample(source: PostgresTableSource, name: str, precision: int, scale: int) 
     return repr(rows[0][0]) if rows else "a value"
 
 
-def kept_types(table: DeltaTable | None, rewrites_schema: bool) -> dict[str, pl.DataType]:
+def kept_types(table: DeltaTable | None, *, rewrites: bool) -> dict[str, pl.DataType]:
     """The column types a load must keep: the table's, unless it rewrites the schema."""
-    if table is None or rewrites_schema:
+    if table is None or rewrites:
         return {}
     return dict(pl.DataFrame(Table.from_batches([], schema=table.schema().to_arrow())).schema)
