@@ -167,7 +167,12 @@ def _files(table: DeltaTable, partition_columns: Sequence[str]) -> tuple[DeltaFi
         if partition_columns and "partition" in actions.columns
         else [None] * actions.height
     )
-    for row, uri, values in zip(actions.iter_rows(named=True), uris, partitions, strict=True):
+    # Only the columns used: the statistics' min/max can hold values Python has no form for
+    # (dates before year 1).
+    wanted = actions.select(
+        c for c in ("path", "size_bytes", "num_records") if c in actions.columns
+    )
+    for row, uri, values in zip(wanted.iter_rows(named=True), uris, partitions, strict=True):
         files.append(
             DeltaFile(
                 path=row["path"],

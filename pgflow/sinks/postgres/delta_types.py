@@ -200,7 +200,19 @@ def _render(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         return _copy_escape(_array_literal(expr, dtype))
     if _nested(dtype):
         return _copy_escape(_json_text(expr, dtype))
-    return expr.cast(pl.String)  # floats, decimals, dates, timestamps: ISO / shortest exact
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return _dated(expr)
+    return expr.cast(pl.String)  # floats, decimals: shortest exact
+
+
+def _dated(expr: pl.Expr) -> pl.Expr:
+    """ISO text Postgres reads for any year: "+10000-..." without "+", year 0 as "0001 BC"."""
+    text = expr.cast(pl.String).str.strip_prefix("+")
+    year = expr.dt.year()
+    bc = pl.concat_str(
+        (1 - year).cast(pl.String).str.zfill(4), text.str.replace(r"^-?\d+", ""), pl.lit(" BC")
+    )
+    return pl.when(year < 1).then(bc).otherwise(text)
 
 
 def _array_literal(expr: pl.Expr, dtype: pl.List | pl.Array) -> pl.Expr:

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
+import pytest
 from deltalake import DeltaTable, write_deltalake
 from psycopg import sql
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.delta_sync import sync_delta
 from pgflow.sinks.postgres.delta_types import postgres_column
+from pgflow.sources.arrow import ArrowReadError
 from pgflow.sources.pg_types import PG_TYPE_KEY
 from pgflow_tests.pg import execute
 from pgflow_tests.sinks.delta.conftest import run_delta
@@ -192,3 +194,53 @@ def test_recorded_types_that_are_not_a_type_spelling_are_ignored() -> None:
     assert postgres_column("a", pl.Int32(), False, hostile).type_sql == "integer"
     assert postgres_column("a", pl.Int32(), False, "smallint").type_sql == "smallint"
     assert postgres_column("a", pl.List(pl.Int32()), False, "smallint").type_sql == "integer[]"
+
+
+def test_dates_and_timestamps_of_every_year_round_trip(
+    source_uri: str, sink_uri: str, tmp_path: Path
+) -> None:
+    execute(
+        source_uri,
+        "CREATE TABLE orders (id int PRIMARY KEY, d date, ts timestamp(6), tz timestamptz);"
+        " INSERT INTO orders VALUES"
+        " (1, '4713-01-01 BC', '4713-01-01 00:00:00 BC', '4713-01-01 00:00:00+00 BC'),"
+        " (2, '0044-03-15 BC', '0001-12-31 23:59:59.999999 BC', '0001-01-01 00:00:00+00 BC'),"
+        " (3, '0001-01-01', '0001-01-01 00:00:00', '0001-01-01 00:00:00.000001+00'),"
+        " (4, '9999-12-31', '10000-01-01 00:00:00', '12345-06-07 08:09:10.5+00'),"
+        " (5, '262142-12-31', '262142-12-31 23:59:59.999999', '1970-01-01 00:00:00+00'),"
+        " (6, NULL, NULL, NULL)",
+    )
+    run_delta(source_uri, tmp_path / "lake", time_zone="Pacific/Chatham")
+    sync_delta(sink_uri, str(tmp_path / "lake"), TARGET, ("id",), pipeline="orders")
+
+    years = pl.read_delta(str(tmp_path / "lake")).sort("id").select(pl.col("d").dt.year())
+    assert years.to_series().to_list() == [-4712, -43, 1, 9999, 262142, None]
+    names = ["id", "d", "ts", "tz"]
+    assert values(sink_uri, TARGET.schema, TARGET.name, names) == values(
+        source_uri, "public", "orders", names
+    )
+
+
+@pytest.mark.parametrize(
+    ("type_sql", "value", "kind"),
+    [
+        ("date", "infinity", "date"),
+        ("timestamp without time zone", "-infinity", "timestamp"),
+        ("timestamp with time zone", "infinity", "timestamp"),
+        ("date", "262143-01-01", "date"),
+        ("timestamp without time zone", "262143-01-01 00:00:00", "timestamp"),
+    ],
+)
+def test_dates_and_timestamps_delta_cannot_hold_are_named(
+    source_uri: str, tmp_path: Path, type_sql: str, value: str, kind: str
+) -> None:
+    execute(source_uri, f'CREATE TABLE orders (id int, "At é" {type_sql})')
+    execute(source_uri, "INSERT INTO orders VALUES (1, now()), (2, %s)", (value,))
+    with pytest.raises(ArrowReadError) as failed:
+        run_delta(source_uri, tmp_path / "lake")
+    assert str(failed.value) == (
+        f"reading public.orders: column At é ({type_sql}) holds {value!r}, which a Delta "
+        f"{kind} cannot hold; nothing was written. Store a finite value (or NULL) in the "
+        "source, or read the column as text through a view (e.g. the column cast ::text)"
+    )
+    assert not DeltaTable.is_deltatable(str(tmp_path / "lake"))
