@@ -16,18 +16,18 @@ doubles the quotes inside, so a newline ends a record exactly when the number of
 characters before it is even. A batch is cut at the last such newline; the rest starts the
 next one.
 
-Type mapping (domains are mapped as their base type; every column is nullable):
+Type mapping (domains are mapped as their base type; every column is nullable). Each Arrow
+field also carries the column's Postgres type in its metadata (pg_types.py):
 
     Postgres                              Arrow (polars)
     smallint / integer / bigint / oid     Int16 / Int32 / Int64 / Int64
     real / double precision               Float32 / Float64 (NaN and +-Infinity kept)
     numeric(p, s), p <= 38                Decimal(p, s), exact
-    numeric (no precision)                Decimal(38, 9): Postgres rounds to 9 decimals
-                                          (half away from zero); more than 29 integer digits
-                                          fail the read ("numeric field overflow")
+    numeric (no precision)                Decimal(38, 9) here; a Delta load re-plans it
+                                          exactly from the data (sinks/delta/numerics.py)
     numeric(p, s), p > 38 or s < 0        String, the value as Postgres prints it
     boolean                               Boolean
-    date                                  Date
+    date                                  Date, any year Postgres has (arrow_dates.py)
     timestamp with time zone              Datetime("us", "UTC"): UTC instants
     timestamp without time zone           Datetime("us"), naive (Delta: timestamp_ntz); the
                                           only naive type, for the only zone-less source type
@@ -35,16 +35,14 @@ Type mapping (domains are mapped as their base type; every column is nullable):
     json, jsonb                           String: the JSON text (jsonb as Postgres prints it)
     enums                                 String: the label
     bytea                                 Binary
-    1-D arrays of the types above that    List of the element type; NULL elements kept
-      map to ints, floats, bool, String
-      or an enum
-    other arrays                          String: array_to_json() text, e.g. [1.5,2.5]
+    1-D, 1-based arrays                   List, typed per element (arrow_arrays.py); NULL
+                                          elements kept
     interval, time, timetz, inet, ranges, String: the text Postgres prints under pgflow's
       money, xml, bit, composites, ...    portable settings (IntervalStyle postgres, ISO)
 
-Values with no Arrow form fail the read with the column named: numeric NaN or Infinity,
-timestamps or dates of +-infinity or BC, years past 9999, arrays of two or more dimensions
-in a List column.
+Values with no Arrow form fail the read naming the column (and the value where it can):
+numeric NaN or Infinity in numeric(p,s), +-infinity dates and timestamps (and years from
+262143), arrays of two or more dimensions or not starting at 1.
 """
 
 from __future__ import annotations
@@ -63,6 +61,12 @@ from arro3.core import RecordBatch, RecordBatchReader, Schema, Table
 from psycopg import sql
 
 from pgflow.sources import arrow_arrays, arrow_dates
+from pgflow.sources.arrow_errors import (
+    ArrowReadError,
+    check_lists_and_dates,
+    first_line,
+    no_form_message,
+)
 from pgflow.sources.catalog import Column, TableInfo
 from pgflow.sources.pg_types import PG_TYPE_KEY, recorded_type
 from pgflow.sources.postgres import PostgresTableSource, copy_to_stdout
@@ -97,10 +101,6 @@ _UNCONSTRAINED_CAST = "::numeric({},{})".format(*UNCONSTRAINED_NUMERIC)
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(-?\d+)\)$")
 
 Finish = Callable[[pl.Expr], pl.Expr]
-
-
-class ArrowReadError(ValueError):
-    """A source value has no Arrow form, or the CSV stream could not be parsed."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +274,7 @@ class ArrowRead:
             # Raised by the read's own cast of unconstrained numerics to Decimal(38,9).
             names = [c.name for c in self.columns if c.sql_template.endswith(_UNCONSTRAINED_CAST)]
             raise ArrowReadError(
-                _no_form_message(
+                no_form_message(
                     self.source.info,
                     names,
                     "Decimal(38,9) (29 or more integer digits, or +-Infinity)",
@@ -310,8 +310,8 @@ class ArrowRead:
                     "9999 cannot be represented"
                 ) from error
             raise ArrowReadError(
-                _no_form_message(
-                    self.source.info, [column.name], str(column.dtype), _first_line(error)
+                no_form_message(
+                    self.source.info, [column.name], str(column.dtype), first_line(error)
                 )
             ) from error
         finishing = [c for c in self.columns if c.finish is not None]
@@ -324,12 +324,9 @@ class ArrowRead:
                 try:
                     frame.select(c.finish(pl.col(c.name)))  # type: ignore[misc]
                 except pl.exceptions.PolarsError as error:
-                    _check_arrays(self.source.info, c, frame)
-                    _check_dates(self.source.info, c, frame)
+                    check_lists_and_dates(self.source.info, c.name, c.dtype, frame)
                     raise ArrowReadError(
-                        _no_form_message(
-                            self.source.info, [c.name], str(c.dtype), _first_line(error)
-                        )
+                        no_form_message(self.source.info, [c.name], str(c.dtype), first_line(error))
                     ) from error
             raise
 
@@ -346,51 +343,6 @@ class ArrowRead:
             except pl.exceptions.PolarsError:
                 return column
         return None
-
-
-def _check_arrays(info: TableInfo, column: ArrowColumn, frame: pl.DataFrame) -> None:
-    """Refuse, in a few words, an array a list cannot hold (several dimensions, bounds)."""
-    if not isinstance(column.dtype, pl.List):
-        return
-    if (why := arrow_arrays.bad_array(frame.get_column(column.name))) is not None:
-        declared = info.column(column.name)
-        shown = f" ({declared.type_sql})" if declared is not None else ""
-        raise ArrowReadError(f"reading {info.table}: column {column.name}{shown} {why}")
-
-
-def _check_dates(info: TableInfo, column: ArrowColumn, frame: pl.DataFrame) -> None:
-    """Refuse, naming it, a date or timestamp Arrow cannot hold (+-infinity)."""
-    if column.sql_template not in (arrow_dates.DATE_SQL, arrow_dates.TIMESTAMP_SQL):
-        return
-    if (value := arrow_dates.out_of_range(frame.get_column(column.name))) is not None:
-        declared = info.column(column.name)
-        shown = f" ({declared.type_sql})" if declared is not None else ""
-        raise ArrowReadError(
-            f"reading {info.table}: column {column.name}{shown} holds {value!r}, which a Delta "
-            f"{'date' if column.dtype == pl.Date else 'timestamp'} cannot hold; nothing was "
-            "written. Store a finite value (or NULL) in the source, or read the column as text "
-            "through a view (e.g. the column cast ::text)"
-        )
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def _no_form_message(info: TableInfo, names: Sequence[str], dtype: str, detail: str) -> str:
-    """What failed (table, column, type, the value's problem) and the way out."""
-    described = ", ".join(
-        f"{name} ({column.type_sql})" if (column := info.column(name)) else name for name in names
-    )
-    plural = "s" if len(names) > 1 else ""
-    return (
-        f"reading {info.table}: column{plural} {described} holds a value with no Delta/Arrow "
-        f"{dtype} form ({detail}); nothing was written. Values without one: numeric NaN or "
-        "+-Infinity, numerics of 29 or more integer digits in an unconstrained numeric, "
-        "infinite or BC dates and timestamps, years past 9999, arrays of two or more "
-        "dimensions. Fix the value in the source, or change the column's type there (cast "
-        "it, e.g. to text, which Delta carries as the value's Postgres text)"
-    )
 
 
 T = TypeVar("T")

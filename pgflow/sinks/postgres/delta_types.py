@@ -1,6 +1,10 @@
 """Delta (polars) column types as Postgres columns, and polars batches as COPY text.
 
-Type mapping, stated once:
+A column pgflow wrote carries its Postgres type in the Delta field metadata
+(`pgflow.pg_type`, pg_types.py): the target column gets exactly that type (numeric(12,2),
+varchar(20), uuid, interval, inet, int4range, numeric(10,2)[] ...), when it reads as a
+built-in type's spelling and is a list exactly when the type is an array. Otherwise (tables
+written by others) the Arrow type maps to its closest Postgres type, stated once:
 
 | Delta / polars | Postgres |
 |---|---|
@@ -21,7 +25,8 @@ Type mapping, stated once:
 
 JSON of nested values: struct fields by name, in schema order; maps as an array of
 {"key", "value"} objects; decimals as strings (exact); binary as hex strings; timestamps as
-ISO-8601 strings; NaN and infinities as null (JSON has no such numbers).
+ISO-8601 strings; NaN and infinities as null (JSON has no such numbers). Dates and timestamps
+of any year are rendered as Postgres reads them (years before 1 as "... BC").
 
 COPY text format: NULL is \\N and an empty string is empty, so the two never meet; backslash,
 newline, carriage return and tab in values are escaped, so any string round-trips.
