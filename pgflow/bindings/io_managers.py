@@ -409,6 +409,7 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
                 storage_options=self.delta.storage_options(),
                 pipeline=spec.name,
                 reset=reset,
+                numeric_as=sink.numeric_as,
             )
         context.log.info(
             f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "

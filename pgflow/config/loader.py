@@ -41,6 +41,7 @@ from pgflow.config.model import (
 )
 from pgflow.config.naming import dagster_name, key_problems, target_key
 from pgflow.config.reader import Section
+from pgflow.config.sink_options import read_sink_options
 from pgflow.config.support import unsupported_reason
 
 DEFAULT_CONFIG_PATH = "pipelines"
@@ -499,10 +500,11 @@ def _read_sink(section: Section | None, report: Any) -> SinkSpec | None:
         table = None
     strategy_section = section.section("strategy", required=True)
     strategy = _read_strategy(strategy_section) if strategy_section else None
+    numeric_as = read_sink_options(section.section("options"), kind)
     section.finish()
     if kind is None or strategy is None:
         return None
-    return SinkSpec(kind, connection_id, connection_type, table, strategy, path)  # type: ignore[arg-type]
+    return SinkSpec(kind, connection_id, connection_type, table, strategy, path, numeric_as)  # type: ignore[arg-type]
 
 
 def _read_strategy(s: Section) -> StrategySpec | None:

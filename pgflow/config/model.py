@@ -24,6 +24,7 @@ MergePolicy = Literal["delete_insert", "upsert", "shadow_swap"]
 DuplicatePolicy = Literal["fail", "keep_last"]
 NativeMode = Literal["auto", "required", "disabled"]
 SchemaChangePolicy = Literal["fail", "add_columns", "sync"]
+NumericAs = Literal["decimal", "string"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class SinkSpec:
     table: TableName | None
     strategy: StrategySpec
     path: str | None = None
+    # Delta sinks: how an unconstrained numeric is written (exact decimal, or its text)
+    numeric_as: NumericAs = "decimal"
 
     @property
     def target_id(self) -> str:

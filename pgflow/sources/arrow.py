@@ -16,18 +16,18 @@ doubles the quotes inside, so a newline ends a record exactly when the number of
 characters before it is even. A batch is cut at the last such newline; the rest starts the
 next one.
 
-Type mapping (domains are mapped as their base type; every column is nullable):
+Type mapping (domains are mapped as their base type; every column is nullable). Each Arrow
+field also carries the column's Postgres type in its metadata (pg_types.py):
 
     Postgres                              Arrow (polars)
     smallint / integer / bigint / oid     Int16 / Int32 / Int64 / Int64
     real / double precision               Float32 / Float64 (NaN and +-Infinity kept)
     numeric(p, s), p <= 38                Decimal(p, s), exact
-    numeric (no precision)                Decimal(38, 9): Postgres rounds to 9 decimals
-                                          (half away from zero); more than 29 integer digits
-                                          fail the read ("numeric field overflow")
+    numeric (no precision)                Decimal(38, 9) here; a Delta load re-plans it
+                                          exactly from the data (sinks/delta/numerics.py)
     numeric(p, s), p > 38 or s < 0        String, the value as Postgres prints it
     boolean                               Boolean
-    date                                  Date
+    date                                  Date, any year Postgres has (arrow_dates.py)
     timestamp with time zone              Datetime("us", "UTC"): UTC instants
     timestamp without time zone           Datetime("us"), naive (Delta: timestamp_ntz); the
                                           only naive type, for the only zone-less source type
@@ -35,20 +35,19 @@ Type mapping (domains are mapped as their base type; every column is nullable):
     json, jsonb                           String: the JSON text (jsonb as Postgres prints it)
     enums                                 String: the label
     bytea                                 Binary
-    1-D arrays of the types above that    List of the element type; NULL elements kept
-      map to ints, floats, bool, String
-      or an enum
-    other arrays                          String: array_to_json() text, e.g. [1.5,2.5]
+    1-D, 1-based arrays                   List, typed per element (arrow_arrays.py); NULL
+                                          elements kept
     interval, time, timetz, inet, ranges, String: the text Postgres prints under pgflow's
       money, xml, bit, composites, ...    portable settings (IntervalStyle postgres, ISO)
 
-Values with no Arrow form fail the read with the column named: numeric NaN or Infinity,
-timestamps or dates of +-infinity or BC, years past 9999, arrays of two or more dimensions
-in a List column.
+Values with no Arrow form fail the read naming the column (and the value where it can):
+numeric NaN or Infinity in numeric(p,s), +-infinity dates and timestamps (and years from
+262143), arrays of two or more dimensions or not starting at 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import re
 import threading
@@ -61,7 +60,15 @@ import psycopg
 from arro3.core import RecordBatch, RecordBatchReader, Schema, Table
 from psycopg import sql
 
+from pgflow.sources import arrow_arrays, arrow_dates
+from pgflow.sources.arrow_errors import (
+    ArrowReadError,
+    check_lists_and_dates,
+    first_line,
+    no_form_message,
+)
 from pgflow.sources.catalog import Column, TableInfo
+from pgflow.sources.pg_types import PG_TYPE_KEY, recorded_type
 from pgflow.sources.postgres import PostgresTableSource, copy_to_stdout
 
 DEFAULT_BATCH_ROWS = 100_000
@@ -90,17 +97,10 @@ _STRINGS = {
     3802,
 }  # text, varchar, char, name, "char", uuid, json
 _BOOL, _BYTEA, _NUMERIC, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 16, 17, 1700, 1082, 1114, 1184
-_LIST_STRINGS = {25, 1043, 1042, 19, 18, 2950}  # element types read as List(String)
-_NAIVE = "%Y-%m-%d %H:%M:%S%.f"  # ISO DateStyle; %.f also reads no fraction at all
-_WITH_OFFSET = _NAIVE + "%#z"  # +00, +05:30 ...
 _UNCONSTRAINED_CAST = "::numeric({},{})".format(*UNCONSTRAINED_NUMERIC)
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(-?\d+)\)$")
 
 Finish = Callable[[pl.Expr], pl.Expr]
-
-
-class ArrowReadError(ValueError):
-    """A source value has no Arrow form, or the CSV stream could not be parsed."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class ArrowColumn:
     read_as: pl.DataType  # what polars parses the CSV field as
     sql_template: str = "{}"  # wraps the column expression in the SELECT
     finish: Finish | None = None  # turns `read_as` into `dtype`
+    pg_type: str = ""  # the Postgres type recorded with the Arrow field (pg_types.py)
 
     def expression(self, column: sql.Composable) -> sql.Composable:
         return sql.SQL(self.sql_template).format(column)
@@ -133,26 +134,19 @@ def arrow_column(column: Column) -> ArrowColumn:
     if oid == _NUMERIC:
         return _numeric_column(column)
     if oid == _DATE:
-        return ArrowColumn(name, pl.Date(), pl.Date())
-    if oid == _TIMESTAMP:
-        return ArrowColumn(name, pl.Datetime("us"), pl.String(), finish=_timestamp(_NAIVE))
-    if oid == _TIMESTAMPTZ:
-        # Under TimeZone UTC Postgres prints "...+00"; the offset is read, so the instant is
-        # kept whatever the offset.
-        return ArrowColumn(
-            name, pl.Datetime("us", "UTC"), pl.String(), finish=_timestamp(_WITH_OFFSET)
-        )
+        days = arrow_dates.date_from_days
+        return ArrowColumn(name, pl.Date(), pl.String(), arrow_dates.DATE_SQL, days)
+    if oid in (_TIMESTAMP, _TIMESTAMPTZ):
+        zoned = oid == _TIMESTAMPTZ  # timestamptz: UTC instants, whatever the session zone
+        dtype = pl.Datetime("us", "UTC" if zoned else None)
+        micros = arrow_dates.timestamp_from_micros(zoned)
+        return ArrowColumn(name, dtype, pl.String(), arrow_dates.TIMESTAMP_SQL, micros)  # type: ignore[arg-type]
     if oid == _BYTEA:
         # bytea_output hex: "\x0aff"
         return ArrowColumn(
             name, pl.Binary(), pl.String(), finish=lambda e: e.str.slice(2).str.decode("hex")
         )
     return ArrowColumn(name, pl.String(), pl.String())
-
-
-def _timestamp(layout: str) -> Finish:
-    # An explicit format parses 2-3x faster than the CSV reader's own datetime parsing.
-    return lambda e: e.str.to_datetime(layout, time_unit="us", strict=True)
 
 
 def _numeric_column(column: Column) -> ArrowColumn:
@@ -168,31 +162,9 @@ def _numeric_column(column: Column) -> ArrowColumn:
 
 
 def _array_column(column: Column) -> ArrowColumn:
-    oid, name = column.element_oid, column.name
-    as_json = "array_to_json({})::text"
-    element: pl.DataType | None = None
-    if column.element_kind == "e" or oid in _LIST_STRINGS:
-        element = pl.String()
-    elif oid in _INTEGERS:
-        element = _INTEGERS[oid]
-    elif oid == _BOOL:
-        element = pl.Boolean()
-    if element is not None:
-        dtype = pl.List(element)
-        return ArrowColumn(name, dtype, pl.String(), as_json, lambda e: e.str.json_decode(dtype))
-    if oid in _FLOATS:
-        # JSON has no NaN or Infinity: floats travel as their exact text, then are parsed.
-        float_type = _FLOATS[oid]
-        return ArrowColumn(
-            name,
-            pl.List(float_type),
-            pl.String(),
-            "array_to_json(({})::text[])::text",
-            lambda e: e.str.json_decode(pl.List(pl.String())).list.eval(
-                pl.element().cast(float_type)
-            ),
-        )
-    return ArrowColumn(name, pl.String(), pl.String(), as_json)
+    dtype, typed = arrow_arrays.array_list(column)
+    finish = arrow_arrays.finish(dtype, typed)
+    return ArrowColumn(column.name, dtype, pl.String(), arrow_arrays.SQL_TEMPLATE, finish)  # type: ignore[arg-type]
 
 
 def arrow_columns(info: TableInfo, columns: Sequence[str] | None = None) -> list[ArrowColumn]:
@@ -202,7 +174,7 @@ def arrow_columns(info: TableInfo, columns: Sequence[str] | None = None) -> list
         column = info.column(name)
         if column is None:
             raise ArrowReadError(f"{info.table} has no column {name!r}")
-        found.append(arrow_column(column))
+        found.append(dataclasses.replace(arrow_column(column), pg_type=recorded_type(column)))
     return found
 
 
@@ -211,8 +183,15 @@ def polars_schema(columns: Sequence[ArrowColumn]) -> pl.Schema:
 
 
 def arrow_schema(columns: Sequence[ArrowColumn]) -> Schema:
-    """The Arrow schema of the batches, as polars exports them (e.g. strings as Utf8View)."""
-    return Table.from_arrow(pl.DataFrame(schema=polars_schema(columns))).schema
+    """The Arrow schema of the batches, as polars exports them (e.g. strings as Utf8View).
+
+    Each field carries its column's Postgres type in its metadata (PG_TYPE_KEY).
+    """
+    schema = Table.from_arrow(pl.DataFrame(schema=polars_schema(columns))).schema
+    types = {c.name: c.pg_type for c in columns if c.pg_type}
+    return Schema(
+        [f.with_metadata({PG_TYPE_KEY: types[f.name]}) if f.name in types else f for f in schema]
+    )
 
 
 class ArrowRead:
@@ -245,6 +224,12 @@ class ArrowRead:
         self.bytes = 0
         self.select: sql.Composable | None = None
         self._closers: list[Callable[[], None]] = []
+        self._read_schema = pl.Schema({c.name: c.read_as for c in self.columns})
+
+    def use_columns(self, columns: Sequence[ArrowColumn]) -> None:
+        """Read the same columns another way (e.g. numerics at a scale chosen from the data)."""
+        self.columns = list(columns)
+        self.schema = polars_schema(self.columns)
         self._read_schema = pl.Schema({c.name: c.read_as for c in self.columns})
 
     @property
@@ -289,7 +274,7 @@ class ArrowRead:
             # Raised by the read's own cast of unconstrained numerics to Decimal(38,9).
             names = [c.name for c in self.columns if c.sql_template.endswith(_UNCONSTRAINED_CAST)]
             raise ArrowReadError(
-                _no_form_message(
+                no_form_message(
                     self.source.info,
                     names,
                     "Decimal(38,9) (29 or more integer digits, or +-Infinity)",
@@ -325,8 +310,8 @@ class ArrowRead:
                     "9999 cannot be represented"
                 ) from error
             raise ArrowReadError(
-                _no_form_message(
-                    self.source.info, [column.name], str(column.dtype), _first_line(error)
+                no_form_message(
+                    self.source.info, [column.name], str(column.dtype), first_line(error)
                 )
             ) from error
         finishing = [c for c in self.columns if c.finish is not None]
@@ -339,10 +324,9 @@ class ArrowRead:
                 try:
                     frame.select(c.finish(pl.col(c.name)))  # type: ignore[misc]
                 except pl.exceptions.PolarsError as error:
+                    check_lists_and_dates(self.source.info, c.name, c.dtype, frame)
                     raise ArrowReadError(
-                        _no_form_message(
-                            self.source.info, [c.name], str(c.dtype), _first_line(error)
-                        )
+                        no_form_message(self.source.info, [c.name], str(c.dtype), first_line(error))
                     ) from error
             raise
 
@@ -359,26 +343,6 @@ class ArrowRead:
             except pl.exceptions.PolarsError:
                 return column
         return None
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def _no_form_message(info: TableInfo, names: Sequence[str], dtype: str, detail: str) -> str:
-    """What failed (table, column, type, the value's problem) and the way out."""
-    described = ", ".join(
-        f"{name} ({column.type_sql})" if (column := info.column(name)) else name for name in names
-    )
-    plural = "s" if len(names) > 1 else ""
-    return (
-        f"reading {info.table}: column{plural} {described} holds a value with no Delta/Arrow "
-        f"{dtype} form ({detail}); nothing was written. Values without one: numeric NaN or "
-        "+-Infinity, numerics of 29 or more integer digits in an unconstrained numeric, "
-        "infinite or BC dates and timestamps, years past 9999, arrays of two or more "
-        "dimensions. Fix the value in the source, or change the column's type there (cast "
-        "it, e.g. to text, which Delta carries as the value's Postgres text)"
-    )
 
 
 T = TypeVar("T")

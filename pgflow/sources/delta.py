@@ -31,6 +31,8 @@ import polars as pl
 from arro3.core import Table
 from deltalake import DeltaTable
 
+from pgflow.sources.pg_types import PG_TYPE_KEY
+
 CHANGE_TYPE = "_change_type"
 COMMIT_VERSION = "_commit_version"
 # CDF change types that leave a row in the table after their commit.
@@ -46,6 +48,7 @@ class DeltaColumn:
     name: str
     dtype: pl.DataType
     nullable: bool
+    pg_type: str | None = None  # the Postgres type pgflow recorded when it wrote the column
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,10 @@ def open_snapshot(
     _check_readable(table, configuration)
     polars_schema = pl.DataFrame(Table.from_batches([], schema=table.schema().to_arrow())).schema
     columns = tuple(
-        DeltaColumn(f.name, polars_schema[f.name], bool(f.nullable)) for f in table.schema().fields
+        DeltaColumn(
+            f.name, polars_schema[f.name], bool(f.nullable), (f.metadata or {}).get(PG_TYPE_KEY)
+        )
+        for f in table.schema().fields
     )
     partition_columns = tuple(table.metadata().partition_columns)
     return DeltaSnapshot(
@@ -161,7 +167,12 @@ def _files(table: DeltaTable, partition_columns: Sequence[str]) -> tuple[DeltaFi
         if partition_columns and "partition" in actions.columns
         else [None] * actions.height
     )
-    for row, uri, values in zip(actions.iter_rows(named=True), uris, partitions, strict=True):
+    # Only the columns used: the statistics' min/max can hold values Python has no form for
+    # (dates before year 1).
+    wanted = actions.select(
+        c for c in ("path", "size_bytes", "num_records") if c in actions.columns
+    )
+    for row, uri, values in zip(wanted.iter_rows(named=True), uris, partitions, strict=True):
         files.append(
             DeltaFile(
                 path=row["path"],

@@ -13,6 +13,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec
+from pgflow.sinks.delta.numerics import fits_unconstrained
 from pgflow.sinks.postgres.inspect import SAMPLE_KEYS, DuplicateKeys, SchemaComparison
 from pgflow.sources.arrow import arrow_column
 from pgflow.sources.catalog import TableInfo
@@ -80,7 +81,9 @@ def compare_delta_columns(
     retyped = tuple(
         f"{name} ({table[name]} -> {dtype})"
         for name, dtype in wanted.items()
-        if name in table and table[name] != dtype
+        if name in table
+        and table[name] != dtype
+        and not fits_unconstrained(source.column(name), table[name])  # scale from the data
     )
     refused: list[str] = []
     if strategy.mode != "full_refresh":

@@ -63,7 +63,10 @@ def keep_last_query(read: ArrowRead, strategy: StrategySpec, cursor: str | None)
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in strategy.unique_key)
     order: list[sql.Composable] = [keys]
     if cursor is not None:
-        order.append(sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(cursor)))
+        # The table's column, not the output column of that name: the read may send it in
+        # another form (timestamps as microseconds text), which does not sort the same.
+        column = sql.SQL("{}.{}").format(source.table_sql, sql.Identifier(cursor))
+        order.append(sql.SQL("{} DESC NULLS LAST").format(column))
     order.append(sql.SQL("age({}.xmin), {}.ctid DESC").format(source.table_sql, source.table_sql))
     select = source.select_query(
         [sql.SQL("DISTINCT ON ({}) {}").format(keys, sql.SQL(", ").join(columns))]

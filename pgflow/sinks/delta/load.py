@@ -40,6 +40,8 @@ from pgflow.sinks.delta.context import (
 )
 from pgflow.sinks.delta.create import create_table, rebuild
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
+from pgflow.sinks.delta.numerics import NumericAs, kept_types, plan_numerics
+from pgflow.sinks.delta.retyped import check_list_columns
 from pgflow.sinks.delta.state import commit_properties, read_state
 from pgflow.sinks.postgres.apply import PartitionSlice
 from pgflow.sinks.postgres.keys import check_key_columns
@@ -98,6 +100,7 @@ def load_delta(
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     partition_slice: PartitionSlice | None = None,
     writer_properties: WriterProperties | None = None,
+    numeric_as: NumericAs = "decimal",
 ) -> DeltaLoadResult:
     """Load `source` (a Postgres source, not yet opened) into the Delta table at `path`.
 
@@ -106,6 +109,7 @@ def load_delta(
     rows. `reset` reads everything and overwrites the whole table, whatever the strategy.
     `partition_slice` (partition_replace only) is the slice the run replaces.
     `writer_properties` replaces pgflow's Parquet settings (snappy, row groups of 64Ki rows).
+    `numeric_as` is how unconstrained numerics are written (numerics.py).
     """
     if not isinstance(source, PostgresTableSource):
         raise TypeError(f"a Delta load reads a Postgres table; got {type(source).__name__}")
@@ -137,6 +141,9 @@ def load_delta(
                     "the Delta log",
                 )
         read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
+        kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
+        plan_numerics(read, kept, numeric_as)
+        check_list_columns(kept, read, path)
         cursor = incremental.cursor_column if incremental is not None else None
         if is_keyed(strategy):
             check_key_columns(strategy.unique_key, source.info)

@@ -81,6 +81,8 @@ def distinct_values(ctx: DeltaContext, column: str) -> list[object]:
     expression = ctx.read.expressions[index]
     if ctx.read.columns[index].dtype == pl.String:  # uuid, enums, char(n)...: as the read has them
         expression = sql.SQL("({})::text").format(expression)
+    elif ctx.read.columns[index].dtype == pl.Date:  # the read sends days since 1970: the date
+        expression = ctx.source.column_expression(column)
     read = ctx.source.select_query([expression])
     query = sql.SQL("SELECT DISTINCT v FROM ({}) r(v)").format(read)
     return [row[0] for row in ctx.source.fetch(query)]

@@ -690,7 +690,7 @@ class _Run:
 
     def delta_columns(self) -> list[Column]:
         return [
-            postgres_column(c.name, c.dtype, not c.nullable or c.name in self.key)
+            postgres_column(c.name, c.dtype, not c.nullable or c.name in self.key, c.pg_type)
             for c in self.snapshot.columns
         ]
 

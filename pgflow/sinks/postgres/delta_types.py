@@ -1,6 +1,10 @@
 """Delta (polars) column types as Postgres columns, and polars batches as COPY text.
 
-Type mapping, stated once:
+A column pgflow wrote carries its Postgres type in the Delta field metadata
+(`pgflow.pg_type`, pg_types.py): the target column gets exactly that type (numeric(12,2),
+varchar(20), uuid, interval, inet, int4range, numeric(10,2)[] ...), when it reads as a
+built-in type's spelling and is a list exactly when the type is an array. Otherwise (tables
+written by others) the Arrow type maps to its closest Postgres type, stated once:
 
 | Delta / polars | Postgres |
 |---|---|
@@ -21,7 +25,8 @@ Type mapping, stated once:
 
 JSON of nested values: struct fields by name, in schema order; maps as an array of
 {"key", "value"} objects; decimals as strings (exact); binary as hex strings; timestamps as
-ISO-8601 strings; NaN and infinities as null (JSON has no such numbers).
+ISO-8601 strings; NaN and infinities as null (JSON has no such numbers). Dates and timestamps
+of any year are rendered as Postgres reads them (years before 1 as "... BC").
 
 COPY text format: NULL is \\N and an empty string is empty, so the two never meet; backslash,
 newline, carriage return and tab in values are escaped, so any string round-trips.
@@ -37,6 +42,7 @@ import polars as pl
 
 from pgflow.config.model import TableName
 from pgflow.sources.catalog import Column, TableInfo
+from pgflow.sources.pg_types import is_built_in_shape
 
 
 class UnsupportedDeltaType(TypeError):
@@ -104,9 +110,20 @@ def postgres_type(name: str, dtype: pl.DataType) -> tuple[str, int, int, str]:
     raise UnsupportedDeltaType(f"column {name}: Delta type {dtype} has no Postgres mapping")
 
 
-def postgres_column(name: str, dtype: pl.DataType, not_null: bool) -> Column:
+def postgres_column(
+    name: str, dtype: pl.DataType, not_null: bool, pg_type: str | None = None
+) -> Column:
+    """The target column: the Postgres type pgflow recorded for it, else the mapped one."""
+    if pg_type is not None and recorded_type_fits(pg_type, dtype):
+        return plain_column(name, pg_type, 0, not_null)  # oid 0: a built-in type's spelling
     type_sql, oid, element_oid, element_sql = postgres_type(name, dtype)
     return plain_column(name, type_sql, oid, not_null, element_oid, element_sql)
+
+
+def recorded_type_fits(pg_type: str, dtype: pl.DataType) -> bool:
+    """Whether a recorded type can be used: a built-in type's spelling, arrays for lists."""
+    is_list = isinstance(dtype, pl.List | pl.Array) and not _nested(dtype.inner)
+    return is_built_in_shape(pg_type) and pg_type.endswith("[]") == is_list
 
 
 def plain_column(
@@ -188,7 +205,19 @@ def _render(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
         return _copy_escape(_array_literal(expr, dtype))
     if _nested(dtype):
         return _copy_escape(_json_text(expr, dtype))
-    return expr.cast(pl.String)  # floats, decimals, dates, timestamps: ISO / shortest exact
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return _dated(expr)
+    return expr.cast(pl.String)  # floats, decimals: shortest exact
+
+
+def _dated(expr: pl.Expr) -> pl.Expr:
+    """ISO text Postgres reads for any year: "+10000-..." without "+", year 0 as "0001 BC"."""
+    text = expr.cast(pl.String).str.strip_prefix("+")
+    year = expr.dt.year()
+    bc = pl.concat_str(
+        (1 - year).cast(pl.String).str.zfill(4), text.str.replace(r"^-?\d+", ""), pl.lit(" BC")
+    )
+    return pl.when(year < 1).then(bc).otherwise(text)
 
 
 def _array_literal(expr: pl.Expr, dtype: pl.List | pl.Array) -> pl.Expr:

@@ -151,6 +151,25 @@ def test_keep_last_keeps_the_row_with_the_latest_cursor(orders, tmp_path):
     assert {r[1] for r in expected if r[0] <= 5} == {"later"}
 
 
+def test_keep_last_orders_by_the_cursor_not_by_how_the_read_sends_it(source_uri, tmp_path):
+    # The read sends timestamps as microseconds since 1970: as text, 9 s sorts after 10 s.
+    execute(source_uri, "CREATE TABLE orders (id int, note text, updated_at timestamptz)")
+    execute(
+        source_uri,
+        "INSERT INTO orders VALUES (1, 'older', 'epoch'::timestamptz + interval '9 seconds'),"
+        " (1, 'newest', 'epoch'::timestamptz + interval '10 seconds')",
+    )
+    strategy = StrategySpec(
+        mode="incremental_merge", unique_key=("id",), duplicate_policy="keep_last"
+    )
+
+    def cursor(conn, table):
+        return ColumnCursorSource(conn, table, "updated_at")
+
+    run_delta(source_uri, tmp_path / "t", strategy, make_source=cursor)
+    assert [r[1] for r in delta_rows(tmp_path / "t")] == ["newest"]
+
+
 def test_replace_swaps_the_rows_matching_the_predicate(orders, tmp_path):
     path = tmp_path / "orders"
     run_delta(orders, path)  # the whole table first
