@@ -4,6 +4,7 @@ scratch (never continued from the old cursor), a living one keeps its position."
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -13,7 +14,10 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import position_owner
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.state import read_stored
-from pgflow_tests.pg import execute, fetch, table_text
+from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for, table_text
+from pgflow_tests.sinks.postgres.test_cdc import ORDERS as CDC_ORDERS
+from pgflow_tests.sinks.postgres.test_cdc import run as cdc_run
+from pgflow_tests.sinks.postgres.test_cdc import same as cdc_same
 from pgflow_tests.sinks.postgres.test_incremental_state import CHANGES, KEYED, ORDERS, SOURCES
 
 # Hostile: spaces, capitals, a quote and unicode in both parts of the target's name.
@@ -119,3 +123,35 @@ def test_a_position_stored_without_identity_is_adopted_or_discarded(
     assert third.position_reset == position_owner.TARGET_DROPPED
     assert table_text(sink_uri, QUOTED) == table_text(source_uri, "public.orders")
     assert fetch(sink_uri, f"SELECT count(*) FROM {QUOTED}") == [(2010,)]
+
+
+@pytest.fixture
+def slot(source_uri: str) -> Iterator[str]:
+    name = slot_name_for(source_uri)
+    yield name
+    drop_slots(source_uri, name)
+
+
+def test_a_dropped_cdc_target_is_snapshotted_again_and_the_slot_kept(
+    source_uri: str, sink_uri: str, slot: str
+) -> None:
+    execute(source_uri, CDC_ORDERS)
+    assert cdc_run(source_uri, sink_uri, slot).snapshot is not None
+    execute(source_uri, "UPDATE public.orders SET status = 'paid' WHERE id % 10 = 0")
+    assert cdc_run(source_uri, sink_uri, slot).snapshot is None
+    execute(sink_uri, "DROP TABLE landing.orders")
+    execute(source_uri, "DELETE FROM public.orders WHERE id < 100")  # pending in the slot
+
+    again = cdc_run(source_uri, sink_uri, slot)
+    assert again.snapshot is not None and again.snapshot.rows == 901
+    assert again.snapshot_reason == position_owner.TARGET_DROPPED
+    assert again.position_reset == position_owner.TARGET_DROPPED
+    assert cdc_same(source_uri, sink_uri)
+    assert fetch(
+        source_uri, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ) == [(1,)]
+    # The pipeline streams on from the snapshot through its slot.
+    execute(source_uri, "INSERT INTO public.orders (id, status) VALUES (5000, 'new')")
+    after = cdc_run(source_uri, sink_uri, slot)
+    assert after.snapshot is None and after.changes == 1 and after.position_reset is None
+    assert cdc_same(source_uri, sink_uri)
