@@ -159,6 +159,7 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
         "pgflow/rows_deleted": dg.MetadataValue.int(result.rows_deleted),
         "pgflow/retries": dg.MetadataValue.int(result.retries),
         "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        **position_reset_metadata(result.position_reset),
     }
 
 
