@@ -344,6 +344,16 @@ SCENARIOS: dict[str, Scenario] = {
             exclude_columns=("sync_ldts",),
             env={"POSTGRES_CLIENT_BATCH_SIZE": "600", "DELTA_CLIENT_BATCH_SIZE": "500"},
         ),
+        Scenario(
+            "delta_sync/first_load",
+            "delta",
+            "postgres",
+            strategy="{mode: incremental_merge, unique_key: [id]}",
+            partial=True,
+            first_load=True,
+            exclude_columns=("sync_ldts",),
+            env={"POSTGRES_CLIENT_BATCH_SIZE": "600", "DELTA_CLIENT_BATCH_SIZE": "500"},
+        ),
     )
 }
 
