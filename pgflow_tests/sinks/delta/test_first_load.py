@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec
 from pgflow.sources.arrow import ArrowRead
+from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow_tests.sinks.delta.conftest import delta_rows, execute, fetch, run_delta
 
 ORDERS = """
@@ -110,3 +112,32 @@ def test_a_failed_load_of_an_existing_table_clears_nothing(
     with pytest.raises(RuntimeError, match="injected"):
         run_delta(source_uri, path, MODES["merge"])
     assert DeltaTable(str(path)).version() == 0 and len(delta_rows(path)) == 300
+
+
+def test_a_deleted_delta_table_is_loaded_from_scratch(source_uri: str, tmp_path: Path) -> None:
+    """The position lives in the Delta table's own log: deleting the table deletes it, so the
+    next incremental run reads everything, never only the rows past the old cursor."""
+    execute(source_uri, ORDERS + "; ALTER TABLE orders ADD COLUMN updated_at timestamptz")
+    execute(
+        source_uri, "UPDATE orders SET updated_at = '2024-01-01'::timestamptz + id * interval '1 s'"
+    )
+    path = tmp_path / "orders"
+    strategy = MODES["merge"]
+    run_delta(source_uri, path, strategy, make_source=by_cursor)
+    execute(
+        source_uri, "UPDATE orders SET note = 'changed', updated_at = '2030-01-01' WHERE id <= 10"
+    )
+    # The 10 changed rows, plus the row at the stored mark (>=, not >).
+    assert run_delta(source_uri, path, strategy, make_source=by_cursor).rows_read == 11
+    shutil.rmtree(path)
+
+    again = run_delta(source_uri, path, strategy, make_source=by_cursor)
+    assert again.created_table and again.read is not None and again.read.full
+    assert again.rows == 300
+    assert delta_rows(path) == fetch(
+        source_uri, "SELECT id, amount, note, updated_at FROM orders ORDER BY id"
+    )
+
+
+def by_cursor(conn, table):  # type: ignore[no-untyped-def]
+    return ColumnCursorSource(conn, table, "updated_at")
