@@ -37,8 +37,9 @@ _CREATE = sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
 
 
 # The target's identity: its OID, which Postgres may reuse once the table is dropped, and the
-# xmin of its row type (pg_type), written when the table is created (or renamed), and not by
-# the ALTERs, GRANTs, ANALYZEs and TRUNCATEs a living target sees. NULL: no such table.
+# xmin of its row type (pg_type), written when the table is created, renamed or given a new
+# owner; not by the column changes, GRANTs, indexes, VACUUM FULLs and TRUNCATEs a living target
+# sees. A rename or new owner merely forces one full reload. NULL: no such table.
 IDENTITY = sql.SQL(
     "(SELECT c.oid::text || '/' || t.xmin::text FROM pg_class c"
     " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = c.reltype"

@@ -91,7 +91,12 @@ def test_a_living_target_keeps_its_position(source_uri: str, sink_uri: str) -> N
     load(source_uri, sink_uri, "column", strategy)
     execute(source_uri, CHANGES)
     assert load(source_uri, sink_uri, "column", strategy).position_reset is None
-    for maintenance in (f"GRANT SELECT ON {QUOTED} TO PUBLIC", f"VACUUM FULL {QUOTED}"):
+    for maintenance in (
+        f"GRANT SELECT ON {QUOTED} TO PUBLIC",
+        f"VACUUM FULL {QUOTED}",
+        f"ALTER TABLE {QUOTED} ALTER COLUMN status SET STATISTICS 500",
+        f"CREATE INDEX ON {QUOTED} (status)",
+    ):
         execute(sink_uri, maintenance)
     execute(source_uri, "UPDATE public.orders SET status = 'late', updated_at = now() WHERE id = 7")
     third = load(source_uri, sink_uri, "column", strategy)
