@@ -97,7 +97,13 @@ def position_metadata(result: LoadResult) -> dict[str, Any]:
         "pgflow/cursor_after": dg.MetadataValue.text(after),
         "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),
         "pgflow/rows_applied": dg.MetadataValue.int(result.rows),
+        **position_reset_metadata(result.position_reset),
     }
+
+
+def position_reset_metadata(reason: str | None) -> dict[str, Any]:
+    """`pgflow/position_reset`: why a stored position was discarded (position_owner)."""
+    return {} if reason is None else {"pgflow/position_reset": dg.MetadataValue.text(reason)}
 
 
 def cdc_summary(result: CdcResult, target: TableName) -> str:
@@ -132,6 +138,7 @@ def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[st
         "pgflow/batches": dg.MetadataValue.int(len(batches)),
         "pgflow/rows_applied": dg.MetadataValue.int(result.rows_applied),
         "pgflow/slot_caught_up": dg.MetadataValue.bool(result.caught_up_slot),
+        **position_reset_metadata(result.position_reset),
     }
     if result.slot is not None:
         metadata["pgflow/slot_wal_status"] = dg.MetadataValue.text(result.slot.wal_status or "")
@@ -169,6 +176,7 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
         "pgflow/rows_deleted": dg.MetadataValue.int(result.rows_deleted),
         "pgflow/retries": dg.MetadataValue.int(result.retries),
         "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        **position_reset_metadata(result.position_reset),
     }
 
 

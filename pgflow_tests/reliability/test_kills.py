@@ -10,7 +10,7 @@ Strategies (kills.SCENARIOS): full_refresh truncate_insert / exchange / exchange
 parallel streams (and a first load into no target), incremental_merge delete_insert / upsert /
 shadow_swap, replace, partition_replace native (a LIST-partitioned target) and delete/insert, column cursor (and its first load), xmin, CDC (one batch,
 several batches, the first run with its snapshot), Delta sink (merge with a cursor, full
-refresh, first load) and Delta -> Postgres sync.
+refresh, first load) and Delta -> Postgres sync (and its first load).
 
 The fast subset (per strategy: mid-COPY, just before and just after the last commit, one
 random time) runs in `make test`; the full sweep (>= 30 kill points per strategy) is marked

@@ -39,6 +39,7 @@ from pgflow.sinks.delta.context import (
     write,
 )
 from pgflow.sinks.delta.create import create_table, rebuild
+from pgflow.sinks.delta.first_write import first_write
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
 from pgflow.sinks.delta.numerics import NumericAs, kept_types, plan_numerics
 from pgflow.sinks.delta.retyped import check_list_columns
@@ -121,69 +122,70 @@ def load_delta(
     apply = getattr(importlib.import_module(module), function)
     path = str(path)
     started = time.monotonic()
-    table = open_table(path, storage_options)
-    version_before = None if table is None else table.version()
-    files_before = data_files(table)
-    state = read_state(table, pipeline)
-    incremental = as_incremental(source)
-    read: ArrowRead | None = None
-    source.open()
-    try:
-        if partition_slice is None and (bounds := source.window_bounds()) is not None:
-            partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
-        plan = None
-        if incremental is not None:
-            plan = incremental.plan(state.position, reset)
-            if state.lost and plan.full and not reset:
-                plan = dataclasses.replace(
-                    plan,
-                    reason=f"run {state.run}'s commit (holding the position) is no longer in "
-                    "the Delta log",
-                )
-        read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
-        kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
-        plan_numerics(read, kept, numeric_as)
-        check_list_columns(kept, read, path)
-        cursor = incremental.cursor_column if incremental is not None else None
-        if is_keyed(strategy):
-            check_key_columns(strategy.unique_key, source.info)
-            if strategy.duplicate_policy == "keep_last":
-                read.select = keep_last_query(read, strategy, cursor)
+    with first_write(path, storage_options):  # a failed first load leaves no folder
+        table = open_table(path, storage_options)
+        version_before = None if table is None else table.version()
+        files_before = data_files(table)
+        state = read_state(table, pipeline)
+        incremental = as_incremental(source)
+        read: ArrowRead | None = None
+        source.open()
+        try:
+            if partition_slice is None and (bounds := source.window_bounds()) is not None:
+                partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
+            plan = None
+            if incremental is not None:
+                plan = incremental.plan(state.position, reset)
+                if state.lost and plan.full and not reset:
+                    plan = dataclasses.replace(
+                        plan,
+                        reason=f"run {state.run}'s commit (holding the position) is no longer in "
+                        "the Delta log",
+                    )
+            read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
+            kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
+            plan_numerics(read, kept, numeric_as)
+            check_list_columns(kept, read, path)
+            cursor = incremental.cursor_column if incremental is not None else None
+            if is_keyed(strategy):
+                check_key_columns(strategy.unique_key, source.info)
+                if strategy.duplicate_policy == "keep_last":
+                    read.select = keep_last_query(read, strategy, cursor)
+                else:
+                    check_no_duplicates(source, strategy)
+            position = None
+            if incremental is not None:
+                position = incremental.position_after(max_value(source, cursor) if cursor else None)
+            ctx = DeltaContext(
+                path=path,
+                storage_options=storage_options,
+                table=table,
+                read=read,
+                source=source,
+                strategy=strategy,
+                commit=commit_properties(pipeline, state.run + 1, position),
+                pipeline=pipeline,
+                partition_slice=partition_slice,
+                writer_properties=writer_properties or default_writer_properties(),
+            )
+            if table is None:
+                written = create_table(ctx)
+            elif reset:
+                written = rebuild(ctx)
             else:
-                check_no_duplicates(source, strategy)
-        position = None
-        if incremental is not None:
-            position = incremental.position_after(max_value(source, cursor) if cursor else None)
-        ctx = DeltaContext(
-            path=path,
-            storage_options=storage_options,
-            table=table,
-            read=read,
-            source=source,
-            strategy=strategy,
-            commit=commit_properties(pipeline, state.run + 1, position),
-            pipeline=pipeline,
-            partition_slice=partition_slice,
-            writer_properties=writer_properties or default_writer_properties(),
-        )
-        if table is None:
-            written = create_table(ctx)
-        elif reset:
-            written = rebuild(ctx)
-        else:
-            if strategy.mode != "full_refresh":  # an overwrite takes the read's schema
-                check_columns(table, read, strategy, path)
-            written = apply(ctx)
-        if not written.committed:  # a merge that changed nothing: commit run and position
-            write(ctx, "append", empty=True)
-    finally:
-        if read is not None:
-            read.close()  # a write that failed mid-stream may have left the COPY running
-        source.close()
-    return _result(
-        path, storage_options, strategy, written, read, version_before, files_before, started,
-        state.run + 1, plan, state.position, position,
-    )  # fmt: skip
+                if strategy.mode != "full_refresh":  # an overwrite takes the read's schema
+                    check_columns(table, read, strategy, path)
+                written = apply(ctx)
+            if not written.committed:  # a merge that changed nothing: commit run and position
+                write(ctx, "append", empty=True)
+        finally:
+            if read is not None:
+                read.close()  # a write that failed mid-stream may have left the COPY running
+            source.close()
+        return _result(
+            path, storage_options, strategy, written, read, version_before, files_before, started,
+            state.run + 1, plan, state.position, position,
+        )  # fmt: skip
 
 
 def _result(

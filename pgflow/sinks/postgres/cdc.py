@@ -20,7 +20,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres import ddl, staging, state
+from pgflow.sinks.postgres import ddl, position_owner, staging, state
 from pgflow.sinks.postgres.cdc_apply import (
     BatchResult,
     CdcTarget,
@@ -69,6 +69,7 @@ class CdcResult:
     slot: cdc.SlotInfo | None = None
     publication_changed: bool = False
     caught_up_slot: bool = False  # the slot was behind the sink (a run died before advancing)
+    position_reset: str | None = None  # why the stored LSN was discarded (position_owner)
 
     @property
     def changes(self) -> int:
@@ -100,9 +101,10 @@ def replicate(
         info = describe_table(control, table)
         cdc.check_prerequisites(control, table)
         _check_key_is_identity(control, table, target)
-        stored = state.read_position(sink, target.table)
-        result = CdcResult(position_before=stored)
-        reason = _snapshot_reason(stored, identity, settings.reset)
+        owned = position_owner.owned_position(sink, target.table)  # a dropped target: snapshot
+        stored = owned.position
+        result = CdcResult(position_before=stored, position_reset=owned.reset)
+        reason = owned.reset or _snapshot_reason(stored, identity, settings.reset)
         if reason and cdc.slot_info(control, settings.slot) is not None:
             _check_slot_is_ours(control, settings, pipeline)  # _start drops and recreates it
         owner = cdc.Ownership(pipeline, settings.slot, settings.auto_cleanup)

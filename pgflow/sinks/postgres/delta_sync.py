@@ -93,11 +93,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
-import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -106,7 +104,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres import ddl, state
+from pgflow.sinks.postgres import ddl, delta_sync_target, state
 from pgflow.sinks.postgres.delta_types import (
     TEXT,
     copy_text,
@@ -114,6 +112,7 @@ from pgflow.sinks.postgres.delta_types import (
     postgres_column,
     table_info,
 )
+from pgflow.sinks.postgres.prefetch import prefetched
 from pgflow.sinks.postgres.sql_log import MAX_LOGGED_STATEMENTS, SqlLog
 from pgflow.sinks.postgres.sync_settings import (
     SyncSettings,
@@ -247,6 +246,7 @@ class SyncResult:
     seconds: float
     statements: list[str] = field(default_factory=list)
     position: Position | None = None
+    position_reset: str | None = None  # why the stored position was discarded (position_owner)
 
     @property
     def rows_written(self) -> int:
@@ -288,6 +288,11 @@ def sync_delta(
     )
     try:
         return run.execute(full_pass)
+    except BaseException:
+        run.close()  # and its session lock: the drop takes it again
+        if run.created:
+            delta_sync_target.drop_failed_first_sync(connect, target)
+        raise
     finally:
         run.close()
 
@@ -455,6 +460,7 @@ class _Run:
         self.snapshot: delta.DeltaSnapshot
         self.initial: SyncState | None = None
         self.created = False
+        self.position_reset: str | None = None
         self.columns_added: tuple[str, ...] = ()
         self.estimated_rows: int | None = None
         self.deletes_applied = deletes
@@ -561,7 +567,8 @@ class _Run:
                 f"does not set delta.enableChangeDataFeed=true. Enable it, or use "
                 f"deletes='key_pass'"
             )
-        stored = state.read_position(log_.conn, self.target)
+        stored, reset = delta_sync_target.claim_position(log_, self.target, self.pipeline)
+        self.position_reset = self.position_reset or reset
         self.initial = SyncState.from_position(stored, snapshot.table_uri)
         exists = table_exists(log_.conn, self.target)
         initial = self.initial
@@ -766,7 +773,7 @@ class _Run:
                 f"(another run synced it?); this run stops, run again to continue"
             )
         self.ensure_stage()
-        batches = _prefetched(self.rendered(plan, start_file, start_row), PREFETCH_BATCHES)
+        batches = prefetched(self.rendered(plan, start_file, start_row), PREFETCH_BATCHES)
         with contextlib.closing(batches):  # on failure the reader thread stops now
             for frame, data, next_file, next_row in batches:
                 self.apply(plan, frame, data, next_file, next_row)
@@ -1029,6 +1036,7 @@ class _Run:
             seconds=time.monotonic() - self.started,
             statements=list(self.statements),
             position=position,
+            position_reset=self.position_reset,
         )
 
 
@@ -1042,54 +1050,6 @@ def _is_empty(conn: psycopg.Connection, target: TableName) -> bool:
     )
     row = conn.execute(query).fetchone()
     return bool(row and row[0])
-
-
-def _prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
-    """`items`, produced by a background thread up to `depth` ahead of the consumer.
-
-    Reading and rendering the next batches (polars, mostly outside the GIL) overlaps the
-    sink applying this one. An exception in the producer is raised in the consumer; when
-    the consumer stops early the producer stops after its current item.
-    """
-    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(message: tuple[str, object]) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put(message, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(("item", item)):
-                    return
-            put(("done", None))
-        except BaseException as error:  # handed to the consumer, raised there
-            put(("error", error))
-        finally:
-            closer = getattr(items, "close", None)
-            if closer:
-                closer()
-
-    worker = threading.Thread(target=produce, name="pgflow-delta-read", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = slots.get()
-            if kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
-            if kind == "done":
-                return
-            yield value  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join()
 
 
 def _estimated_rows(conn: psycopg.Connection, target: TableName) -> int | None:

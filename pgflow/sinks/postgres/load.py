@@ -34,6 +34,7 @@ from pgflow.sinks.postgres import (
     index_rebuild,
     keys,
     parallel_exchange,
+    position_owner,
     replace,
     schema_drift,
     staging,
@@ -106,6 +107,7 @@ class LoadResult:
     position_after: Position | None = None  # incremental sources: the position now stored
     streams: int = 1  # COPY streams that filled the target (parallelism)
     one_stream_reason: str | None = None  # why a load asked to run in parallel did not
+    position_reset: str | None = None  # why the stored position was discarded (position_owner)
 
 
 def strategy_variant(strategy: StrategySpec) -> tuple[str, str]:
@@ -304,7 +306,7 @@ def _load(
         )
     direct_apply = direct_for(strategy) if direct else None
     apply = None if direct else apply_for(strategy)
-    dropped, position = 0, None
+    dropped, position, read, position_reset = 0, None, None, None
     with conn.transaction():
         set_portable_text_format(conn)
         ddl.lock_target(log, target)
@@ -313,7 +315,8 @@ def _load(
             partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
         if keyed:
             keys.check_key_columns(strategy.unique_key, source.info)
-        read = incremental.plan(state.read_position(conn, target), reset) if incremental else None
+        if incremental:
+            read, reset, position_reset = position_owner.plan_read(conn, target, incremental, reset)
         columns = source.info.column_names
         created = not table_exists(conn, target)
         if created:
@@ -393,4 +396,5 @@ def _load(
         rows_read=copied.rows,
         read=read,
         position_after=position,
+        position_reset=position_reset,
     )
