@@ -98,6 +98,12 @@ _STRINGS = {
 }  # text, varchar, char, name, "char", uuid, json
 _BOOL, _BYTEA, _NUMERIC, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 16, 17, 1700, 1082, 1114, 1184
 _UNCONSTRAINED_CAST = "::numeric({},{})".format(*UNCONSTRAINED_NUMERIC)
+# The cast would round a value with more decimals silently: such a value becomes Infinity,
+# which the cast refuses (NumericValueOutOfRange), so the read fails instead of rounding.
+_UNCONSTRAINED_GUARD = (
+    "(CASE WHEN round({0}, " + str(UNCONSTRAINED_NUMERIC[1]) + ") <> {0} THEN 'Infinity' "
+    "ELSE {0} END)"
+)
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(-?\d+)\)$")
 
 Finish = Callable[[pl.Expr], pl.Expr]
@@ -154,7 +160,7 @@ def _numeric_column(column: Column) -> ArrowColumn:
     if match is None:
         precision, scale = UNCONSTRAINED_NUMERIC
         dtype = pl.Decimal(precision, scale)
-        return ArrowColumn(column.name, dtype, dtype, "({})" + _UNCONSTRAINED_CAST)
+        return ArrowColumn(column.name, dtype, dtype, _UNCONSTRAINED_GUARD + _UNCONSTRAINED_CAST)
     precision, scale = int(match[1]), int(match[2])
     if precision > MAX_DECIMAL_PRECISION or scale < 0 or scale > precision:
         return ArrowColumn(column.name, pl.String(), pl.String())
@@ -271,13 +277,14 @@ class ArrowRead:
                 self.rows += frame.height
                 yield frame
         except psycopg.errors.NumericValueOutOfRange as error:
-            # Raised by the read's own cast of unconstrained numerics to Decimal(38,9).
+            # Raised by the read's own guarded cast of unconstrained numerics to Decimal(38,9).
             names = [c.name for c in self.columns if c.sql_template.endswith(_UNCONSTRAINED_CAST)]
             raise ArrowReadError(
                 no_form_message(
                     self.source.info,
                     names,
-                    "Decimal(38,9) (29 or more integer digits, or +-Infinity)",
+                    "Decimal(38,9) (29 or more integer digits, more than 9 after the point, "
+                    "or +-Infinity)",
                     str(error).replace("\n", " "),
                 )
             ) from error
