@@ -381,20 +381,30 @@ class Counts:
         return abs(self.difference) <= self.allowed
 
 
+def _nothing_to_compare(
+    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance, name: str
+) -> dg.AssetCheckResult | None:
+    """The result of a source-vs-target check when there is no target to compare yet."""
+    if latest_materialization(instance, pipeline) is None:
+        text = "the asset was never materialized: no target to compare with the source yet"
+        return _result(pipeline, name, False, WARN, text)
+    if not _target_exists(pipeline, run):
+        return _missing_target(pipeline, name, instance)
+    return None
+
+
+def _source_not_found(pipeline: PipelineSpec, name: str) -> dg.AssetCheckResult:
+    text = f"{_source_name(pipeline)} not found: nothing to compare the target with"
+    return _result(pipeline, name, False, WARN, text)
+
+
 def _check_row_count(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
+    if (early := _nothing_to_compare(pipeline, run, instance, ROW_COUNT_PARITY)) is not None:
+        return early
     latest = latest_materialization(instance, pipeline)
-    if latest is None:
-        return _result(
-            pipeline,
-            ROW_COUNT_PARITY,
-            False,
-            WARN,
-            "the asset was never materialized: no target to compare with the source yet",
-        )
-    if not _target_exists(pipeline, run):
-        return _missing_target(pipeline, ROW_COUNT_PARITY, instance)
+    assert latest is not None
     exact_rows = _exact_source_rows(latest)
     if exact_rows is not None:
         counts = Counts(_target_rows(pipeline, run), exact_rows, exact=True, tolerance=0.0)
@@ -402,13 +412,7 @@ def _check_row_count(
         try:
             target_rows, source_rows = _both_counts(pipeline, run)
         except TableNotFound:
-            return _result(
-                pipeline,
-                ROW_COUNT_PARITY,
-                False,
-                WARN,
-                f"{_source_name(pipeline)} not found: nothing to compare the target with",
-            )
+            return _source_not_found(pipeline, ROW_COUNT_PARITY)
         counts = Counts(target_rows, source_rows, False, pipeline.checks.row_count_tolerance)
     return _result(
         pipeline,

@@ -30,10 +30,10 @@ from pgflow.bindings.checks import (
     CheckRun,
     _counts_comparable,
     _exact_source_rows,
-    _missing_target,
+    _nothing_to_compare,
     _result,
     _source_name,
-    _target_exists,
+    _source_not_found,
     _target_name,
     latest_materialization,
 )
@@ -107,27 +107,14 @@ def _same_type(name: str, source: TableInfo, target: TableInfo) -> bool:
 def check(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
+    if (early := _nothing_to_compare(pipeline, run, instance, VALUE_PARITY)) is not None:
+        return early
     latest = latest_materialization(instance, pipeline)
-    if latest is None:
-        return _result(
-            pipeline,
-            VALUE_PARITY,
-            False,
-            WARN,
-            "the asset was never materialized: no target to compare with the source yet",
-        )
-    if not _target_exists(pipeline, run):
-        return _missing_target(pipeline, VALUE_PARITY, instance)
+    assert latest is not None
     try:
         tables = _describe_both(pipeline, run)
     except TableNotFound:
-        return _result(
-            pipeline,
-            VALUE_PARITY,
-            False,
-            WARN,
-            f"{_source_name(pipeline)} not found: nothing to compare the target with",
-        )
+        return _source_not_found(pipeline, VALUE_PARITY)
     parity = plan(pipeline, *tables, portable=_encodings_differ(run))
     if not parity.source.columns:
         text = (
