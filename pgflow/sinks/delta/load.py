@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +44,17 @@ from pgflow.sinks.delta.first_write import first_write
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
 from pgflow.sinks.delta.numerics import NumericAs, kept_types, plan_numerics
 from pgflow.sinks.delta.retyped import check_list_columns
-from pgflow.sinks.delta.state import commit_properties, read_state
+from pgflow.sinks.delta.state import DeltaState, commit_properties, read_state
 from pgflow.sinks.postgres.apply import PartitionSlice
 from pgflow.sinks.postgres.keys import check_key_columns
 from pgflow.sources.arrow import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, ArrowRead
-from pgflow.sources.base import Position, ReadPlan, TableSource, as_incremental
+from pgflow.sources.base import (
+    IncrementalSource,
+    Position,
+    ReadPlan,
+    TableSource,
+    as_incremental,
+)
 from pgflow.sources.postgres import PostgresTableSource
 
 # mode -> "module:function", one module per strategy, resolved on use.
@@ -133,26 +140,10 @@ def load_delta(
         try:
             if partition_slice is None and (bounds := source.window_bounds()) is not None:
                 partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
-            plan = None
-            if incremental is not None:
-                plan = incremental.plan(state.position, reset)
-                if state.lost and plan.full and not reset:
-                    plan = dataclasses.replace(
-                        plan,
-                        reason=f"run {state.run}'s commit (holding the position) is no longer in "
-                        "the Delta log",
-                    )
+            plan = _incremental_plan(incremental, state, reset)
             read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
-            kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
-            plan_numerics(read, kept, numeric_as)
-            check_list_columns(kept, read, path)
             cursor = incremental.cursor_column if incremental is not None else None
-            if is_keyed(strategy):
-                check_key_columns(strategy.unique_key, source.info)
-                if strategy.duplicate_policy == "keep_last":
-                    read.select = keep_last_query(read, strategy, cursor)
-                else:
-                    check_no_duplicates(source, strategy)
+            _prepare_read(read, table, strategy, cursor, path, reset=reset, numeric_as=numeric_as)
             position = None
             if incremental is not None:
                 position = incremental.position_after(max_value(source, cursor) if cursor else None)
@@ -168,14 +159,7 @@ def load_delta(
                 partition_slice=partition_slice,
                 writer_properties=writer_properties or default_writer_properties(),
             )
-            if table is None:
-                written = create_table(ctx)
-            elif reset:
-                written = rebuild(ctx)
-            else:
-                if strategy.mode != "full_refresh":  # an overwrite takes the read's schema
-                    check_columns(table, read, strategy, path)
-                written = apply(ctx)
+            written = _write(ctx, apply, reset)
             if not written.committed:  # a merge that changed nothing: commit run and position
                 write(ctx, "append", empty=True)
         finally:
@@ -186,6 +170,53 @@ def load_delta(
             path, storage_options, strategy, written, read, version_before, files_before, started,
             state.run + 1, plan, state.position, position,
         )  # fmt: skip
+
+
+def _incremental_plan(
+    incremental: IncrementalSource | None, state: DeltaState, reset: bool
+) -> ReadPlan | None:
+    if incremental is None:
+        return None
+    plan = incremental.plan(state.position, reset)
+    if state.lost and plan.full and not reset:
+        reason = f"run {state.run}'s commit (holding the position) is no longer in the Delta log"
+        plan = dataclasses.replace(plan, reason=reason)
+    return plan
+
+
+def _prepare_read(
+    read: ArrowRead,
+    table: DeltaTable | None,
+    strategy: StrategySpec,
+    cursor: str | None,
+    path: str,
+    *,
+    reset: bool,
+    numeric_as: NumericAs,
+) -> None:
+    """Fix how `read` carries each column, and check its keys, before anything is written."""
+    source = read.source
+    kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
+    plan_numerics(read, kept, numeric_as)
+    check_list_columns(kept, read, path)
+    if is_keyed(strategy):
+        check_key_columns(strategy.unique_key, source.info)
+        if strategy.duplicate_policy == "keep_last":
+            read.select = keep_last_query(read, strategy, cursor)
+        else:
+            check_no_duplicates(source, strategy)
+
+
+def _write(
+    ctx: DeltaContext, apply: Callable[[DeltaContext], DeltaWrite], reset: bool
+) -> DeltaWrite:
+    if ctx.table is None:
+        return create_table(ctx)
+    if reset:
+        return rebuild(ctx)
+    if ctx.strategy.mode != "full_refresh":  # an overwrite takes the read's schema
+        check_columns(ctx.table, ctx.read, ctx.strategy, ctx.path)
+    return apply(ctx)
 
 
 def _result(
