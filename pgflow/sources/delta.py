@@ -71,6 +71,7 @@ class DeltaSnapshot:
     files: tuple[DeltaFile, ...]
     configuration: Mapping[str, str]
     storage_options: Mapping[str, str] | None = None
+    table_id: str = ""  # the log's metaData id: a table re-created at the path gets a new one
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -118,6 +119,7 @@ def open_snapshot(
         files=_files(table, partition_columns),
         configuration=configuration,
         storage_options=storage_options,
+        table_id=str(table.metadata().id),
     )
 
 

@@ -171,10 +171,12 @@ class SyncState:
     next_file: int  # index in the pass's file list of the first file not fully applied
     next_row: int  # rows of that file already applied
     run: str = ""  # the run that wrote it: a retry tells its own progress from another run's
+    table_id: str = ""  # the Delta table's id ("": stored by a pgflow that did not record it)
 
     def position(self, source: str) -> Position:
         value = {
             "run": self.run,
+            "table_id": self.table_id,
             "version": self.version,
             "finished": self.finished,
             "synced": self.synced,
@@ -203,6 +205,7 @@ class SyncState:
                 next_file=int(value["next_file"]),
                 next_row=int(value["next_row"]),
                 run=str(value.get("run", "")),
+                table_id=str(value.get("table_id", "")),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -569,7 +572,7 @@ class _Run:
             )
         stored, reset = delta_sync_target.claim_position(log_, self.target, self.pipeline)
         self.position_reset = self.position_reset or reset
-        self.initial = SyncState.from_position(stored, snapshot.table_uri)
+        self.initial = self.same_table(log_, SyncState.from_position(stored, snapshot.table_uri))
         exists = table_exists(log_.conn, self.target)
         initial = self.initial
         if (
@@ -596,6 +599,17 @@ class _Run:
             self.created = True  # stays True should a retry find the target this run created
         return self.plan(full_pass or bool(self.columns_added), exists)
 
+    def same_table(self, log_: _Log, stored: SyncState | None) -> SyncState | None:
+        """`stored`, unless it describes another Delta table once at this path (then it is
+        forgotten): a re-created table's versions restart, so its numbers would claim rows
+        the target never got. Its rows stay; the full pass's deletes (key_pass) remove theirs."""
+        if stored is None or stored.table_id in ("", self.snapshot.table_id):
+            return stored
+        delta_sync_target.forget_position(log_, self.target, self.pipeline, empty=False)
+        self.position_reset = self.position_reset or delta_sync_target.SOURCE_REPLACED
+        log.warning("sync into %s: %s", self.target, delta_sync_target.SOURCE_REPLACED)
+        return None
+
     def skipped(self, stored: Position | None) -> SyncResult:
         snapshot = self.snapshot
         return self.result(
@@ -614,6 +628,8 @@ class _Run:
         def full(reason: str) -> _Plan:
             return _Plan("full", reason, version, None, snapshot.files, 0, 0, synced)
 
+        if stored is None and self.position_reset == delta_sync_target.SOURCE_REPLACED:
+            return full(f"{delta_sync_target.SOURCE_REPLACED}: every file")
         if stored is None:
             return full("first sync of this Delta table into the target: every file")
         if not existed:
@@ -785,7 +801,7 @@ class _Run:
         """One sink transaction: the batch's rows and the position after them."""
         log_ = self.connection()
         after = SyncState(plan.version, False, plan.synced, plan.base, len(plan.files),
-                          next_file, next_row, self.run_id)  # fmt: skip
+                          next_file, next_row, self.run_id, self.snapshot.table_id)  # fmt: skip
         conn = log_.conn
         with conn.transaction():
             # Durable enough: a crash loses this batch and its position together.
@@ -905,7 +921,7 @@ class _Run:
         if how == "cdf":
             gone, how = self.cdf_deletes(plan)
         done = SyncState(plan.version, True, plan.version, plan.base, len(plan.files),
-                         len(plan.files), 0, self.run_id)  # fmt: skip
+                         len(plan.files), 0, self.run_id, self.snapshot.table_id)  # fmt: skip
         conn = log_.conn
         with conn.transaction():
             deleted = 0
@@ -928,12 +944,13 @@ class _Run:
         return self.finished(plan, done)
 
     def cdf_deletes(self, plan: _Plan) -> tuple[pl.DataFrame | None, str]:
-        if plan.synced is not None:
-            start = plan.synced + 1
-        elif self.created and plan.mode == "full":
+        if self.created and plan.mode == "full":
             return None, "cdf (first sync: nothing to delete)"
-        else:
-            start = 0  # rows of an interrupted first sync may come from any version
+        if plan.synced is None:
+            # No finished sync: the target may hold rows the feed never saw (an interrupted
+            # first sync of a re-created Delta table, a target that existed before).
+            return None, "key_pass (no finished sync to read the change data feed from)"
+        start = plan.synced + 1
         if start > plan.version:
             return None, "cdf"
         try:

@@ -28,6 +28,9 @@ from pgflow.sources.base import Position
 
 log = logging.getLogger(__name__)
 
+# The stored position is of another Delta table that was at the source's path (its id differs).
+SOURCE_REPLACED = "the Delta table at the source path was re-created (its table id changed)"
+
 
 def claim_position(
     log_: SqlLog, target: TableName, pipeline: str
@@ -37,14 +40,18 @@ def claim_position(
     this run or the next run finds a first sync to do)."""
     owned = position_owner.owned_position(log_.conn, target)
     if owned.reset is not None:
-        with log_.conn.transaction():
-            ddl.lock_target(log_, target)
-            state.write_position(log_, target, pipeline, None)
-            if owned.reset == position_owner.TARGET_REPLACED:
-                log_.execute(
-                    sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name))
-                )
+        empty = owned.reset == position_owner.TARGET_REPLACED
+        forget_position(log_, target, pipeline, empty=empty)
     return owned.position, owned.reset
+
+
+def forget_position(log_: SqlLog, target: TableName, pipeline: str, *, empty: bool) -> None:
+    """Store no position for `target` (and empty it), committed at once."""
+    with log_.conn.transaction():
+        ddl.lock_target(log_, target)
+        state.write_position(log_, target, pipeline, None)
+        if empty:
+            log_.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name)))
 
 
 def drop_failed_first_sync(connect: Callable[[], psycopg.Connection], target: TableName) -> None:

@@ -511,8 +511,30 @@ def test_an_unreadable_change_data_feed_falls_back_to_key_pass(
     tmp_path: Path, sink_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = str(tmp_path / "orders")
-    write_files(path, orders(0, 2000), files=2)  # versions 0-1 without the feed
-    DeltaTable(path).alter.set_table_properties({"delta.enableChangeDataFeed": "true"})
+    options = {"configuration": {"delta.enableChangeDataFeed": "true"}}
+    write_deltalake(path, orders(0, 1000), **options)  # version 0
+    sync(sink_uri, path, deletes="cdf")  # synced: version 0
+    write_deltalake(path, orders(1000, 2000), mode="append")  # version 1
+    DeltaTable(path).delete("id % 500 = 0")  # version 2: 0, 500, 1000, 1500
+    # A feed that cannot be read (e.g. its files were vacuumed away): not a transient error.
+    unreadable = FailOnCall(delta.deleted_keys, ValueError("cdc file missing"), {1})
+    monkeypatch.setattr(delta, "deleted_keys", unreadable)
+
+    result = sync(sink_uri, path, deletes="cdf")
+
+    assert result.deletes.startswith(
+        "key_pass (the change data feed of versions 1..2 is unreadable"
+    )
+    assert result.rows_deleted == 2  # 0 and 500: the target never had 1000 and 1500
+    assert target_rows(sink_uri) == delta_rows(path)
+
+
+def test_a_first_sync_interrupted_then_resumed_with_cdf_deletes_by_keys(
+    tmp_path: Path, sink_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "orders")
+    options = {"configuration": {"delta.enableChangeDataFeed": "true"}}
+    write_files(path, orders(0, 2000), files=2, **options)
     failing = FailOnCall(delta_sync.apply_batch, RuntimeError("injected"), {3})
     monkeypatch.setattr(delta_sync, "apply_batch", failing)
     with pytest.raises(RuntimeError):
@@ -520,11 +542,10 @@ def test_an_unreadable_change_data_feed_falls_back_to_key_pass(
     monkeypatch.setattr(delta_sync, "apply_batch", failing.function)
     DeltaTable(path).delete("id % 500 = 0")  # 2 rows of each file
 
-    # Rows of the interrupted sync may be from any version: the feed from version 0 is
-    # needed, and version 0 has none.
+    # No sync finished: the target may hold rows the feed never saw, so keys decide.
     result = sync(sink_uri, path, deletes="cdf")
 
-    assert result.deletes.startswith("key_pass (the change data feed of versions 0..")
+    assert result.deletes == "key_pass (no finished sync to read the change data feed from)"
     assert result.rows_deleted == 2  # the 2 of the file the interrupted sync applied
     assert target_rows(sink_uri) == delta_rows(path)
 
