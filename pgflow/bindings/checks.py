@@ -49,7 +49,7 @@ ROW_COUNT_PARITY = "row_count_parity"
 SCHEMA = "schema"
 FRESHNESS = "freshness"
 SLOT_HEALTH = "slot_health"
-VALUE_PARITY = "value_parity"  # pgflow.bindings.value_parity
+VALUE_PARITY = "value_parity"  # built in pgflow.bindings.value_parity
 # Materialization metadata of a load whose target must equal one source snapshot.
 EXACT_ROWS = "pgflow/source_rows_exact"
 COUNT_TIMEOUT_SECONDS = 60
@@ -382,10 +382,14 @@ class Counts:
 
 
 def _nothing_to_compare(
-    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance, name: str
+    pipeline: PipelineSpec,
+    run: CheckRun,
+    instance: dg.DagsterInstance,
+    name: str,
+    latest: dg.EventLogEntry | None,
 ) -> dg.AssetCheckResult | None:
     """The result of a source-vs-target check when there is no target to compare yet."""
-    if latest_materialization(instance, pipeline) is None:
+    if latest is None:
         text = "the asset was never materialized: no target to compare with the source yet"
         return _result(pipeline, name, False, WARN, text)
     if not _target_exists(pipeline, run):
@@ -401,9 +405,10 @@ def _source_not_found(pipeline: PipelineSpec, name: str) -> dg.AssetCheckResult:
 def _check_row_count(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
-    if (early := _nothing_to_compare(pipeline, run, instance, ROW_COUNT_PARITY)) is not None:
-        return early
     latest = latest_materialization(instance, pipeline)
+    early = _nothing_to_compare(pipeline, run, instance, ROW_COUNT_PARITY, latest)
+    if early is not None:
+        return early
     assert latest is not None
     exact_rows = _exact_source_rows(latest)
     if exact_rows is not None:

@@ -17,8 +17,9 @@ import psycopg
 from psycopg import errors, sql
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.inspect import row_count, set_timeout
+from pgflow.sinks.postgres.inspect import row_count
 from pgflow.sources.catalog import TableInfo
+from pgflow.sources.postgres import set_timeout
 from pgflow.sources.window import TimeWindow
 
 # A count(*) reads the whole table: about 0.05 s per million narrow rows in cache (see the

@@ -16,7 +16,6 @@ Postgres -> Postgres only for now: Delta targets and sources are not offered the
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from psycopg import errors
 
 from pgflow.bindings.checks import (
     ERROR,
+    VALUE_PARITY,
     WARN,
     CheckRun,
     _counts_comparable,
@@ -38,10 +38,10 @@ from pgflow.bindings.checks import (
     latest_materialization,
 )
 from pgflow.config.model import PipelineSpec
+from pgflow.config.naming import quote_name
 from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table
 from pgflow.sources.value_hash import BUCKETS, HashQuery, TableHash, bucket_rows, table_hash
 
-VALUE_PARITY = "value_parity"
 EXAMPLE_BUCKETS = 3  # differing buckets searched for the keys behind them
 EXAMPLES = 5
 
@@ -107,9 +107,10 @@ def _same_type(name: str, source: TableInfo, target: TableInfo) -> bool:
 def check(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
-    if (early := _nothing_to_compare(pipeline, run, instance, VALUE_PARITY)) is not None:
-        return early
     latest = latest_materialization(instance, pipeline)
+    early = _nothing_to_compare(pipeline, run, instance, VALUE_PARITY, latest)
+    if early is not None:
+        return early
     assert latest is not None
     try:
         tables = _describe_both(pipeline, run)
@@ -210,7 +211,7 @@ def _examples(run: CheckRun, parity: Plan, differ: list[int]) -> list[dict[str, 
     """A few keys whose rows differ, from small differing buckets (keyed pipelines only)."""
     if not parity.source.key:
         return []
-    key = f"({', '.join(_ident(k) for k in parity.source.key)})"
+    key = f"({', '.join(quote_name(k) for k in parity.source.key)})"
     found: list[dict[str, str]] = []
     timeout = run.pipeline.checks.value_parity.timeout.total_seconds()
     for bucket in differ[:EXAMPLE_BUCKETS]:
@@ -232,13 +233,6 @@ def _examples(run: CheckRun, parity: Plan, differ: list[int]) -> list[dict[str, 
             if len(found) == EXAMPLES:
                 return found
     return found
-
-
-def _ident(name: str) -> str:
-    """A column name as Postgres prints it in messages: quoted only when it must be."""
-    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _examples_text(examples: list[dict[str, str]]) -> str:

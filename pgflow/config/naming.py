@@ -69,11 +69,12 @@ def source_key(source: SourceSpec) -> tuple[str, ...]:
 
 def quoted(table: TableName) -> str:
     """`table` as SQL names it: `"Mixed Case"."Odd Table"` (plain lower-case names bare)."""
-    return ".".join(_quote(part) for part in _parts(table))
+    return ".".join(quote_name(part) for part in _parts(table))
 
 
-def _quote(name: str) -> str:
-    if re.match(r"^[a-z_][a-z0-9_]*$", name):
+def quote_name(name: str) -> str:
+    """An identifier as Postgres prints it in messages: quoted only when it must be."""
+    if re.match(r"^[a-z_][a-z0-9_$]*$", name):
         return name
     return '"' + name.replace('"', '""') + '"'
 

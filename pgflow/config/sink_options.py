@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from pgflow.config.model import NumericAs
 from pgflow.config.reader import Section
 
-NUMERIC_AS = ("decimal", "string")
+NUMERIC_AS: tuple[str, ...] = get_args(NumericAs)
 
 
 def read_sink_options(options: Section | None, kind: str | None) -> NumericAs:

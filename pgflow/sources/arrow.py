@@ -23,8 +23,9 @@ field also carries the column's Postgres type in its metadata (pg_types.py):
     smallint / integer / bigint / oid     Int16 / Int32 / Int64 / Int64
     real / double precision               Float32 / Float64 (NaN and +-Infinity kept)
     numeric(p, s), p <= 38                Decimal(p, s), exact
-    numeric (no precision)                Decimal(38, 9) here; a Delta load re-plans it
-                                          exactly from the data (sinks/delta/numerics.py)
+    numeric (no precision)                Decimal(38, 9) here, a value that needs more
+                                          fails the read (never rounded); a Delta load
+                                          re-plans it exactly (sinks/delta/numerics.py)
     numeric(p, s), p > 38 or s < 0        String, the value as Postgres prints it
     boolean                               Boolean
     date                                  Date, any year Postgres has (arrow_dates.py)
@@ -67,6 +68,17 @@ from pgflow.sources.arrow_errors import (
     first_line,
     no_form_message,
 )
+from pgflow.sources.arrow_types import (
+    BOOL,
+    BYTEA,
+    DATE,
+    FLOATS,
+    INTEGERS,
+    MAX_DECIMAL_PRECISION,
+    NUMERIC,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+)
 from pgflow.sources.catalog import Column, TableInfo
 from pgflow.sources.pg_types import PG_TYPE_KEY, recorded_type
 from pgflow.sources.postgres import PostgresTableSource, copy_to_stdout
@@ -76,16 +88,8 @@ DEFAULT_BATCH_BYTES = 2 * 1024 * 1024
 # Batches read and parsed ahead of the consumer, in a thread: Postgres, the parser and the
 # consumer (delta-rs encoding Parquet) then work at the same time. 0 reads in the caller.
 DEFAULT_PREFETCH = 1
-MAX_DECIMAL_PRECISION = 38
 UNCONSTRAINED_NUMERIC = (38, 9)
 
-_INTEGERS: dict[int, pl.DataType] = {
-    21: pl.Int16(),
-    23: pl.Int32(),
-    20: pl.Int64(),
-    26: pl.Int64(),
-}
-_FLOATS: dict[int, pl.DataType] = {700: pl.Float32(), 701: pl.Float64()}
 _STRINGS = {
     25,
     1043,
@@ -96,7 +100,6 @@ _STRINGS = {
     114,
     3802,
 }  # text, varchar, char, name, "char", uuid, json
-_BOOL, _BYTEA, _NUMERIC, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 16, 17, 1700, 1082, 1114, 1184
 _UNCONSTRAINED_CAST = "::numeric({},{})".format(*UNCONSTRAINED_NUMERIC)
 # The cast would round a value with more decimals silently: such a value becomes Infinity,
 # which the cast refuses (NumericValueOutOfRange), so the read fails instead of rounding.
@@ -131,23 +134,23 @@ def arrow_column(column: Column) -> ArrowColumn:
         return _array_column(column)
     if column.kind == "e" or oid in _STRINGS:
         return ArrowColumn(name, pl.String(), pl.String())
-    if oid in _INTEGERS:
-        return ArrowColumn(name, _INTEGERS[oid], _INTEGERS[oid])
-    if oid in _FLOATS:
-        return ArrowColumn(name, _FLOATS[oid], _FLOATS[oid])
-    if oid == _BOOL:
+    if oid in INTEGERS:
+        return ArrowColumn(name, INTEGERS[oid], INTEGERS[oid])
+    if oid in FLOATS:
+        return ArrowColumn(name, FLOATS[oid], FLOATS[oid])
+    if oid == BOOL:
         return ArrowColumn(name, pl.Boolean(), pl.String(), finish=lambda e: e == "t")
-    if oid == _NUMERIC:
+    if oid == NUMERIC:
         return _numeric_column(column)
-    if oid == _DATE:
+    if oid == DATE:
         days = arrow_dates.date_from_days
         return ArrowColumn(name, pl.Date(), pl.String(), arrow_dates.DATE_SQL, days)
-    if oid in (_TIMESTAMP, _TIMESTAMPTZ):
-        zoned = oid == _TIMESTAMPTZ  # timestamptz: UTC instants, whatever the session zone
+    if oid in (TIMESTAMP, TIMESTAMPTZ):
+        zoned = oid == TIMESTAMPTZ  # timestamptz: UTC instants, whatever the session zone
         dtype = pl.Datetime("us", "UTC" if zoned else None)
         micros = arrow_dates.timestamp_from_micros(zoned)
         return ArrowColumn(name, dtype, pl.String(), arrow_dates.TIMESTAMP_SQL, micros)  # type: ignore[arg-type]
-    if oid == _BYTEA:
+    if oid == BYTEA:
         # bytea_output hex: "\x0aff"
         return ArrowColumn(
             name, pl.Binary(), pl.String(), finish=lambda e: e.str.slice(2).str.decode("hex")
@@ -313,8 +316,8 @@ class ArrowRead:
             if column is None:
                 raise ArrowReadError(
                     f"reading {self.source.info.table}: a value has no Arrow form ({error}). "
-                    "numeric NaN/Infinity, infinite or BC dates and timestamps, and years past "
-                    "9999 cannot be represented"
+                    "Numeric NaN/Infinity in numeric(p,s), infinite dates and timestamps, and "
+                    "years from 262143 cannot be represented"
                 ) from error
             raise ArrowReadError(
                 no_form_message(

@@ -25,11 +25,18 @@ import re
 
 import polars as pl
 
+from pgflow.sources.arrow_types import (
+    BOOL,
+    DATE,
+    FLOATS,
+    INTEGERS,
+    MAX_DECIMAL_PRECISION,
+    NUMERIC,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+)
 from pgflow.sources.catalog import Column
 
-_INTEGERS: dict[int, pl.DataType] = {21: pl.Int16(), 23: pl.Int32(), 20: pl.Int64(), 26: pl.Int64()}
-_FLOATS: dict[int, pl.DataType] = {700: pl.Float32(), 701: pl.Float64()}
-_BOOL, _NUMERIC, _DATE, _TIMESTAMP, _TIMESTAMPTZ = 16, 1700, 1082, 1114, 1184
 _NAIVE = "%Y-%m-%d %H:%M:%S%.f"
 _NUMERIC_TYPMOD = re.compile(r"^numeric\((\d+),(\d+)\)\[\]$")
 # One dimension, lower bound 1 (an empty array has neither: array_ndims is NULL).
@@ -47,20 +54,20 @@ def array_list(column: Column) -> tuple[pl.DataType, pl.Expr]:
     typed = pl.element()
     if column.element_kind == "e":
         pass
-    elif oid in _INTEGERS or oid in _FLOATS:
-        element = _INTEGERS.get(oid) or _FLOATS[oid]
+    elif oid in INTEGERS or oid in FLOATS:
+        element = INTEGERS.get(oid) or FLOATS[oid]
         typed = pl.element().cast(element, strict=True)
-    elif oid == _BOOL:
+    elif oid == BOOL:
         element, typed = pl.Boolean(), pl.element() == "true"  # boolean::text
-    elif oid == _NUMERIC and (match := _NUMERIC_TYPMOD.match(column.base_type_sql)):
+    elif oid == NUMERIC and (match := _NUMERIC_TYPMOD.match(column.base_type_sql)):
         precision, scale = int(match[1]), int(match[2])
-        if precision <= 38 and scale <= precision:
+        if precision <= MAX_DECIMAL_PRECISION and scale <= precision:
             element = pl.Decimal(precision, scale)
             typed = pl.element().cast(element, strict=True)
-    elif oid == _DATE:
+    elif oid == DATE:
         element, typed = pl.Date(), pl.element().str.to_date("%Y-%m-%d", strict=True)
-    elif oid in (_TIMESTAMP, _TIMESTAMPTZ):
-        zoned = oid == _TIMESTAMPTZ
+    elif oid in (TIMESTAMP, TIMESTAMPTZ):
+        zoned = oid == TIMESTAMPTZ
         element = pl.Datetime("us", "UTC" if zoned else None)
         layout = _NAIVE + "%#z" if zoned else _NAIVE
         typed = pl.element().str.to_datetime(layout, time_unit="us", strict=True)

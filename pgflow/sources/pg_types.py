@@ -15,10 +15,16 @@ import re
 from pgflow.sources.catalog import FIRST_USER_OID, Column
 
 PG_TYPE_KEY = "pgflow.pg_type"
-# format_type() output of built-in types: lower-case words, digit modifiers, [] suffixes. The
-# metadata of a Delta table is input: only this shape is ever put into DDL.
+# format_type() output of built-in types: one word, or one of the few two-word names, with
+# digit modifiers, "with(out) time zone", interval fields and [] suffixes. The metadata of a
+# Delta table is input: only this shape is ever put into DDL (never "text primary key").
+_FIELD = r"(year|month|day|hour|minute|second)"
 _BUILT_IN_SHAPE = re.compile(
-    r"^[a-z][a-z0-9_]*( [a-z0-9_]+)*(\(\d+(,\d+)?\))?( [a-z ]+)?(\(\d+\))?(\[\])*$"
+    r"^(double precision|character varying|bit varying|[a-z][a-z0-9_]*)"
+    r"(\(\d+(,\d+)?\))?"
+    rf"( {_FIELD}( to {_FIELD})?(\(\d+\))?)?"
+    r"( with(out)? time zone)?"
+    r"(\[\])*$"
 )
 
 

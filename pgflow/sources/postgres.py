@@ -20,6 +20,7 @@ PORTABLE_TEXT_SETTINGS = {
     "extra_float_digits": "3",
     "TimeZone": "UTC",
     "bytea_output": "hex",
+    "lc_monetary": "C",  # money's text; every server has the C locale
 }
 
 
@@ -33,6 +34,13 @@ def set_portable_text_format(conn: psycopg.Connection) -> None:
     """SET LOCAL the text-format settings for the current transaction."""
     for name, value in PORTABLE_TEXT_SETTINGS.items():
         conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def set_timeout(conn: psycopg.Connection, seconds: float) -> None:
+    """Bound the statements of the current transaction (SET LOCAL ends with it)."""
+    conn.execute(
+        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(seconds * 1000)}ms"))
+    )
 
 
 class PostgresTableSource:

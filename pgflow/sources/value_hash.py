@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import TableName
-from pgflow.sources.postgres import set_portable_text_format
+from pgflow.sources.postgres import set_portable_text_format, set_timeout
 
 BUCKETS = 256
 ROW_SEED = 0
@@ -104,10 +104,7 @@ def _hashed(query: HashQuery) -> sql.Composable:
 def _begin(conn: psycopg.Connection, timeout_seconds: float) -> None:
     """Pin the text of every value (and bound the statement) for this transaction."""
     set_portable_text_format(conn)
-    conn.execute("SELECT set_config('lc_monetary', 'C', true)")
-    conn.execute(
-        "SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_seconds * 1000)}ms",)
-    )
+    set_timeout(conn, timeout_seconds)
 
 
 def table_hash(conn: psycopg.Connection, query: HashQuery, timeout_seconds: float) -> TableHash:

@@ -23,10 +23,10 @@ from psycopg import sql
 
 from pgflow.config.model import NumericAs
 from pgflow.sources.arrow import ArrowColumn, ArrowRead, ArrowReadError
+from pgflow.sources.arrow_types import MAX_DECIMAL_PRECISION
 from pgflow.sources.catalog import Column
 from pgflow.sources.postgres import PostgresTableSource
 
-MAX_PRECISION = 38
 MIN_SCALE = 9  # the scale pgflow always used: kept when the data leaves room for it
 _NOT_FINITE = "{0} IN ('NaN', 'Infinity', '-Infinity')"
 _DIGITS = (
@@ -57,7 +57,7 @@ def unconstrained(read: ArrowRead) -> list[str]:
 
 def fits_unconstrained(column: Column | None, have: pl.DataType) -> bool:
     """Whether `have` is a type a load gives an unconstrained numeric (Decimal(38, s), text)."""
-    chosen = isinstance(have, pl.Decimal) and have.precision == MAX_PRECISION
+    chosen = isinstance(have, pl.Decimal) and have.precision == MAX_DECIMAL_PRECISION
     return is_unconstrained(column) and (chosen or isinstance(have, pl.String))
 
 
@@ -89,8 +89,8 @@ def _target(have: pl.DataType | None, numeric_as: NumericAs) -> pl.DataType | No
 
 
 def _chosen(fit: _Fit) -> pl.DataType:
-    room = MAX_PRECISION - fit.digits
-    return pl.Decimal(MAX_PRECISION, max(0, min(room, max(fit.scale, MIN_SCALE))))
+    room = MAX_DECIMAL_PRECISION - fit.digits
+    return pl.Decimal(MAX_DECIMAL_PRECISION, max(0, min(room, max(fit.scale, MIN_SCALE))))
 
 
 def _column(column: ArrowColumn, dtype: pl.DataType | None) -> ArrowColumn:
@@ -120,14 +120,14 @@ def _measure(source: PostgresTableSource, names: list[str]) -> dict[str, _Fit]:
 def _check(
     source: PostgresTableSource, name: str, dtype: pl.Decimal, fit: _Fit, existing: bool
 ) -> None:
-    precision, scale = dtype.precision or MAX_PRECISION, dtype.scale
+    precision, scale = dtype.precision or MAX_DECIMAL_PRECISION, dtype.scale
     if not fit.not_finite and fit.scale <= scale and fit.digits <= precision - scale:
         return
     sample = _sample(source, name, precision, scale)
     holder = (
         f"the Delta table's Decimal({precision},{scale}) column"
         if existing
-        else f"no Delta decimal (at most {MAX_PRECISION} digits)"
+        else f"no Delta decimal (at most {MAX_DECIMAL_PRECISION} digits)"
     )
     raise ArrowReadError(
         f"reading {source.info.table}: column {name} (numeric) holds {sample}, which {holder} "

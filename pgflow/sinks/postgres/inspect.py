@@ -19,6 +19,7 @@ from pgflow.sinks.postgres.cdc_apply import with_deleted_column
 from pgflow.sinks.postgres.keys import nulls_not_distinct_sql
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo, table_exists
+from pgflow.sources.postgres import set_timeout
 
 DEFAULT_TIMEOUT_SECONDS = 60
 SAMPLE_KEYS = 5
@@ -44,13 +45,6 @@ class SchemaComparison:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.dropped or self.retyped)
-
-
-def set_timeout(conn: psycopg.Connection, seconds: float) -> None:
-    """Bound the statements of the current transaction (SET LOCAL ends with it)."""
-    conn.execute(
-        sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(seconds * 1000)}ms"))
-    )
 
 
 def exists(conn: psycopg.Connection, table: TableName) -> bool:

@@ -152,7 +152,9 @@ def _touched_partitions(ctx: ApplyContext, column: str, layout: Layout) -> list[
 
 
 def _missing_message(ctx: ApplyContext, column: str, group: StagedGroup) -> str:
-    shown = ", ".join("NULL" if v is None else _literal(v) for v in group.sample)
+    shown = ", ".join(
+        "NULL" if v is None else sql.Literal(v).as_string(ctx.conn) for v in group.sample
+    )
     more = (
         f" and {group.values - len(group.sample)} more" if group.values > len(group.sample) else ""
     )
@@ -162,10 +164,6 @@ def _missing_message(ctx: ApplyContext, column: str, group: StagedGroup) -> str:
         f"(CREATE TABLE ... PARTITION OF {ctx.target} FOR VALUES ...), or filter those rows "
         f"out of the source"
     )
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _refuse_if_required(ctx: ApplyContext, blocker: Blocker) -> None:

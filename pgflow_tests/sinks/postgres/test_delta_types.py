@@ -189,8 +189,18 @@ def test_foreign_delta_tables_get_the_closest_postgres_types(sink_uri: str, tmp_
     ]
 
 
-def test_recorded_types_that_are_not_a_type_spelling_are_ignored() -> None:
-    hostile = 'integer); DROP TABLE "x"; --'
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        'integer); DROP TABLE "x"; --',
+        "integer primary key",
+        "integer references users",
+        "integer generated always as identity",
+        "integer default 7",
+    ],
+)
+def test_recorded_types_that_are_not_a_type_spelling_are_ignored(hostile: str) -> None:
+    # Delta metadata is input: only a type's spelling reaches the DDL, never a constraint.
     assert postgres_column("a", pl.Int32(), False, hostile).type_sql == "integer"
     assert postgres_column("a", pl.Int32(), False, "smallint").type_sql == "smallint"
     assert postgres_column("a", pl.List(pl.Int32()), False, "smallint").type_sql == "integer[]"
