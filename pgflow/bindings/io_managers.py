@@ -402,11 +402,12 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             from pgflow.sinks.delta.load import load_delta
 
             reader = table_source(conn, source, obj.window)
+            options = self.delta.storage_options()
             result = load_delta(
                 reader,
                 sink.path,
                 sink.strategy,
-                storage_options=self.delta.storage_options(),
+                storage_options=options,
                 pipeline=spec.name,
                 reset=reset,
                 numeric_as=sink.numeric_as,
@@ -418,7 +419,6 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
         exact = _exact_source_rows(spec, result.rows_read, reset)
         bounds = reader.window_bounds()
         window = None if obj.window is None or bounds is None else (obj.window.column, *bounds)
-        options = self.delta.storage_options()
         counts = delta_counts(sink.path, result.version_after, options, window)
         metadata = {**delta_load_metadata(result), **per_partition(context, counts)}
         metadata.update(activity_metadata(modifications, exact))
