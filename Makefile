@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(STATE)/dagster_home
 export PGFLOW_CONFIG ?= $(CURDIR)/pipelines
 LOCAL_ENV = eval "$$($(BIN)/pgflow localdb env)"
 
-.PHONY: help install postgres-check localdb demo dev test test-faults lint format bench stop clean
+.PHONY: help install postgres-check localdb demo dev test test-faults lint typecheck format bench stop clean
 
 help:
 	@echo "make demo   - install, start a local Postgres, seed the shop, materialize every asset"
@@ -65,6 +65,10 @@ test-faults: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy --strict over pgflow/ ([tool.mypy] in pyproject.toml); joins `lint` once it passes.
+typecheck: install
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

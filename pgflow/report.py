@@ -21,9 +21,7 @@ def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) ->
     try:
         with connections.connect(sink.connection_id, sink.connection_type) as conn:
             count = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(sink.table.schema, sink.table.name)
-                )
+                sql.SQL("SELECT count(*) FROM {}").format(sink.table.identifier())
             ).fetchone()
             position = read_position(conn, sink.table)
             params = conn.info.get_parameters()

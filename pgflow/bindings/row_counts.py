@@ -66,7 +66,7 @@ def _count(
     assert info is not None
     lower, upper = window.bounds(info)  # typed like the column, as the load's own slice
     query = sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {} < %s").format(
-        sql.Identifier(table.schema, table.name),
+        table.identifier(),
         sql.Identifier(window.column),
         sql.Identifier(window.column),
     )

@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
+from psycopg import sql
+
 ConnectionType = Literal["env", "vault"]
 SourceType = Literal["postgres", "delta"]
 SinkType = Literal["postgres", "delta"]
@@ -34,6 +36,10 @@ class TableName:
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    def identifier(self) -> sql.Identifier:
+        """The table's name for `psycopg.sql` composition: schema and name, each quoted."""
+        return sql.Identifier(self.schema, self.name)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ counts are summed.
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 
 from pgflow.config.model import TableName
 
@@ -29,6 +28,6 @@ def table_modifications(conn: psycopg.Connection, table: TableName) -> int | Non
     Statistics reach the view within about a second of a commit (they are flushed by each
     backend when idle); `pg_stat_reset` sets them back, which a caller sees as a smaller count.
     """
-    qualified = sql.Identifier(table.schema, table.name).as_string(conn)
+    qualified = table.identifier().as_string(conn)
     row = conn.execute(_MODIFICATIONS, {"table": qualified}).fetchone()
     return None if row is None or row[0] is None else int(row[0])

@@ -141,7 +141,7 @@ def ensure_publication(
 ) -> bool:
     """Create the publication for `table` (or add the table to it); True when changed."""
     exists = conn.execute("SELECT FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-    target = sql.Identifier(table.schema, table.name)
+    target = table.identifier()
     changed = False
     if exists is None:
         # Partitions' changes arrive as the root table's, the table the pipeline names.

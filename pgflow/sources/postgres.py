@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 import psycopg
@@ -30,10 +30,16 @@ def copy_to_stdout(select: sql.Composable, fmt: CopyFormat | Literal["csv"]) -> 
     return sql.SQL("COPY ({}) TO STDOUT{}").format(select, sql.SQL(options))
 
 
+def apply_settings(conn: psycopg.Connection, settings: Mapping[str, str], *, local: bool) -> None:
+    """Set each of `settings` on `conn`: for the current transaction (`local`, SET LOCAL) or
+    for the session. The one place pgflow sets server settings by name."""
+    for name, value in settings.items():
+        conn.execute("SELECT set_config(%s, %s, %s)", (name, value, local))
+
+
 def set_portable_text_format(conn: psycopg.Connection) -> None:
     """SET LOCAL the text-format settings for the current transaction."""
-    for name, value in PORTABLE_TEXT_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    apply_settings(conn, PORTABLE_TEXT_SETTINGS, local=True)
 
 
 def set_timeout(conn: psycopg.Connection, seconds: float) -> None:
@@ -84,7 +90,7 @@ class PostgresTableSource:
 
     @property
     def table_sql(self) -> sql.Identifier:
-        return sql.Identifier(self._table.schema, self._table.name)
+        return self._table.identifier()
 
     def column_expression(self, name: str) -> sql.Composable:
         """What the read selects for column `name`."""

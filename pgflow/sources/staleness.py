@@ -26,7 +26,7 @@ from pgflow.sources.base import Position
 from pgflow.sources.catalog import TableNotFound, describe_table, table_exists
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.pgoutput import lsn_to_text
-from pgflow.sources.postgres import PORTABLE_TEXT_SETTINGS
+from pgflow.sources.postgres import PORTABLE_TEXT_SETTINGS, apply_settings
 
 # A probe must never hang a sensor tick behind a lock or a slow query on the source.
 PROBE_SETTINGS = {"statement_timeout": "30s", "lock_timeout": "5s"}
@@ -51,8 +51,7 @@ def prepare_session(conn: psycopg.Connection) -> None:
     """Timeouts, plus the text settings loads use, so cursor values render as they are stored."""
     if not conn.autocommit:
         raise ValueError("staleness probes need an autocommit connection")
-    for name, value in {**PROBE_SETTINGS, **PORTABLE_TEXT_SETTINGS}.items():
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    apply_settings(conn, {**PROBE_SETTINGS, **PORTABLE_TEXT_SETTINGS}, local=False)
 
 
 # --- cursor column -------------------------------------------------------------------------
@@ -87,7 +86,7 @@ SELECT COALESCE(
 
 def cursor_index(conn: psycopg.Connection, table: TableName, column: str) -> str | None:
     """An index that makes max(`column`) an index lookup, or None (max would scan)."""
-    qualified = sql.Identifier(table.schema, table.name).as_string(conn)
+    qualified = table.identifier().as_string(conn)
     row = conn.execute(_LEADING_INDEX, {"table": qualified, "column": column}).fetchone()
     return row[0] if row else None
 
@@ -115,7 +114,7 @@ def column_verdict(
         query.format(
             type=sql.SQL(kind.base_type_sql),
             col=sql.Identifier(column),
-            t=sql.Identifier(table.schema, table.name),
+            t=table.identifier(),
         ),
         (mark,),
     ).fetchone()

@@ -93,9 +93,7 @@ def _hashed(query: HashQuery) -> sql.Composable:
         if query.live_column
         else sql.SQL("")
     )
-    inner = inner.format(
-        b=bucket, k=key, h=row_hash, t=sql.Identifier(query.table.schema, query.table.name), w=where
-    )
+    inner = inner.format(b=bucket, k=key, h=row_hash, t=query.table.identifier(), w=where)
     return sql.SQL("SELECT (kh & 9223372036854775807) % {n} AS b, k, h FROM ({inner}) i").format(
         n=sql.Literal(BUCKETS), inner=inner
     )

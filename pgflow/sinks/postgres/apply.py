@@ -49,11 +49,11 @@ class ApplyContext:
 
     @property
     def target_sql(self) -> sql.Identifier:
-        return sql.Identifier(self.target.schema, self.target.name)
+        return self.target.identifier()
 
     @property
     def staging_sql(self) -> sql.Identifier:
-        return sql.Identifier(self.staging.schema, self.staging.name)
+        return self.staging.identifier()
 
     def column_list(self, prefix: str | None = None) -> sql.Composed:
         if prefix is None:

@@ -362,7 +362,7 @@ class _Segment:
                 'ALTER TABLE {} ADD COLUMN {} bigint, ADD COLUMN {} "char",'
                 " ADD COLUMN {} text[], ADD COLUMN {} bigint"
             ).format(
-                sql.Identifier(self.stage.schema, self.stage.name),
+                self.stage.identifier(),
                 sql.Identifier(keys.ORDER_COLUMN),
                 sql.Identifier(OP),
                 sql.Identifier(UNCHANGED_COLUMNS),
@@ -373,7 +373,7 @@ class _Segment:
     def _copy_statement(self) -> sql.Composed:
         names = [*self.columns, keys.ORDER_COLUMN, OP, UNCHANGED_COLUMNS, FROM]
         return sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(self.stage.schema, self.stage.name),
+            self.stage.identifier(),
             sql.SQL(", ").join(map(sql.Identifier, names)),
         )
 
@@ -572,7 +572,7 @@ def _truncate(log: SqlLog, target: CdcTarget, commit_time: datetime, result: Bat
             "on_truncate: apply, or re-snapshot with reset: true"
         )
     result.truncates += 1
-    table = sql.Identifier(target.table.schema, target.table.name)
+    table = target.table.identifier()
     if target.deleted_column is None:
         log.execute(sql.SQL("TRUNCATE {}").format(table))
     else:

@@ -71,7 +71,7 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
         create_shared_object(
             log,
             sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
-                sql.Identifier(enum.schema, enum.name),
+                enum.identifier(),
                 sql.SQL(", ").join(map(sql.Literal, labels)),
             ),
         )
@@ -79,7 +79,7 @@ def _ensure_enum(log: SqlLog, enum: TableName, labels: tuple[str, ...]) -> None:
     missing = [label for label in labels if label not in existing[0]]
     if missing:
         # Labels as SQL literals and the type as a quoted name: the fix can be pasted into psql.
-        name = sql.Identifier(enum.schema, enum.name).as_string(log.conn)
+        name = enum.identifier().as_string(log.conn)
         literals = [sql.Literal(label).as_string(log.conn) for label in missing]
         raise TargetSchemaError(
             f"enum {name} in the sink lacks the source label(s) {', '.join(literals)}; add them "
@@ -141,7 +141,7 @@ def create_target(
         storage = sql.SQL(" WITH (fillfactor = {})").format(sql.Literal(fillfactor))
     log.execute(
         sql.SQL("CREATE TABLE {} ({}){}").format(
-            sql.Identifier(target.schema, target.name), sql.SQL(", ").join(parts), storage
+            target.identifier(), sql.SQL(", ").join(parts), storage
         )
     )
     if unique_key and set(unique_key) != set(source.primary_key):
@@ -159,13 +159,13 @@ def ensure_fillfactor(log: SqlLog, target: TableName, fillfactor: int | None) ->
     row = log.conn.execute(
         "SELECT c.relkind, (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o"
         " WHERE o.option_name = 'fillfactor') FROM pg_class c WHERE c.oid = %s::regclass",
-        (sql.Identifier(target.schema, target.name).as_string(log.conn),),
+        (target.identifier().as_string(log.conn),),
     ).fetchone()
     if row is None or row[0] != "r" or row[1] == str(fillfactor):
         return
     log.execute(
         sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
-            sql.Identifier(target.schema, target.name), sql.Literal(fillfactor)
+            target.identifier(), sql.Literal(fillfactor)
         )
     )
 
@@ -175,7 +175,7 @@ def create_unique_key_index(log: SqlLog, target: TableName, unique_key: tuple[st
     log.execute(
         sql.SQL("CREATE UNIQUE INDEX {} ON {} ({}) NULLS NOT DISTINCT").format(
             sql.Identifier(name),
-            sql.Identifier(target.schema, target.name),
+            target.identifier(),
             sql.SQL(", ").join(map(sql.Identifier, unique_key)),
         )
     )
@@ -210,4 +210,4 @@ def _lock_key(target: TableName) -> sql.Literal:
 
 
 def quote_table(conn: psycopg.Connection, table: TableName) -> str:
-    return sql.Identifier(table.schema, table.name).as_string(conn)
+    return table.identifier().as_string(conn)

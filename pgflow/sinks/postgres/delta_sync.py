@@ -114,6 +114,7 @@ from pgflow.sinks.postgres.delta_types import (
 )
 from pgflow.sinks.postgres.prefetch import prefetched
 from pgflow.sinks.postgres.sql_log import MAX_LOGGED_STATEMENTS, SqlLog
+from pgflow.sinks.postgres.statistics import worth_analyzing
 from pgflow.sinks.postgres.sync_settings import (
     SyncSettings,
     backoff_seconds,
@@ -140,8 +141,6 @@ POSITION_TYPE = "delta_sync_v1"
 STAGE = sql.Identifier("pg_temp", "pgflow_delta_stage")
 KEYS = sql.Identifier("pg_temp", "pgflow_delta_keys")
 MAX_IDENTIFIER_BYTES = 63
-# ANALYZE the target when a run inserted, updated or deleted at least this share of its rows.
-ANALYZE_SHARE = 0.1
 TIMESTAMPTZ_OID = 1184
 # Sink batches read and rendered ahead of the one being applied.
 PREFETCH_BATCHES = 2
@@ -349,7 +348,7 @@ def _insert_sql(target: TableName, columns: Sequence[str], key: Sequence[str]) -
         "INSERT INTO {target} ({columns}, {hdiff}, {ldts}) SELECT {staged}, {hash}, now()"
         " FROM {stage} s"
     ).format(
-        target=sql.Identifier(target.schema, target.name),
+        target=target.identifier(),
         columns=_names(columns),
         hdiff=sql.Identifier(HDIFF),
         ldts=sql.Identifier(SYNC_LDTS),
@@ -386,7 +385,7 @@ def _upsert_sql(
         " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
         " FROM changed"
     ).format(
-        target=sql.Identifier(target.schema, target.name),
+        target=target.identifier(),
         columns=_names(columns),
         hdiff=sql.Identifier(HDIFF),
         ldts=sql.Identifier(SYNC_LDTS),
@@ -749,7 +748,7 @@ class _Run:
             if existing is None:
                 log_.execute(
                     sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                        sql.Identifier(self.target.schema, self.target.name),
+                        self.target.identifier(),
                         sql.Identifier(column.name),
                         sql.SQL(column.type_sql),
                     )
@@ -838,7 +837,7 @@ class _Run:
             ).format(
                 STAGE,
                 _names(self.snapshot.column_names),
-                sql.Identifier(self.target.schema, self.target.name),
+                self.target.identifier(),
             )
         )
         self.staged = True
@@ -932,12 +931,8 @@ class _Run:
             self.write_state(log_, done)
             changed = self.counts.inserted + self.counts.updated + deleted
             estimated = self.estimated_rows
-            if self.created or estimated is None or changed >= ANALYZE_SHARE * estimated:
-                log_.execute(
-                    sql.SQL("ANALYZE {}").format(
-                        sql.Identifier(self.target.schema, self.target.name)
-                    )
-                )
+            if self.created or worth_analyzing(changed, estimated):
+                log_.execute(sql.SQL("ANALYZE {}").format(self.target.identifier()))
         self.counts.deleted += deleted
         self.deletes_applied = how
         self.progressed()
@@ -994,7 +989,7 @@ class _Run:
         log_.execute(
             sql.SQL(
                 "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
-            ).format(KEYS, _names(self.key), sql.Identifier(self.target.schema, self.target.name))
+            ).format(KEYS, _names(self.key), self.target.identifier())
         )
 
     def delete_matching(self, log_: _Log, present: bool) -> int:
@@ -1003,7 +998,7 @@ class _Run:
         )
         test = sql.SQL("EXISTS") if present else sql.SQL("NOT EXISTS")
         query = sql.SQL("DELETE FROM {} t WHERE {} (SELECT 1 FROM {} k WHERE {})").format(
-            sql.Identifier(self.target.schema, self.target.name), test, KEYS, match
+            self.target.identifier(), test, KEYS, match
         )
         return log_.execute(query).rowcount
 
@@ -1062,9 +1057,7 @@ def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 
 def _is_empty(conn: psycopg.Connection, target: TableName) -> bool:
-    query = sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(
-        sql.Identifier(target.schema, target.name)
-    )
+    query = sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target.identifier())
     row = conn.execute(query).fetchone()
     return bool(row and row[0])
 
@@ -1072,6 +1065,6 @@ def _is_empty(conn: psycopg.Connection, target: TableName) -> bool:
 def _estimated_rows(conn: psycopg.Connection, target: TableName) -> int | None:
     row = conn.execute(
         "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-        (sql.Identifier(target.schema, target.name).as_string(conn),),
+        (target.identifier().as_string(conn),),
     ).fetchone()
     return None if row is None or row[0] < 0 else row[0]

@@ -51,7 +51,7 @@ def forget_position(log_: SqlLog, target: TableName, pipeline: str, *, empty: bo
         ddl.lock_target(log_, target)
         state.write_position(log_, target, pipeline, None)
         if empty:
-            log_.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name)))
+            log_.execute(sql.SQL("TRUNCATE {}").format(target.identifier()))
 
 
 def drop_failed_first_sync(connect: Callable[[], psycopg.Connection], target: TableName) -> None:
@@ -66,7 +66,7 @@ def drop_failed_first_sync(connect: Callable[[], psycopg.Connection], target: Ta
                 ddl.lock_target(sql_log, target)
                 if state.read_position(conn, target) is not None:
                     return  # batches committed: the next run resumes them
-                name = sql.Identifier(target.schema, target.name)
+                name = target.identifier()
                 sql_log.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
     except Exception as error:  # the sync's own error is the one to raise
         log.warning("sync into %s failed; its new table could not be dropped: %s", target, error)

@@ -96,7 +96,7 @@ def create_shadow(log: SqlLog, target: TableName, shadow: TableName) -> None:
     they are built once the rows are in."""
     log.execute(
         sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
-            _ident(shadow), _ident(target)
+            shadow.identifier(), target.identifier()
         )
     )
 
@@ -111,7 +111,7 @@ def swap(log: SqlLog, target: TableName, shadow: TableName, plan: ExchangePlan, 
     log.execute(_rename(shadow, target.name))
     restore_properties(log, target, plan)
     _rebind_dependents(log, target, backup, plan)
-    log.execute(sql.SQL("DROP TABLE {}").format(_ident(backup)))  # never CASCADE
+    log.execute(sql.SQL("DROP TABLE {}").format(backup.identifier()))  # never CASCADE
     for i, index in enumerate(plan.indexes):
         log.execute(
             sql.SQL("ALTER INDEX {} RENAME TO {}").format(
@@ -122,7 +122,8 @@ def swap(log: SqlLog, target: TableName, shadow: TableName, plan: ExchangePlan, 
     # The new table's identity sequences were named after the shadow; take the old names back.
     for column, name in identity_names:
         sequence = log.conn.execute(
-            "SELECT pg_get_serial_sequence(%s, %s)", (_ident(target).as_string(log.conn), column)
+            "SELECT pg_get_serial_sequence(%s, %s)",
+            (target.identifier().as_string(log.conn), column),
         ).fetchone()
         assert sequence is not None and sequence[0] is not None
         log.execute(
@@ -186,7 +187,7 @@ def build_indexes(
         if index.constraint_def:
             log.execute(
                 sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    _ident(shadow), temp, sql.SQL(index.constraint_def)
+                    shadow.identifier(), temp, sql.SQL(index.constraint_def)
                 )
             )
         else:
@@ -194,14 +195,14 @@ def build_indexes(
                 sql.SQL("CREATE {}INDEX {} ON {} {}").format(
                     sql.SQL("UNIQUE " if index.is_unique else ""),
                     temp,
-                    _ident(shadow),
+                    shadow.identifier(),
                     sql.SQL(str(index.index_tail)),
                 )
             )
     for name, definition in foreign_keys:
         log.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                _ident(shadow), sql.Identifier(name), sql.SQL(definition)
+                shadow.identifier(), sql.Identifier(name), sql.SQL(definition)
             )
         )
 
@@ -219,7 +220,7 @@ class TableProperties(Protocol):
 
 
 def restore_properties(log: SqlLog, target: TableName, plan: TableProperties) -> None:
-    table = _ident(target)
+    table = target.identifier()
     current = log.conn.execute("SELECT current_user").fetchone()
     if current and current[0] != plan.owner:
         log.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(table, sql.Identifier(plan.owner)))
@@ -252,7 +253,7 @@ def _rebind_dependents(
             sql.SQL(
                 "SELECT setval(pg_get_serial_sequence({}, {}), last_value, is_called) FROM {}"
             ).format(
-                sql.Literal(_ident(target).as_string(log.conn)),
+                sql.Literal(target.identifier().as_string(log.conn)),
                 sql.Literal(column),
                 sql.SQL(old_sequence),
             )
@@ -271,7 +272,7 @@ def _rebind_dependents(
 
 
 def restore_replica_identity(log: SqlLog, target: TableName, plan: TableProperties) -> None:
-    table = _ident(target)
+    table = target.identifier()
     if plan.replica_identity == "f":
         log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table))
     elif plan.replica_identity == "n":
@@ -320,11 +321,9 @@ def _owned_sequences(cur: psycopg.Cursor, oid: int, deptype: str) -> list[tuple[
 
 
 def _rename(table: TableName, new_name: str) -> sql.Composed:
-    return sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(table), sql.Identifier(new_name))
-
-
-def _ident(table: TableName) -> sql.Identifier:
-    return sql.Identifier(table.schema, table.name)
+    return sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+        table.identifier(), sql.Identifier(new_name)
+    )
 
 
 def _short(name: str, suffix: str) -> str:

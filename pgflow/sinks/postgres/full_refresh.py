@@ -23,7 +23,7 @@ from pgflow.sinks.postgres.sql_log import SqlLog
 def truncate_copy(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -> int:
     """full_refresh truncate_insert: empty the target, then `fill` it from the source (its
     indexes are built once the rows are in)."""
-    log.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(target.schema, target.name)))
+    log.execute(sql.SQL("TRUNCATE {}").format(target.identifier()))
     return index_rebuild.fill_then_index(log, target, fill)
 
 

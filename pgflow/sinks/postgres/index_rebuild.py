@@ -58,7 +58,7 @@ def take_off(log: SqlLog, table: TableName) -> TakenOff | None:
         if index.constraint_def:
             log.execute(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                    _ident(table), sql.Identifier(index.name)
+                    table.identifier(), sql.Identifier(index.name)
                 )
             )
         else:
@@ -73,13 +73,9 @@ def put_back(log: SqlLog, table: TableName, taken: TakenOff) -> None:
         index = next(i.name for i in taken.indexes if i.is_replica_identity)
         log.execute(
             sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
-                _ident(table), sql.Identifier(index)
+                table.identifier(), sql.Identifier(index)
             )
         )
-
-
-def _ident(table: TableName) -> sql.Identifier:
-    return sql.Identifier(table.schema, table.name)
 
 
 # What would not survive a drop and re-create, per index of the table (and the constraint

@@ -63,7 +63,7 @@ def row_count(
     A `deleted_column` the table lacks counts every row: a target created before the
     column was configured has no soft-deleted rows.
     """
-    ident = sql.Identifier(table.schema, table.name)
+    ident = table.identifier()
     with conn.transaction():
         set_timeout(conn, timeout)
         query = sql.SQL("SELECT count(*) FROM {}").format(ident)
@@ -78,7 +78,7 @@ def _has_column(conn: psycopg.Connection, table: TableName, column: str) -> bool
     row = conn.execute(
         "SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s"
         " AND attnum > 0 AND NOT attisdropped",
-        (sql.Identifier(table.schema, table.name).as_string(conn), column),
+        (table.identifier().as_string(conn), column),
     ).fetchone()
     return row is not None
 
@@ -101,7 +101,7 @@ def duplicate_keys(
     ).format(
         texts=texts,
         keys=sql.SQL(", ").join(columns),
-        table=sql.Identifier(table.schema, table.name),
+        table=table.identifier(),
         sample=sql.Literal(sample),
     )
     with conn.transaction():
@@ -136,7 +136,7 @@ def index_enforcing_unique(
     with conn.transaction():
         row = conn.execute(
             sql.SQL(_ENFORCING_INDEX_SQL).format(nulls_not_distinct=nulls_not_distinct_sql(conn)),
-            {"table": sql.Identifier(table.schema, table.name).as_string(conn), "key": list(key)},
+            {"table": table.identifier().as_string(conn), "key": list(key)},
         ).fetchone()
     return row[0] if row else None
 

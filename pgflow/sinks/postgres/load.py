@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import (
@@ -39,6 +38,7 @@ from pgflow.sinks.postgres import (
     schema_drift,
     staging,
     state,
+    statistics,
 )
 from pgflow.sinks.postgres.apply import (
     ApplyContext,
@@ -165,9 +165,6 @@ IN_PLACE = {
     ("incremental_merge", "delete_insert"),
     ("incremental_merge", "upsert"),
 }
-# Below this share of the target's rows, an in-place load leaves statistics to autovacuum: an
-# ANALYZE of a large table costs more than a small incremental load itself.
-ANALYZE_SHARE = 0.1
 
 
 def needs_analyze(
@@ -175,8 +172,7 @@ def needs_analyze(
 ) -> bool:
     if created or strategy_variant(strategy) not in IN_PLACE:
         return True
-    estimated = target_before.estimated_rows
-    return estimated is None or rows_written >= ANALYZE_SHARE * estimated
+    return statistics.worth_analyzing(rows_written, target_before.estimated_rows)
 
 
 def load_table(
@@ -241,7 +237,7 @@ def _load_in_parallel(
         with conn.transaction():
             set_portable_text_format(conn)
             parallel_exchange.swap(log, target, prepared)
-            log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
+            statistics.analyze(log, target)
     except BaseException:
         parallel_exchange.drop_unswapped(log, prepared.shadow)
         raise
@@ -379,7 +375,7 @@ def _load(
                 state.write_position(log, target, pipeline, position)
             staging.drop_staging(log, stage)
         if reset or needs_analyze(strategy, created, rows, target_info):
-            log.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, target.name)))
+            statistics.analyze(log, target)
     copied = copies[0]
     return LoadResult(
         target=target,

@@ -179,7 +179,7 @@ def swap(log: SqlLog, target: TableName, prepared: Prepared) -> None:
     """Move the filled table into the target's schema and swap it in (the load's transaction)."""
     plan = exchange.plan_exchange(log.conn, target)
     shadow = prepared.shadow
-    staged = sql.Identifier(shadow.schema, shadow.name)
+    staged = shadow.identifier()
     log.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(staged))  # the staging mark
     log.execute(
         sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(staged, sql.Identifier(target.schema))

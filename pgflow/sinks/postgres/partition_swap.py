@@ -110,20 +110,20 @@ def _build_new(
     )
     log.execute(
         sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES){}").format(
-            _ident(new), _ident(partition.table), tablespace
+            new.identifier(), partition.table.identifier(), tablespace
         )
     )
     # The partition constraint as a CHECK: ATTACH sees it implied and skips its scan.
     log.execute(
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
-            _ident(new), check, sql.SQL(partition.constraint)
+            new.identifier(), check, sql.SQL(partition.constraint)
         )
     )
     return log.execute(
         sql.SQL(
             "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s WHERE {}"
         ).format(
-            _ident(new),
+            new.identifier(),
             ctx.column_list(),
             ctx.column_list("s"),
             ctx.staging_sql,
@@ -143,17 +143,19 @@ def _switch(
     log = ctx.log
     log.execute(
         sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
-            ctx.target_sql, _ident(partition.table)
+            ctx.target_sql, partition.table.identifier()
         )
     )
     log.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
-            ctx.target_sql, _ident(new), sql.SQL(partition.bound)
+            ctx.target_sql, new.identifier(), sql.SQL(partition.bound)
         )
     )
-    log.execute(sql.SQL("DROP TABLE {}").format(_ident(partition.table)))  # never CASCADE
+    log.execute(sql.SQL("DROP TABLE {}").format(partition.table.identifier()))  # never CASCADE
     log.execute(
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(new), sql.Identifier(partition.name))
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            new.identifier(), sql.Identifier(partition.name)
+        )
     )
     for i_i, index in enumerate(plan.indexes):
         log.execute(
@@ -162,7 +164,9 @@ def _switch(
                 sql.Identifier(index.name),
             )
         )
-    log.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(_ident(partition.table), check))
+    log.execute(
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(partition.table.identifier(), check)
+    )
     _restore_properties(log, partition.table, plan)
 
 
@@ -195,10 +199,6 @@ def _build_indexes(log: SqlLog, new: TableName, plan: SwapPlan, prefix: str) -> 
 def _restore_properties(log: SqlLog, table: TableName, plan: SwapPlan) -> None:
     restore_properties(log, table, plan)
     restore_replica_identity(log, table, plan)
-
-
-def _ident(table: TableName) -> sql.Identifier:
-    return sql.Identifier(table.schema, table.name)
 
 
 def _index_prefix(tag: str, partition_index: int) -> str:

@@ -62,7 +62,7 @@ def reconcile(
             f"to {'sync' if policy == 'add_columns' else 'add_columns or sync'} to let pgflow "
             f"change the target, or change it yourself"
         )
-    table = sql.Identifier(target.table.schema, target.table.name)
+    table = target.table.identifier()
     for column in drift.new:
         log.execute(
             sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(

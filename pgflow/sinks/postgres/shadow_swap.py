@@ -37,7 +37,7 @@ def shadow_swap(ctx: ApplyContext) -> int:
     identity_only = _target_only_identities(ctx)
 
     def fill(shadow: TableName) -> int:
-        new = sql.Identifier(shadow.schema, shadow.name)
+        new = shadow.identifier()
         ctx.log.execute(
             sql.SQL(
                 "INSERT INTO {new} ({cols}) OVERRIDING SYSTEM VALUE SELECT {t_cols} FROM {target}"

@@ -50,15 +50,15 @@ def create_staging(
     staging = staging_name(target)
     log.execute(
         sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-            sql.Identifier(staging.schema, staging.name),
+            staging.identifier(),
             sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.Identifier(target.schema, target.name),
+            target.identifier(),
         )
     )
     if order_column:
         log.execute(
             sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
-                sql.Identifier(staging.schema, staging.name), sql.Identifier(order_column)
+                staging.identifier(), sql.Identifier(order_column)
             )
         )
     return staging
@@ -81,7 +81,7 @@ def copy_into(
     if freeze:
         options.append(sql.SQL("FREEZE"))
     query = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-        sql.Identifier(staging.schema, staging.name),
+        staging.identifier(),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         sql.SQL(" ({})").format(sql.SQL(", ").join(options)) if options else sql.SQL(""),
     )
@@ -115,7 +115,7 @@ def can_freeze(log: SqlLog, table: TableName) -> bool:
     partitioned or a foreign one)."""
     row = log.conn.execute(
         "SELECT relkind = 'r' FROM pg_class WHERE oid = %s::regclass",
-        (sql.Identifier(table.schema, table.name).as_string(log.conn),),
+        (table.identifier().as_string(log.conn),),
     ).fetchone()
     return bool(row and row[0])
 
@@ -124,17 +124,13 @@ def max_value(log: SqlLog, table: TableName, column: str) -> str | None:
     """The largest value of `column` in `table` (staging, or a target the load just filled)
     as text (portable settings), None when none."""
     row = log.execute(
-        sql.SQL("SELECT max({})::text FROM {}").format(
-            sql.Identifier(column), sql.Identifier(table.schema, table.name)
-        )
+        sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(column), table.identifier())
     ).fetchone()
     return row[0] if row else None
 
 
 def drop_staging(log: SqlLog, staging: TableName) -> None:
-    log.execute(
-        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging.schema, staging.name))
-    )
+    log.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging.identifier()))
 
 
 # Staging tables committed outside a load's transaction (CDC stages a batch while the one
@@ -145,9 +141,7 @@ _ORPHAN_MARK = "pgflow staging of {target}, backend {pid}"
 def mark_committed_staging(log: SqlLog, stage: TableName, target: TableName) -> None:
     comment = _ORPHAN_MARK.format(target=target, pid=log.conn.info.backend_pid)
     log.execute(
-        sql.SQL("COMMENT ON TABLE {} IS {}").format(
-            sql.Identifier(stage.schema, stage.name), sql.Literal(comment)
-        )
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(stage.identifier(), sql.Literal(comment))
     )
 
 

@@ -20,7 +20,7 @@ from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import Position
 
 STATE_TABLE = TableName("_pgflow", "pipeline_state")
-_STATE = sql.Identifier(STATE_TABLE.schema, STATE_TABLE.name)
+_STATE = STATE_TABLE.identifier()
 
 _CREATE = sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
     target_schema text NOT NULL,
