@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from psycopg import sql
 
@@ -27,6 +27,28 @@ DuplicatePolicy = Literal["fail", "keep_last"]
 NativeMode = Literal["auto", "required", "disabled"]
 SchemaChangePolicy = Literal["fail", "add_columns", "sync"]
 NumericAs = Literal["decimal", "string"]
+NullCursorPolicy = Literal["exclude", "include", "fail"]
+SnapshotMode = Literal["initial", "never"]
+TruncatePolicy = Literal["apply", "fail"]
+DeltaDeletes = Literal["none", "cdf", "key_pass"]
+PartitionType = Literal["daily", "monthly"]
+
+# The values a spec may choose, in the order messages list them (one home: the Literals above).
+CONNECTION_TYPES: tuple[ConnectionType, ...] = get_args(ConnectionType)
+ENDPOINT_TYPES: tuple[SourceType, ...] = get_args(SourceType)
+INCREMENTAL_STRATEGIES: tuple[IncrementalStrategy, ...] = get_args(IncrementalStrategy)
+SINK_MODES: tuple[SinkMode, ...] = get_args(SinkMode)
+FULL_REFRESH_METHODS: tuple[FullRefreshMethod, ...] = get_args(FullRefreshMethod)
+MERGE_POLICIES: tuple[MergePolicy, ...] = get_args(MergePolicy)
+DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = get_args(DuplicatePolicy)
+NATIVE_MODES: tuple[NativeMode, ...] = get_args(NativeMode)
+SCHEMA_CHANGE_POLICIES: tuple[SchemaChangePolicy, ...] = get_args(SchemaChangePolicy)
+NUMERIC_AS: tuple[NumericAs, ...] = get_args(NumericAs)
+NULL_CURSOR_POLICIES: tuple[NullCursorPolicy, ...] = get_args(NullCursorPolicy)
+SNAPSHOT_MODES: tuple[SnapshotMode, ...] = get_args(SnapshotMode)
+TRUNCATE_POLICIES: tuple[TruncatePolicy, ...] = get_args(TruncatePolicy)
+DELTA_DELETES: tuple[DeltaDeletes, ...] = get_args(DeltaDeletes)
+PARTITION_TYPES: tuple[PartitionType, ...] = get_args(PartitionType)
 
 
 @dataclass(frozen=True)
@@ -48,20 +70,20 @@ class SourceOptions:
     incremental_column: str | None = None
     # A duration for date/time cursors, a number for numeric ones.
     lookback: timedelta | Decimal | None = None
-    on_null_cursor: Literal["exclude", "include", "fail"] = "exclude"
+    on_null_cursor: NullCursorPolicy = "exclude"
     # CDC (logical replication) settings.
     slot_name: str | None = None
     publication_name: str | None = None
-    snapshot: Literal["initial", "never"] = "initial"
+    snapshot: SnapshotMode = "initial"
     auto_cleanup: bool = False
     deleted_column: str | None = None
-    on_truncate: Literal["apply", "fail"] = "apply"
+    on_truncate: TruncatePolicy = "apply"
     target_batch_size: int | None = None
     max_changes_per_run: int | None = None
     include_columns: tuple[str, ...] | None = None
     reset: bool = False
     # Delta sources: how rows deleted from the Delta table leave the target.
-    deletes: Literal["none", "cdf", "key_pass"] = "none"
+    deletes: DeltaDeletes = "none"
 
 
 @dataclass(frozen=True)
@@ -125,7 +147,7 @@ class FreshnessSpec:
 class PartitionsSpec:
     """Time partitions of a partition_replace asset: one Dagster partition per day or month."""
 
-    type: Literal["daily", "monthly"]
+    type: PartitionType
     start: date
     timezone: str = "UTC"
     end_offset: int = 0  # 1 also offers the current, still open day or month

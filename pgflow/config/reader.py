@@ -5,10 +5,11 @@ It lets the loader report every mistake of a file at once instead of stopping at
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal, TypeVar, overload
 
 Report = Callable[[str, str], None]  # (field path, message)
+Choice = TypeVar("Choice", bound=str)
 
 
 def _describe(value: object) -> str:
@@ -64,6 +65,26 @@ class Section:
             return default
         return value
 
+    @overload
+    def choice(self, key: str, choices: tuple[Choice, ...], *, default: Choice) -> Choice: ...
+
+    @overload
+    def choice(
+        self, key: str, choices: tuple[Choice, ...], *, required: Literal[True]
+    ) -> Choice | None: ...
+
+    def choice(
+        self,
+        key: str,
+        choices: tuple[Choice, ...],
+        *,
+        default: Choice | None = None,
+        required: bool = False,
+    ) -> Choice | None:
+        """`text` limited to `choices`, typed as one of them (e.g. a Literal of model.py)."""
+        value = self.text(key, required=required, choices=choices, default=default)
+        return next((choice for choice in choices if choice == value), None)
+
     def flag(self, key: str, default: bool = False) -> bool:
         value = self.raw(key)
         if value is None:
@@ -108,6 +129,16 @@ class Section:
             self.problem(key, f"must be a mapping, got {_describe(value)}")
             return None
         return Section(value, self.field(key), self._report)
+
+    def entries(self, key: str, *, required: bool = False) -> Iterator[tuple[str, Section | None]]:
+        """Each `name: {...}` of the mapping under `key` (e.g. `connections:`), with its Section;
+        None for an entry that is null (reported when `required`) or not a mapping (reported).
+        Lazily, so each entry's problems are reported before the next entry's."""
+        declared = self.section(key)
+        if declared is None:
+            return
+        for name in declared.keys():  # noqa: SIM118 (a Section, not a dict)
+            yield name, declared.section(name, required=required)
 
     def finish(self) -> None:
         """Report keys nobody read: almost always a typo of an allowed key."""

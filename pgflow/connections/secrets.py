@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgflow.config.loader import env_var_for
+from pgflow.config.environment import env_var_for
 
 if TYPE_CHECKING:
     import hvac

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from pgflow.config.errors import SpecError, SpecProblem
-from pgflow.config.loader import config_path, env_var_for, load_project
+from pgflow.config.environment import config_path, env_var_for
+from pgflow.config.loader import load_project
 from pgflow.config.model import (
     FreshnessSpec,
     PipelineSpec,

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgflow.config.loader import env_var_for
+from pgflow.config.environment import env_var_for
 from pgflow.connections.secrets import (
     ConnectionConfigError,
     VaultSettings,

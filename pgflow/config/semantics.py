@@ -1,0 +1,179 @@
+"""Checks across the fields of one pipeline: each field is valid on its own, but together they
+would lose or duplicate rows, or ask for something this sink or source cannot do."""
+
+from __future__ import annotations
+
+import re
+
+from pgflow.config.model import PartitionsSpec, SinkSpec, SourceOptions, SourceSpec, StrategySpec
+from pgflow.config.reader import Report
+from pgflow.config.support import unsupported_reason
+
+# Incremental reads re-read rows (the boundary value, the lookback window), so only sink
+# strategies that match rows by key can take them without duplicating or losing rows.
+_KEYED_FOR_INCREMENTAL = "incremental_merge, or incremental_append with only_new_rows: true"
+
+# Options that mean something for one incremental strategy only (None when not given).
+_STRATEGY_ONLY = {
+    "incremental_column": "column",
+    "lookback": "column",
+    "slot_name": "cdc",
+    "publication_name": "cdc",
+    "deleted_column": "cdc",
+    "target_batch_size": "cdc",
+    "max_changes_per_run": "cdc",
+}
+
+_REPLICATION_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def check_pipeline(
+    source: SourceSpec, sink: SinkSpec, partitions: PartitionsSpec | None, report: Report
+) -> None:
+    """Report every combination of fields that cannot work; each field was read already."""
+    _check_strategy(sink, report)
+    _check_source(source, sink, report)
+    reason = unsupported_reason(source, sink)
+    if reason:
+        report(*reason)
+    if partitions is not None:
+        _check_partitions(source, sink, report)
+
+
+def _check_strategy(sink: SinkSpec, report: Report) -> None:
+    """What the sink strategy's mode needs, and settings that apply to other sinks only."""
+    strategy = sink.strategy
+    if strategy.mode == "incremental_merge" and not strategy.unique_key:
+        report(
+            "sink.strategy.unique_key",
+            "is required for mode incremental_merge: list the key column(s), e.g. [id]",
+        )
+    if strategy.only_new_rows and not strategy.unique_key:
+        report(
+            "sink.strategy.unique_key",
+            "is required with only_new_rows: true (it decides which rows are new)",
+        )
+    if sink.type == "delta" and strategy.fillfactor is not None:
+        report(
+            "sink.strategy.fillfactor",
+            "applies to postgres sinks only (a Delta table's Parquet files have no free space "
+            "to tune); remove it",
+        )
+    if strategy.parallelism > 1 and (
+        sink.type != "postgres" or strategy.mode != "full_refresh" or strategy.method != "exchange"
+    ):
+        report(
+            "sink.strategy.parallelism",
+            "applies to postgres sinks with mode full_refresh and method exchange (the only "
+            "load whose new table can be filled by several connections before one swap); "
+            "remove it or use method: exchange",
+        )
+    if strategy.mode == "replace" and not strategy.custom_predicate:
+        report(
+            "sink.strategy.custom_predicate",
+            "is required for mode replace: a SQL condition on the target, e.g. \"order_date >= '2026-01-01'\"",
+        )
+    if strategy.mode == "partition_replace" and not strategy.partition_column:
+        report(
+            "sink.strategy.partition_column",
+            "is required for mode partition_replace: the column that decides each row's partition",
+        )
+
+
+def _check_source(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
+    """The source options against the source type and the sink strategy."""
+    options = source.options
+    if options.incremental_strategy == "column" and not options.incremental_column:
+        report(
+            "source.options.incremental_column",
+            "is required with incremental_strategy: column: name the cursor column, e.g. updated_at",
+        )
+    if source.type == "postgres":
+        _check_incremental_read(options, sink.strategy, report)
+    if source.type == "delta":
+        _check_delta_source(options, sink, report)
+    elif options.deletes != "none":
+        report(
+            "source.options.deletes",
+            "applies to delta sources only; a postgres source's deletes reach the target "
+            "through CDC (incremental_strategy: cdc) or a reset",
+        )
+
+
+def _check_delta_source(options: SourceOptions, sink: SinkSpec, report: Report) -> None:
+    if options.incremental_strategy != "full":
+        report(
+            "source.options.incremental_strategy",
+            "applies to postgres sources only; a delta source is read by table version",
+        )
+    if sink.type != "postgres" or sink.strategy.mode != "incremental_merge":
+        report(
+            "sink.strategy.mode",
+            "a delta source is synced into Postgres by key (hash-diff upsert): use a postgres "
+            "sink with mode incremental_merge and unique_key",
+        )
+
+
+def _check_incremental_read(options: SourceOptions, strategy: StrategySpec, report: Report) -> None:
+    kind = options.incremental_strategy
+    _check_strategy_only_options(options, report)
+    if kind == "cdc":
+        _check_replication_names(options, report)
+    if kind == "full":
+        return
+    if strategy.mode == "incremental_append" and not strategy.only_new_rows:
+        why = (
+            "an update would be appended as a second row"
+            if kind == "cdc"
+            else "each run re-reads the rows at its starting point, which a plain append "
+            "would insert twice"
+        )
+        report(
+            "sink.strategy.only_new_rows",
+            f"must be true with incremental_strategy: {kind}: {why}; or use mode incremental_merge",
+        )
+    elif strategy.mode not in ("incremental_append", "incremental_merge"):
+        report(
+            "sink.strategy.mode",
+            f"{strategy.mode} cannot take an incremental read (incremental_strategy: {kind}): "
+            "the read holds only the changed rows, and this mode would drop the rest; use "
+            f"{_KEYED_FOR_INCREMENTAL}, or incremental_strategy: full",
+        )
+
+
+def _check_strategy_only_options(options: SourceOptions, report: Report) -> None:
+    kind = options.incremental_strategy
+    given = [name for name in _STRATEGY_ONLY if getattr(options, name) is not None]
+    if options.auto_cleanup:
+        given.append("auto_cleanup")
+    for name in given:
+        owner = _STRATEGY_ONLY.get(name, "cdc")
+        if owner != kind:
+            report(
+                f"source.options.{name}",
+                f"applies to incremental_strategy: {owner} only (this source is {kind}); "
+                f"remove it or set incremental_strategy: {owner}",
+            )
+
+
+def _check_replication_names(options: SourceOptions, report: Report) -> None:
+    for name in ("slot_name", "publication_name"):
+        value = getattr(options, name)
+        if value is not None and not _REPLICATION_NAME.match(value):
+            report(
+                f"source.options.{name}",
+                f"'{value}' must be 1 to 63 lower-case letters, digits or _ (a replication "
+                "slot name's rule)",
+            )
+
+
+def _check_partitions(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
+    strategy = sink.strategy
+    if strategy.mode != "partition_replace":
+        report(
+            "partitions",
+            f"time partitions need sink.strategy.mode partition_replace (this pipeline uses "
+            f"{strategy.mode}): each Dagster partition replaces its slice of partition_column",
+        )
+    if source.type != "postgres":
+        report("partitions", "time partitions need a postgres source")
