@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from pgflow.config.checks_reader import read_checks
 from pgflow.config.model import ChecksSpec, ValueParitySpec
 from pgflow.config.reader import Section
+from pgflow_tests.config.specs import load_one, only_problem, pipeline, write
 
 
 def read(data: dict[str, Any], key: tuple[str, ...] = ("id",)) -> tuple[ChecksSpec, list[str]]:
@@ -67,3 +69,23 @@ def test_bad_value_parity_options_name_the_field_and_the_fix(
     data: dict[str, Any], key: tuple[str, ...], problem: str
 ) -> None:
     assert read(data, key)[1] == [problem]
+
+
+def test_check_thresholds(tmp_path: Path) -> None:
+    spec = pipeline(checks={"row_count_tolerance": 0.05, "retained_wal_warn": "512MB"})
+    p = load_one(write(tmp_path / "p.yaml", spec))
+    assert p.checks == ChecksSpec(row_count_tolerance=0.05, retained_wal_warn_bytes=512 * 1024**2)
+    assert load_one(write(tmp_path / "d" / "p.yaml", pipeline())).checks == ChecksSpec()
+
+
+def test_check_threshold_mistakes(tmp_path: Path) -> None:
+    cases = [
+        ({"row_count_tolerance": 2}, "checks.row_count_tolerance", "fraction"),
+        ({"row_count_tolerance": "1%"}, "checks.row_count_tolerance", "fraction"),
+        ({"retained_wal_warn": "lots"}, "checks.retained_wal_warn", "512MB"),
+        ({"retained_wal_warn": -5}, "checks.retained_wal_warn", "positive"),
+        ({"unique": False}, "checks.unique", "not a known field"),
+    ]
+    for number, (checks, field, hint) in enumerate(cases):
+        problem = only_problem(write(tmp_path / f"{number}" / "p.yaml", pipeline(checks=checks)))
+        assert field in problem and hint in problem, problem

@@ -9,7 +9,7 @@ import pytest
 from pgflow.config.errors import SpecError
 from pgflow.config.loader import load_project
 from pgflow.config.naming import key_part
-from pgflow_tests.config.test_loader import ENV, load_one, pipeline, problems_of, write
+from pgflow_tests.config.specs import ENV, load_one, pipeline, problems_of, write
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,46 @@
+"""Valid specs that ask for what this version cannot run yet are refused, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgflow_tests.config.specs import DROP, only_problem, pipeline, write
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        pytest.param(
+            {"source": {"options": {"include_columns": ["id", "total"]}}},
+            "source.options.include_columns",
+            "is not supported yet; every column of the source table is copied, remove the key",
+            id="include-columns",
+        ),
+        pytest.param(
+            {
+                "source": {"options": {"incremental_strategy": "cdc"}},
+                "sink": {
+                    "type": "delta",
+                    "connection_id": DROP,
+                    "table": DROP,
+                    "path": "s3://lake/landing/orders/",
+                    "strategy": {"mode": "incremental_merge", "unique_key": ["id"]},
+                },
+            },
+            "source.options.incremental_strategy",
+            "cdc into a delta sink is not supported yet; use column or xmin, or a postgres sink",
+            id="cdc-into-delta",
+        ),
+    ],
+)
+def test_valid_but_not_built_yet_is_refused_naming_the_field(
+    tmp_path: Path, overrides: dict[str, Any], field: str, message: str
+) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(**overrides))
+    problem = only_problem(spec)
+    assert f"{spec}: pipeline '" in problem
+    assert f"field '{field}': " in problem
+    assert message in problem
