@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pgflow.config.model import TableName
+from pgflow.config.reader import Section
 from pgflow_tests.config.specs import (
     DROP,
     PIPELINE_KEYS,
@@ -305,3 +306,39 @@ def test_missing_required_fields(
     problems = problems_of(spec)
     assert any(p.endswith(f"field '{field}': {message}") for p in problems), problems
     assert all(p.startswith(f"{spec}: pipeline '") for p in problems), problems
+
+
+def _section(data: dict[str, Any], problems: list[str]) -> Section:
+    return Section(data, "spec", lambda field, message: problems.append(f"{field}: {message}"))
+
+
+def test_choice_returns_one_of_the_choices_or_the_default() -> None:
+    problems: list[str] = []
+    section = _section({"mode": "b", "bad": "z", "number": 1}, problems)
+    assert section.choice("mode", ("a", "b"), default="a") == "b"
+    assert section.choice("missing", ("a", "b"), default="a") == "a"
+    assert section.choice("bad", ("a", "b"), default="a") == "a"
+    assert section.choice("number", ("1", "2"), default="2") == "1"  # numbers are read as text
+    assert section.choice("absent", ("a", "b"), required=True) is None
+    assert problems == [
+        "spec.bad: 'z' is not allowed; use one of: a, b",
+        "spec.absent: is required; one of: a, b",
+    ]
+
+
+def test_entries_read_each_named_mapping_in_order() -> None:
+    problems: list[str] = []
+    top = _section({"groups": {"a": {"x": 1}, "b": None, "c": "text"}}, problems)
+    found = []
+    for name, entry in top.entries("groups", required=True):
+        found.append((name, entry.raw("x") if entry else None))
+        problems.append(f"read {name}")  # each entry's problems come before the next entry's
+    assert found == [("a", 1), ("b", None), ("c", None)]
+    assert problems == [
+        "read a",
+        "spec.groups.b: is required (a mapping)",
+        "read b",
+        "spec.groups.c: must be a mapping, got str 'text'",
+        "read c",
+    ]
+    assert list(_section({}, problems).entries("groups")) == []
