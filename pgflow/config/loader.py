@@ -46,8 +46,8 @@ class _SpecYamlLoader(yaml.SafeLoader):
 
 
 @dataclass
-class _FileSpecs:
-    """What one spec file declares."""
+class _Declared:
+    """What spec files declare: one file's, or all of them together."""
 
     pipelines: list[PipelineSpec] = field(default_factory=list)
     connections: dict[str, ConnectionSpec] = field(default_factory=dict)
@@ -55,6 +55,7 @@ class _FileSpecs:
 
 
 def discover_files(path: Path) -> list[Path]:
+    """`path` itself when it is a file, else every *.yaml and *.yml below it, sorted."""
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -79,7 +80,7 @@ def load_project(
     environ = os.environ if environ is None else environ
     root = Path(path) if path is not None else config_path(environ)
     problems: list[SpecProblem] = []
-    project = _FileSpecs()
+    project = _Declared()
     for file in discover_files(root):
         found = _load_file(file, problems)
         project.pipelines.extend(found.pipelines)
@@ -92,16 +93,16 @@ def load_project(
     return Project(tuple(project.pipelines), project.connections, project.groups)
 
 
-def _load_file(file: Path, problems: list[SpecProblem]) -> _FileSpecs:
+def _load_file(file: Path, problems: list[SpecProblem]) -> _Declared:
     document = _read_document(file, problems)
     if document is None:
-        return _FileSpecs()
+        return _Declared()
 
-    def report_file(field: str, message: str) -> None:
-        problems.append(SpecProblem(file, None, field, message))
+    def report_file(field_path: str, message: str) -> None:
+        problems.append(SpecProblem(file, None, field_path, message))
 
     top = Section(document, "", report_file)
-    found = _FileSpecs(connections=read_connections(top, file), groups=read_groups(top, file))
+    found = _Declared(connections=read_connections(top, file), groups=read_groups(top, file))
     for entry, prefix in _pipeline_entries(top, document, found):
         pipeline = read_pipeline(entry, prefix, file, problems)
         if pipeline is not None:
@@ -129,7 +130,7 @@ def _read_document(file: Path, problems: list[SpecProblem]) -> Mapping[str, Any]
 
 
 def _pipeline_entries(
-    top: Section, document: Mapping[str, Any], found: _FileSpecs
+    top: Section, document: Mapping[str, Any], found: _Declared
 ) -> list[tuple[object, str]]:
     """Each pipeline of the file with its field prefix: `pipelines[i]`, or "" for the one at
     top level (everything but `connections:` and `groups:`, which were read already)."""
