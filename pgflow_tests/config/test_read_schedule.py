@@ -146,3 +146,11 @@ def test_partition_mistakes_name_the_field(tmp_path: Path) -> None:
         assert f"'{field}'" in problem or f" {field}:" in problem or field in problem, problem
         assert hint in problem, problem
         assert "p.yaml" in problem
+
+
+def test_an_end_offset_that_is_not_a_number_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    spec = write(tmp_path / "p.yaml", partitioned(type="daily", start="2026-01-01", end_offset="x"))
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'partitions.end_offset': must be 0 (complete "
+        "periods only) or 1 (also the current one), got 'x'"
+    )
