@@ -27,6 +27,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import psycopg
 
@@ -74,7 +75,7 @@ class SyncSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SyncSettings:
         """Defaults overridden by the variables set (and not empty) in `environ`."""
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}  # typed by each spec; __post_init__ checks them
         for name, spec in _SPECS.items():
             raw = environ.get(spec.variable, "").strip()
             if raw:
