@@ -31,6 +31,8 @@ class SyncRequest:
 
 @dataclass
 class Counts:
+    """Rows the run read and wrote, summed over the retries of its steps."""
+
     rows_read: int = 0
     inserted: int = 0
     updated: int = 0

@@ -58,6 +58,8 @@ _SPECS = {
 
 @dataclass(frozen=True)
 class SyncSettings:
+    """The settings of one sync (the table in the module docstring); checked when made."""
+
     postgres_batch_size: int = 10_000
     postgres_max_retries: int = 10
     postgres_retry_delay: float = 1.0
