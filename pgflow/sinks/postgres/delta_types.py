@@ -45,7 +45,6 @@ from pgflow.config.model import TableName
 from pgflow.sources.catalog import Column, TableInfo
 from pgflow.sources.pg_types import is_built_in_shape
 
-
 # A polars type as polars hands it out: an instance (a frame's schema) or a class (the
 # element of `pl.List(pl.String)`).
 DType = pl.DataType | DataTypeClass
