@@ -3,7 +3,7 @@ interrupted pass (the package docstring says when each)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +18,8 @@ Files = tuple[delta.DeltaFile, ...]
 
 @dataclass(frozen=True)
 class Plan:
+    """A pass: which files of the version it reads, in order, from which file and row."""
+
     mode: PlanMode
     reason: str
     snapshot: delta.DeltaSnapshot  # the version the pass syncs
@@ -46,47 +48,54 @@ class PlanInputs:
 
 
 def choose_plan(inputs: PlanInputs, stored: SyncState | None) -> Plan:
+    """The pass, from what is stored for the target (None: nothing usable) and `inputs`;
+    its reason says why it reads what it reads."""
     snapshot = inputs.snapshot
-    synced = stored.synced if stored else None
-
-    def full(reason: str) -> Plan:
-        return Plan("full", reason, snapshot, None, snapshot.files, 0, 0, synced)
-
     if stored is None and inputs.source_replaced:
-        return full(f"{SOURCE_REPLACED}: every file")
+        return _every_file(snapshot, stored, f"{SOURCE_REPLACED}: every file")
     if stored is None:
-        return full("first sync of this Delta table into the target: every file")
+        reason = "first sync of this Delta table into the target: every file"
+        return _every_file(snapshot, stored, reason)
     if not inputs.existed:
-        return full("the target did not exist: every file")
+        return _every_file(snapshot, stored, "the target did not exist: every file")
     if inputs.full_pass:
         reason = "columns were added" if inputs.columns_added else "a full pass was asked for"
-        return full(f"{reason}: every file")
+        return _every_file(snapshot, stored, f"{reason}: every file")
     if not stored.finished:
-        return _after_interruption(inputs, stored, full)
+        return _after_interruption(inputs, stored)
     version = snapshot.version
     if stored.version > version:
-        return full(
+        reason = (
             f"the synced version {stored.version} is newer than the table's {version} "
             f"(table re-created?): every file"
         )
+        return _every_file(snapshot, stored, reason)
     files = files_since(inputs, stored.version)
     if files is None:
-        return full(f"version {stored.version}'s file list is gone from the log: every file")
+        reason = f"version {stored.version}'s file list is gone from the log: every file"
+        return _every_file(snapshot, stored, reason)
     reason = f"{len(files)} of {len(snapshot.files)} files are new since version {stored.version}"
-    return Plan("new_files", reason, snapshot, stored.version, files, 0, 0, synced)
+    return Plan("new_files", reason, snapshot, stored.version, files, 0, 0, stored.synced)
 
 
-def _after_interruption(inputs: PlanInputs, stored: SyncState, full: Callable[[str], Plan]) -> Plan:
+def _every_file(snapshot: delta.DeltaSnapshot, stored: SyncState | None, reason: str) -> Plan:
+    synced = stored.synced if stored else None
+    return Plan("full", reason, snapshot, None, snapshot.files, 0, 0, synced)
+
+
+def _after_interruption(inputs: PlanInputs, stored: SyncState) -> Plan:
     """The rest of an interrupted pass of this version, else every file."""
-    version = inputs.snapshot.version
+    snapshot, version = inputs.snapshot, inputs.snapshot.version
     if stored.version != version:
-        return full(
+        reason = (
             f"the interrupted sync was of version {stored.version}; version {version} "
             f"starts over: every file"
         )
+        return _every_file(snapshot, stored, reason)
     files = files_since(inputs, stored.base)
     if files is None or len(files) != stored.planned:
-        return full(f"the interrupted sync of version {version} cannot be resumed: every file")
+        reason = f"the interrupted sync of version {version} cannot be resumed: every file"
+        return _every_file(snapshot, stored, reason)
     where = f"file {stored.next_file + 1} of {stored.planned}, row {stored.next_row}"
     return Plan(
         "resume",
