@@ -194,7 +194,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             assert sink.connection_id
             return self.connections.open(sink.connection_id, sink.connection_type)
 
-        from pgflow.sinks.postgres.delta_sync import sync_delta
+        from pgflow.flows.delta_sync.run import sync_delta
 
         result = sync_delta(
             connect,
@@ -249,7 +249,7 @@ _EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
 def _explained(exc: Exception) -> bool:
     if isinstance(exc, _EXPLAINED_ERRORS):
         return True
-    from pgflow.sinks.postgres.delta_sync import DeltaSyncError
+    from pgflow.flows.delta_sync.errors import DeltaSyncError
 
     return isinstance(exc, DeltaSyncError)
 

@@ -272,7 +272,7 @@ def _delta_source_verdict(
     assert source.path and sink.connection_id and sink.table
     current = delta_version(source.path, delta.storage_options())
     stored = state.read_position(sessions.get(sink.connection_id, sink.connection_type), sink.table)
-    from pgflow.sinks.postgres.delta_sync import SyncState  # imports deltalake: on use only
+    from pgflow.flows.delta_sync.position import SyncState
 
     synced = SyncState.from_position(stored, current.table_uri)
     return version_verdict(current, synced.synced if synced else None)

@@ -26,8 +26,9 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.delta_sync import SyncResult, sync_delta
-from pgflow.sinks.postgres.sync_settings import SyncSettings
+from pgflow.flows.delta_sync.result import SyncResult
+from pgflow.flows.delta_sync.run import sync_delta
+from pgflow.flows.delta_sync.settings import SyncSettings
 from pgflow_tests.bench.common import throwaway_cluster
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))

@@ -337,7 +337,7 @@ def memory_job(settings: dict[str, str]) -> dict[str, object]:
             strategy = StrategySpec(mode="full_refresh")
             load_delta(PostgresTableSource(conn, ORDERS), settings["path"], strategy, pipeline="p")
     else:
-        from pgflow.sinks.postgres.delta_sync import sync_delta
+        from pgflow.flows.delta_sync.run import sync_delta
 
         sync_delta(settings["sink"], settings["path"], ORDERS, ["id"], pipeline="p")
     anon = [a // 1024 for a, _ in (samples[1:] or samples)]  # a short load: its one sample

@@ -208,7 +208,7 @@ def to_delta_job(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_delta_job(s: dict[str, Any]) -> dict[str, Any]:
-    from pgflow.sinks.postgres.delta_sync import sync_delta
+    from pgflow.flows.delta_sync.run import sync_delta
 
     result = sync_delta(
         s["sink"], s["path"], TableName(*s["target"]), ("id",), pipeline=s["pipeline"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Literal
 
 import psycopg
 from psycopg import sql
@@ -183,9 +184,15 @@ def create_unique_key_index(log: SqlLog, target: TableName, unique_key: tuple[st
 
 def lock_target(log: SqlLog, target: TableName) -> None:
     """Serialize loads of one target across processes, released when the transaction ends."""
-    log.execute(
-        sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended({}, 0))").format(_lock_key(target))
-    )
+    log.execute(_advisory_lock_sql("pg_advisory_xact_lock", target))
+
+
+def lock_target_for_session(log: SqlLog, target: TableName) -> None:
+    """lock_target's lock, held by the session of `log.conn` until that session ends.
+
+    For a run that keeps its connection across many transactions and never unlocks early
+    (the Delta sync): a lost or closed connection releases the lock with its session."""
+    log.execute(_advisory_lock_sql("pg_advisory_lock", target))
 
 
 @contextmanager
@@ -195,18 +202,22 @@ def holding_target(conn: psycopg.Connection, target: TableName) -> Iterator[None
     The per-transaction lock_target calls on the same session still pass (advisory locks are
     re-entrant within a session); another run waits here until this one is done. A killed
     run's session ends, and with it the lock."""
-    key = _lock_key(target)
-    conn.execute(sql.SQL("SELECT pg_advisory_lock(hashtextextended({}, 0))").format(key))
+    conn.execute(_advisory_lock_sql("pg_advisory_lock", target))
     try:
         yield
     finally:
         # A lost connection has released the lock with its session; never hide the error.
         with suppress(psycopg.Error):
-            conn.execute(sql.SQL("SELECT pg_advisory_unlock(hashtextextended({}, 0))").format(key))
+            conn.execute(_advisory_lock_sql("pg_advisory_unlock", target))
 
 
-def _lock_key(target: TableName) -> sql.Literal:
-    return sql.Literal(f"pgflow:{target}")
+_AdvisoryFunction = Literal["pg_advisory_xact_lock", "pg_advisory_lock", "pg_advisory_unlock"]
+
+
+def _advisory_lock_sql(function: _AdvisoryFunction, target: TableName) -> sql.Composed:
+    """`SELECT function(key)` on the target's advisory lock: the one home of its key."""
+    key = sql.Literal(f"pgflow:{target}")
+    return sql.SQL("SELECT {}(hashtextextended({}, 0))").format(sql.SQL(function), key)
 
 
 def quote_table(conn: psycopg.Connection, table: TableName) -> str:

@@ -39,10 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from pgflow.config.model import TableName
 from pgflow.sources.catalog import Column, TableInfo
 from pgflow.sources.pg_types import is_built_in_shape
+
+# A polars type as polars hands it out: an instance (a frame's schema) or a class (the
+# element of `pl.List(pl.String)`).
+DType = pl.DataType | DataTypeClass
 
 
 class UnsupportedDeltaType(TypeError):
@@ -57,7 +62,7 @@ class _PgType:
 
 
 _INT2 = _PgType("smallint", 21, 1005)
-_SCALARS: dict[type[pl.DataType], _PgType] = {
+_SCALARS: dict[DataTypeClass, _PgType] = {
     pl.Int8: _INT2,
     pl.Int16: _INT2,
     pl.UInt8: _INT2,
@@ -79,7 +84,7 @@ JSONB = _PgType("jsonb", 3802, 3807)
 TEXT = _SCALARS[pl.String]
 
 
-def _scalar(dtype: pl.DataType) -> _PgType | None:
+def _scalar(dtype: DType) -> _PgType | None:
     if isinstance(dtype, pl.Decimal):
         precision = dtype.precision if dtype.precision is not None else 38
         return _PgType(f"numeric({precision},{dtype.scale})", *_NUMERIC)
@@ -88,7 +93,7 @@ def _scalar(dtype: pl.DataType) -> _PgType | None:
     return _SCALARS.get(dtype.base_type())
 
 
-def _nested(dtype: pl.DataType) -> bool:
+def _nested(dtype: DType) -> bool:
     return isinstance(dtype, pl.List | pl.Array | pl.Struct)
 
 
@@ -242,7 +247,7 @@ def _json_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     return pl.when(expr.is_null()).then(None).otherwise(value)
 
 
-def _has_binary(dtype: pl.DataType) -> bool:
+def _has_binary(dtype: DType) -> bool:
     if dtype == pl.Binary:
         return True
     if isinstance(dtype, pl.List | pl.Array):
@@ -252,7 +257,7 @@ def _has_binary(dtype: pl.DataType) -> bool:
     return False
 
 
-def _jsonable(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+def _jsonable(expr: pl.Expr, dtype: DType) -> pl.Expr:
     """`expr` with every binary value (at any depth) as a hex string: JSON has no bytes."""
     if not _has_binary(dtype):
         return expr

@@ -18,7 +18,7 @@ import pytest
 from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.delta_sync import sync_delta
+from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.sources.arrow import ArrowRead, ArrowReadError, complete_records, csv_batches
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.sinks.delta.conftest import delta_rows, execute, fetch, run_delta

@@ -17,7 +17,7 @@ from deltalake import DeltaTable, write_deltalake
 from psycopg import sql
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.delta_sync import sync_delta
+from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.sinks.postgres.delta_types import postgres_column
 from pgflow.sources.arrow import ArrowReadError
 from pgflow.sources.pg_types import PG_TYPE_KEY

@@ -14,10 +14,10 @@ import pytest
 from deltalake import write_deltalake
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.sinks.postgres.ddl import UPSERT_FILLFACTOR
-from pgflow.sinks.postgres.delta_sync import sync_delta
+from pgflow_tests.flows.delta_sync.support import orders as delta_orders
 from pgflow_tests.sinks.postgres.conftest import execute, fetch, run_load, table_text
-from pgflow_tests.sinks.postgres.test_delta_sync import orders as delta_orders
 
 SOURCE, TARGET = TableName("public", "wide"), TableName("landing", "wide")
 ROWS = 3000

@@ -27,6 +27,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import psycopg
 
@@ -57,6 +58,8 @@ _SPECS = {
 
 @dataclass(frozen=True)
 class SyncSettings:
+    """The settings of one sync (the table in the module docstring); checked when made."""
+
     postgres_batch_size: int = 10_000
     postgres_max_retries: int = 10
     postgres_retry_delay: float = 1.0
@@ -74,7 +77,7 @@ class SyncSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SyncSettings:
         """Defaults overridden by the variables set (and not empty) in `environ`."""
         environ = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}  # typed by each spec; __post_init__ checks them
         for name, spec in _SPECS.items():
             raw = environ.get(spec.variable, "").strip()
             if raw:

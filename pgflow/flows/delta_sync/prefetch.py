@@ -5,9 +5,20 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Generator, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Item(Generic[T]):
+    value: T
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException  # raised in the consumer
 
 
 def prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
@@ -17,10 +28,11 @@ def prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     sink applying this one. An exception in the producer is raised in the consumer; when
     the consumer stops early the producer stops after its current item.
     """
-    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    # An item, the producer's error, or None: no more items.
+    slots: queue.Queue[_Item[T] | _Failed | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def put(message: tuple[str, object]) -> bool:
+    def put(message: _Item[T] | _Failed | None) -> bool:
         while not stop.is_set():
             try:
                 slots.put(message, timeout=0.05)
@@ -32,11 +44,11 @@ def prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     def produce() -> None:
         try:
             for item in items:
-                if not put(("item", item)):
+                if not put(_Item(item)):
                     return
-            put(("done", None))
+            put(None)
         except BaseException as error:  # handed to the consumer, raised there
-            put(("error", error))
+            put(_Failed(error))
         finally:
             closer = getattr(items, "close", None)
             if closer:
@@ -46,13 +58,12 @@ def prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     worker.start()
     try:
         while True:
-            kind, value = slots.get()
-            if kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
-            if kind == "done":
+            message = slots.get()
+            if isinstance(message, _Failed):
+                raise message.error
+            if message is None:
                 return
-            yield value  # type: ignore[misc]
+            yield message.value
     finally:
         stop.set()
         worker.join()

@@ -10,11 +10,11 @@ import polars as pl
 import psycopg
 import pytest
 
-from pgflow.sinks.postgres import delta_sync, delta_sync_target, position_owner
-from pgflow.sinks.postgres.delta_sync import DuplicateKeyError
+from pgflow.flows.delta_sync import target, upsert
+from pgflow.flows.delta_sync.errors import DuplicateKeyError
+from pgflow.sinks.postgres import position_owner
 from pgflow.sinks.postgres.state import read_position
-from pgflow_tests.pg import execute, fetch
-from pgflow_tests.sinks.postgres.test_delta_sync import (
+from pgflow_tests.flows.delta_sync.support import (
     TARGET,
     FailOnCall,
     delta_rows,
@@ -23,6 +23,7 @@ from pgflow_tests.sinks.postgres.test_delta_sync import (
     target_rows,
     write_files,
 )
+from pgflow_tests.pg import execute, fetch
 
 
 def target_exists(uri: str) -> bool:
@@ -34,15 +35,15 @@ def test_a_first_sync_failing_before_its_first_batch_leaves_no_table(
 ) -> None:
     path = str(tmp_path / "orders")
     write_files(path, orders(0, 1000), files=2)
-    failing = FailOnCall(delta_sync.apply_batch, ValueError("bad batch"), {1})
-    monkeypatch.setattr(delta_sync, "apply_batch", failing)
+    failing = FailOnCall(upsert.apply_batch, ValueError("bad batch"), {1})
+    monkeypatch.setattr(upsert, "apply_batch", failing)
     with pytest.raises(ValueError, match="bad batch"):
         sync(sink_uri, path)
     assert not target_exists(sink_uri)
     with psycopg.connect(sink_uri) as conn:
         assert read_position(conn, TARGET) is None
 
-    monkeypatch.setattr(delta_sync, "apply_batch", failing.function)
+    monkeypatch.setattr(upsert, "apply_batch", failing.function)
     again = sync(sink_uri, path)
     assert again.created_target and again.rows_inserted == 1000
     assert target_rows(sink_uri) == delta_rows(path)
@@ -62,12 +63,12 @@ def test_a_first_sync_that_committed_batches_keeps_them_for_the_resume(
 ) -> None:
     path = str(tmp_path / "orders")
     write_files(path, orders(0, 1000), files=2)
-    failing = FailOnCall(delta_sync.apply_batch, ValueError("bad batch"), {2})
-    monkeypatch.setattr(delta_sync, "apply_batch", failing)
+    failing = FailOnCall(upsert.apply_batch, ValueError("bad batch"), {2})
+    monkeypatch.setattr(upsert, "apply_batch", failing)
     with pytest.raises(ValueError, match="bad batch"):
         sync(sink_uri, path)
     assert fetch(sink_uri, "SELECT count(*) FROM gold.orders") == [(500,)]
-    monkeypatch.setattr(delta_sync, "apply_batch", failing.function)
+    monkeypatch.setattr(upsert, "apply_batch", failing.function)
     assert sync(sink_uri, path).plan == "resume"
     assert target_rows(sink_uri) == delta_rows(path)
 
@@ -123,7 +124,7 @@ def test_a_source_table_recreated_at_its_path_is_synced_from_scratch(
     )
     result = sync(sink_uri, path, deletes=deletes)
     assert result.plan == "full"
-    assert result.position_reset == delta_sync_target.SOURCE_REPLACED
+    assert result.position_reset == target.SOURCE_REPLACED
     if deletes == "none":  # kept by request: the rows the new table does not have stay
         assert target_rows(sink_uri)[300:] == delta_rows(path)
         assert len(target_rows(sink_uri)) == 500
