@@ -80,9 +80,9 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 
 # The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
 # BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SERVER_SETTINGS size it. Deeper benches:
-# python -m pgflow_tests.bench.cdc | .merge | .delta_sync
+# python -m bench.cdc | .merge | .delta_sync
 bench: install $(BIN)/.bench-installed
-	$(BIN)/python -m pgflow_tests.bench.suite
+	$(BIN)/python -m bench.suite
 
 stop:
 	-$(BIN)/pgflow localdb stop

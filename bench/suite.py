@@ -1,7 +1,7 @@
 """The benchmark suite (not a test): one generated orders dataset, every tool side by side.
 
     make bench                                            # 2,000,000 rows, 3 repetitions
-    BENCH_ROWS=100000 BENCH_REPEAT=1 BENCH_CDC_CHANGES=50000 python -m pgflow_tests.bench.suite
+    BENCH_ROWS=100000 BENCH_REPEAT=1 BENCH_CDC_CHANGES=50000 python -m bench.suite
     BENCH_ROWS=10000000 BENCH_SCENARIOS=full_refresh,incremental BENCH_TOOLS=psql,pgflow make bench
 
 Two throwaway local clusters (the source, and the sink: a CDC slot decodes all of its
@@ -48,9 +48,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgflow.config.model import StrategySpec, TableName
-from pgflow_tests.bench import bench_report, cdc
-from pgflow_tests.bench.common import (
+from bench import bench_report, cdc
+from bench.common import (
     ORDERS_DDL,
     Finished,
     change_rows,
@@ -62,8 +61,9 @@ from pgflow_tests.bench.common import (
     throwaway_cluster,
     vacuum_analyze,
 )
-from pgflow_tests.bench.peers import DLT_REQUIREMENTS, SLING_REQUIREMENTS, Dlt, Sling
-from pgflow_tests.bench.pgflow_cli import DagsterCli
+from bench.peers import DLT_REQUIREMENTS, SLING_REQUIREMENTS, Dlt, Sling
+from bench.pgflow_cli import DagsterCli
+from pgflow.config.model import StrategySpec, TableName
 
 ROWS = int(os.environ.get("BENCH_ROWS", "2000000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -81,7 +81,7 @@ TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,
 SERVER_SETTINGS = dict(
     item.split("=", 1) for item in os.environ.get("BENCH_SERVER_SETTINGS", "").split(",") if item
 )
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SOURCE = "orders"
 PSQL_TARGET = "psql.orders"
 # Merge policies measured in process; the CLI run uses the first (pgflow_cli.py's spec).
@@ -147,7 +147,7 @@ class Bench:
 def job(kind: str, **settings: Any) -> tuple[Finished, dict[str, Any]]:
     """Run one pgflow call in a worker subprocess: the process and the call's own figures."""
     payload = json.dumps({"kind": kind, **settings})
-    done = run_tree([sys.executable, "-m", "pgflow_tests.bench.suite", "--job", payload], cwd=REPO)
+    done = run_tree([sys.executable, "-m", "bench.suite", "--job", payload], cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"pgflow {kind} failed:\n{tail(done.stderr)}")
     return done, json.loads(done.stdout.strip().splitlines()[-1])
@@ -155,7 +155,7 @@ def job(kind: str, **settings: Any) -> tuple[Finished, dict[str, Any]]:
 
 def run_job(settings: dict[str, Any]) -> dict[str, Any]:
     """The worker's side of `job`: the call, timed, and this process's peak RSS."""
-    from pgflow_tests.bench.common import peak_rss_mb, reset_peak_rss
+    from bench.common import peak_rss_mb, reset_peak_rss
 
     reset_peak_rss()
     started = time.perf_counter()
