@@ -35,12 +35,10 @@ import dataclasses
 import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,109 +46,24 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench import bench_report, cdc
-from bench.common import (
-    ORDERS_DDL,
-    Finished,
-    change_rows,
-    checkpoint,
-    checksum,
-    create_orders,
-    run_tree,
-    tail,
-    throwaway_cluster,
-    vacuum_analyze,
+from bench import bench_report
+from bench.common import create_orders, throwaway_cluster
+from bench.peers import DLT_REQUIREMENTS, SLING_REQUIREMENTS
+from bench.runs import (
+    ALL_SCENARIOS,
+    CDC_CHANGES,
+    REPEAT,
+    ROWS,
+    SCENARIOS,
+    SERVER_SETTINGS,
+    SOURCE,
+    TOOLS,
+    Bench,
 )
-from bench.peers import DLT_REQUIREMENTS, SLING_REQUIREMENTS, Dlt, Sling
-from bench.pgflow_cli import DagsterCli
+from bench.scenarios import cdc_scenario, delta, full_refresh, incremental
 from pgflow.config.model import StrategySpec, TableName
 
-ROWS = int(os.environ.get("BENCH_ROWS", "2000000"))
-REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
-CDC_CHANGES = int(os.environ.get("BENCH_CDC_CHANGES", "1000000"))
-ALL_SCENARIOS = ("full_refresh", "incremental", "cdc", "delta")
-SCENARIOS = tuple(
-    s for s in os.environ.get("BENCH_SCENARIOS", ",".join(ALL_SCENARIOS)).split(",") if s
-)
-CDC_SCENARIO = os.environ.get("BENCH_SUITE_CDC_SCENARIO", "mixed")
-# Tools to run, by the first word of their name (psql, pgflow, dlt, sling); default all.
-TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,sling").split(","))
-# Server settings for both clusters, "name=value,name=value" (e.g. shared_buffers=2GB,
-# random_page_cost=1.1, a warehouse's); default LocalPostgres's. A run with settings gets a
-# results section of its own, beside the default one.
-SERVER_SETTINGS = dict(
-    item.split("=", 1) for item in os.environ.get("BENCH_SERVER_SETTINGS", "").split(",") if item
-)
-REPO = Path(__file__).resolve().parents[1]
-SOURCE = "orders"
-PSQL_TARGET = "psql.orders"
-# Merge policies measured in process; the CLI run uses the first (pgflow_cli.py's spec).
-MERGE_POLICIES = ("upsert", "delete_insert")
-LIMIT = "psql COPY binary pipe"
-# COPY streams of the parallel exchange (sink.strategy.parallelism); default one per CPU.
-STREAMS = int(os.environ.get("BENCH_STREAMS", str(os.cpu_count() or 2)))
-
-
-@dataclass
-class Run:
-    scenario: str
-    tool: str
-    repetition: int  # -1: an initial load (not part of the medians)
-    wall: float
-    rows: int  # rows (or changes) the run moved
-    rss_mb: float | None
-    valid: bool = True
-    own_seconds: float | None = None  # the tool's own figure for its load, without start-up
-    note: str = ""
-
-
-@dataclass
-class Bench:
-    source_uri: str
-    sink_uri: str
-    work: Path
-    row_bytes: float  # average bytes of a source row (pg_table_size / rows)
-    runs: list[Run] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
-
-    def record(self, run: Run, expected: tuple[int, int] | None, target: str | None) -> None:
-        """Keep `run` once its target is checked against the source (`expected`)."""
-        if expected is not None and target is not None:
-            got = checksum(self.sink_uri, target)
-            if got != expected:
-                run.valid = False
-                run.note = f"target {target} (count, checksum) {got} != source {expected}"
-                print(f"  !!!!!!!! {run.tool}: {run.note}: INVALID !!!!!!!!", flush=True)
-        self.runs.append(run)
-        rate = f"{run.rows / run.wall:>12,.0f} rows/s" if run.rows else ""
-        print(
-            f"  {run.tool:<40} {run.wall:8.2f} s {run.rows:>11,} rows {rate}"
-            f"  peak {bench_report.fmt(run.rss_mb, ',.0f')} MB{'' if run.valid else '  INVALID'}",
-            flush=True,
-        )
-
-    def attempt(self, scenario: str, tool: str, measure: Callable[[], None]) -> bool:
-        """Run one measurement; a tool that fails is reported and not measured further."""
-        try:
-            measure()
-            return True
-        except Exception as exc:  # a broken peer must not take the other figures with it
-            reason = f"{type(exc).__name__}: {exc}"
-            self.failures.append({"scenario": scenario, "tool": tool, "reason": reason})
-            print(f"  !! {tool} failed; not measured further:\n{tail(reason)}", flush=True)
-            return False
-
-
-# -- pgflow in a worker process -------------------------------------------------------------------
-
-
-def job(kind: str, **settings: Any) -> tuple[Finished, dict[str, Any]]:
-    """Run one pgflow call in a worker subprocess: the process and the call's own figures."""
-    payload = json.dumps({"kind": kind, **settings})
-    done = run_tree([sys.executable, "-m", "bench.suite", "--job", payload], cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"pgflow {kind} failed:\n{tail(done.stderr)}")
-    return done, json.loads(done.stdout.strip().splitlines()[-1])
+# -- the worker process: one pgflow call (runs.job starts it: `suite.py --job`) ------------------
 
 
 def run_job(settings: dict[str, Any]) -> dict[str, Any]:
@@ -222,277 +135,6 @@ JOBS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "to_delta": to_delta_job,
     "from_delta": from_delta_job,
 }
-
-
-def pgflow_run(scenario: str, tool: str, repetition: int, kind: str, **settings: Any) -> Run:
-    done, figures = job(kind, **settings)
-    rss = max(done.rss_mb, figures["peak_mb"] or 0)
-    note = "skipped by version" if figures.get("skipped") else figures.get("note", "")
-    return Run(
-        scenario, tool, repetition, figures["seconds"], figures["rows"], rss, True,
-        figures["own"], note,
-    )  # fmt: skip
-
-
-# -- full refresh ---------------------------------------------------------------------------------
-
-
-def psql_pipe(bench: Bench) -> Run:
-    with psycopg.connect(bench.sink_uri, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {PSQL_TARGET}")
-    out = f"\\copy (SELECT * FROM {SOURCE}) TO STDOUT (FORMAT BINARY)"
-    into = f"\\copy {PSQL_TARGET} FROM STDIN (FORMAT BINARY)"
-    pipe = (
-        f"set -o pipefail; psql {shlex.quote(bench.source_uri)} -qc {shlex.quote(out)}"
-        f" | psql {shlex.quote(bench.sink_uri)} -qc {shlex.quote(into)}"
-    )
-    done = run_tree(["bash", "-c", pipe])
-    if done.returncode != 0:
-        raise RuntimeError(f"psql pipe failed:\n{tail(done.stderr)}")
-    return Run("full_refresh", LIMIT, 0, done.wall, ROWS, done.rss_mb)
-
-
-def full_refresh(bench: Bench) -> None:
-    print(f"\nfull_refresh of {ROWS:,} rows:", flush=True)
-    pgflow_tools = [
-        (f"pgflow {method}", f"pgflow_{method}", method, 1)
-        for method in ("truncate_insert", "exchange")
-    ]
-    if STREAMS > 1:
-        pgflow_tools.append(
-            (f"pgflow exchange, {STREAMS} streams", "pgflow_parallel", "exchange", STREAMS)
-        )
-    with psycopg.connect(bench.sink_uri, autocommit=True) as conn:
-        # Every target exists before the first timed run: each run refreshes, none creates.
-        for schema in ["psql", *(t[1] for t in pgflow_tools)]:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            conn.execute(ORDERS_DDL.format(table=f"{schema}.{SOURCE}"))
-    dlt = Dlt(bench.source_uri, bench.sink_uri, SOURCE, "dlt_full", "replace", bench.work)
-    sling = Sling(
-        bench.source_uri, bench.sink_uri, SOURCE, "sling_full.orders", "full-refresh", bench.work
-    )
-    tools: list[tuple[str, str, Callable[[int], Run]]] = [
-        (LIMIT, PSQL_TARGET, lambda rep: dataclasses.replace(psql_pipe(bench), repetition=rep)),
-        *[
-            (tool, f"{schema}.{SOURCE}", pgflow_full_refresh(bench, tool, schema, method, streams))
-            for tool, schema, method, streams in pgflow_tools
-        ],
-        ("dlt replace (pyarrow)", dlt.target, peer_full_refresh(dlt, "dlt replace (pyarrow)")),
-        ("Sling full-refresh", sling.target, peer_full_refresh(sling, "Sling full-refresh")),
-    ]
-    expected = checksum(bench.source_uri, f"public.{SOURCE}")
-    rotate(bench, "full_refresh", tools, lambda rep: expected)
-
-
-def pgflow_full_refresh(
-    bench: Bench, tool: str, schema: str, method: str, streams: int
-) -> Callable[[int], Run]:
-    def measure(rep: int) -> Run:
-        return pgflow_run(
-            "full_refresh", tool, rep, "full_refresh", method=method, parallelism=streams,
-            source=bench.source_uri, sink=bench.sink_uri, table=SOURCE, target=[schema, SOURCE],
-        )  # fmt: skip
-
-    return measure
-
-
-def peer_full_refresh(peer: Dlt | Sling, tool: str) -> Callable[[int], Run]:
-    def measure(rep: int) -> Run:
-        done, rows = peer.run()
-        return Run("full_refresh", tool, rep, done.wall, rows or ROWS, done.rss_mb)
-
-    return measure
-
-
-def chosen(
-    tools: list[tuple[str, str, Callable[[int], Run]]],
-) -> list[tuple[str, str, Callable[[int], Run]]]:
-    """The tools BENCH_TOOLS names."""
-    return [tool for tool in tools if tool[0].split()[0].lower() in TOOLS]
-
-
-def rotate(
-    bench: Bench,
-    scenario: str,
-    tools: list[tuple[str, str, Callable[[int], Run]]],
-    expected: Callable[[int], tuple[int, int]],
-) -> None:
-    """Each tool REPEAT times, their order rotating; a failed tool is dropped."""
-    tools = chosen(tools)
-    failed: set[str] = set()
-    for rep in range(REPEAT):
-        want = expected(rep)
-        print(f" repetition {rep + 1} of {REPEAT}", flush=True)
-        shift = rep % len(tools)
-        for name, target, measure in tools[shift:] + tools[:shift]:
-            if name in failed:
-                continue
-            if not bench.attempt(scenario, name, partial(take, bench, measure, rep, want, target)):
-                failed.add(name)
-
-
-def take(
-    bench: Bench,
-    measure: Callable[[int], Run],
-    rep: int,
-    expected: tuple[int, int],
-    target: str,
-) -> None:
-    checkpoint(bench.source_uri, bench.sink_uri)
-    bench.record(measure(rep), expected, target)
-
-
-# -- incremental ----------------------------------------------------------------------------------
-
-
-def incremental(bench: Bench, sink_info: Any) -> None:
-    print(f"\nincremental merge after 1% of {ROWS:,} rows changed:", flush=True)
-    cli_target = TableName("pgflow_cli", SOURCE)
-    (bench.work / "cli").mkdir()
-    cli = DagsterCli.set_up(
-        bench.work / "cli", sink_info, bench.source_uri, bench.sink_uri, SOURCE, cli_target
-    )
-    dlt = Dlt(bench.source_uri, bench.sink_uri, SOURCE, "dlt_incr", "merge", bench.work)
-    sling = Sling(
-        bench.source_uri, bench.sink_uri, SOURCE, "sling_incr.orders", "incremental", bench.work
-    )
-
-    def pgflow(policy: str) -> Callable[[int], Run]:
-        def measure(rep: int) -> Run:
-            return pgflow_run(
-                "incremental", f"pgflow in-process {policy}", rep, "incremental",
-                source=bench.source_uri, sink=bench.sink_uri, table=SOURCE,
-                target=[f"pgflow_{policy}", SOURCE], merge_policy=policy,
-            )  # fmt: skip
-
-        return measure
-
-    def cli_run(rep: int) -> Run:
-        done, meta = cli.run()
-        steps = ", ".join(f"{step} {seconds:.2f} s" for step, seconds in meta["steps"].items())
-        print(f"    the run's steps: {steps}", flush=True)
-        return Run(
-            "incremental", "pgflow CLI (dagster process)", rep, done.wall,
-            int(meta["rows_applied"]), done.rss_mb, True, float(meta["duration_seconds"]),
-        )  # fmt: skip
-
-    def peer(tool: Dlt | Sling, name: str) -> Callable[[int], Run]:
-        def measure(rep: int) -> Run:
-            done, rows = tool.run()
-            return Run("incremental", name, rep, done.wall, rows or 0, done.rss_mb)
-
-        return measure
-
-    tools: list[tuple[str, str, Callable[[int], Run]]] = [
-        *[
-            (f"pgflow in-process {policy}", f"pgflow_{policy}.{SOURCE}", pgflow(policy))
-            for policy in MERGE_POLICIES
-        ],
-        ("pgflow CLI (dagster process)", str(cli_target), cli_run),
-        ("dlt merge (pyarrow)", dlt.target, peer(dlt, "dlt merge (pyarrow)")),
-        ("Sling incremental", sling.target, peer(sling, "Sling incremental")),
-    ]
-    print(" initial loads (the whole table; not in the medians)", flush=True)
-    expected = checksum(bench.source_uri, f"public.{SOURCE}")
-    alive = []
-    for name, target, measure in chosen(tools):
-        if bench.attempt("incremental", name, partial(take, bench, measure, -1, expected, target)):
-            alive.append((name, target, measure))
-    # Steady state: autovacuum's first pass over the freshly loaded targets would otherwise
-    # land in whichever timed runs it overlaps.
-    vacuum_analyze(bench.sink_uri, [target for _, target, _ in alive])
-
-    def changed(rep: int) -> tuple[int, int]:
-        rows = change_rows(bench.source_uri, rep, table=SOURCE)
-        print(f" {rows:,} rows changed", flush=True)
-        return checksum(bench.source_uri, f"public.{SOURCE}")
-
-    rotate(bench, "incremental", alive, changed)
-
-
-# -- CDC ------------------------------------------------------------------------------------------
-
-
-def cdc_scenario(bench: Bench) -> None:
-    """cdc.py's machinery: its scenario, once per repetition on a table of its own."""
-    print(f"\nCDC: {CDC_CHANGES:,} changes ({CDC_SCENARIO}):", flush=True)
-    cdc.CHANGES = CDC_CHANGES  # cdc.py's module settings: the suite's size, one policy
-    cdc.POLICIES = ("delete_insert",)
-    (scenario,) = [s for s in cdc.scenarios_named((CDC_SCENARIO,))]
-    for rep in range(REPEAT):
-
-        def once(rep: int = rep) -> None:
-            named = dataclasses.replace(scenario, name=f"{scenario.name}_{rep}")
-            (pipeline,) = cdc.run_scenario(named, bench.source_uri, bench.sink_uri)
-            f = pipeline.figures or {}
-            run = Run(
-                "cdc", f"pgflow replicate ({CDC_SCENARIO}, delete_insert)", rep, f["wall"],
-                f["changes"], f["peak_rss_mb"], pipeline.valid, None,
-                "" if pipeline.valid else "target differs from the source",
-            )  # fmt: skip
-            bench.record(run, None, None)
-
-        if not bench.attempt("cdc", "pgflow replicate", once):
-            return
-
-
-# -- Delta ----------------------------------------------------------------------------------------
-
-
-def delta_check(bench: Bench, path: str) -> str:
-    """Compare the Delta table at `path` with the source: count and per-column sums; "" if
-    equal, else what differs."""
-    import polars as pl
-
-    frame = pl.read_delta(path).select(
-        pl.len().alias("rows"),
-        pl.col("id").sum().alias("ids"),
-        pl.col("customer_id").cast(pl.Int64).sum().alias("customers"),
-        pl.col("amount").cast(pl.Float64).sum().round(2).alias("amount"),
-        pl.col("note").count().alias("notes"),
-        pl.col("paid").cast(pl.Int64).sum().alias("paid"),
-    )
-    got = tuple(frame.row(0))
-    with psycopg.connect(bench.source_uri) as conn:
-        row = conn.execute(
-            "SELECT count(*), sum(id), sum(customer_id), round(sum(amount)::float8::numeric, 2),"
-            f" count(note), sum(paid::int) FROM {SOURCE}"
-        ).fetchone()
-    assert row is not None
-    want = tuple(float(v) if i == 3 else int(v) for i, v in enumerate(row))
-    return "" if got == want else f"delta {got} != source {want}"
-
-
-def delta(bench: Bench) -> None:
-    print(f"\nPostgres -> Delta -> Postgres, {ROWS:,} rows:", flush=True)
-    path = str(bench.work / "lake" / SOURCE)
-    expected = checksum(bench.source_uri, f"public.{SOURCE}")
-    for rep in range(REPEAT):
-
-        def to_delta(rep: int = rep) -> None:
-            run = pgflow_run(
-                "delta", "pgflow Postgres -> Delta", rep, "to_delta",
-                source=bench.source_uri, table=SOURCE, path=path,
-            )  # fmt: skip
-            differs = delta_check(bench, path)
-            if differs:
-                run.valid, run.note = False, differs
-            bench.record(run, None, None)
-
-        def from_delta(rep: int = rep) -> None:
-            target = ["gold", f"{SOURCE}_{rep}"]
-            settings = {"sink": bench.sink_uri, "path": path, "target": target}
-            for tool in ("pgflow Delta -> Postgres", "pgflow Delta -> Postgres, unchanged re-run"):
-                run = pgflow_run("delta", tool, rep, "from_delta", pipeline=f"r{rep}", **settings)
-                if "unchanged" in tool and run.note != "skipped by version":
-                    run.valid, run.note = False, "the unchanged re-run was not skipped"
-                bench.record(run, expected, ".".join(target))
-
-        if not (
-            bench.attempt("delta", "pgflow Postgres -> Delta", to_delta)
-            and bench.attempt("delta", "pgflow Delta -> Postgres", from_delta)
-        ):
-            return
 
 
 # -- the run --------------------------------------------------------------------------------------
