@@ -8,6 +8,10 @@ export PGFLOW_LOCALDB_DIR := $(STATE)/localdb
 export DAGSTER_HOME := $(STATE)/dagster_home
 export PGFLOW_CONFIG ?= $(CURDIR)/pipelines
 LOCAL_ENV = eval "$$($(BIN)/pgflow localdb env)"
+# polars and deltalake each bundle jemalloc, which keeps freed pages resident for a while: give
+# them back sooner (README "Memory"). Every make run (demo, dev, test, bench) has it; a value
+# set by the user wins. pgflow_tests/conftest.py and bench/ read it from here (runs without make).
+export _RJEM_MALLOC_CONF ?= dirty_decay_ms:200,muzzy_decay_ms:0
 
 .PHONY: help install postgres-check localdb demo dev test test-faults lint typecheck format bench stop clean
 
@@ -80,9 +84,9 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 
 # The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
 # BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SERVER_SETTINGS size it. Deeper benches:
-# python -m pgflow_tests.bench.cdc | .merge | .delta_sync
+# python -m bench.cdc | .merge | .delta_sync
 bench: install $(BIN)/.bench-installed
-	$(BIN)/python -m pgflow_tests.bench.suite
+	$(BIN)/python -m bench.suite
 
 stop:
 	-$(BIN)/pgflow localdb stop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -13,6 +14,11 @@ import pytest
 from psycopg import sql
 
 from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
+from pgflow_tests.makefile import JEMALLOC_SETTING, exported_default
+
+# The deployment's jemalloc setting (README "Memory"; `make test` exports it), set before any
+# test module loads polars or deltalake: jemalloc reads it then. A value set by the user wins.
+os.environ.setdefault(JEMALLOC_SETTING, exported_default(JEMALLOC_SETTING))
 
 
 def _server_reachable_tmpdir(prefix: str) -> Path:

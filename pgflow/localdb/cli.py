@@ -8,7 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from pgflow.localdb.cluster import ClusterInfo, LocalDbError, LocalPostgres
+from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
+from pgflow.localdb.errors import LocalDbError
 from pgflow.localdb.seed import seed_shop
 
 DIR_ENV = "PGFLOW_LOCALDB_DIR"

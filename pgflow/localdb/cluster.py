@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -46,11 +45,11 @@ from pgflow.localdb.server_user import (
     server_user_prefix,
     stand_in_home,
 )
+from pgflow.localdb.state import ensure_log_file, load_state, log_since, save_state, write_private
 
 SUPERUSER = "postgres"
 START_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 5
-LOG_TAIL_LINES = 30
 START_ATTEMPTS = 3
 
 
@@ -165,7 +164,7 @@ class LocalPostgres:
         pwfile = self.server_home / ".pwfile"
         try:
             # initdb reads the password file as the server user.
-            self._write_private(pwfile, password + "\n", server_owned=True)
+            write_private(pwfile, password + "\n", server_owned=True)
             self._run_pg(
                 "initdb",
                 "-D",
@@ -183,7 +182,7 @@ class LocalPostgres:
             raise
         finally:
             pwfile.unlink(missing_ok=True)
-        self._save_state({"user": SUPERUSER, "password": password, "port": None})
+        save_state(self.state_file, {"user": SUPERUSER, "password": password, "port": None})
 
     def _place_server_home(self) -> None:
         """As root, move the server's files out of a state folder OS user postgres cannot reach."""
@@ -225,7 +224,7 @@ class LocalPostgres:
         return result.returncode == 0
 
     def _start_server(self) -> ClusterInfo:
-        state = self._load_state()
+        state = load_state(self.state_file, self.data_dir)
         port = state.get("port")
         if not isinstance(port, int) or not port_is_free(port):
             port = pick_free_port()
@@ -238,8 +237,8 @@ class LocalPostgres:
         return self._start_on_port(state, port)
 
     def _start_on_port(self, state: dict[str, object], port: int) -> ClusterInfo:
-        self._save_state({**state, "port": port})
-        self._ensure_log_file()
+        save_state(self.state_file, {**state, "port": port})
+        ensure_log_file(self.log_file)
         log_offset = self.log_file.stat().st_size
         result = self._run_pg(
             "pg_ctl",
@@ -256,7 +255,7 @@ class LocalPostgres:
             check=False,
         )
         if result.returncode != 0:
-            log = self._log_since(log_offset)
+            log = log_since(self.log_file, log_offset)
             if "Address already in use" in log:
                 raise PortTaken(port)
             raise LocalDbError(
@@ -296,7 +295,7 @@ class LocalPostgres:
                 if time.monotonic() > deadline:
                     raise LocalDbError(
                         f"PostgreSQL in {self.data_dir} runs on port {info.port} but refuses "
-                        f"connections: {exc}\n--- tail of {self.log_file} ---\n{self._log_tail()}"
+                        f"connections: {exc}\n--- tail of {self.log_file} ---\n{log_since(self.log_file)}"
                     ) from exc
                 time.sleep(0.2)
 
@@ -314,10 +313,10 @@ class LocalPostgres:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
-    # -- state, log and helpers --------------------------------------------------------------
+    # -- state and helpers ------------------------------------------------------------------
 
     def _running_info(self) -> ClusterInfo:
-        return self._info(self._load_state(), self._pid_file_port())
+        return self._info(load_state(self.state_file, self.data_dir), self._pid_file_port())
 
     def _info(self, state: dict[str, object], port: int) -> ClusterInfo:
         return ClusterInfo(HOST, port, str(state["user"]), str(state["password"]))
@@ -329,49 +328,6 @@ class LocalPostgres:
             return int(lines[3])
         except (IndexError, ValueError) as exc:
             raise LocalDbError(f"unreadable {self.data_dir / 'postmaster.pid'}") from exc
-
-    def _load_state(self) -> dict[str, object]:
-        try:
-            state = json.loads(self.state_file.read_text())
-        except FileNotFoundError as exc:
-            raise LocalDbError(
-                f"{self.state_file} is missing, so the password of the cluster in "
-                f"{self.data_dir} is unknown: destroy the folder and start again"
-            ) from exc
-        if not isinstance(state, dict) or "password" not in state or "user" not in state:
-            raise LocalDbError(f"{self.state_file} is not a valid cluster state file")
-        return state
-
-    def _save_state(self, state: dict[str, object]) -> None:
-        self._write_private(self.state_file, json.dumps(state, indent=2) + "\n")
-
-    def _write_private(self, path: Path, text: str, server_owned: bool = False) -> None:
-        """Atomically write ``text`` readable by its owner only."""
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        if server_owned and as_root():
-            chown_to_server_user(tmp)
-        os.replace(tmp, path)
-
-    def _ensure_log_file(self) -> None:
-        self.log_file.touch(exist_ok=True)
-        if as_root():
-            chown_to_server_user(self.log_file)  # pg_ctl appends to it as the server user
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self.log_file.open("rb") as handle:
-                handle.seek(offset)
-                text = handle.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return "(no log written)"
-        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:]) or "(log is empty)"
-
-    def _log_tail(self) -> str:
-        return self._log_since(0)
 
     def _run_pg(
         self, exe: str, *args: str, what: str | None = None, check: bool = True

@@ -16,7 +16,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pgflow.localdb.binaries import BINDIR_ENV, find_bindir
-from pgflow.localdb.cluster import ClusterInfo, LocalDbError, LocalPostgres
+from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
+from pgflow.localdb.errors import LocalDbError
 from pgflow.localdb.seed import SHOP_TABLES, seed_shop
 from pgflow.localdb.server_user import SERVER_HOME_PARENT
 

@@ -1,4 +1,4 @@
-"""Reliability: SIGKILL a load at many points, for every strategy (harness: kills.py).
+"""Reliability: SIGKILL a load at many points, for every strategy (harness: the kills package).
 
 Each test sets up a target (BEFORE), changes the source, records an uninterrupted run
 (AFTER), then kills fresh copies of the BEFORE state at chosen ticks of the load and at random
@@ -25,7 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from pgflow_tests.reliability.kills import SCENARIOS, Figures, kill_sweep, report
+from pgflow_tests.reliability.kills.judge import same_data
+from pgflow_tests.reliability.kills.plan import Figures, report
+from pgflow_tests.reliability.kills.scenarios import SCENARIOS
+from pgflow_tests.reliability.kills.sweep import kill_sweep
 
 FAST_EVENT_POINTS = 3
 FAST_TIMED_POINTS = 1
@@ -73,10 +76,10 @@ def test_the_judge_rejects_a_half_applied_target(local_pg, tmp_path: Path) -> No
         try:
             assert sweep.run(kill_at=just_committed).killed
             half = sweep.snapshot()
-            assert sweep.verdict(half) is None, half
+            assert sweep.judge.verdict(half) is None, half
             assert '"finished": false' in half["position"][2]  # a resume point, committed
             sweep.run_ok()
-            assert sweep.verdict(sweep.snapshot()) == "after"
+            assert sweep.judge.verdict(sweep.snapshot()) == "after"
         finally:
             sweep.release()
 
@@ -99,7 +102,7 @@ def test_cdc_kill_before_the_staging_mark_leaves_no_table(local_pg, tmp_path: Pa
             assert sweep.snapshot()["untagged_staging"] == 0
             sweep.run_ok()
             final = sweep.snapshot()
-            assert sweep.same_data(final, sweep.after) and sweep.position_after_ok(final)
+            assert same_data(final, sweep.judge.after) and sweep.judge.position_after_ok(final)
             assert final["staging"] == 0
         finally:
             sweep.release()

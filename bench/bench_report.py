@@ -1,7 +1,7 @@
 """The suite's results: medians, the targets, the table (stdout and bench/README.md), the chart
 (bench/chart.png) and bench/results.json.
 
-`python -m pgflow_tests.bench.bench_report [bench/results-<rows>.json]` publishes a results file
+`python -m bench.bench_report [bench/results-<rows>.json]` publishes a results file
 again (the table, the chart and the README section), e.g. after a change to this module.
 
 The chart needs matplotlib: the optional `bench` extra (`pip install -e '.[bench]'`, which
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parents[2] / "bench"
+OUT = Path(__file__).resolve().parent
 # The project README shows the default run (2,000,000 rows, the servers' default settings).
 PROJECT_README = OUT.parent / "README.md"
 SUMMARY_LABEL = "2000000"

@@ -15,10 +15,10 @@ import os
 
 import psycopg
 
+from bench.common import throwaway_cluster
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
-from pgflow_tests.bench.common import throwaway_cluster
 
 ROWS = int(os.environ.get("BENCH_MERGE_ROWS", "2000000"))
 POLICIES = tuple(os.environ.get("BENCH_POLICIES", "delete_insert,upsert,shadow_swap").split(","))

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import Finished, run_tree, tail
 from pgflow.config.model import TableName
 from pgflow.localdb.cluster import ClusterInfo
-from pgflow_tests.bench.common import Finished, run_tree, tail
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 SPEC_YAML = """

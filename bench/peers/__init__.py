@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pgflow_tests.bench.common import Finished, run_tree, tail
+from bench.common import Finished, run_tree, tail
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / ".pgflow" / "bench"
 DLT_REQUIREMENTS = ("dlt[postgres,sql-database]==1.31.0", "pyarrow")
 SLING_REQUIREMENTS = ("sling-linux-amd64==1.4.11",)

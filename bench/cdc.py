@@ -1,7 +1,7 @@
 """Benchmark (not a test): changes per second that pgflow's CDC applies end to end.
 
     make bench                                   # 1,000,000 changes per scenario
-    BENCH_CDC_CHANGES=100000 python -m pgflow_tests.bench.cdc
+    BENCH_CDC_CHANGES=100000 python -m bench.cdc
 
 Two throwaway local clusters (wal_level=logical): the source, and the sink. Separate, as in
 production: a slot decodes all of its cluster's WAL, so a sink in the same cluster would put
@@ -71,11 +71,11 @@ import psycopg
 import pgflow.sinks.postgres.cdc as cdc_run
 import pgflow.sinks.postgres.cdc_apply as cdc_apply
 import pgflow.sources.cdc as source_cdc
+from bench.common import ORDERS_DDL, ORDERS_FILL, throwaway_cluster
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres.cdc import CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcTarget
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow_tests.bench.common import ORDERS_DDL, ORDERS_FILL, throwaway_cluster
 
 CHANGES = int(os.environ.get("BENCH_CDC_CHANGES", "1000000"))
 POLICIES = tuple(os.environ.get("BENCH_CDC_POLICIES", "delete_insert,upsert").split(","))
@@ -452,11 +452,11 @@ def measure(pipeline: Pipeline, source_uri: str, sink_uri: str) -> dict[str, Any
         "breakdown": BREAKDOWN,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "pgflow_tests.bench.cdc", "--measure", json.dumps(settings)],
+        [sys.executable, "-m", "bench.cdc", "--measure", json.dumps(settings)],
         capture_output=True,
         text=True,
         timeout=SUBPROCESS_TIMEOUT_S,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[1],
     )
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-20:])

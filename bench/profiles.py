@@ -1,10 +1,10 @@
 """Profiles (not tests): where an incremental merge's time and a Delta load's memory go.
 
-    python -m pgflow_tests.bench.profiles merge [ROWS]    # default 2,000,000
-    python -m pgflow_tests.bench.profiles fillfactor [ROWS]
-    python -m pgflow_tests.bench.profiles sling [ROWS]    # after `make bench` built Sling's venv
-    python -m pgflow_tests.bench.profiles cold [ROWS]
-    python -m pgflow_tests.bench.profiles memory [ROWS]
+    python -m bench.profiles merge [ROWS]    # default 2,000,000
+    python -m bench.profiles fillfactor [ROWS]
+    python -m bench.profiles sling [ROWS]    # after `make bench` built Sling's venv
+    python -m bench.profiles cold [ROWS]
+    python -m bench.profiles memory [ROWS]
 
 merge: an in-process upsert load after 1% of ROWS changed, three times, with every statement
 the two servers ran and its duration (`log_min_duration_statement = 0`; those of 5 ms or more
@@ -44,9 +44,7 @@ from pathlib import Path
 
 import psycopg
 
-from pgflow.config.model import StrategySpec, TableName
-from pgflow.localdb.cluster import LocalPostgres
-from pgflow_tests.bench.common import (
+from bench.common import (
     change_rows,
     checkpoint,
     create_orders,
@@ -54,6 +52,8 @@ from pgflow_tests.bench.common import (
     throwaway_server,
     vacuum_analyze,
 )
+from pgflow.config.model import StrategySpec, TableName
+from pgflow.localdb.cluster import LocalPostgres
 
 ORDERS = TableName("public", "orders")
 SLOW_MS = 5.0
@@ -235,7 +235,7 @@ def wal_position(uri: str) -> int:
 
 
 def sling(rows: int) -> None:
-    from pgflow_tests.bench.peers import Sling
+    from bench.peers import Sling
 
     with (
         throwaway_cluster(["db"]) as source_info,
@@ -315,7 +315,7 @@ def cold(rows: int) -> None:
 
 def memory_job(settings: dict[str, str]) -> dict[str, object]:
     """In the child: one load, with its memory sampled every second."""
-    from pgflow_tests.bench.common import peak_rss_mb, reset_peak_rss
+    from bench.common import peak_rss_mb, reset_peak_rss
 
     samples: list[tuple[int, int]] = []
 
@@ -360,7 +360,7 @@ def memory(rows: int) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "pgflow_tests.bench.profiles",
+                    "bench.profiles",
                     "--job",
                     json.dumps(settings),
                 ],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pgflow_tests.bench import bench_report
+from bench import bench_report
 
 MACHINE = {"cpus": 2, "cpu": "x", "memory_gb": 1, "postgres": "15", "python": "3.11"}
 

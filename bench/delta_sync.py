@@ -1,7 +1,7 @@
 """Benchmark (not a test): Delta -> Postgres sync throughput and the unchanged re-run.
 
-    .venv/bin/python -m pgflow_tests.bench.delta_sync            # 1,000,000 rows
-    BENCH_ROWS=200000 .venv/bin/python -m pgflow_tests.bench.delta_sync
+    .venv/bin/python -m bench.delta_sync            # 1,000,000 rows
+    BENCH_ROWS=200000 .venv/bin/python -m bench.delta_sync
 
 An orders-like Delta table (10 data files) is synced into a throwaway local cluster:
 - initial: the first sync (target created, every row inserted);
@@ -25,11 +25,11 @@ import time
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
+from bench.common import throwaway_cluster
 from pgflow.config.model import TableName
 from pgflow.flows.delta_sync.result import SyncResult
 from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.flows.delta_sync.settings import SyncSettings
-from pgflow_tests.bench.common import throwaway_cluster
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 FILES = 10
