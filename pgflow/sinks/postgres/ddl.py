@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.sql_log import SqlLog, Statement
 from pgflow.sources.catalog import FIRST_USER_OID, Column, TableInfo
 
 
@@ -27,7 +27,7 @@ class TargetSchemaError(RuntimeError):
     """The target exists but cannot take the source's rows; says which column and the fix."""
 
 
-def create_shared_object(log: SqlLog, statement: sql.Composable) -> None:
+def create_shared_object(log: SqlLog, statement: Statement) -> None:
     """Run a CREATE of an object other loads may create at the same moment (a schema, an enum).
 
     Concurrent `CREATE ... IF NOT EXISTS` can still fail with a unique violation once the other
