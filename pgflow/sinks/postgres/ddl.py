@@ -211,3 +211,9 @@ def _lock_key(target: TableName) -> sql.Literal:
 
 def quote_table(conn: psycopg.Connection, table: TableName) -> str:
     return table.identifier().as_string(conn)
+
+
+def with_suffix(name: str, suffix: str) -> str:
+    """`name` + `suffix` within Postgres' 63-byte limit on names (longer ones are silently
+    cut): the name is cut, never the suffix that makes the result unique."""
+    return name.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
