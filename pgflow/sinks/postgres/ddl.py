@@ -136,7 +136,7 @@ def create_target(
                 sql.SQL(", ").join(map(sql.Identifier, source.primary_key))
             )
         )
-    storage = sql.SQL("")
+    storage: sql.Composable = sql.SQL("")
     if fillfactor is not None:
         storage = sql.SQL(" WITH (fillfactor = {})").format(sql.Literal(fillfactor))
     log.execute(

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import copy_format, ddl, exchange, staging
@@ -161,7 +162,7 @@ class _Stop:
             self._conns.append(conn)
         return conn
 
-    def checked(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    def checked(self, chunks: Iterable[Buffer]) -> Iterator[Buffer]:
         for chunk in chunks:
             if self._event.is_set():
                 raise StreamStopped("another COPY stream of this load failed")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.ddl import create_shared_object, with_suffix
@@ -65,7 +66,7 @@ def copy_into(
     log: SqlLog,
     staging: TableName,
     columns: Sequence[str],
-    chunks: Iterable[bytes],
+    chunks: Iterable[Buffer],
     fmt: CopyFormat,
     progress: ProgressCallback | None = None,
     freeze: bool = False,
