@@ -22,7 +22,7 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.delta import load_delta
 from pgflow.sinks.postgres.delta_sync import sync_delta
 from pgflow.sinks.postgres.sync_settings import SyncSettings
-from pgflow.sources.arrow import ArrowReadError
+from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch
