@@ -166,15 +166,15 @@ class ArrowRead:
                     self.source.info, [column.name], str(column.dtype), first_line(error)
                 )
             ) from error
-        finishing = [c for c in self.columns if c.finish is not None]
+        finishing = [(c, c.finish) for c in self.columns if c.finish is not None]
         if not finishing:
             return frame
         try:
-            return frame.with_columns(c.finish(pl.col(c.name)) for c in finishing)  # type: ignore[misc]
+            return frame.with_columns(finish(pl.col(c.name)) for c, finish in finishing)
         except pl.exceptions.PolarsError:
-            for c in finishing:  # name the column that failed
+            for c, finish in finishing:  # name the column that failed
                 try:
-                    frame.select(c.finish(pl.col(c.name)))  # type: ignore[misc]
+                    frame.select(finish(pl.col(c.name)))
                 except pl.exceptions.PolarsError as error:
                     check_lists_and_dates(self.source.info, c.name, c.dtype, frame)
                     raise ArrowReadError(

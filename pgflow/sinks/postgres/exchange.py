@@ -48,6 +48,8 @@ class ExchangeRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class DependentView:
+    """A view on the target, re-created on the new table (`options`: its WITH options)."""
+
     schema: str
     name: str
     definition: str

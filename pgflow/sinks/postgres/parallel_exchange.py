@@ -138,11 +138,11 @@ def fill(
     with ThreadPoolExecutor(len(shared.ranges), thread_name_prefix="pgflow-copy") as pool:
         futures = [pool.submit(copy_range, i) for i in range(len(shared.ranges))]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
+        failure = next((e for f in futures if f in done and (e := f.exception()) is not None), None)
+        if failure is not None:
             stop.all()
             wait(futures)
-            raise failed.exception()  # type: ignore[misc]
+            raise failure
     for stream_log in logs:
         log.statements.extend(stream_log.statements)
     return tuple(f.result() for f in futures)
