@@ -25,16 +25,8 @@ import re
 
 import polars as pl
 
-from pgflow.sources.arrow_types import (
-    BOOL,
-    DATE,
-    FLOATS,
-    INTEGERS,
-    MAX_DECIMAL_PRECISION,
-    NUMERIC,
-    TIMESTAMP,
-    TIMESTAMPTZ,
-)
+from pgflow.sources import arrow_types
+from pgflow.sources.arrow_types import Finish, exact_decimal
 from pgflow.sources.catalog import Column
 
 _NAIVE = "%Y-%m-%d %H:%M:%S%.f"
@@ -47,34 +39,33 @@ SQL_TEMPLATE = (
 BAD_ARRAY_MARK = "!"
 
 
-def array_list(column: Column) -> tuple[pl.DataType, pl.Expr]:
+def array_list(column: Column) -> tuple[pl.List, pl.Expr]:
     """The list type of an array column and the expression typing its elements' text."""
     oid = column.element_oid
     element: pl.DataType = pl.String()
     typed = pl.element()
     if column.element_kind == "e":
         pass
-    elif oid in INTEGERS or oid in FLOATS:
-        element = INTEGERS.get(oid) or FLOATS[oid]
+    elif oid in arrow_types.NUMBERS:
+        element = arrow_types.NUMBERS[oid]
         typed = pl.element().cast(element, strict=True)
-    elif oid == BOOL:
+    elif oid == arrow_types.BOOL:
         element, typed = pl.Boolean(), pl.element() == "true"  # boolean::text
-    elif oid == NUMERIC and (match := _NUMERIC_TYPMOD.match(column.base_type_sql)):
-        precision, scale = int(match[1]), int(match[2])
-        if precision <= MAX_DECIMAL_PRECISION and scale <= precision:
-            element = pl.Decimal(precision, scale)
+    elif oid == arrow_types.NUMERIC and (match := _NUMERIC_TYPMOD.match(column.base_type_sql)):
+        if (decimal := exact_decimal(int(match[1]), int(match[2]))) is not None:
+            element = decimal
             typed = pl.element().cast(element, strict=True)
-    elif oid == DATE:
+    elif oid == arrow_types.DATE:
         element, typed = pl.Date(), pl.element().str.to_date("%Y-%m-%d", strict=True)
-    elif oid in (TIMESTAMP, TIMESTAMPTZ):
-        zoned = oid == TIMESTAMPTZ
+    elif oid in arrow_types.TIMESTAMPS:
+        zoned = oid == arrow_types.TIMESTAMPTZ
         element = pl.Datetime("us", "UTC" if zoned else None)
         layout = _NAIVE + "%#z" if zoned else _NAIVE
         typed = pl.element().str.to_datetime(layout, time_unit="us", strict=True)
     return pl.List(element), typed
 
 
-def finish(dtype: pl.List, typed: pl.Expr) -> object:
+def finish(dtype: pl.List, typed: pl.Expr) -> Finish:
     def apply(raw: pl.Expr) -> pl.Expr:
         decoded = raw.str.json_decode(pl.List(pl.String()))
         return decoded if dtype.inner == pl.String else decoded.list.eval(typed)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pgflow.sources.arrow_types import Finish
+
 # From year 262143 on delta-rs cannot compute a file's statistics (it panics): sent as text.
 DATE_SQL = (
     "CASE WHEN isfinite({0}) AND {0} < '262143-01-01' THEN ({0} - DATE '1970-01-01')::text"
@@ -28,7 +30,7 @@ def date_from_days(raw: pl.Expr) -> pl.Expr:
     return raw.cast(pl.Int32, strict=True).cast(pl.Date)
 
 
-def timestamp_from_micros(zoned: bool) -> object:
+def timestamp_from_micros(zoned: bool) -> Finish:
     def finish(raw: pl.Expr) -> pl.Expr:
         naive = raw.cast(pl.Int64, strict=True).cast(pl.Datetime("us"))
         return naive.dt.replace_time_zone("UTC") if zoned else naive

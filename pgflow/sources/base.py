@@ -6,9 +6,11 @@ in the order they write: a run can never apply an older snapshot over a newer on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, cast
+
+from psycopg.abc import Buffer
 
 from pgflow.sources.catalog import TableInfo
 
@@ -26,7 +28,7 @@ class TableSource(Protocol):
     @property
     def info(self) -> TableInfo: ...
 
-    def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Iterator[bytes]:
+    def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Generator[Buffer, None, None]:
         """COPY data for `columns` in `fmt`, in chunks; never the whole table at once."""
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from pgflow.config.model import TableName
 
@@ -156,7 +156,7 @@ def table_exists(conn: psycopg.Connection, table: TableName) -> bool:
     return row is not None
 
 
-def _column(r: dict) -> Column:
+def _column(r: DictRow) -> Column:
     enum_name = TableName(r["enum_schema"], r["enum_type"]) if r["enum_type"] else None
     return Column(
         name=r["name"],

@@ -156,7 +156,8 @@ class ColumnCursorSource(PostgresTableSource):
         query = sql.SQL("SELECT ({})::{}::text").format(shifted, sql.SQL(column.base_type_sql))
         row = self._conn.execute(query).fetchone()
         assert row is not None
-        return row[0]
+        lower_bound: str = row[0]
+        return lower_bound
 
     def _greatest(self, a: str | None, b: str | None, column: Column) -> str | None:
         if a is None or b is None:
@@ -166,7 +167,8 @@ class ColumnCursorSource(PostgresTableSource):
         )
         row = self._conn.execute(query).fetchone()
         assert row is not None
-        return row[0]
+        greatest: str | None = row[0]
+        return greatest
 
 
 def _typed(value: str, column: Column) -> sql.Composable:

@@ -14,7 +14,8 @@ import psycopg
 from polars.io.plugins import register_io_source
 
 from pgflow.config.model import TableName
-from pgflow.sources.arrow import ArrowRead, arrow_columns, polars_schema
+from pgflow.sources.arrow import ArrowRead
+from pgflow.sources.arrow_columns import arrow_columns, polars_schema
 from pgflow.sources.catalog import describe_table
 from pgflow.sources.postgres import PostgresTableSource
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.rows import TupleRow
 
 from pgflow.config.model import TableName
 from pgflow.sources.base import CopyFormat
@@ -133,15 +135,15 @@ class PostgresTableSource:
         expressions = [self.column_expression(c) for c in columns]
         return copy_to_stdout(self.select_query(expressions, narrower), fmt)
 
-    def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Iterator[bytes]:
+    def copy_out(self, columns: Sequence[str], fmt: CopyFormat) -> Generator[Buffer, None, None]:
         yield from self.copy_select(self.copy_query(columns, fmt))
 
-    def copy_select(self, copy: sql.Composable) -> Iterator[bytes]:
+    def copy_select(self, copy: sql.Composed) -> Generator[Buffer, None, None]:
         """Stream a `COPY (...) TO STDOUT` statement (see `copy_to_stdout`) in the snapshot."""
         with self._conn.cursor() as cur, cur.copy(copy) as stream:
             yield from stream
 
-    def fetch(self, query: sql.Composable) -> list[tuple]:
+    def fetch(self, query: sql.SQL | sql.Composed) -> list[TupleRow]:
         """Rows of `query`, run in the read's snapshot (after `open()`)."""
         return self._conn.execute(query).fetchall()
 

@@ -10,11 +10,12 @@ scan a ctid range by its blocks only (TID Range Scan), so each slice reads its o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
 
@@ -99,7 +100,9 @@ def _lock_and_count_blocks(conn: psycopg.Connection, table: sql.Composable) -> i
     return int(size[0])
 
 
-def read_slice(conn: psycopg.Connection, snapshot_id: str, copy: sql.Composable) -> Iterator[bytes]:
+def read_slice(
+    conn: psycopg.Connection, snapshot_id: str, copy: sql.Composed
+) -> Generator[Buffer, None, None]:
     """Stream `copy` (a source's COPY TO STDOUT for one range) in the shared snapshot.
 
     `conn` is the slice's own connection, not in autocommit mode; the read ends its

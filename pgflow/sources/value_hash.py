@@ -81,10 +81,10 @@ def _hashed(query: HashQuery) -> sql.Composable:
     if query.key:
         key_text = _text_of(query.key)
         bucket = _hash64(key_text, BUCKET_SEED, query.portable)
-        inner = sql.SQL("SELECT {b} AS kh, {k} AS k, {h} AS h FROM {t}{w}")
+        template = sql.SQL("SELECT {b} AS kh, {k} AS k, {h} AS h FROM {t}{w}")
         key: sql.Composable = key_text
     else:
-        inner = sql.SQL(
+        template = sql.SQL(
             "SELECT h AS kh, NULL::text AS k, h FROM (SELECT {h} AS h FROM {t}{w} OFFSET 0) r"
         )
         bucket, key = sql.SQL("NULL"), sql.SQL("NULL")
@@ -93,7 +93,7 @@ def _hashed(query: HashQuery) -> sql.Composable:
         if query.live_column
         else sql.SQL("")
     )
-    inner = inner.format(b=bucket, k=key, h=row_hash, t=query.table.identifier(), w=where)
+    inner = template.format(b=bucket, k=key, h=row_hash, t=query.table.identifier(), w=where)
     return sql.SQL("SELECT (kh & 9223372036854775807) % {n} AS b, k, h FROM ({inner}) i").format(
         n=sql.Literal(BUCKETS), inner=inner
     )

@@ -22,7 +22,7 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.flows.delta_sync.settings import SyncSettings
 from pgflow.sinks.delta import load_delta
-from pgflow.sources.arrow import ArrowReadError
+from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgflow.config.model import TableName
-from pgflow.sources.arrow import ArrowReadError
+from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.lazy import scan_postgres_table
 from pgflow_tests.pg import execute
 

@@ -115,7 +115,7 @@ def _staged_row(
     }
 
 
-def _insert_sql(target: TableName, columns: Sequence[str], key: Sequence[str]) -> sql.Composable:
+def _insert_sql(target: TableName, columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {target} ({columns}, {hdiff}, {ldts}) SELECT {staged}, {hash}, now()"
         " FROM {stage} s"
@@ -124,7 +124,7 @@ def _insert_sql(target: TableName, columns: Sequence[str], key: Sequence[str]) -
 
 def _upsert_sql(
     target: TableName, columns: Sequence[str], key: Sequence[str], verify: bool = False
-) -> sql.Composable:
+) -> sql.Composed:
     """The upsert of staging into `target`, counting inserted and updated rows.
 
     Staged rows whose key and hash the target already has are filtered out before the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from arro3.core import RecordBatch, RecordBatchReader
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
@@ -18,7 +18,8 @@ from deltalake.exceptions import CommitFailedError
 
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.postgres.apply import PartitionSlice
-from pgflow.sources.arrow import ArrowRead, arrow_schema
+from pgflow.sources.arrow import ArrowRead
+from pgflow.sources.arrow_columns import arrow_schema
 from pgflow.sources.postgres import PostgresTableSource
 
 SchemaMode = Literal["merge", "overwrite"] | None
@@ -118,19 +119,28 @@ def write(
         if empty
         else batches.reader()
     )
+    options = _WriteOptions(
+        partition_by=partition_by,
+        schema_mode=schema_mode,
+        storage_options=ctx.storage_options if ctx.table is None else None,
+        commit_properties=ctx.commit,
+        writer_properties=ctx.writer_properties,
+    )
     try:
-        write_deltalake(
-            ctx.target,
-            data,
-            mode=mode,
-            predicate=predicate,
-            partition_by=partition_by,
-            schema_mode=schema_mode,
-            storage_options=ctx.storage_options if ctx.table is None else None,
-            commit_properties=ctx.commit,
-            writer_properties=ctx.writer_properties,
-        )
+        # delta-rs takes a predicate with mode overwrite only: the rows it replaces.
+        if mode == "overwrite":
+            write_deltalake(ctx.target, data, mode=mode, predicate=predicate, **options)
+        else:
+            write_deltalake(ctx.target, data, mode=mode, **options)
     except Exception as error:
         batches.reraise(error)
         raise
     return DeltaWrite(rows=0 if empty else ctx.read.rows)
+
+
+class _WriteOptions(TypedDict):
+    partition_by: list[str] | None
+    schema_mode: SchemaMode
+    storage_options: dict[str, str] | None
+    commit_properties: CommitProperties
+    writer_properties: WriterProperties

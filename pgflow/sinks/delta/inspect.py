@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.delta.numerics import fits_unconstrained
 from pgflow.sinks.postgres.inspect import SAMPLE_KEYS, DuplicateKeys, SchemaComparison
-from pgflow.sources.arrow import arrow_column
+from pgflow.sources.arrow_columns import arrow_column
 from pgflow.sources.catalog import TableInfo
 from pgflow.sources.delta import open_snapshot
 

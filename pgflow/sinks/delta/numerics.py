@@ -22,7 +22,9 @@ from deltalake import DeltaTable
 from psycopg import sql
 
 from pgflow.config.model import NumericAs
-from pgflow.sources.arrow import ArrowColumn, ArrowRead, ArrowReadError
+from pgflow.sources.arrow import ArrowRead
+from pgflow.sources.arrow_columns import ArrowColumn
+from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.arrow_types import MAX_DECIMAL_PRECISION
 from pgflow.sources.catalog import Column
 from pgflow.sources.postgres import PostgresTableSource

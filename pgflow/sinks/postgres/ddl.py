@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.sql_log import SqlLog, Statement
 from pgflow.sources.catalog import FIRST_USER_OID, Column, TableInfo
 
 
@@ -28,7 +28,7 @@ class TargetSchemaError(RuntimeError):
     """The target exists but cannot take the source's rows; says which column and the fix."""
 
 
-def create_shared_object(log: SqlLog, statement: sql.Composable) -> None:
+def create_shared_object(log: SqlLog, statement: Statement) -> None:
     """Run a CREATE of an object other loads may create at the same moment (a schema, an enum).
 
     Concurrent `CREATE ... IF NOT EXISTS` can still fail with a unique violation once the other
@@ -137,7 +137,7 @@ def create_target(
                 sql.SQL(", ").join(map(sql.Identifier, source.primary_key))
             )
         )
-    storage = sql.SQL("")
+    storage: sql.Composable = sql.SQL("")
     if fillfactor is not None:
         storage = sql.SQL(" WITH (fillfactor = {})").format(sql.Literal(fillfactor))
     log.execute(
@@ -222,3 +222,9 @@ def _advisory_lock_sql(function: _AdvisoryFunction, target: TableName) -> sql.Co
 
 def quote_table(conn: psycopg.Connection, table: TableName) -> str:
     return table.identifier().as_string(conn)
+
+
+def with_suffix(name: str, suffix: str) -> str:
+    """`name` + `suffix` within Postgres' 63-byte limit on names (longer ones are silently
+    cut): the name is cut, never the suffix that makes the result unique."""
+    return name.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix

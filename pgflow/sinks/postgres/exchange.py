@@ -17,15 +17,23 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, TupleRow, class_row, dict_row
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import staging
+from pgflow.sinks.postgres.ddl import with_suffix
 from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.table_properties import (
+    TableProperties,
+    build_indexes,
+    grants_of,
+    indexes_of,
+    restore_properties,
+    restore_replica_identity,
+)
 
 SWAP_LOCK_TIMEOUT = "30s"
 
@@ -39,26 +47,22 @@ class ExchangeRefused(RuntimeError):
 
 
 @dataclass(frozen=True)
-class IndexPlan:
+class DependentView:
+    """A view on the target, re-created on the new table (`options`: its WITH options)."""
+
+    schema: str
     name: str
-    constraint_def: str | None  # ADD CONSTRAINT body for PK/UNIQUE/EXCLUDE-backed indexes
-    index_tail: str | None  # "USING btree (...) WHERE ..." for plain indexes
-    is_unique: bool
-    is_replica_identity: bool
+    definition: str
+    options: list[str]
 
 
 @dataclass(frozen=True)
-class ExchangePlan:
+class ExchangePlan(TableProperties):
+    """The target's properties, and what points at it by OID, read before the swap."""
+
     oid: int
-    owner: str
-    comment: str | None
-    reloptions: list[str]
-    replica_identity: str
-    grants: list[dict]
-    indexes: list[IndexPlan]
     foreign_keys: list[tuple[str, str]]
-    triggers: list[str]
-    views: list[dict]
+    views: list[DependentView]
     serial_sequences: list[tuple[str, str]]  # (qualified sequence, column)
     identity_columns: list[tuple[str, str]]  # (qualified old sequence, column)
 
@@ -88,7 +92,7 @@ def swap_in(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) ->
 
 
 def shadow_name(target: TableName, tag: str) -> str:
-    return _short(target.name, f"__pgflow_new_{tag}")
+    return with_suffix(target.name, f"__pgflow_new_{tag}")
 
 
 def create_shadow(log: SqlLog, target: TableName, shadow: TableName) -> None:
@@ -104,7 +108,7 @@ def create_shadow(log: SqlLog, target: TableName, shadow: TableName) -> None:
 def swap(log: SqlLog, target: TableName, shadow: TableName, plan: ExchangePlan, tag: str) -> None:
     """Index the filled `shadow` (in the target's schema) and put it in the target's place."""
     identity_names = _identity_sequence_names(log.conn, plan)
-    backup = TableName(target.schema, _short(target.name, f"__pgflow_old_{tag}"))
+    backup = TableName(target.schema, with_suffix(target.name, f"__pgflow_old_{tag}"))
     build_indexes(log, shadow, plan.indexes, plan.foreign_keys, lambda i: _temp_index(tag, i))
     log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
     log.execute(_rename(target, backup.name))
@@ -137,106 +141,32 @@ def plan_exchange(conn: psycopg.Connection, target: TableName) -> ExchangePlan:
     with conn.cursor(row_factory=dict_row) as cur:
         table = cur.execute(_TABLE_SQL, {"schema": target.schema, "name": target.name}).fetchone()
         assert table is not None, f"{target} must exist before an exchange"
-        _refuse_unsafe(cur, target, table)
-        oid = table["oid"]
+        oid: int = table["oid"]
+        _refuse_unsafe(cur, target, oid)
         return ExchangePlan(
             oid=oid,
             owner=table["owner"],
             comment=table["comment"],
             reloptions=list(table["reloptions"] or []),
             replica_identity=table["relreplident"],
-            grants=cur.execute(_GRANTS_SQL, {"oid": oid}).fetchall(),
+            grants=grants_of(conn, oid),
             indexes=indexes_of(conn, oid),
             foreign_keys=[(r["conname"], r["def"]) for r in cur.execute(_FKS_SQL, {"oid": oid})],
             triggers=[r["def"] for r in cur.execute(_TRIGGERS_SQL, {"oid": oid})],
-            views=_dependent_views(cur, oid),
+            views=_dependent_views(conn, oid),
             serial_sequences=_owned_sequences(cur, oid, "a"),
             identity_columns=_owned_sequences(cur, oid, "i"),
         )
 
 
-def indexes_of(conn: psycopg.Connection, oid: int) -> list[IndexPlan]:
-    """How to re-create each index of table `oid` (and the constraint it backs)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return [IndexPlan(**r) for r in cur.execute(_INDEXES_SQL, {"oid": oid}).fetchall()]
-
-
-def _refuse_unsafe(cur: psycopg.Cursor, target: TableName, table: dict) -> None:
-    reasons = [r["reason"] for r in cur.execute(_BLOCKERS_SQL, {"oid": table["oid"]})]
+def _refuse_unsafe(cur: psycopg.Cursor[DictRow], target: TableName, oid: int) -> None:
+    reasons = [r["reason"] for r in cur.execute(_BLOCKERS_SQL, {"oid": oid})]
     if reasons:
         raise ExchangeRefused(
             f"method exchange cannot swap {target} without breaking it: {'; '.join(reasons)}. "
             f"Nothing was changed. Use method truncate_insert for this table, or remove the blocker.",
             tuple(reasons),
         )
-
-
-def build_indexes(
-    log: SqlLog,
-    shadow: TableName,
-    indexes: list[IndexPlan],
-    foreign_keys: list[tuple[str, str]],
-    temp_name: Callable[[int], str],
-) -> None:
-    """Re-create a table's indexes (under temporary names) and outbound FKs on `shadow`.
-
-    Called after the data is in: one sorted build per index instead of row-by-row maintenance.
-    """
-    for i, index in enumerate(indexes):
-        temp = sql.Identifier(temp_name(i))
-        if index.constraint_def:
-            log.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    shadow.identifier(), temp, sql.SQL(index.constraint_def)
-                )
-            )
-        else:
-            log.execute(
-                sql.SQL("CREATE {}INDEX {} ON {} {}").format(
-                    sql.SQL("UNIQUE " if index.is_unique else ""),
-                    temp,
-                    shadow.identifier(),
-                    sql.SQL(str(index.index_tail)),
-                )
-            )
-    for name, definition in foreign_keys:
-        log.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                shadow.identifier(), sql.Identifier(name), sql.SQL(definition)
-            )
-        )
-
-
-class TableProperties(Protocol):
-    """What a swap re-applies to the new table; exchange's and partition_replace's plans."""
-
-    owner: str
-    comment: str | None
-    reloptions: list[str]
-    replica_identity: str
-    grants: list[dict]
-    indexes: list[IndexPlan]
-    triggers: list[str]
-
-
-def restore_properties(log: SqlLog, target: TableName, plan: TableProperties) -> None:
-    table = target.identifier()
-    current = log.conn.execute("SELECT current_user").fetchone()
-    if current and current[0] != plan.owner:
-        log.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(table, sql.Identifier(plan.owner)))
-    for grant in plan.grants:
-        if grant["grantee"] != plan.owner:  # the owner's privileges come with ownership
-            log.execute(_grant_sql(table, grant))
-    if plan.comment is not None:
-        log.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(plan.comment)))
-    if plan.reloptions:
-        log.execute(
-            sql.SQL("ALTER TABLE {} SET ({})").format(
-                table, sql.SQL(", ").join(sql.SQL(o) for o in plan.reloptions)
-            )
-        )
-    for trigger in plan.triggers:
-        log.execute(sql.SQL(trigger))
 
 
 def _rebind_dependents(
@@ -259,51 +189,26 @@ def _rebind_dependents(
             )
         )
     for view in plan.views:
-        options = view["options"]
+        options = view.options
         log.execute(
             sql.SQL("CREATE OR REPLACE VIEW {}{} AS {}").format(
-                sql.Identifier(view["schema"], view["name"]),
+                sql.Identifier(view.schema, view.name),
                 sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in options))
                 if options
                 else sql.SQL(""),
-                sql.SQL(view["definition"].rstrip().rstrip(";")),
+                sql.SQL(view.definition.rstrip().rstrip(";")),
             )
         )
 
 
-def restore_replica_identity(log: SqlLog, target: TableName, plan: TableProperties) -> None:
-    table = target.identifier()
-    if plan.replica_identity == "f":
-        log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(table))
-    elif plan.replica_identity == "n":
-        log.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY NOTHING").format(table))
-    elif plan.replica_identity == "i":
-        index = next(i.name for i in plan.indexes if i.is_replica_identity)
-        log.execute(
-            sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
-                table, sql.Identifier(index)
-            )
-        )
-
-
-def _grant_sql(table: sql.Composable, grant: dict) -> sql.Composed:
-    grantee = sql.SQL("PUBLIC") if grant["grantee"] is None else sql.Identifier(grant["grantee"])
-    columns = (
-        sql.SQL(" ({})").format(sql.Identifier(grant["column"])) if grant["column"] else sql.SQL("")
-    )
-    option = sql.SQL(" WITH GRANT OPTION") if grant["is_grantable"] else sql.SQL("")
-    return sql.SQL("GRANT {}{} ON {} TO {}{}").format(
-        sql.SQL(grant["privilege_type"]), columns, table, grantee, option
-    )
-
-
-def _dependent_views(cur: psycopg.Cursor, oid: int) -> list[dict]:
+def _dependent_views(conn: psycopg.Connection, oid: int) -> list[DependentView]:
     # Fully qualified definitions, so re-creating them cannot resolve names differently.
-    previous = cur.execute("SELECT current_setting('search_path') AS p").fetchone()["p"]
-    cur.execute("SELECT set_config('search_path', '', true)")
-    views = cur.execute(_VIEWS_SQL, {"oid": oid}).fetchall()
-    cur.execute("SELECT set_config('search_path', %s, true)", (previous,))
-    return views
+    with conn.cursor(row_factory=class_row(DependentView)) as cur:
+        previous = _one_value(conn.execute("SELECT current_setting('search_path')"))
+        conn.execute("SELECT set_config('search_path', '', true)")
+        views = cur.execute(_VIEWS_SQL, {"oid": oid}).fetchall()
+        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+        return views
 
 
 def _identity_sequence_names(conn: psycopg.Connection, plan: ExchangePlan) -> list[tuple[str, str]]:
@@ -311,11 +216,18 @@ def _identity_sequence_names(conn: psycopg.Connection, plan: ExchangePlan) -> li
     names = []
     for sequence, column in plan.identity_columns:
         row = conn.execute("SELECT relname FROM pg_class WHERE oid = %s::regclass", (sequence,))
-        names.append((column, row.fetchone()[0]))  # type: ignore[index]
+        names.append((column, _one_value(row)))
     return names
 
 
-def _owned_sequences(cur: psycopg.Cursor, oid: int, deptype: str) -> list[tuple[str, str]]:
+def _one_value(cursor: psycopg.Cursor[TupleRow]) -> str:
+    """The value of a query that returns exactly one row of one (text) column."""
+    row = cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _owned_sequences(cur: psycopg.Cursor[DictRow], oid: int, deptype: str) -> list[tuple[str, str]]:
     rows = cur.execute(_SEQUENCES_SQL, {"oid": oid, "deptype": deptype}).fetchall()
     return [(r["sequence"], r["column"]) for r in rows]
 
@@ -324,10 +236,6 @@ def _rename(table: TableName, new_name: str) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} RENAME TO {}").format(
         table.identifier(), sql.Identifier(new_name)
     )
-
-
-def _short(name: str, suffix: str) -> str:
-    return name.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
 
 
 def _temp_index(tag: str, i: int) -> str:
@@ -359,39 +267,6 @@ UNION ALL SELECT 'row-level security is enabled or a policy exists' FROM pg_clas
   WHERE p.polrelid = c.oid))
 UNION ALL SELECT 'it is in publication ' || quote_ident(p.pubname) FROM pg_publication_rel pr
   JOIN pg_publication p ON p.oid = pr.prpubid WHERE pr.prrelid = %(oid)s
-"""
-
-_GRANTS_SQL = """
-SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END AS grantee,
-       a.privilege_type, a.is_grantable, NULL::name AS column
-FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %(oid)s
-UNION ALL
-SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
-       a.privilege_type, a.is_grantable, att.attname
-FROM pg_attribute att, aclexplode(att.attacl) a
-WHERE att.attrelid = %(oid)s AND att.attnum > 0 AND NOT att.attisdropped
-"""
-
-# Plain indexes keep what follows "CREATE [UNIQUE] INDEX <name> ON <schema>.<table> " in
-# pg_get_indexdef (which always schema-qualifies the table): "USING btree (...) WHERE ...".
-_INDEXES_SQL = """
-SELECT ic.relname AS name,
-       CASE WHEN con.oid IS NOT NULL THEN pg_get_constraintdef(con.oid) END AS constraint_def,
-       CASE WHEN con.oid IS NULL THEN
-         substr(pg_get_indexdef(i.indexrelid),
-           length(format('CREATE %%sINDEX %%I ON %%I.%%I ', CASE WHEN i.indisunique
-             THEN 'UNIQUE ' ELSE '' END, ic.relname, tn.nspname, t.relname)) + 1)
-       END AS index_tail,
-       i.indisunique AS is_unique,
-       i.indisreplident AS is_replica_identity
-FROM pg_index i
-JOIN pg_class ic ON ic.oid = i.indexrelid
-JOIN pg_class t ON t.oid = i.indrelid
-JOIN pg_namespace tn ON tn.oid = t.relnamespace
-LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-  AND con.contype IN ('p', 'u', 'x')
-WHERE i.indrelid = %(oid)s
-ORDER BY ic.relname
 """
 
 _FKS_SQL = """

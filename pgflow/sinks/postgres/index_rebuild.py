@@ -25,8 +25,13 @@ from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.ddl import quote_table
-from pgflow.sinks.postgres.exchange import IndexPlan, build_indexes, indexes_of
 from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.table_properties import (
+    IndexPlan,
+    build_indexes,
+    indexes_of,
+    replica_identity_index,
+)
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,7 @@ def put_back(log: SqlLog, table: TableName, taken: TakenOff) -> None:
     """Build the dropped indexes again, under their own names, and the replica identity."""
     build_indexes(log, table, taken.indexes, [], lambda i: taken.indexes[i].name)
     if taken.replica_identity == "i":
-        index = next(i.name for i in taken.indexes if i.is_replica_identity)
-        log.execute(
-            sql.SQL("ALTER TABLE {} REPLICA IDENTITY USING INDEX {}").format(
-                table.identifier(), sql.Identifier(index)
-            )
-        )
+        replica_identity_index(log, table, taken.indexes)
 
 
 # What would not survive a drop and re-create, per index of the table (and the constraint

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import copy_format, ddl, exchange, staging
@@ -137,11 +138,11 @@ def fill(
     with ThreadPoolExecutor(len(shared.ranges), thread_name_prefix="pgflow-copy") as pool:
         futures = [pool.submit(copy_range, i) for i in range(len(shared.ranges))]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f in done and f.exception() is not None), None)
-        if failed is not None:
+        failure = next((e for f in futures if f in done and (e := f.exception()) is not None), None)
+        if failure is not None:
             stop.all()
             wait(futures)
-            raise failed.exception()  # type: ignore[misc]
+            raise failure
     for stream_log in logs:
         log.statements.extend(stream_log.statements)
     return tuple(f.result() for f in futures)
@@ -161,7 +162,7 @@ class _Stop:
             self._conns.append(conn)
         return conn
 
-    def checked(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    def checked(self, chunks: Iterable[Buffer]) -> Iterator[Buffer]:
         for chunk in chunks:
             if self._event.is_set():
                 raise StreamStopped("another COPY stream of this load failed")

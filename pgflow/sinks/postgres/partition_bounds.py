@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.apply import ApplyContext, PartitionSlice
@@ -52,19 +52,36 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class PartitionKey:
+    """The target table and its partition key, as _KEY_SQL reads them (None: not partitioned,
+    or the key is not on the column)."""
+
+    oid: int
+    relkind: str
+    keydef: str | None
+    strategy: str | None
+    natts: int | None
+    is_column: bool
+    default_opclass: bool
+    same_collation: bool | None
+    collation: str | None  # the column's own collation, qualified; None: the default
+    default_partition: str | None
+
+
+@dataclass(frozen=True)
 class Layout:
     """A target partitioned by RANGE or LIST on exactly partition_column, and its partitions."""
 
-    key: dict  # a row of _KEY_SQL
+    key: PartitionKey
     partitions: list[Partition]
 
     @property
     def oid(self) -> int:
-        return self.key["oid"]
+        return self.key.oid
 
     @property
     def default_partition(self) -> str | None:
-        return self.key["default_partition"]
+        return self.key.default_partition
 
 
 @dataclass(frozen=True)
@@ -79,39 +96,38 @@ class StagedGroup:
 def read_layout(ctx: ApplyContext, column: str) -> Layout | Blocker:
     """The target's partitions by `column`, or why it is not partitioned by `column` alone."""
     target = ctx.target
-    with ctx.conn.cursor(row_factory=dict_row) as cur:
+    with ctx.conn.cursor(row_factory=class_row(PartitionKey)) as cur:
         key = cur.execute(
             _KEY_SQL, {"schema": target.schema, "name": target.name, "column": column}
         ).fetchone()
     assert key is not None, f"{target} must exist before partition_replace"
-    if key["relkind"] != "p":
+    if key.relkind != "p":
         return Blocker(
             f"{target} is not a partitioned table",
             f"re-create it with PARTITION BY RANGE ({column}) (or LIST) and one partition per "
             f"slice",
         )
-    if key["strategy"] not in ("r", "l") or key["natts"] != 1 or not key["is_column"]:
+    if key.strategy not in ("r", "l") or key.natts != 1 or not key.is_column:
         return Blocker(
-            f"{target} is partitioned by {key['keydef']}, not by RANGE or LIST on {column} alone",
+            f"{target} is partitioned by {key.keydef}, not by RANGE or LIST on {column} alone",
             "set sink.strategy.partition_column to its partition key column, or re-partition "
             f"it by RANGE ({column}) or LIST ({column})",
         )
-    if not key["default_opclass"] or not key["same_collation"]:
+    if not key.default_opclass or not key.same_collation:
         return Blocker(
-            f"{target} is partitioned by {key['keydef']}, whose operator class or collation "
+            f"{target} is partitioned by {key.keydef}, whose operator class or collation "
             f"is not the column's own, so partition bounds and the slice could disagree",
             f"partition it by {column} with the default operator class and collation",
         )
-    return Layout(key, _partitions(ctx.conn, key["oid"]))
+    return Layout(key, _partitions(ctx.conn, key.oid))
 
 
 def _partitions(conn: psycopg.Connection, parent_oid: int) -> list[Partition]:
     pending = "i.inhdetachpending" if conn.info.server_version >= 140000 else "false"
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
+    with conn.cursor(row_factory=class_row(Partition)) as cur:
+        return cur.execute(
             sql.SQL(_PARTITIONS_SQL).format(pending=sql.SQL(pending)), {"oid": parent_oid}
         ).fetchall()
-    return [Partition(**row) for row in rows]
 
 
 def staged_groups(ctx: ApplyContext, column: str, partitions: list[Partition]) -> list[StagedGroup]:
@@ -120,6 +136,7 @@ def staged_groups(ctx: ApplyContext, column: str, partitions: list[Partition]) -
     One pass over the distinct staged values; only the first few of each group leave the
     server, so memory stays bounded however many values there are.
     """
+    case: sql.Composable
     if partitions:
         case = sql.SQL("CASE {} END").format(
             sql.SQL(" ").join(
@@ -186,22 +203,22 @@ def unrouted_values(ctx: ApplyContext, column: str, parents: list[Partition]) ->
 def covered_by_slice(
     ctx: ApplyContext,
     column: str,
-    key: dict,
+    key: PartitionKey,
     partitions: list[Partition],
     window: PartitionSlice,
 ) -> list[Partition] | Blocker:
     """The partitions overlapping the slice, if each of them lies wholly inside it."""
     if not partitions:
         return []
-    type_sql = sql.SQL(ctx.target_info.column(column).type_sql)  # type: ignore[union-attr]
+    declared = ctx.target_info.column(column)
+    assert declared is not None  # read_layout found it as the partition key column
+    type_sql = sql.SQL(declared.type_sql)
     collate = (
-        sql.SQL(" COLLATE {}").format(sql.SQL(key["collation"]))
-        if key["collation"]
-        else sql.SQL("")
+        sql.SQL(" COLLATE {}").format(sql.SQL(key.collation)) if key.collation else sql.SQL("")
     )
     rows: list[sql.Composable] = []
     for i, partition in enumerate(partitions):
-        datums = bound_datums(partition.bound, key["strategy"])
+        datums = bound_datums(partition.bound, key.strategy)
         if datums is None:
             return Blocker(
                 f"the bound of partition {partition.label()} ({partition.bound}) cannot be read",
@@ -246,7 +263,7 @@ def _typed(datum: str | None, type_sql: sql.Composable) -> sql.Composable:
     return sql.SQL("CAST({} AS {})").format(sql.SQL(datum), type_sql)
 
 
-def bound_datums(bound: str, strategy: str) -> list[tuple[str, str | None]] | None:
+def bound_datums(bound: str, strategy: str | None) -> list[tuple[str, str | None]] | None:
     """('lo'|'hi'|'v', constant text or None for MINVALUE/MAXVALUE/NULL); None if unreadable."""
     if strategy == "r":
         match = _RANGE_BOUND.fullmatch(bound)

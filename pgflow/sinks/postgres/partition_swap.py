@@ -21,33 +21,30 @@ from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.apply import ApplyContext
-from pgflow.sinks.postgres.exchange import (
-    _GRANTS_SQL,
-    _INDEXES_SQL,
-    SWAP_LOCK_TIMEOUT,
-    IndexPlan,
-    _short,
+from pgflow.sinks.postgres.ddl import with_suffix
+from pgflow.sinks.postgres.exchange import SWAP_LOCK_TIMEOUT
+from pgflow.sinks.postgres.partition_bounds import Blocker, Partition
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.table_properties import (
+    TableProperties,
     build_indexes,
+    grants_of,
+    indexes_of,
     restore_properties,
     restore_replica_identity,
 )
-from pgflow.sinks.postgres.partition_bounds import Blocker, Partition
-from pgflow.sinks.postgres.sql_log import SqlLog
 
 
 @dataclass(frozen=True)
-class SwapPlan:
-    """What the old partition carries that LIKE does not copy."""
+class SwapPlan(TableProperties):
+    """What the old partition carries that LIKE does not copy.
 
-    owner: str
-    comment: str | None
-    reloptions: list[str]
+    Its `triggers`, like its `foreign_keys`, are the partition-local ones only: ATTACH clones
+    the parent's.
+    """
+
     tablespace: str | None
-    replica_identity: str
-    grants: list[dict]
-    indexes: list[IndexPlan]
-    foreign_keys: list[tuple[str, str]]  # partition-local only; ATTACH clones the parent's
-    triggers: list[str]  # partition-local only; ATTACH clones the parent's
+    foreign_keys: list[tuple[str, str]]
 
 
 def partition_blocker(ctx: ApplyContext, parent_oid: int, partition: Partition) -> Blocker | None:
@@ -89,7 +86,7 @@ def swap_partitions(ctx: ApplyContext, partitions: list[Partition]) -> int:
     # Build every new partition first: readers keep using the old ones meanwhile.
     for p_i, partition in enumerate(partitions):
         plan = _plan_swap(ctx.conn, partition)
-        new = TableName(partition.schema, _short(partition.name, f"__pgflow_new_{tag}"))
+        new = TableName(partition.schema, with_suffix(partition.name, f"__pgflow_new_{tag}"))
         rows += _build_new(ctx, partition, plan, new, check)
         _build_indexes(ctx.log, new, plan, _index_prefix(tag, p_i))
         built.append((partition, plan, new))
@@ -180,8 +177,8 @@ def _plan_swap(conn: psycopg.Connection, partition: Partition) -> SwapPlan:
             reloptions=list(table["reloptions"] or []),
             tablespace=table["tablespace"],
             replica_identity=table["relreplident"],
-            grants=cur.execute(_GRANTS_SQL, {"oid": partition.oid}).fetchall(),
-            indexes=[IndexPlan(**r) for r in cur.execute(_INDEXES_SQL, {"oid": partition.oid})],
+            grants=grants_of(conn, partition.oid),
+            indexes=indexes_of(conn, partition.oid),
             foreign_keys=[
                 (r["conname"], r["def"])
                 for r in cur.execute(_LOCAL_FKS_SQL, {"oid": partition.oid})

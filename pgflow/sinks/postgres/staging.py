@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.ddl import create_shared_object
+from pgflow.sinks.postgres.ddl import create_shared_object, with_suffix
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat
 
@@ -30,10 +31,7 @@ class CopyStats:
 
 
 def staging_name(target: TableName) -> TableName:
-    suffix = secrets.token_hex(4)
-    # Postgres truncates identifiers at 63 bytes; keep the suffix that makes the name unique.
-    base = target.name.encode()[: 63 - len(suffix) - 2].decode(errors="ignore")
-    return TableName(STAGING_SCHEMA, f"{base}__{suffix}")
+    return TableName(STAGING_SCHEMA, with_suffix(target.name, f"__{secrets.token_hex(4)}"))
 
 
 def create_staging(
@@ -68,7 +66,7 @@ def copy_into(
     log: SqlLog,
     staging: TableName,
     columns: Sequence[str],
-    chunks: Iterable[bytes],
+    chunks: Iterable[Buffer],
     fmt: CopyFormat,
     progress: ProgressCallback | None = None,
     freeze: bool = False,

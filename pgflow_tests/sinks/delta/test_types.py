@@ -19,8 +19,7 @@ from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.delta_sync.run import sync_delta
-from pgflow.sources.arrow import ArrowRead, ArrowReadError, complete_records, csv_batches
-from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow_tests.sinks.delta.conftest import delta_rows, execute, fetch, run_delta
 
 TYPES_DDL = """
@@ -125,51 +124,6 @@ def test_values_without_an_arrow_form_fail_naming_the_column(source_uri, tmp_pat
     with pytest.raises(ArrowReadError, match="amount"):
         run_delta(source_uri, tmp_path / "t")
     assert not (tmp_path / "t" / "_delta_log").exists()
-
-
-@pytest.mark.parametrize("prefetch", [0, 2])
-def test_reads_stream_in_bounded_batches_cut_at_record_boundaries(source_uri, prefetch):
-    execute(source_uri, "CREATE TABLE lines (id int, body text)")
-    # Quoted newlines, quotes and commas around every cut.
-    execute(
-        source_uri,
-        "INSERT INTO lines SELECT g, repeat(E'x\\n\"y\",', g % 7) FROM generate_series(1, 1000) g",
-    )
-    with psycopg.connect(source_uri) as conn:
-        source = PostgresTableSource(conn, TableName("public", "lines"))
-        source.open()
-        read = ArrowRead(source, batch_rows=64, batch_bytes=1000, prefetch=prefetch)
-        frames = list(read.frames())
-        source.close()
-    assert len(frames) > 15
-    assert all(f.height <= 64 for f in frames)
-    table = pl.concat(frames).sort("id")
-    assert table["id"].to_list() == list(range(1, 1001))
-    assert table["body"].to_list() == ['x\n"y",' * (g % 7) for g in range(1, 1001)]
-    assert read.rows == 1000
-
-
-def test_closing_a_read_midway_ends_its_copy(source_uri):
-    execute(source_uri, "CREATE TABLE lines AS SELECT g AS id FROM generate_series(1, 5000) g")
-    with psycopg.connect(source_uri) as conn:
-        source = PostgresTableSource(conn, TableName("public", "lines"))
-        source.open()
-        read = ArrowRead(source, batch_rows=100)
-        frames = read.frames()
-        next(frames)  # the consumer stops here, never closing what it was given
-        read.close()
-        source.close()
-        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is usable again
-
-
-def test_record_boundaries_ignore_quoted_newlines():
-    data = b'1,"a\nb"\n2,"c""\n"\n3,x\n4,"open\n'
-    assert complete_records(data) == len(b'1,"a\nb"\n2,"c""\n"\n3,x\n')
-    assert complete_records(b'1,"a\nb') == 0
-    chunks = [data[i : i + 3] for i in range(0, len(data) - len(b'4,"open\n'), 3)]
-    assert (
-        b"".join(csv_batches(chunks, batch_rows=2, batch_bytes=10**6)) == data[: -len(b'4,"open\n')]
-    )
 
 
 def _same_floats(have: list | None, want: list | None) -> bool:

@@ -19,7 +19,7 @@ from psycopg import sql
 from pgflow.config.model import TableName
 from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.sinks.postgres.delta_types import postgres_column
-from pgflow.sources.arrow import ArrowReadError
+from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.pg_types import PG_TYPE_KEY
 from pgflow_tests.pg import execute
 from pgflow_tests.sinks.delta.conftest import run_delta
