@@ -362,7 +362,12 @@ class SnapshotSource(PostgresTableSource):
         return ReadPlan(full=True, reason=self._reason)
 
     def position_after(self, staged_max: str | None) -> Position:
-        return Position("cdc", self._identity, lsn_to_text(self._start_lsn), LSN_TYPE)
+        return lsn_position(self._identity, self._start_lsn)
+
+
+def lsn_position(identity: str, lsn: int) -> Position:
+    """The position a CDC pipeline stores: where its next read of the slot starts."""
+    return Position("cdc", identity, lsn_to_text(lsn), LSN_TYPE)
 
 
 def with_timestamptz_column(info: TableInfo, name: str) -> TableInfo:
@@ -383,6 +388,13 @@ def with_timestamptz_column(info: TableInfo, name: str) -> TableInfo:
         enum_name=None,
     )
     return replace(info, columns=(*info.columns, column))
+
+
+def with_deleted_column(source: TableInfo, deleted_column: str | None) -> TableInfo:
+    """The source's shape plus the soft-delete column the target keeps."""
+    if deleted_column is None:
+        return source
+    return with_timestamptz_column(source, deleted_column)
 
 
 def _one(conn: psycopg.Connection, query: str) -> str:
