@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from pgflow.sources.pgoutput import Value
+from pgflow.sources.pgoutput_messages import Value
 
 NULL_FIELD = "\\N"
 ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -17,7 +17,7 @@ from pgflow.flows.cdc.model import CdcResult, CdcSettings, CdcTarget, ConnectSin
 from pgflow.flows.cdc.snapshot import check_slot_is_ours, start
 from pgflow.flows.cdc.stream import stream
 from pgflow.sinks.postgres import ddl, position_owner, state
-from pgflow.sources import cdc
+from pgflow.sources import cdc, publication
 from pgflow.sources.base import Position
 from pgflow.sources.catalog import describe_table
 from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
@@ -57,8 +57,8 @@ def _bring_up_to_date(run: RunContext) -> CdcResult:
     reason = owned.reset or _snapshot_reason(owned.position, run.identity, settings.reset)
     if reason and cdc.slot_info(control, settings.slot) is not None:
         check_slot_is_ours(control, settings, run.pipeline)  # start() drops and recreates it
-    owner = cdc.Ownership(run.pipeline, settings.slot, settings.auto_cleanup)
-    result.publication_changed = cdc.ensure_publication(
+    owner = publication.Ownership(run.pipeline, settings.slot, settings.auto_cleanup)
+    result.publication_changed = publication.ensure_publication(
         control, settings.publication, run.table, owner
     )
     if reason:

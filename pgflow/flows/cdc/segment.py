@@ -22,7 +22,7 @@ from pgflow.sinks.postgres import keys, staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo
 from pgflow.sources.changes import Removal, Upsert
-from pgflow.sources.pgoutput import UNCHANGED, Value
+from pgflow.sources.pgoutput_messages import UNCHANGED, Value
 
 OP, UNCHANGED_COLUMNS, FROM = "_pgflow_op", "_pgflow_unchanged", "_pgflow_from"
 WRITE_CHUNK_BYTES = 1 << 16

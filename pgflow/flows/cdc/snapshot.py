@@ -9,13 +9,13 @@ from pgflow.flows.cdc.model import CdcSettings, CdcTarget, RunContext
 from pgflow.sinks.postgres import ddl, state
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow.sources import cdc
+from pgflow.sources import cdc, publication
 from pgflow.sources.catalog import describe_table, table_exists
 
 
 def check_slot_is_ours(control: psycopg.Connection, settings: CdcSettings, pipeline: str) -> None:
     """Starting over drops the slot: only one pgflow created for this pipeline."""
-    owner = cdc.publication_owner(control, settings.publication)
+    owner = publication.publication_owner(control, settings.publication)
     if owner is None or (owner.pipeline, owner.slot) != (pipeline, settings.slot):
         raise cdc.ReplicationError(
             f"replication slot {settings.slot} already exists and pgflow did not create it for "

@@ -25,7 +25,7 @@ from pgflow.sources.changes import (
     Truncation,
     Upsert,
 )
-from pgflow.sources.pgoutput import RelationColumn
+from pgflow.sources.pgoutput_messages import RelationColumn
 
 
 @dataclass

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.flows.cdc.model import CdcResult, CdcSettings, CdcTarget
+from pgflow.flows.cdc.model import CdcResult, CdcSettings, CdcTarget, ConnectSink
 from pgflow.flows.cdc.run import replicate
 from pgflow_tests.pg import drop_slots, slot_name_for, table_text
 
@@ -51,6 +51,7 @@ def run(
     *,
     table: TableName = SOURCE,
     target: TableName = TARGET,
+    connect_sink: ConnectSink | None = None,
     **options: Any,
 ) -> CdcResult:
     target_options = {k: options.pop(k) for k in ("deleted_column", "on_truncate") if k in options}
@@ -58,7 +59,7 @@ def run(
     with psycopg.connect(sink_uri, autocommit=True) as sink:
         return replicate(
             connector(source_uri),
-            connector(sink_uri),
+            connect_sink or connector(sink_uri),
             sink,
             table,
             CdcTarget(target, strategy, **target_options),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pgflow.flows.cdc.copy_lines import copy_escaped, plain_line
-from pgflow.sources.pgoutput import UNCHANGED
+from pgflow.sources.pgoutput_messages import UNCHANGED
 
 
 def escaped(values: tuple) -> str:

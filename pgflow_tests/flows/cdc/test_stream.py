@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import AbstractContextManager
 from functools import partial
+from typing import Any
 
 import psycopg
+import pytest
 
 from pgflow.config.model import TableName
 from pgflow.sources import cdc
@@ -124,3 +127,26 @@ def test_a_100k_change_transaction_is_applied_in_bounded_memory(
     assert fetch(sink_uri, same_rows.format("landing.orders")) == fetch(
         source_uri, same_rows.format("public.orders")
     )
+
+
+def test_the_stager_connects_through_connect_sink(
+    source_uri: str, sink_uri: str, slot: str
+) -> None:
+    """The second sink connection (the stager) is opened by `connect_sink` (in a Dagster run,
+    the connection resource), never from the first one's parameters: a sink it cannot open
+    fails the run before anything is applied, and the next run applies everything."""
+    execute(source_uri, ORDERS)
+    run(source_uri, sink_uri, slot)
+    execute(source_uri, "UPDATE public.orders SET status = 'paid' WHERE id <= 10")
+    asked: list[dict[str, Any]] = []
+
+    def refused(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
+        asked.append(kwargs)
+        raise RuntimeError("the resource refused")
+
+    with pytest.raises(RuntimeError, match="the resource refused"):
+        run(source_uri, sink_uri, slot, connect_sink=refused)
+    assert asked == [{"autocommit": True}]
+    assert fetch(sink_uri, "SELECT count(*) FROM landing.orders WHERE status = 'paid'") == [(0,)]
+    assert run(source_uri, sink_uri, slot).changes == 10
+    assert same(source_uri, sink_uri)
