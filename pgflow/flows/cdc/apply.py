@@ -95,13 +95,21 @@ def _apply_steps(
     return result
 
 
+def create_missing_target(log: SqlLog, target: CdcTarget, source: TableInfo) -> bool:
+    """Create the target in the source's shape (plus the soft-delete column) unless it
+    exists; True when it was created."""
+    if table_exists(log.conn, target.table):
+        return False
+    source = with_deleted_column(source, target.deleted_column)
+    fillfactor = ddl.fillfactor_for(target.strategy)
+    ddl.create_target(log, source, target.table, target.strategy.unique_key, fillfactor)
+    return True
+
+
 def _prepare_target(log: SqlLog, target: CdcTarget, source: TableInfo) -> None:
     """Create the target, or reconcile it with the source's shape (new columns, enums)."""
     source = with_deleted_column(source, target.deleted_column)
-    if not table_exists(log.conn, target.table):
-        fillfactor = ddl.fillfactor_for(target.strategy)
-        ddl.create_target(log, source, target.table, target.strategy.unique_key, fillfactor)
-    else:
+    if not create_missing_target(log, target, source):
         ddl.ensure_enums(log, source, target.table.schema)
         ddl.ensure_fillfactor(log, target.table, target.strategy.fillfactor)
     info = describe_table(log.conn, target.table)

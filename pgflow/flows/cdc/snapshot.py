@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import psycopg
 
+from pgflow.flows.cdc.apply import create_missing_target
 from pgflow.flows.cdc.model import CdcSettings, CdcTarget, RunContext
 from pgflow.sinks.postgres import ddl, state
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import cdc, publication
-from pgflow.sources.catalog import describe_table, table_exists
+from pgflow.sources.catalog import describe_table
 
 
 def check_slot_is_ours(control: psycopg.Connection, settings: CdcSettings, pipeline: str) -> None:
@@ -43,7 +44,7 @@ def start(run: RunContext, reason: str) -> LoadResult | None:
 def _snapshot(run: RunContext, reason: str) -> LoadResult:
     """Load the table as of the new slot's start, storing that LSN with the rows."""
     with (
-        cdc.exported_snapshot_slot(run.connect_source, run.settings.slot) as (start, snapshot),
+        cdc.exported_snapshot_slot(run.connect_source, run.settings.slot) as (start_lsn, snapshot),
         run.connect_source() as reader,
     ):
         source = cdc.SnapshotSource(
@@ -51,7 +52,7 @@ def _snapshot(run: RunContext, reason: str) -> LoadResult:
             run.table,
             run.identity,
             snapshot,
-            start,
+            start_lsn,
             f"initial snapshot ({reason})",
             extra_null_columns=_extra_columns(run.target),
         )
@@ -65,14 +66,11 @@ def _extra_columns(target: CdcTarget) -> tuple[str, ...]:
     return (target.deleted_column,) if target.deleted_column else ()
 
 
-def _store_start(run: RunContext, start: int) -> None:
+def _store_start(run: RunContext, start_lsn: int) -> None:
     """snapshot: never: create the target if missing and start streaming from the slot."""
-    target = run.target
-    info = cdc.with_deleted_column(describe_table(run.control, run.table), target.deleted_column)
+    table = run.target.table
     log = SqlLog(run.sink)
     with run.sink.transaction():
-        ddl.lock_target(log, target.table)
-        if not table_exists(run.sink, target.table):
-            fillfactor = ddl.fillfactor_for(target.strategy)
-            ddl.create_target(log, info, target.table, target.strategy.unique_key, fillfactor)
-        state.write_position(log, target.table, run.pipeline, cdc.lsn_position(run.identity, start))
+        ddl.lock_target(log, table)
+        create_missing_target(log, run.target, describe_table(run.control, run.table))
+        state.write_position(log, table, run.pipeline, cdc.lsn_position(run.identity, start_lsn))

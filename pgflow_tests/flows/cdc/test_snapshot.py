@@ -1,9 +1,11 @@
-"""The snapshot hand-off: the table as of the slot's start, and only a slot pgflow made is
-ever dropped to start over."""
+"""The snapshot hand-off: the table as of the slot's start (or, with snapshot: never, an empty
+target that streams from the slot's start), and only a slot pgflow made is ever dropped to
+start over."""
 
 from __future__ import annotations
 
 import threading
+from functools import partial
 
 import psycopg
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from pgflow.sources import cdc
 from pgflow.sources.cdc import ReplicationError
 from pgflow_tests.flows.cdc.conftest import ORDERS, run, same
-from pgflow_tests.pg import execute
+from pgflow_tests.pg import execute, fetch
 
 
 def test_writes_during_the_snapshot_are_neither_lost_nor_doubled(
@@ -54,3 +56,30 @@ def test_a_foreign_slot_with_the_same_name_is_never_dropped(
         run(source_uri, sink_uri, slot)
     with psycopg.connect(source_uri) as conn:
         assert cdc.slot_info(conn, slot).confirmed_flush == before  # type: ignore[union-attr]
+
+
+def test_snapshot_never_starts_at_the_slot_with_an_empty_target(
+    source_uri: str, sink_uri: str, slot: str
+) -> None:
+    execute(source_uri, ORDERS)
+    never = partial(run, source_uri, sink_uri, slot, snapshot="never", deleted_column="gone_at")
+    first = never()
+    assert first.snapshot is None and first.snapshot_reason == "first run: no stored position"
+    assert fetch(sink_uri, "SELECT count(*) FROM landing.orders") == [(0,)]
+    columns = fetch(
+        sink_uri,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'landing'"
+        " AND table_name = 'orders' ORDER BY ordinal_position",
+    )
+    assert [c for (c,) in columns][-1] == "gone_at"
+    execute(
+        source_uri,
+        "UPDATE public.orders SET status = 'paid' WHERE id <= 10;"
+        "INSERT INTO public.orders (id, status) VALUES (5000, 'new')",
+    )
+    assert never().changes == 11
+    rows = fetch(
+        sink_uri,
+        "SELECT count(*), count(*) FILTER (WHERE status = 'paid') FROM landing.orders",
+    )
+    assert rows == [(11, 10)]
