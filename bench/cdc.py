@@ -68,13 +68,14 @@ from typing import Any
 
 import psycopg
 
-import pgflow.sinks.postgres.cdc as cdc_run
-import pgflow.sinks.postgres.cdc_apply as cdc_apply
+import pgflow.flows.cdc.applier as cdc_applier
+import pgflow.flows.cdc.segment as cdc_segment
+import pgflow.flows.cdc.stream as cdc_stream
 import pgflow.sources.cdc as source_cdc
 from bench.common import ORDERS_DDL, ORDERS_FILL, throwaway_cluster
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.cdc import CdcSettings, replicate
-from pgflow.sinks.postgres.cdc_apply import CdcTarget
+from pgflow.flows.cdc.model import CdcSettings, CdcTarget
+from pgflow.flows.cdc.run import replicate
 from pgflow.sinks.postgres.sql_log import SqlLog
 
 CHANGES = int(os.environ.get("BENCH_CDC_CHANGES", "1000000"))
@@ -246,14 +247,14 @@ def statement_label(text: str) -> str:
 
 def instrument(timers: Timers) -> None:
     """Wrap the functions whose time the breakdown reports (see `breakdown`)."""
-    peek, changes = source_cdc.peek_changes, cdc_run.table_changes
+    peek, changes = source_cdc.peek_changes, cdc_stream.table_changes
     source_cdc.peek_changes = lambda *a, **k: timers.timed_iterator(
         "peek", peek(*a, **k), first="peek_first"
     )
-    cdc_run.table_changes = lambda *a, **k: timers.timed_iterator("events", changes(*a, **k))
-    cdc_run.apply_batch = timers.timed_call("apply_batch", cdc_run.apply_batch)
+    cdc_stream.table_changes = lambda *a, **k: timers.timed_iterator("events", changes(*a, **k))
+    cdc_applier.apply_staged = timers.timed_call("apply_batch", cdc_applier.apply_staged)
     source_cdc.advance_slot = timers.timed_call("advance", source_cdc.advance_slot)
-    segment = cdc_apply._Segment
+    segment = cdc_segment.Segment
     segment.upsert = timers.timed_call("rows", segment.upsert)  # type: ignore[method-assign]
     segment.remove = timers.timed_call("rows", segment.remove)  # type: ignore[method-assign]
     write = segment._write
@@ -355,6 +356,7 @@ def measured_call(settings: dict[str, Any]) -> dict[str, Any]:
             profile.enable()
         result = replicate(
             connector(settings["source"]),
+            connector(settings["sink"]),
             sink,
             TableName(*settings["table"]),
             target,
@@ -429,6 +431,7 @@ def snapshot(pipeline: Pipeline, source_uri: str, sink_uri: str) -> None:
     with psycopg.connect(sink_uri, autocommit=True) as sink:
         result = replicate(
             connector(source_uri),
+            connector(sink_uri),
             sink,
             pipeline.source_table,
             CdcTarget(pipeline.target, strategy(pipeline.policy)),

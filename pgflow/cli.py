@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from pgflow.cdc_cleanup import cleanup_main
+from pgflow.flows.cdc.cleanup import cleanup_main
 from pgflow.localdb.cli import localdb_main
 from pgflow.report import report_main
 

@@ -32,8 +32,8 @@ from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.errors import is_transient
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
-from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
-from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
+from pgflow.flows.cdc.model import DEFAULT_BATCH_CHANGES, CdcApplyError, CdcSettings, CdcTarget
+from pgflow.flows.cdc.run import replicate
 from pgflow.sinks.postgres.load import load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.partition_replace import (
@@ -166,6 +166,10 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             assert source.connection_id
             return self.connections.connect(source.connection_id, source.connection_type, **kwargs)
 
+        def connect_sink(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
+            assert sink.connection_id
+            return self.connections.connect(sink.connection_id, sink.connection_type, **kwargs)
+
         settings = CdcSettings(
             slot=options.slot_name,
             publication=options.publication_name,
@@ -179,7 +183,9 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         with self.connections.connect(
             sink.connection_id, sink.connection_type, autocommit=True
         ) as dst_conn:
-            result = replicate(connect_source, dst_conn, source.table, target, settings, spec.name)
+            result = replicate(
+                connect_source, connect_sink, dst_conn, source.table, target, settings, spec.name
+            )
             target_info = describe_table(dst_conn, sink.table)
             database = dst_conn.info.dbname
             counts = postgres_counts(dst_conn, target_info)

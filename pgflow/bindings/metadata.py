@@ -16,9 +16,9 @@ from pgflow.sources.base import ReadPlan
 from pgflow.sources.catalog import TableInfo
 
 if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and polars
+    from pgflow.flows.cdc.model import CdcResult
     from pgflow.flows.delta_sync.result import SyncResult
     from pgflow.sinks.delta.load import DeltaLoadResult
-    from pgflow.sinks.postgres.cdc import CdcResult
     from pgflow.sinks.postgres.load import LoadResult
 
 

@@ -20,7 +20,7 @@ def storage_options_from_env(environ: Mapping[str, str] | None = None) -> dict[s
     return {k[len(PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(PREFIX)}
 
 
-class DeltaStorage(dg.ConfigurableResource):
+class DeltaStorage(dg.ConfigurableResource["DeltaStorage"]):
     """delta-rs storage options; empty means each option comes from PGFLOW_DELTA_* at run time."""
 
     options: dict[str, str] = Field(default_factory=dict)

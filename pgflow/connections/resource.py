@@ -32,7 +32,7 @@ from pgflow.connections.secrets import (
 CLIENT_ENCODING = "UTF8"
 
 
-class PostgresConnections(dg.ConfigurableResource):
+class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
     """Resolves `connection_id` + `connection_type` (env | vault) to live psycopg connections."""
 
     vault_addr: str | None = Field(default=None, description="Defaults to $VAULT_ADDR.")

@@ -138,7 +138,8 @@ def read_vault_secret(settings: VaultSettings, connection_id: str) -> Mapping[st
         raise ConnectionConfigError(
             f"{where}: Vault request failed ({type(exc).__name__})"
         ) from None
-    return response["data"]["data"]
+    secret: Mapping[str, object] = response["data"]["data"]  # hvac is untyped: KV v2's shape
+    return secret
 
 
 def conninfo_from_secret(secret: Mapping[str, object], where: str) -> str:

@@ -1,4 +1,5 @@
-"""Logical replication on the source: prerequisites, publication, slot, snapshot, changes.
+"""Logical replication on the source: prerequisites, slot, snapshot, changes (publications:
+publication.py).
 
 psycopg 3 has no replication-protocol client, so pgflow reads a slot with SQL:
 `pg_logical_slot_peek_binary_changes` through a server-side cursor (bounded memory), and
@@ -10,10 +11,10 @@ transaction with SET TRANSACTION SNAPSHOT: the snapshot and the slot start at th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
+from typing import LiteralString
 
 import psycopg
 from psycopg import pq, sql
@@ -25,7 +26,6 @@ from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
 from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
 
 LSN_TYPE = "pg_lsn"
-OWNERSHIP_PREFIX = "pgflow: "
 TIMESTAMPTZ_OID = 1184
 PLUGIN = "pgoutput"
 FETCH_ROWS = 5000  # rows per round trip of the change cursor
@@ -82,7 +82,7 @@ def _replica_identity(conn: psycopg.Connection, table: TableName) -> str:
         (table.schema, table.name),
     ).fetchone()
     assert row is not None, "describe_table found the table"
-    identity, has_primary_key = row
+    identity, has_primary_key = str(row[0]), bool(row[1])
     fix = f"add a primary key, or ALTER TABLE {table} REPLICA IDENTITY FULL"
     if identity == "n":
         raise ReplicationError(
@@ -109,87 +109,6 @@ def identity_columns(conn: psycopg.Connection, table: TableName) -> tuple[str, .
     if not rows or rows[0][0] == "f":
         return None
     return tuple(name for _, name in rows if name is not None)
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """Written as the publication's comment: which pipeline owns it and its slot, and whether
-    `pgflow cdc cleanup` may drop both once the pipeline is gone."""
-
-    pipeline: str
-    slot: str
-    auto_cleanup: bool
-
-    def comment(self) -> str:
-        return OWNERSHIP_PREFIX + json.dumps(
-            {"pipeline": self.pipeline, "slot": self.slot, "auto_cleanup": self.auto_cleanup}
-        )
-
-    @classmethod
-    def parse(cls, comment: str | None) -> Ownership | None:
-        if not comment or not comment.startswith(OWNERSHIP_PREFIX):
-            return None
-        try:
-            data = json.loads(comment[len(OWNERSHIP_PREFIX) :])
-            return cls(str(data["pipeline"]), str(data["slot"]), bool(data["auto_cleanup"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-def ensure_publication(
-    conn: psycopg.Connection, name: str, table: TableName, owner: Ownership
-) -> bool:
-    """Create the publication for `table` (or add the table to it); True when changed."""
-    exists = conn.execute("SELECT FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-    target = table.identifier()
-    changed = False
-    if exists is None:
-        # Partitions' changes arrive as the root table's, the table the pipeline names.
-        conn.execute(
-            sql.SQL(
-                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete,"
-                " truncate', publish_via_partition_root = true)"
-            ).format(sql.Identifier(name), target)
-        )
-        changed = True
-    elif not _publishes(conn, name, table):
-        conn.execute(
-            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(name), target)
-        )
-        changed = True
-    conn.execute(
-        sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
-            sql.Identifier(name), sql.Literal(owner.comment())
-        )
-    )
-    return changed
-
-
-def _publishes(conn: psycopg.Connection, name: str, table: TableName) -> bool:
-    row = conn.execute(
-        "SELECT FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s"
-        " AND tablename = %s",
-        (name, table.schema, table.name),
-    ).fetchone()
-    return row is not None
-
-
-def publication_owner(conn: psycopg.Connection, name: str) -> Ownership | None:
-    row = conn.execute(
-        "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
-        (name,),
-    ).fetchone()
-    return Ownership.parse(row[0]) if row else None
-
-
-def owned_publications(conn: psycopg.Connection) -> list[tuple[str, Ownership]]:
-    """Publications pgflow created in this database, with their owners."""
-    rows = conn.execute(
-        "SELECT p.pubname, obj_description(p.oid, 'pg_publication') FROM pg_publication p"
-        " ORDER BY 1"
-    ).fetchall()
-    owned = [(name, Ownership.parse(comment)) for name, comment in rows]
-    return [(name, owner) for name, owner in owned if owner is not None]
 
 
 def slot_info(conn: psycopg.Connection, name: str) -> SlotInfo | None:
@@ -250,10 +169,6 @@ def create_slot(conn: psycopg.Connection, name: str) -> int:
 
 def drop_slot(conn: psycopg.Connection, name: str) -> None:
     conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
-
-
-def drop_publication(conn: psycopg.Connection, name: str) -> None:
-    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def advance_slot(conn: psycopg.Connection, name: str, lsn: int) -> None:
@@ -362,7 +277,12 @@ class SnapshotSource(PostgresTableSource):
         return ReadPlan(full=True, reason=self._reason)
 
     def position_after(self, staged_max: str | None) -> Position:
-        return Position("cdc", self._identity, lsn_to_text(self._start_lsn), LSN_TYPE)
+        return lsn_position(self._identity, self._start_lsn)
+
+
+def lsn_position(identity: str, lsn: int) -> Position:
+    """The position a CDC pipeline stores: where its next read of the slot starts."""
+    return Position("cdc", identity, lsn_to_text(lsn), LSN_TYPE)
 
 
 def with_timestamptz_column(info: TableInfo, name: str) -> TableInfo:
@@ -385,7 +305,14 @@ def with_timestamptz_column(info: TableInfo, name: str) -> TableInfo:
     return replace(info, columns=(*info.columns, column))
 
 
-def _one(conn: psycopg.Connection, query: str) -> str:
-    row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+def with_deleted_column(source: TableInfo, deleted_column: str | None) -> TableInfo:
+    """The source's shape plus the soft-delete column the target keeps."""
+    if deleted_column is None:
+        return source
+    return with_timestamptz_column(source, deleted_column)
+
+
+def _one(conn: psycopg.Connection, query: LiteralString) -> str:
+    row = conn.execute(query).fetchone()
     assert row is not None
-    return row[0]
+    return str(row[0])

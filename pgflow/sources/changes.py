@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pgflow.config.model import TableName
-from pgflow.sources.pgoutput import (
+from pgflow.sources.pgoutput import decode
+from pgflow.sources.pgoutput_messages import (
     Begin,
     Commit,
     Delete,
@@ -23,7 +24,6 @@ from pgflow.sources.pgoutput import (
     Truncate,
     Update,
     Value,
-    decode,
 )
 
 

@@ -13,7 +13,8 @@ big-endian, strings NUL-terminated, timestamps microseconds since 2000-01-01 UTC
 
 ``decode`` takes one message (the ``data`` of a ``pg_logical_slot_*_binary_changes`` row or the
 payload of an XLogData frame) and parses it with precompiled structs at offsets into the bytes,
-so the only copies are the values themselves. Malformed input raises ``PgoutputError``.
+so the only copies are the values themselves. Malformed input raises ``PgoutputError``. The
+message types are in pgoutput_messages.py.
 """
 
 from __future__ import annotations
@@ -21,24 +22,25 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final
 
-
-class Unchanged(Enum):
-    """A TOASTed column value the server did not send because the change did not touch it."""
-
-    TOAST = "u"
-
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-UNCHANGED: Final = Unchanged.TOAST
-
-Value: TypeAlias = str | bytes | Literal[Unchanged.TOAST] | None
+from pgflow.sources.pgoutput_messages import (
+    UNCHANGED,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    LogicalMessage,
+    Message,
+    Origin,
+    Relation,
+    RelationColumn,
+    Truncate,
+    TypeInfo,
+    Update,
+    Value,
+)
 
 
 class PgoutputError(ValueError):
@@ -52,100 +54,6 @@ class PgoutputError(ValueError):
         self.offset = offset
         self.reason = reason
 
-
-@dataclass(frozen=True)
-class RelationColumn:
-    name: str
-    type_oid: int
-    type_modifier: int
-    is_key: bool
-
-
-@dataclass(frozen=True)
-class Relation:
-    oid: int
-    namespace: str  # '' for pg_catalog
-    name: str
-    replica_identity: str  # 'd' default, 'n' nothing, 'f' full, 'i' index
-    columns: tuple[RelationColumn, ...]
-
-
-@dataclass(frozen=True)
-class Begin:
-    final_lsn: int  # the LSN of the commit record (Commit.commit_lsn)
-    commit_time: datetime
-    xid: int
-
-
-@dataclass(frozen=True)
-class Commit:
-    flags: int
-    commit_lsn: int
-    end_lsn: int  # the end of the commit record: where to resume after this transaction
-    commit_time: datetime
-
-
-@dataclass(frozen=True)
-class Origin:
-    lsn: int  # the commit LSN on the origin server
-    name: str
-
-
-@dataclass(frozen=True)
-class TypeInfo:
-    oid: int
-    namespace: str  # '' for pg_catalog
-    name: str
-
-
-@dataclass(frozen=True)
-class Insert:
-    relation_oid: int
-    new: tuple[Value, ...]
-
-
-@dataclass(frozen=True)
-class Update:
-    relation_oid: int
-    old: tuple[Value, ...] | None  # None unless the key changed or the identity is FULL
-    old_kind: str | None  # 'K' key columns only (others None), 'O' whole old row, or None
-    new: tuple[Value, ...]
-
-
-@dataclass(frozen=True)
-class Delete:
-    relation_oid: int
-    old: tuple[Value, ...]
-    old_kind: str  # 'K' key columns only (others None) or 'O' whole old row
-
-
-@dataclass(frozen=True)
-class Truncate:
-    relation_oids: tuple[int, ...]
-    cascade: bool
-    restart_identity: bool
-
-
-@dataclass(frozen=True)
-class LogicalMessage:
-    transactional: bool
-    lsn: int
-    prefix: str
-    content: bytes
-
-
-Message: TypeAlias = (
-    Begin
-    | Commit
-    | Origin
-    | Relation
-    | TypeInfo
-    | Insert
-    | Update
-    | Delete
-    | Truncate
-    | LogicalMessage
-)
 
 _NAMES: Final = {
     "B": "Begin",
@@ -198,12 +106,13 @@ class _Reader:
         self.data = data
         self.pos = pos
 
-    def unpack(self, layout: struct.Struct) -> tuple:
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
         values = layout.unpack_from(self.data, self.pos)
         self.pos += layout.size
         return values
 
     def one(self, layout: struct.Struct) -> int:
+        value: int
         (value,) = layout.unpack_from(self.data, self.pos)
         self.pos += layout.size
         return value
@@ -232,7 +141,7 @@ class _Reader:
         return self.data[start:end]
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes | bytearray | memoryview) -> Message:
     """Decode one pgoutput message; raise PgoutputError if it is not valid protocol 1.
 
     Other bytes-like objects (bytearray, memoryview) are accepted and copied to bytes once.

@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.cdc import CdcResult, CdcSettings, replicate
-from pgflow.sinks.postgres.cdc_apply import CdcTarget
+from pgflow.flows.cdc.model import CdcResult, CdcSettings, CdcTarget
+from pgflow.flows.cdc.run import replicate
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
@@ -445,11 +445,22 @@ def cdc_run(
         with session(source_uri, SOURCE_SESSION_TZ, **kwargs) as conn:
             yield conn
 
+    @contextmanager
+    def connect_sink(**kwargs: Any) -> Iterator[psycopg.Connection]:
+        with session(sink_uri, SINK_SESSION_TZ, **kwargs) as conn:
+            yield conn
+
     target_options = {k: options.pop(k) for k in ("deleted_column", "on_truncate") if k in options}
     settings = CdcSettings(slot=slot, publication=slot, **options)
     with session(sink_uri, SINK_SESSION_TZ, autocommit=True) as sink:
         return replicate(
-            connect, sink, table, CdcTarget(target, strategy, **target_options), settings, "edge"
+            connect,
+            connect_sink,
+            sink,
+            table,
+            CdcTarget(target, strategy, **target_options),
+            settings,
+            "edge",
         )
 
 

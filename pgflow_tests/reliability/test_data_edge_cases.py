@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.cdc_apply import CdcApplyError
+from pgflow.flows.cdc.model import CdcApplyError
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 from pgflow_tests.reliability import edge_data as ed

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pgflow.sources.changes import RelationSeen, TransactionEnd, Upsert, batches
-from pgflow.sources.pgoutput import Relation, RelationColumn
+from pgflow.sources.pgoutput_messages import Relation, RelationColumn
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 RELATION = RelationSeen(Relation(1, "public", "t", "d", (RelationColumn("id", 20, -1, True),)))

@@ -20,7 +20,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import TextLoader
 
-from pgflow.sources.pgoutput import (
+from pgflow.sources.pgoutput import PgoutputError, decode, lsn_to_int, lsn_to_text
+from pgflow.sources.pgoutput_messages import (
     UNCHANGED,
     Begin,
     Commit,
@@ -29,15 +30,11 @@ from pgflow.sources.pgoutput import (
     LogicalMessage,
     Message,
     Origin,
-    PgoutputError,
     Relation,
     RelationColumn,
     Truncate,
     TypeInfo,
     Update,
-    decode,
-    lsn_to_int,
-    lsn_to_text,
 )
 from pgflow_tests.pg import execute, fetch
 

@@ -15,10 +15,10 @@ from psycopg import sql
 
 from pgflow.config.model import SchemaChangePolicy, TableName
 from pgflow.sinks.postgres import schema_drift
-from pgflow.sinks.postgres.cdc_apply import with_deleted_column
 from pgflow.sinks.postgres.keys import nulls_not_distinct_sql
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo, table_exists
+from pgflow.sources.cdc import with_deleted_column
 from pgflow.sources.postgres import set_timeout
 
 DEFAULT_TIMEOUT_SECONDS = 60

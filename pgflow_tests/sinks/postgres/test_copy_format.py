@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -16,8 +16,8 @@ import pytest
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.cdc import CdcSettings, replicate
-from pgflow.sinks.postgres.cdc_apply import CdcTarget
+from pgflow.flows.cdc.model import CdcSettings, CdcTarget
+from pgflow.flows.cdc.run import replicate
 from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sources import snapshot_slices
@@ -130,16 +130,27 @@ def parallel_load(source_uri: str, sink_uri: str) -> LoadResult:
 
 
 def cdc_load(source_uri: str, sink_uri: str) -> LoadResult | None:
-    @contextmanager
-    def connect(**kwargs: Any) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(source_uri, **kwargs) as conn:
-            yield conn
+    def connector(uri: str) -> Callable[..., AbstractContextManager[psycopg.Connection]]:
+        @contextmanager
+        def connect(**kwargs: Any) -> Iterator[psycopg.Connection]:
+            with psycopg.connect(uri, **kwargs) as conn:
+                yield conn
+
+        return connect
 
     slot = slot_name_for(source_uri)
     strategy = StrategySpec(mode="incremental_merge", unique_key=("id",))
     settings = CdcSettings(slot=slot, publication=slot)
     with psycopg.connect(sink_uri, autocommit=True) as sink:
-        result = replicate(connect, sink, SOURCE, CdcTarget(TARGET, strategy), settings, "cdc")
+        result = replicate(
+            connector(source_uri),
+            connector(sink_uri),
+            sink,
+            SOURCE,
+            CdcTarget(TARGET, strategy),
+            settings,
+            "cdc",
+        )
     return result.snapshot
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from pgflow.sinks.postgres.cdc_apply import _copy_escaped, _plain_line
-from pgflow.sources.pgoutput import UNCHANGED
+from pgflow.flows.cdc.copy_lines import copy_escaped, plain_line
+from pgflow.sources.pgoutput_messages import UNCHANGED
 
 
 def escaped(values: tuple) -> str:
-    return "\t".join("\\N" if v is None else _copy_escaped(v) for v in values)
+    return "\t".join("\\N" if v is None else copy_escaped(v) for v in values)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ def escaped(values: tuple) -> str:
     ],
 )
 def test_plain_values_take_the_fast_path(values: tuple) -> None:
-    assert _plain_line(values) == escaped(values)
+    assert plain_line(values) == escaped(values)
 
 
 @pytest.mark.parametrize(
@@ -40,4 +40,4 @@ def test_plain_values_take_the_fast_path(values: tuple) -> None:
     ],
 )
 def test_values_that_need_escaping_or_are_not_text_step_aside(values: tuple) -> None:
-    assert _plain_line(values) is None
+    assert plain_line(values) is None

@@ -17,6 +17,7 @@ from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sources import cdc
+from pgflow.sources.publication import drop_publication, owned_publications
 
 
 def cleanup_main(argv: list[str]) -> int:
@@ -53,7 +54,7 @@ def clean_connection(
         and p.source.options.incremental_strategy == "cdc"
     }
     lines = []
-    for publication, owner in cdc.owned_publications(conn):
+    for publication, owner in owned_publications(conn):
         if publication in live:
             continue
         where = f"{connection_id}: pipeline '{owner.pipeline}' is gone"
@@ -72,7 +73,7 @@ def clean_connection(
         if not dry_run:
             if slot is not None:
                 cdc.drop_slot(conn, owner.slot)
-            cdc.drop_publication(conn, publication)
+            drop_publication(conn, publication)
         held = f" (it held {slot.retained_bytes or 0:,} bytes of WAL)" if slot else ""
         lines.append(f"{where}; {verb} slot {owner.slot}{held} and publication {publication}")
     if not lines:

@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.cdc import CdcSettings, replicate
-from pgflow.sinks.postgres.cdc_apply import CdcTarget
+from pgflow.flows.cdc.model import CdcSettings, CdcTarget
+from pgflow.flows.cdc.run import replicate
+from pgflow_tests.flows.cdc.conftest import connector
 from pgflow_tests.pg import drop_slots, execute, fetch
-from pgflow_tests.sinks.postgres.test_cdc import connector
 
 PGFLOW = str(Path(sys.executable).with_name("pgflow"))
 LIVE_SPEC = """
@@ -37,7 +37,13 @@ def start(source_uri: str, sink_uri: str, table: str, slot: str, auto_cleanup: b
     )
     with psycopg.connect(sink_uri, autocommit=True) as sink:
         replicate(
-            connector(source_uri), sink, TableName("public", table), target, settings, f"p_{table}"
+            connector(source_uri),
+            connector(sink_uri),
+            sink,
+            TableName("public", table),
+            target,
+            settings,
+            f"p_{table}",
         )
 
 

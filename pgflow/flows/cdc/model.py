@@ -1,0 +1,103 @@
+"""The values a CDC run is described by and reports: its settings and target, what one batch
+did and what the run did, and the context every step of one run shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import psycopg
+
+from pgflow.config.model import StrategySpec, TableName
+from pgflow.sinks.postgres.load import LoadResult
+from pgflow.sources import cdc
+from pgflow.sources.base import Position
+
+DEFAULT_BATCH_CHANGES = 100_000
+# Opens a further sink connection (keyword arguments as for psycopg.connect, e.g.
+# autocommit=True); the connection resource owns how, secrets included.
+ConnectSink = Callable[..., AbstractContextManager[psycopg.Connection]]
+
+
+class CdcApplyError(RuntimeError):
+    """The stream asks for something the target cannot take; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CdcSettings:
+    slot: str
+    publication: str
+    snapshot: str = "initial"  # initial | never
+    batch_changes: int = DEFAULT_BATCH_CHANGES
+    max_changes: int | None = None  # per run
+    reset: bool = False
+    auto_cleanup: bool = False  # `pgflow cdc cleanup` may drop slot and publication
+
+
+@dataclass(frozen=True)
+class CdcTarget:
+    table: TableName
+    strategy: StrategySpec
+    deleted_column: str | None = None  # soft deletes: the commit time of the delete
+    on_truncate: str = "apply"
+
+
+@dataclass
+class BatchResult:
+    transactions: int = 0
+    upserts: int = 0
+    deletes: int = 0
+    truncates: int = 0
+    rows_applied: int = 0
+    rows_deleted: int = 0
+    end_lsn: int | None = None
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> int:
+        return self.upserts + self.deletes + self.truncates
+
+
+@dataclass
+class CdcResult:
+    position_before: Position | None
+    position_after: Position | None = None
+    snapshot: LoadResult | None = None
+    snapshot_reason: str = ""
+    batches: list[BatchResult] = field(default_factory=list)
+    slot: cdc.SlotInfo | None = None
+    publication_changed: bool = False
+    caught_up_slot: bool = False  # the slot was behind the sink (a run died before advancing)
+    position_reset: str | None = None  # why the stored LSN was discarded (position_owner)
+
+    @property
+    def changes(self) -> int:
+        return sum(b.changes for b in self.batches)
+
+    @property
+    def rows_applied(self) -> int:
+        return sum(b.rows_applied for b in self.batches)
+
+
+def position_source(table: TableName, slot: str) -> str:
+    return f"cdc:{table}:{slot}"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one run works with."""
+
+    connect_source: cdc.ConnectSource
+    connect_sink: ConnectSink
+    control: psycopg.Connection  # source, autocommit: slot and publication
+    sink: psycopg.Connection  # autocommit; holds the target's lock for the whole run
+    table: TableName
+    target: CdcTarget
+    settings: CdcSettings
+    pipeline: str
+
+    @property
+    def identity(self) -> str:
+        """The source the stored position must be of (see `position_source`)."""
+        return position_source(self.table, self.settings.slot)
