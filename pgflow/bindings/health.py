@@ -19,15 +19,10 @@ from collections import defaultdict
 import dagster as dg
 
 from pgflow.bindings.assets import run_tags
-from pgflow.bindings.checks import (
-    FRESHNESS,
-    SLOT_HEALTH,
-    Clock,
-    check_key,
-    human_bytes,
-    latest_materialization,
-    pipeline_freshness,
-)
+from pgflow.bindings.checks.context import Clock, latest_materialization
+from pgflow.bindings.checks.freshness import pipeline_freshness
+from pgflow.bindings.checks.names import FRESHNESS, SLOT_HEALTH, check_key
+from pgflow.bindings.humanize import human_bytes
 from pgflow.config.model import PipelineSpec, Project
 from pgflow.config.naming import dagster_name
 from pgflow.connections.resource import PostgresConnections

@@ -11,25 +11,25 @@ import pytest
 import yaml
 
 from pgflow.bindings.assets import pipeline_asset
-from pgflow.bindings.checks import FRESHNESS, ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH
+from pgflow.bindings.checks.names import FRESHNESS, ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.health import health_sensors
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections
-from pgflow_tests.bindings.conftest import Env
-from pgflow_tests.bindings.test_checks import (
+from pgflow_tests.bindings.checks.support import (
     ITEMS_KEY,
     MERGE,
+    cdc_project,
     figures,
     materialize,
     pipeline,
     run_checks,
 )
+from pgflow_tests.bindings.conftest import Env
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 
 SLOT_CHECK = dg.AssetCheckKey(ITEMS_KEY, SLOT_HEALTH)
-UPSERT = {**MERGE, "merge_policy": "upsert"}
 
 
 @pytest.fixture
@@ -37,17 +37,6 @@ def slot(env: Env) -> Iterator[str]:
     name = slot_name_for(env.source_uri)
     yield name
     drop_slots(env.source_uri, name)
-
-
-def cdc_project(env: Env, slot: str, **extra: object) -> Project:
-    options = {"incremental_strategy": "cdc", "slot_name": slot, "deleted_column": "_deleted_at"}
-    spec = pipeline(UPSERT, source={"options": options}, **extra)
-    document = {
-        "connections": {"shop": {"sensor": {"minimum_interval_seconds": 30, "running": True}}},
-        "pipelines": [spec],
-    }
-    (env.specs / "pipelines.yaml").write_text(yaml.safe_dump(document))
-    return load_project(env.specs)
 
 
 def tick(
