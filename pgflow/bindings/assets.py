@@ -116,8 +116,10 @@ def _backfill_policy(pipeline: PipelineSpec) -> dg.BackfillPolicy | None:
 def partitions_definition(
     partitions: PartitionsSpec | None,
 ) -> dg.TimeWindowPartitionsDefinition | None:
-    if partitions is None:
-        return None
+    return None if partitions is None else time_partitions(partitions)
+
+
+def time_partitions(partitions: PartitionsSpec) -> dg.TimeWindowPartitionsDefinition:
     start = partitions.start.isoformat()
     if partitions.type == "daily":
         return dg.DailyPartitionsDefinition(
