@@ -15,7 +15,7 @@ from typing import TypedDict
 
 import dagster as dg
 
-from pgflow.bindings.assets import run_tags, time_partitions
+from pgflow.bindings.assets import asset_key, run_tags, time_partitions
 from pgflow.config.model import GroupSpec, PipelineSpec, Project, ScheduleSpec
 
 
@@ -37,10 +37,6 @@ def _group_cron_for_partitioned(project: Project, pipeline: PipelineSpec) -> Sch
     return group.schedule if group is not None and pipeline.partitions else None
 
 
-def _asset_key(pipeline: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey(list(pipeline.asset_key))
-
-
 class _ScheduleArgs(TypedDict):
     """What a pipeline's schedule is, partitioned or not."""
 
@@ -57,7 +53,7 @@ def _pipeline_schedule(pipeline: PipelineSpec, cron: ScheduleSpec) -> dg.Schedul
         name=f"{pipeline.name}_schedule",
         cron_schedule=cron.cron,
         execution_timezone=cron.timezone,
-        target=dg.AssetSelection.assets(_asset_key(pipeline)),
+        target=dg.AssetSelection.assets(asset_key(pipeline)),
         tags=run_tags(pipeline),
     )
     if pipeline.partitions is None:
@@ -87,7 +83,7 @@ def _group_schedule(group: GroupSpec, members: list[PipelineSpec]) -> dg.Schedul
     return dg.ScheduleDefinition(
         name=f"{group.name.replace('/', '__')}_group_schedule",
         # The group's pgflow assets only: the group may also hold non-materializable sources.
-        target=dg.AssetSelection.assets(*(_asset_key(p) for p in members)),
+        target=dg.AssetSelection.assets(*(asset_key(p) for p in members)),
         cron_schedule=group.schedule.cron,
         execution_timezone=group.schedule.timezone,
         description=f"Every unpartitioned pgflow asset of group '{group.name}', from {group.file}.",

@@ -10,10 +10,10 @@ from typing import TypeVar
 
 import dagster as dg
 
+from pgflow.bindings.assets import latest_materialization
 from pgflow.bindings.checks.context import (
     WARN,
     CheckRun,
-    latest_materialization,
     result,
     source_name,
 )

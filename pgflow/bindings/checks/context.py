@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 import psycopg
 
+from pgflow.bindings.assets import asset_key
 from pgflow.config.model import PipelineSpec
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -81,19 +82,13 @@ def result(
     metadata: dict[str, Any] | None = None,
 ) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=dg.AssetKey(list(pipeline.asset_key)),
+        asset_key=asset_key(pipeline),
         check_name=name,
         passed=passed,
         severity=severity,
         description=description,
         metadata={k: v for k, v in (metadata or {}).items() if v is not None},
     )
-
-
-def latest_materialization(
-    instance: dg.DagsterInstance, pipeline: PipelineSpec
-) -> dg.EventLogEntry | None:
-    return instance.get_latest_materialization_event(dg.AssetKey(list(pipeline.asset_key)))
 
 
 def target_name(pipeline: PipelineSpec) -> str:

@@ -13,7 +13,7 @@ import dagster as dg
 import psycopg
 from psycopg import errors
 
-from pgflow.bindings.assets import pool_for
+from pgflow.bindings.assets import asset_key, pool_for
 from pgflow.bindings.checks import (
     freshness,
     row_count,
@@ -79,9 +79,10 @@ def check_names(pipeline: PipelineSpec) -> list[str]:
 
 
 def pipeline_check(pipeline: PipelineSpec, clock: Clock = time.time) -> dg.AssetChecksDefinition:
-    asset_key = dg.AssetKey(list(pipeline.asset_key))
     specs = [
-        dg.AssetCheckSpec(name, asset=asset_key, description=_BY_NAME[name].describe(pipeline))
+        dg.AssetCheckSpec(
+            name, asset=asset_key(pipeline), description=_BY_NAME[name].describe(pipeline)
+        )
         for name in check_names(pipeline)
     ]
     source_id = pipeline.source.connection_id

@@ -10,7 +10,8 @@ from typing import Literal
 
 import dagster as dg
 
-from pgflow.bindings.checks.context import ERROR, WARN, CheckRun, latest_materialization, result
+from pgflow.bindings.assets import latest_materialization
+from pgflow.bindings.checks.context import ERROR, WARN, CheckRun, result
 from pgflow.bindings.checks.names import FRESHNESS
 from pgflow.bindings.humanize import human
 from pgflow.config.model import FreshnessSpec, PipelineSpec

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pgflow.bindings.assets import asset_key
 from pgflow.config.model import PipelineSpec
 
 UNIQUE_KEY = "unique_key"
@@ -16,4 +17,4 @@ VALUE_PARITY = "value_parity"
 
 
 def check_key(pipeline: PipelineSpec, name: str) -> dg.AssetCheckKey:
-    return dg.AssetCheckKey(dg.AssetKey(list(pipeline.asset_key)), name)
+    return dg.AssetCheckKey(asset_key(pipeline), name)

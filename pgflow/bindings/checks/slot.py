@@ -7,7 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from pgflow.bindings.checks.context import ERROR, WARN, CheckRun, latest_materialization, result
+from pgflow.bindings.assets import latest_materialization
+from pgflow.bindings.checks.context import ERROR, WARN, CheckRun, result
 from pgflow.bindings.checks.names import SLOT_HEALTH
 from pgflow.bindings.humanize import human_bytes
 from pgflow.config.model import PipelineSpec

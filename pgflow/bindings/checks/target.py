@@ -8,12 +8,12 @@ from typing import Protocol
 
 import dagster as dg
 
+from pgflow.bindings.assets import latest_materialization
 from pgflow.bindings.checks.context import (
     COUNT_TIMEOUT_SECONDS,
     ERROR,
     WARN,
     CheckRun,
-    latest_materialization,
     result,
     target_name,
 )
