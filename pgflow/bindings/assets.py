@@ -42,6 +42,16 @@ def run_tags(pipeline: PipelineSpec) -> dict[str, str]:
     return tags
 
 
+def asset_key(pipeline: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey(list(pipeline.asset_key))
+
+
+def latest_materialization(
+    instance: dg.DagsterInstance, pipeline: PipelineSpec
+) -> dg.EventLogEntry | None:
+    return instance.get_latest_materialization_event(asset_key(pipeline))
+
+
 def source_asset_key(source: SourceSpec) -> dg.AssetKey:
     return dg.AssetKey(list(source_key(source)))
 
@@ -73,7 +83,7 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         )
 
     @dg.asset(
-        key=dg.AssetKey(list(pipeline.asset_key)),
+        key=asset_key(pipeline),
         name=None,
         group_name=pipeline.group,
         description=pipeline.description or _default_description(pipeline),
@@ -116,8 +126,10 @@ def _backfill_policy(pipeline: PipelineSpec) -> dg.BackfillPolicy | None:
 def partitions_definition(
     partitions: PartitionsSpec | None,
 ) -> dg.TimeWindowPartitionsDefinition | None:
-    if partitions is None:
-        return None
+    return None if partitions is None else time_partitions(partitions)
+
+
+def time_partitions(partitions: PartitionsSpec) -> dg.TimeWindowPartitionsDefinition:
     start = partitions.start.isoformat()
     if partitions.type == "daily":
         return dg.DailyPartitionsDefinition(

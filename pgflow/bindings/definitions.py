@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pgflow.bindings.assets import pipeline_asset, source_specs
-from pgflow.bindings.checks import pipeline_checks
+from pgflow.bindings.checks.definitions import pipeline_checks
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import IO_MANAGERS, delta_io_managers, io_manager_key

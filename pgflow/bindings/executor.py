@@ -10,10 +10,16 @@ multiprocess executor's does (`execution: {config: {max_concurrent: 4}}`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:  # Dagster exports these types only from its private modules
+    from dagster._core.execution.context.system import PlanOrchestrationContext
+    from dagster._core.execution.plan.plan import ExecutionPlan
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.execution.step_dependency_config import StepDependencyConfig
 
 # One asset step plus its checks step.
 IN_PROCESS_MAX_STEPS = 2
@@ -24,28 +30,46 @@ class _BySize(dg.Executor):
         self._single, self._multi = single, multi
 
     @property
-    def retries(self) -> Any:
+    def retries(self) -> RetryMode:
         return self._multi.retries
 
     @property
-    def step_dependency_config(self) -> Any:
+    def step_dependency_config(self) -> StepDependencyConfig:
         return self._multi.step_dependency_config
 
-    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
+    def execute(
+        self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
+    ) -> Iterator[dg.DagsterEvent]:
         steps = execution_plan.step_keys_to_execute
         chosen = self._single if len(steps) <= IN_PROCESS_MAX_STEPS else self._multi
         return chosen.execute(plan_context, execution_plan)
 
 
-@dg.executor(
-    name="pgflow",
-    config_schema=dg.multiprocess_executor.config_schema,
-    requirements=dg.multiple_process_executor_requirements(),
-)
-def pgflow_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
-    multi = dg.multiprocess_executor.executor_creation_fn(init_context)  # type: ignore[misc]
+def _create(init_context: dg.InitExecutorContext) -> dg.Executor:
+    multi = _creation_fn(dg.multiprocess_executor)(init_context)
     in_process_config = {"retries": init_context.executor_config.get("retries", {"enabled": {}})}
-    single = dg.in_process_executor.executor_creation_fn(  # type: ignore[misc]
-        init_context._replace(executor_config=in_process_config)
+    single = _creation_fn(dg.in_process_executor)(
+        dg.InitExecutorContext(
+            job=init_context.job,
+            executor_def=init_context.executor_def,
+            executor_config=in_process_config,
+            instance=init_context.instance,
+        )
     )
     return _BySize(single, multi)
+
+
+def _creation_fn(
+    executor: dg.ExecutorDefinition,
+) -> Callable[[dg.InitExecutorContext], dg.Executor]:
+    create = executor.executor_creation_fn
+    assert create is not None, "Dagster's own executors are built by a function"
+    return create
+
+
+pgflow_executor = dg.ExecutorDefinition(
+    name="pgflow",
+    config_schema=dg.multiprocess_executor.config_schema.as_field(),
+    requirements=dg.multiple_process_executor_requirements(),
+    executor_creation_fn=_create,
+)

@@ -18,16 +18,11 @@ from collections import defaultdict
 
 import dagster as dg
 
-from pgflow.bindings.assets import run_tags
-from pgflow.bindings.checks import (
-    FRESHNESS,
-    SLOT_HEALTH,
-    Clock,
-    check_key,
-    human_bytes,
-    latest_materialization,
-    pipeline_freshness,
-)
+from pgflow.bindings.assets import asset_key, latest_materialization, run_tags
+from pgflow.bindings.checks.context import Clock
+from pgflow.bindings.checks.freshness import pipeline_freshness
+from pgflow.bindings.checks.names import FRESHNESS, SLOT_HEALTH, check_key
+from pgflow.bindings.humanize import human_bytes
 from pgflow.config.model import PipelineSpec, Project
 from pgflow.config.naming import dagster_name
 from pgflow.connections.resource import PostgresConnections
@@ -69,7 +64,7 @@ def slot_health_sensor(
 ) -> dg.SensorDefinition:
     settings = project.sensor_settings(connection_id)
     connection_type = pipelines[0].source.connection_type
-    assets = [dg.AssetKey(list(p.asset_key)) for p in pipelines]
+    assets = [asset_key(p) for p in pipelines]
 
     @dg.sensor(
         name=slot_sensor_name(connection_id),
@@ -116,7 +111,7 @@ def slot_request(
         # Keyed by restart_lsn: one drain per position; a new request once the slot moved.
         return dg.RunRequest(
             run_key=f"slot:{state.name}:{state.restart_lsn}",
-            asset_selection=[dg.AssetKey(list(pipeline.asset_key))],
+            asset_selection=[asset_key(pipeline)],
             tags=run_tags(pipeline),
         )
     incident = _incident(instance, pipeline, state, status)

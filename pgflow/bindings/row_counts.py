@@ -113,7 +113,7 @@ def _between(column: str, lower: Any, upper: Any) -> str:
 
     from pgflow.sinks.delta.predicates import column_between
 
-    return column_between(column, lower, upper, pl.Date)
+    return column_between(column, lower, upper, pl.Date())
 
 
 def _delta_rows(

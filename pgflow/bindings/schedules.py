@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import dagster as dg
 
-from pgflow.bindings.assets import partitions_definition, run_tags
+from pgflow.bindings.assets import asset_key, run_tags, time_partitions
 from pgflow.config.model import GroupSpec, PipelineSpec, Project, ScheduleSpec
 
 
@@ -35,25 +37,31 @@ def _group_cron_for_partitioned(project: Project, pipeline: PipelineSpec) -> Sch
     return group.schedule if group is not None and pipeline.partitions else None
 
 
-def _asset_key(pipeline: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey(list(pipeline.asset_key))
+class _ScheduleArgs(TypedDict):
+    """What a pipeline's schedule is, partitioned or not."""
+
+    name: str
+    cron_schedule: str
+    execution_timezone: str
+    target: dg.AssetSelection
+    tags: dict[str, str]
 
 
 def _pipeline_schedule(pipeline: PipelineSpec, cron: ScheduleSpec) -> dg.ScheduleDefinition:
     origin = pipeline.file if pipeline.schedule else f"group '{pipeline.group}'"
-    common = {
-        "name": f"{pipeline.name}_schedule",
-        "cron_schedule": cron.cron,
-        "execution_timezone": cron.timezone,
-        "target": dg.AssetSelection.assets(_asset_key(pipeline)),
-        "tags": run_tags(pipeline),
-    }
-    partitions = partitions_definition(pipeline.partitions)
-    if partitions is None:
+    common = _ScheduleArgs(
+        name=f"{pipeline.name}_schedule",
+        cron_schedule=cron.cron,
+        execution_timezone=cron.timezone,
+        target=dg.AssetSelection.assets(asset_key(pipeline)),
+        tags=run_tags(pipeline),
+    )
+    if pipeline.partitions is None:
         return dg.ScheduleDefinition(description=f"From the schedule of {origin}.", **common)
+    partitions = time_partitions(pipeline.partitions)
 
     @dg.schedule(
-        description=f"The latest {pipeline.partitions.type} partition, from the schedule of "  # type: ignore[union-attr]
+        description=f"The latest {pipeline.partitions.type} partition, from the schedule of "
         f"{origin}.",
         **common,
     )
@@ -75,7 +83,7 @@ def _group_schedule(group: GroupSpec, members: list[PipelineSpec]) -> dg.Schedul
     return dg.ScheduleDefinition(
         name=f"{group.name.replace('/', '__')}_group_schedule",
         # The group's pgflow assets only: the group may also hold non-materializable sources.
-        target=dg.AssetSelection.assets(*(_asset_key(p) for p in members)),
+        target=dg.AssetSelection.assets(*(asset_key(p) for p in members)),
         cron_schedule=group.schedule.cron,
         execution_timezone=group.schedule.timezone,
         description=f"Every unpartitioned pgflow asset of group '{group.name}', from {group.file}.",

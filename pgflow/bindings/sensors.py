@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import dagster as dg
 import psycopg
 
-from pgflow.bindings.assets import run_tags
+from pgflow.bindings.assets import asset_key, latest_materialization, run_tags
 from pgflow.config.model import PipelineSpec, Project, SensorSpec
 from pgflow.config.naming import dagster_name
 from pgflow.connections.delta_storage import DeltaStorage
@@ -105,7 +105,7 @@ def _sensor(
 def _requestable(pipelines: list[PipelineSpec]) -> dg.AssetSelection | None:
     """The assets the sensor may request: time-partitioned ones need a partition key (their
     schedule or a backfill runs them), and one job cannot mix them with unpartitioned ones."""
-    keys = [_key(p) for p in pipelines if p.partitions is None]
+    keys = [asset_key(p) for p in pipelines if p.partitions is None]
     return dg.AssetSelection.assets(*keys) if keys else None
 
 
@@ -152,7 +152,7 @@ class Outcome:
 
     @property
     def asset(self) -> str:
-        return _key(self.pipeline).to_user_string()
+        return asset_key(self.pipeline).to_user_string()
 
     @property
     def stale(self) -> bool:
@@ -172,7 +172,7 @@ def evaluate(
     with _sessions(pg) as sessions:
         outcomes = []
         for pipeline in pipelines:
-            if _key(pipeline) in busy_keys or pipeline.name in busy_names:
+            if asset_key(pipeline) in busy_keys or pipeline.name in busy_names:
                 # Not even probed: peeking a CDC slot now could disturb the run.
                 outcomes.append(Outcome(pipeline, note="a run for it is in progress"))
             else:
@@ -253,7 +253,7 @@ def _statistics_verdict(
 ) -> Verdict:
     """The source's modification counter against the one the last materialization recorded."""
     assert pipeline.source.table
-    event = instance.get_latest_materialization_event(_key(pipeline))
+    event = latest_materialization(instance, pipeline)
     materialization = event.asset_materialization if event else None
     if materialization is None:
         return statistics_verdict(conn, pipeline.source.table, None)
@@ -308,7 +308,7 @@ def _run_request(outcome: Outcome) -> dg.RunRequest:
     assert outcome.verdict is not None
     return dg.RunRequest(
         run_key=f"{outcome.asset}@{outcome.verdict.evidence}",
-        asset_selection=[_key(outcome.pipeline)],
+        asset_selection=[asset_key(outcome.pipeline)],
         tags=run_tags(outcome.pipeline),
     )
 
@@ -321,15 +321,11 @@ def _cursor(previous: str | None, stale: list[Outcome], pipelines: list[Pipeline
         seen = {}
     if not isinstance(seen, dict):
         seen = {}
-    assets = {_key(p).to_user_string() for p in pipelines}
+    assets = {asset_key(p).to_user_string() for p in pipelines}
     seen = {k: v for k, v in seen.items() if k in assets}
     seen.update({o.asset: o.verdict.evidence for o in stale if o.verdict})
     return json.dumps(seen, sort_keys=True)
 
 
-def _key(pipeline: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey(list(pipeline.asset_key))
-
-
 def _asset_list(pipelines: list[PipelineSpec]) -> str:
-    return ", ".join(_key(p).to_user_string() for p in pipelines)
+    return ", ".join(asset_key(p).to_user_string() for p in pipelines)

@@ -10,9 +10,8 @@ import dagster as dg
 import psycopg
 import pytest
 
+from pgflow_tests.bindings.checks.support import cdc_project, materialize, pipeline, project_of
 from pgflow_tests.bindings.conftest import Env
-from pgflow_tests.bindings.test_checks import materialize, pipeline, project_of
-from pgflow_tests.bindings.test_health_sensors import cdc_project
 from pgflow_tests.pg import drop_slots, execute, slot_name_for
 
 # Every character here exists in LATIN1 and is two bytes in UTF8.

@@ -11,25 +11,25 @@ import pytest
 import yaml
 
 from pgflow.bindings.assets import pipeline_asset
-from pgflow.bindings.checks import FRESHNESS, ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH
+from pgflow.bindings.checks.names import FRESHNESS, ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.health import health_sensors
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections
-from pgflow_tests.bindings.conftest import Env
-from pgflow_tests.bindings.test_checks import (
+from pgflow_tests.bindings.checks.support import (
     ITEMS_KEY,
     MERGE,
+    cdc_project,
     figures,
     materialize,
     pipeline,
     run_checks,
 )
+from pgflow_tests.bindings.conftest import Env
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 
 SLOT_CHECK = dg.AssetCheckKey(ITEMS_KEY, SLOT_HEALTH)
-UPSERT = {**MERGE, "merge_policy": "upsert"}
 
 
 @pytest.fixture
@@ -37,17 +37,6 @@ def slot(env: Env) -> Iterator[str]:
     name = slot_name_for(env.source_uri)
     yield name
     drop_slots(env.source_uri, name)
-
-
-def cdc_project(env: Env, slot: str, **extra: object) -> Project:
-    options = {"incremental_strategy": "cdc", "slot_name": slot, "deleted_column": "_deleted_at"}
-    spec = pipeline(UPSERT, source={"options": options}, **extra)
-    document = {
-        "connections": {"shop": {"sensor": {"minimum_interval_seconds": 30, "running": True}}},
-        "pipelines": [spec],
-    }
-    (env.specs / "pipelines.yaml").write_text(yaml.safe_dump(document))
-    return load_project(env.specs)
 
 
 def tick(
@@ -117,20 +106,7 @@ def test_slot_health_through_the_slots_life(
     assert requests == [] and skipped is not None
     assert skipped.startswith(f"slots: landing_items: slot {slot} healthy, retains ")
 
-    # Over the (tiny) threshold: the check warns, the sensor asks for a draining run.
-    tiny = cdc_project(env, slot, checks={"retained_wal_warn": "1kB"})
-    write_wal(env)
-    retaining = run_checks(tiny, instance, SLOT_HEALTH)[SLOT_HEALTH]
-    assert not retaining.passed and retaining.severity == dg.AssetCheckSeverity.WARN
-    assert f"replication slot {slot} pins " in (retaining.description or "")
-    assert " kB of WAL on connection 'shop' (warning above 1.0 kB)" in (retaining.description or "")
-    assert "raise checks.retained_wal_warn" in (retaining.description or "")
-    assert int(figures(retaining)["retained_wal_bytes"]) > 300 * 1000  # type: ignore[arg-type]
-    (drain,), _ = tick(slot_sensor(tiny), instance)
-    assert drain.run_key == f"slot:{slot}:{restart_lsn(env, slot)}"
-    assert drain.asset_selection == [ITEMS_KEY] and drain.asset_check_keys is None
-    assert drain.tags["pgflow/pipeline"] == "landing_items"
-    assert drain.tags["pgflow/source"] == "shop"
+    assert_a_retaining_slot_warns_and_is_drained(env, slot, instance)
 
     # Dropped behind pgflow's back: an ERROR with the fix, and the check run once per incident.
     drop_slots(env.source_uri, slot)
@@ -148,7 +124,39 @@ def test_slot_health_through_the_slots_life(
     assert request.asset_selection == [] and request.asset_check_keys == [SLOT_CHECK]
     assert tick(sensor, instance)[0][0].run_key == request.run_key  # the same incident
 
-    # What the daemon does with the request: a run of just that check, in the sensor's job.
+    assert_the_request_runs_only_the_slot_check(project, sensor, request, instance)
+
+    # A reset re-creates the slot; the incident is over.
+    materialize_reset(project, instance)
+    assert run_checks(project, instance, SLOT_HEALTH)[SLOT_HEALTH].passed
+
+
+def assert_a_retaining_slot_warns_and_is_drained(
+    env: Env, slot: str, instance: dg.DagsterInstance
+) -> None:
+    """Over the (tiny) threshold: the check warns, the sensor asks for a draining run."""
+    tiny = cdc_project(env, slot, checks={"retained_wal_warn": "1kB"})
+    write_wal(env)
+    retaining = run_checks(tiny, instance, SLOT_HEALTH)[SLOT_HEALTH]
+    assert not retaining.passed and retaining.severity == dg.AssetCheckSeverity.WARN
+    assert f"replication slot {slot} pins " in (retaining.description or "")
+    assert " kB of WAL on connection 'shop' (warning above 1.0 kB)" in (retaining.description or "")
+    assert "raise checks.retained_wal_warn" in (retaining.description or "")
+    assert int(figures(retaining)["retained_wal_bytes"]) > 300 * 1000  # type: ignore[arg-type]
+    (drain,), _ = tick(slot_sensor(tiny), instance)
+    assert drain.run_key == f"slot:{slot}:{restart_lsn(env, slot)}"
+    assert drain.asset_selection == [ITEMS_KEY] and drain.asset_check_keys is None
+    assert drain.tags["pgflow/pipeline"] == "landing_items"
+    assert drain.tags["pgflow/source"] == "shop"
+
+
+def assert_the_request_runs_only_the_slot_check(
+    project: Project,
+    sensor: dg.SensorDefinition,
+    request: dg.RunRequest,
+    instance: dg.DagsterInstance,
+) -> None:
+    """What the daemon does with the request: a run of just that check, in the sensor's job."""
     job = build_definitions(project).get_repository_def().get_job(sensor.job_name)
     run = job.get_subset(asset_selection=set(), asset_check_selection={SLOT_CHECK})
     result = run.execute_in_process(instance=instance, tags=request.tags)
@@ -157,10 +165,6 @@ def test_slot_health_through_the_slots_life(
     ]
     record = instance.get_latest_asset_check_evaluation_record(SLOT_CHECK)
     assert record is not None and record.run_id == result.run_id
-
-    # A reset re-creates the slot; the incident is over.
-    materialize_reset(project, instance)
-    assert run_checks(project, instance, SLOT_HEALTH)[SLOT_HEALTH].passed
 
 
 def materialize_reset(project: Project, instance: dg.DagsterInstance) -> None:

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from pgflow.bindings.checks import ROW_COUNT_PARITY, SCHEMA, UNIQUE_KEY, check_names
-from pgflow.bindings.value_parity import VALUE_PARITY
+from pgflow.bindings.checks.definitions import check_names
+from pgflow.bindings.checks.names import ROW_COUNT_PARITY, SCHEMA, UNIQUE_KEY, VALUE_PARITY
 from pgflow.config.errors import SpecError
-from pgflow_tests.bindings.conftest import Env, items_table
-from pgflow_tests.bindings.test_checks import (
+from pgflow_tests.bindings.checks.support import (
     MERGE,
+    cdc_project,
     delta_pipeline,
     figures,
     materialize,
@@ -22,7 +22,7 @@ from pgflow_tests.bindings.test_checks import (
     project_of,
     run_checks,
 )
-from pgflow_tests.bindings.test_health_sensors import cdc_project
+from pgflow_tests.bindings.conftest import Env, items_table
 from pgflow_tests.pg import drop_slots, execute, slot_name_for
 
 FULL = {"mode": "full_refresh", "unique_key": ["id"]}

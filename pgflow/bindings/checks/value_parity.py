@@ -16,27 +16,27 @@ Postgres -> Postgres only for now: Delta targets and sources are not offered the
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from psycopg import errors
 
-from pgflow.bindings.checks import (
+from pgflow.bindings.checks.comparison import (
+    both_sides,
+    counts_comparable,
+    last_load,
+    source_not_found,
+)
+from pgflow.bindings.checks.context import (
     ERROR,
-    VALUE_PARITY,
     WARN,
     CheckRun,
-    _counts_comparable,
-    _exact_source_rows,
-    _nothing_to_compare,
-    _result,
-    _source_name,
-    _source_not_found,
-    _target_name,
-    latest_materialization,
+    result,
+    source_name,
+    target_name,
 )
+from pgflow.bindings.checks.names import VALUE_PARITY
 from pgflow.config.model import PipelineSpec
 from pgflow.config.naming import quote_name
 from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table
@@ -52,7 +52,7 @@ def offered(pipeline: PipelineSpec) -> bool:
         pipeline.checks.value_parity.enabled
         and pipeline.source.type == "postgres"
         and pipeline.sink.type == "postgres"
-        and _counts_comparable(pipeline)
+        and counts_comparable(pipeline)
     )
 
 
@@ -107,30 +107,27 @@ def _same_type(name: str, source: TableInfo, target: TableInfo) -> bool:
 def check(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
-    latest = latest_materialization(instance, pipeline)
-    early = _nothing_to_compare(pipeline, run, instance, VALUE_PARITY, latest)
-    if early is not None:
-        return early
-    assert latest is not None
+    loaded = last_load(pipeline, run, instance, VALUE_PARITY)
+    if isinstance(loaded, dg.AssetCheckResult):
+        return loaded
     try:
         tables = _describe_both(pipeline, run)
     except TableNotFound:
-        return _source_not_found(pipeline, VALUE_PARITY)
+        return source_not_found(pipeline, VALUE_PARITY)
     parity = plan(pipeline, *tables, portable=_encodings_differ(run))
     if not parity.source.columns:
         text = (
-            f"no column of {_source_name(pipeline)} is in {_target_name(pipeline)} with the "
+            f"no column of {source_name(pipeline)} is in {target_name(pipeline)} with the "
             f"same type ({', '.join(parity.not_compared)}): no value to compare; see the "
             "schema check"
         )
-        return _result(pipeline, VALUE_PARITY, False, WARN, text)
+        return result(pipeline, VALUE_PARITY, False, WARN, text)
     timeout = pipeline.checks.value_parity.timeout.total_seconds()
     try:
         source, target = _both_hashes(run, parity, timeout)
     except errors.QueryCanceled:
-        return _result(pipeline, VALUE_PARITY, False, WARN, _timeout_text(pipeline))
-    exact = _exact_source_rows(latest)
-    return _outcome(pipeline, run, parity, source, target, exact)
+        return result(pipeline, VALUE_PARITY, False, WARN, _timeout_text(pipeline))
+    return _outcome(pipeline, run, parity, source, target, loaded.exact_rows)
 
 
 def _describe_both(pipeline: PipelineSpec, run: CheckRun) -> tuple[TableInfo, TableInfo]:
@@ -149,12 +146,12 @@ def _encodings_differ(run: CheckRun) -> bool:
 
 
 def _both_hashes(run: CheckRun, parity: Plan, timeout: float) -> tuple[TableHash, TableHash]:
-    """Both sides at once on their own connections: the time of the longer scan, not both."""
-    source_conn, target_conn = run.source(), run.target()  # opened here, not in the thread
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgflow-source-hash") as pool:
-        source = pool.submit(table_hash, source_conn, parity.source, timeout)
-        target = table_hash(target_conn, parity.target, timeout)
-        return source.result(), target
+    return both_sides(
+        run,
+        lambda: table_hash(run.source(), parity.source, timeout),
+        lambda: table_hash(run.target(), parity.target, timeout),
+        "pgflow-source-hash",
+    )
 
 
 def differing_buckets(source: TableHash, target: TableHash) -> list[int]:
@@ -193,18 +190,18 @@ def _outcome(
     skipped = f"; not compared: {', '.join(parity.not_compared)}" if parity.not_compared else ""
     if not differ:
         text = (
-            f"{_target_name(pipeline)} equals {_source_name(pipeline)} in {scope} "
+            f"{target_name(pipeline)} equals {source_name(pipeline)} in {scope} "
             f"({source.rows:,} rows, {columns}){skipped}"
         )
-        return _result(pipeline, VALUE_PARITY, True, ERROR, text, metadata)
+        return result(pipeline, VALUE_PARITY, True, ERROR, text, metadata)
     conclusive = exact is not None and source.rows == exact
     text = (
-        f"{_target_name(pipeline)} differs from {_source_name(pipeline)} in {len(differ)} of "
+        f"{target_name(pipeline)} differs from {source_name(pipeline)} in {len(differ)} of "
         f"{BUCKETS} buckets of rows ({scope} hashed, {columns}; {target.rows:,} target rows, "
         f"{source.rows:,} source rows){_examples_text(examples)}{skipped}. "
         + (_conclusive_text(exact) if conclusive else _inconclusive_text(exact, source.rows))
     )
-    return _result(pipeline, VALUE_PARITY, False, ERROR if conclusive else WARN, text, metadata)
+    return result(pipeline, VALUE_PARITY, False, ERROR if conclusive else WARN, text, metadata)
 
 
 def _examples(run: CheckRun, parity: Plan, differ: list[int]) -> list[dict[str, str]]:

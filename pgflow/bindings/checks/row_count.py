@@ -1,0 +1,146 @@
+"""The `row_count_parity` check: target rows vs source rows; exact when the last load made the
+target one consistent snapshot of the source (ERROR), within `checks.row_count_tolerance` of
+the source's live count otherwise (WARN)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from pgflow.bindings.checks.comparison import (
+    both_sides,
+    counts_comparable,
+    last_load,
+    source_not_found,
+)
+from pgflow.bindings.checks.context import (
+    COUNT_TIMEOUT_SECONDS,
+    ERROR,
+    WARN,
+    CheckRun,
+    result,
+    target_name,
+)
+from pgflow.bindings.checks.names import ROW_COUNT_PARITY
+from pgflow.bindings.checks.target import DeltaReads, target_table
+from pgflow.config.model import PipelineSpec
+from pgflow.sinks.postgres import inspect as pg_inspect
+from pgflow.sources.catalog import TableNotFound
+
+
+@dataclass(frozen=True)
+class Counts:
+    target: int
+    source: int
+    exact: bool
+    tolerance: float
+
+    @property
+    def difference(self) -> int:
+        return self.target - self.source
+
+    @property
+    def allowed(self) -> float:
+        return 0.0 if self.exact else self.tolerance * self.source
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.difference) <= self.allowed
+
+
+def offered(pipeline: PipelineSpec) -> bool:
+    return counts_comparable(pipeline)
+
+
+def describe(pipeline: PipelineSpec) -> str:
+    return (
+        "The target's row count matches the source's: exactly (ERROR) when the last load made "
+        "the target one consistent snapshot of the source, else within "
+        f"{pipeline.checks.row_count_tolerance:.2%} of the source's live count (WARN)"
+        + (" not counting soft-deleted rows" if pipeline.source.options.deleted_column else "")
+        + "."
+    )
+
+
+def check(
+    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
+) -> dg.AssetCheckResult:
+    loaded = last_load(pipeline, run, instance, ROW_COUNT_PARITY)
+    if isinstance(loaded, dg.AssetCheckResult):
+        return loaded
+    exact_rows = loaded.exact_rows
+    if exact_rows is not None:
+        counts = Counts(target_table(run).row_count(), exact_rows, exact=True, tolerance=0.0)
+    else:
+        try:
+            source_rows, target_rows = both_sides(
+                run,
+                lambda: _source_rows(pipeline, run),
+                target_table(run).row_count,
+                "pgflow-source-count",
+            )
+        except TableNotFound:
+            return source_not_found(pipeline, ROW_COUNT_PARITY)
+        counts = Counts(target_rows, source_rows, False, pipeline.checks.row_count_tolerance)
+    return result(
+        pipeline,
+        ROW_COUNT_PARITY,
+        counts.passed,
+        ERROR if counts.exact else WARN,
+        _counts_text(pipeline, counts),
+        _counts_metadata(pipeline, counts),
+    )
+
+
+def _source_rows(pipeline: PipelineSpec, run: CheckRun) -> int:
+    source = pipeline.source
+    if source.type == "delta":
+        assert source.path
+        table = DeltaReads(source.path, run)
+        if not table.exists():
+            raise TableNotFound(source.path)
+        return table.row_count()
+    assert source.table
+    conn = run.source()
+    if not pg_inspect.exists(conn, source.table):
+        raise TableNotFound(str(source.table))
+    return pg_inspect.row_count(conn, source.table, timeout=COUNT_TIMEOUT_SECONDS)
+
+
+def _counts_text(pipeline: PipelineSpec, counts: Counts) -> str:
+    soft = " (soft-deleted rows not counted)" if pipeline.source.options.deleted_column else ""
+    figures = f"{target_name(pipeline)} has {counts.target:,} rows{soft}"
+    if counts.exact:
+        against = f"the source snapshot of the last load had {counts.source:,}"
+        if counts.passed:
+            return f"{figures}; {against}: equal, as a consistent snapshot load must be"
+        return (
+            f"{figures}, but {against}: the target changed since that load (or the load lost "
+            "rows); materialize the asset again to rebuild it"
+        )
+    against = (
+        f"the source has {counts.source:,} now (difference {counts.difference:+,}, "
+        f"tolerance {counts.tolerance:.2%} = {counts.allowed:,.1f} rows)"
+    )
+    if counts.passed:
+        return f"{figures}; {against}: within tolerance"
+    return (
+        f"{figures}; {against}: outside tolerance. Changes since the last load, rows deleted "
+        "at the source (incremental loads keep them), or rows changed in the target; a load "
+        "with run config reset: true makes the target exactly the source"
+    )
+
+
+def _counts_metadata(pipeline: PipelineSpec, counts: Counts) -> dict[str, Any]:
+    return {
+        "target_rows": dg.MetadataValue.int(counts.target),
+        "source_rows": dg.MetadataValue.int(counts.source),
+        "difference": dg.MetadataValue.int(counts.difference),
+        "tolerance": dg.MetadataValue.float(0.0 if counts.exact else counts.tolerance),
+        "mode": dg.MetadataValue.text("exact" if counts.exact else "tolerance"),
+        "soft_delete_column": dg.MetadataValue.text(pipeline.source.options.deleted_column)
+        if pipeline.source.options.deleted_column
+        else None,
+    }

@@ -1,0 +1,149 @@
+"""The target table as the checks read it, a Postgres table or a Delta table alike: the one
+place that knows which reads each sink type needs; and the result when there is no target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import dagster as dg
+
+from pgflow.bindings.assets import latest_materialization
+from pgflow.bindings.checks.context import (
+    COUNT_TIMEOUT_SECONDS,
+    ERROR,
+    WARN,
+    CheckRun,
+    result,
+    target_name,
+)
+from pgflow.config.model import PipelineSpec
+from pgflow.sinks.postgres import inspect as pg_inspect
+from pgflow.sinks.postgres.inspect import DuplicateKeys, SchemaComparison
+from pgflow.sources.catalog import TableInfo, describe_table
+
+
+class TargetTable(Protocol):
+    def exists(self) -> bool: ...
+
+    def column_names(self) -> tuple[str, ...]: ...
+
+    def row_count(self) -> int:
+        """Rows of the target, not counting soft-deleted ones."""
+        ...
+
+    def enforcing_index(self, key: Sequence[str]) -> str | None:
+        """A unique index that makes `key` unique, or None: then only a scan can tell."""
+        ...
+
+    def duplicate_keys(self, key: Sequence[str]) -> DuplicateKeys: ...
+
+    def compare(self, source: TableInfo) -> SchemaComparison:
+        """The drift the next load will find between `source` and this table."""
+        ...
+
+
+def target_table(run: CheckRun) -> TargetTable:
+    sink = run.pipeline.sink
+    if sink.type == "delta":
+        assert sink.path
+        return DeltaReads(sink.path, run)
+    return PostgresTarget(run)
+
+
+class PostgresTarget:
+    def __init__(self, run: CheckRun):
+        assert run.pipeline.sink.table
+        self._run, self._table = run, run.pipeline.sink.table
+
+    def exists(self) -> bool:
+        return pg_inspect.exists(self._run.target(), self._table)
+
+    def column_names(self) -> tuple[str, ...]:
+        return self._describe().column_names
+
+    def row_count(self) -> int:
+        deleted = self._run.pipeline.source.options.deleted_column
+        return pg_inspect.row_count(self._run.target(), self._table, deleted, COUNT_TIMEOUT_SECONDS)
+
+    def enforcing_index(self, key: Sequence[str]) -> str | None:
+        return pg_inspect.index_enforcing_unique(self._run.target(), self._table, key)
+
+    def duplicate_keys(self, key: Sequence[str]) -> DuplicateKeys:
+        return pg_inspect.duplicate_keys(
+            self._run.target(), self._table, key, timeout=COUNT_TIMEOUT_SECONDS
+        )
+
+    def compare(self, source: TableInfo) -> SchemaComparison:
+        pipeline = self._run.pipeline
+        return pg_inspect.compare_columns(
+            self._run.target(),
+            source,
+            self._describe(),
+            pipeline.sink.strategy.on_schema_change,
+            pipeline.source.options.deleted_column,
+        )
+
+    def _describe(self) -> TableInfo:
+        conn = self._run.target()
+        with conn.transaction():
+            return describe_table(conn, self._table)
+
+
+class DeltaReads:
+    """A Delta table, target or source: its reads import deltalake and polars (heavy) on use."""
+
+    def __init__(self, path: str, run: CheckRun):
+        self._run, self._path = run, path
+
+    def exists(self) -> bool:
+        from pgflow.sinks.delta.inspect import delta_exists
+
+        return delta_exists(self._path, self._run.storage_options)
+
+    def column_names(self) -> tuple[str, ...]:
+        from pgflow.sinks.delta.inspect import delta_columns
+
+        return tuple(delta_columns(self._path, self._run.storage_options).names())
+
+    def row_count(self) -> int:
+        from pgflow.sinks.delta.inspect import delta_row_count
+
+        return delta_row_count(self._path, self._run.storage_options)
+
+    def enforcing_index(self, key: Sequence[str]) -> str | None:
+        return None  # Delta tables have no indexes
+
+    def duplicate_keys(self, key: Sequence[str]) -> DuplicateKeys:
+        from pgflow.sinks.delta.inspect import delta_duplicate_keys
+
+        return delta_duplicate_keys(self._path, key, self._run.storage_options)
+
+    def compare(self, source: TableInfo) -> SchemaComparison:
+        from pgflow.sinks.delta.inspect import compare_delta_columns, delta_columns
+
+        table = delta_columns(self._path, self._run.storage_options)
+        return compare_delta_columns(source, table, self._run.pipeline.sink.strategy)
+
+
+def missing_target(
+    pipeline: PipelineSpec, name: str, instance: dg.DagsterInstance
+) -> dg.AssetCheckResult:
+    # Before the first load a missing target is expected; after one, someone dropped it.
+    if latest_materialization(instance, pipeline) is None:
+        return result(
+            pipeline,
+            name,
+            False,
+            WARN,
+            f"{target_name(pipeline)} does not exist yet: nothing to check before the first "
+            "load (materialize the asset)",
+        )
+    return result(
+        pipeline,
+        name,
+        False,
+        ERROR,
+        f"{target_name(pipeline)} does not exist, although the asset was materialized: was it "
+        "dropped? Materialize the asset (with run config reset: true) to rebuild it",
+    )

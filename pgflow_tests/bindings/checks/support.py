@@ -1,0 +1,109 @@
+"""Pipelines for the check tests, materialized with the real IO managers and checked in a real
+Dagster instance: the helpers the check, health-sensor and encoding tests share."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import yaml
+
+from pgflow.bindings.assets import pipeline_asset
+from pgflow.bindings.checks.context import Clock
+from pgflow.bindings.checks.definitions import check_names, pipeline_checks
+from pgflow.bindings.definitions import build_definitions
+from pgflow.config.loader import load_project
+from pgflow.config.model import Project
+from pgflow_tests.bindings.conftest import Env
+
+ITEMS_KEY = dg.AssetKey(["landing", "items"])
+MERGE = {"mode": "incremental_merge", "unique_key": ["id"]}
+UPSERT = {**MERGE, "merge_policy": "upsert"}
+
+
+def pipeline(strategy: dict, **extra: object) -> dict:
+    """The items table of "shop" into landing.items of "warehouse" (or a Delta `sink`)."""
+    spec: dict = {
+        "source": {
+            "type": "postgres",
+            "connection_id": "shop",
+            "table": {"schema": "public", "name": "items"},
+        },
+        "sink": {
+            "type": "postgres",
+            "connection_id": "warehouse",
+            "table": {"schema": "landing", "name": "items"},
+            "strategy": strategy,
+        },
+    }
+    for key, value in extra.items():
+        if key in ("source", "sink"):
+            spec[key].update(value)  # type: ignore[arg-type]
+        else:
+            spec[key] = value
+    return spec
+
+
+def delta_pipeline(env: Env, strategy: dict) -> dict:
+    sink = {"type": "delta", "path": str(env.lake / "items"), "strategy": strategy}
+    spec = pipeline(strategy)
+    spec["sink"] = sink
+    return spec
+
+
+def project_of(env: Env, *specs: dict) -> Project:
+    (env.specs / "pipelines.yaml").write_text(yaml.safe_dump({"pipelines": list(specs)}))
+    return load_project(env.specs)
+
+
+def cdc_project(env: Env, slot: str, **extra: object) -> Project:
+    options = {"incremental_strategy": "cdc", "slot_name": slot, "deleted_column": "_deleted_at"}
+    spec = pipeline(UPSERT, source={"options": options}, **extra)
+    document = {
+        "connections": {"shop": {"sensor": {"minimum_interval_seconds": 30, "running": True}}},
+        "pipelines": [spec],
+    }
+    (env.specs / "pipelines.yaml").write_text(yaml.safe_dump(document))
+    return load_project(env.specs)
+
+
+def materialize(
+    project: Project, instance: dg.DagsterInstance, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Every pipeline asset, without its checks (a test runs those when it wants)."""
+    assets = [pipeline_asset(p) for p in project.pipelines]
+    keys = [dg.AssetKey(list(p.asset_key)) for p in project.pipelines]
+    return dg.materialize(
+        [*assets, *pipeline_checks(project)],
+        instance=instance,
+        resources=build_definitions(project).resources,
+        selection=dg.AssetSelection.assets(*keys).without_checks(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def run_checks(
+    project: Project, instance: dg.DagsterInstance, *names: str, clock: Clock = time.time
+) -> dict[str, dg.AssetCheckEvaluation]:
+    """Run the named checks (default: all) of the project's only pipeline, nothing else."""
+    (spec,) = project.pipelines
+    key = dg.AssetKey(list(spec.asset_key))
+    checks = [dg.AssetCheckKey(key, n) for n in (names or check_names(spec))]
+    result = dg.materialize(
+        [pipeline_asset(spec), *pipeline_checks(project, clock)],
+        instance=instance,
+        resources=build_definitions(project).resources,
+        selection=dg.AssetSelection.checks(*checks),
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {c.name for c in checks}
+    # The event log holds what the UI shows: the same results.
+    for check in checks:
+        record = instance.get_latest_asset_check_evaluation_record(check)
+        assert record is not None and record.event is not None
+        assert record.event.run_id == result.run_id
+    return evaluations
+
+
+def figures(evaluation: dg.AssetCheckEvaluation) -> dict[str, object]:
+    return {k: v.value for k, v in evaluation.metadata.items()}
