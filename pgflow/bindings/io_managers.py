@@ -32,9 +32,9 @@ from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.errors import is_transient
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
+from pgflow.flows.postgres_load import load_table
 from pgflow.sinks.postgres.cdc import DEFAULT_BATCH_CHANGES, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcApplyError, CdcTarget
-from pgflow.sinks.postgres.load import load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.partition_replace import (
     NativePartitionRefused,

@@ -16,7 +16,7 @@ import os
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.bench.common import throwaway_cluster
 

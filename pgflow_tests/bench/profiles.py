@@ -67,7 +67,7 @@ COLUMNS = "id, customer_id, status, amount, note, tags, attrs, created_at, updat
 def upsert_load(
     source_uri: str, sink_uri: str, target: TableName = ORDERS, fillfactor: int | None = None
 ) -> tuple[int, float]:
-    from pgflow.sinks.postgres.load import load_table
+    from pgflow.flows.postgres_load import load_table
     from pgflow.sources.column_cursor import ColumnCursorSource
 
     strategy = StrategySpec(

@@ -25,9 +25,9 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.cdc import CdcResult, CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcTarget
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow.sources.xmin import XminSource

@@ -82,7 +82,7 @@ def test_empty_incremental_reads_change_nothing_and_a_reset_empties(
         ed.session(source_uri, ed.SOURCE_SESSION_TZ) as src,
         ed.session(sink_uri, ed.SINK_SESSION_TZ, autocommit=True) as dst,
     ):
-        from pgflow.sinks.postgres.load import load_table
+        from pgflow.flows.postgres_load import load_table
 
         load_table(dst, path.make_source()(src, table), target, path.strategy, reset=True)
     assert fetch(sink_uri, "SELECT count(*) FROM landing.edge") == [(0,)]

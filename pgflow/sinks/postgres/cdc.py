@@ -20,6 +20,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pgflow.config.model import TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres import ddl, position_owner, staging, state
 from pgflow.sinks.postgres.cdc_apply import (
     BatchResult,
@@ -32,7 +33,6 @@ from pgflow.sinks.postgres.cdc_apply import (
     with_deleted_column,
 )
 from pgflow.sinks.postgres.cdc_apply import apply_batch as apply_batch  # the one-connection form
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import cdc
 from pgflow.sources.base import Position

@@ -48,6 +48,7 @@ from pgflow.sinks.postgres.partition_bounds import (
     unrouted_values,
 )
 from pgflow.sinks.postgres.partition_swap import partition_blocker, swap_partitions
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 class PartitionSliceError(ValueError):
@@ -82,6 +83,13 @@ def partition_replace(ctx: ApplyContext) -> int:
         _refuse_if_required(ctx, planned)
         return _delete_insert(ctx, column, window, touched, planned.reason)
     return swap_partitions(ctx, planned)
+
+
+class PartitionReplace(StagedStrategy):
+    key = "partition_replace"
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(partition_replace(ctx))
 
 
 # --- checks shared by both paths ---------------------------------------------------------

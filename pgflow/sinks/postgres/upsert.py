@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 
 from pgflow.sinks.postgres import keys
 from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 class UpsertNeedsUniqueIndex(keys.UniqueKeyMismatch):
@@ -64,6 +65,14 @@ def upsert(ctx: ApplyContext) -> int:
         action,
     )
     return ctx.log.execute(query).rowcount
+
+
+class Upsert(StagedStrategy):
+    key = "incremental_merge/upsert"
+    in_place = True
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(upsert(ctx))
 
 
 def _check_arbiter_index(ctx: ApplyContext) -> None:

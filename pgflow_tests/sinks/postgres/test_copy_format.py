@@ -16,9 +16,9 @@ import pytest
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.cdc import CdcSettings, replicate
 from pgflow.sinks.postgres.cdc_apply import CdcTarget
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sources import snapshot_slices
 from pgflow.sources.column_cursor import ColumnCursorSource
