@@ -399,7 +399,7 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             self.connections.connect(source.connection_id, source.connection_type) as conn,
         ):
             modifications = _source_modifications(conn, source.table)
-            from pgflow.sinks.delta.load import load_delta
+            from pgflow.flows.delta_load import load_delta
 
             reader = table_source(conn, source, obj.window)
             options = self.delta.storage_options()

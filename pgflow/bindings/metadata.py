@@ -15,8 +15,8 @@ from pgflow.sources.base import ReadPlan
 from pgflow.sources.catalog import TableInfo
 
 if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and polars
+    from pgflow.flows.delta_load import DeltaLoadResult
     from pgflow.flows.postgres_load import LoadResult
-    from pgflow.sinks.delta.load import DeltaLoadResult
     from pgflow.sinks.postgres.cdc import CdcResult
     from pgflow.sinks.postgres.delta_sync import SyncResult
 

@@ -330,7 +330,7 @@ def memory_job(settings: dict[str, str]) -> dict[str, object]:
     reset_peak_rss()
     started = time.perf_counter()
     if settings["kind"] == "to_delta":
-        from pgflow.sinks.delta import load_delta
+        from pgflow.flows.delta_load import load_delta
         from pgflow.sources.postgres import PostgresTableSource
 
         with psycopg.connect(settings["source"]) as conn:

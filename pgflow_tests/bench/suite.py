@@ -198,7 +198,7 @@ def incremental_job(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_delta_job(s: dict[str, Any]) -> dict[str, Any]:
-    from pgflow.sinks.delta import load_delta
+    from pgflow.flows.delta_load import load_delta
     from pgflow.sources.postgres import PostgresTableSource
 
     with psycopg.connect(s["source"]) as conn:

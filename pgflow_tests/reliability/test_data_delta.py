@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 from psycopg.conninfo import make_conninfo
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.delta import load_delta
+from pgflow.flows.delta_load import load_delta
 from pgflow.sinks.postgres.delta_sync import sync_delta
 from pgflow.sinks.postgres.sync_settings import SyncSettings
 from pgflow.sources.arrow import ArrowReadError

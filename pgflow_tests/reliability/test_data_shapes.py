@@ -16,7 +16,7 @@ from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.delta import load_delta
+from pgflow.flows.delta_load import load_delta
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 from pgflow_tests.reliability import edge_data as ed
