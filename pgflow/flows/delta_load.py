@@ -31,7 +31,7 @@ from typing import Any
 from deltalake import DeltaTable, WriterProperties
 from psycopg import sql
 
-from pgflow.config.model import StrategySpec
+from pgflow.config.model import NumericAs, StrategySpec
 from pgflow.sinks.delta.context import (
     DeltaContext,
     DeltaWrite,
@@ -41,7 +41,7 @@ from pgflow.sinks.delta.context import (
 from pgflow.sinks.delta.create import create_table, rebuild
 from pgflow.sinks.delta.first_write import first_write
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
-from pgflow.sinks.delta.numerics import NumericAs, kept_types, plan_numerics
+from pgflow.sinks.delta.numerics import kept_types, plan_numerics
 from pgflow.sinks.delta.retyped import check_list_columns
 from pgflow.sinks.delta.state import DeltaState, commit_properties, read_state
 from pgflow.sinks.delta.strategies import strategy_for

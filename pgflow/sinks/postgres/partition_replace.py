@@ -111,7 +111,8 @@ def _check_slice(ctx: ApplyContext, column: str, window: PartitionSlice) -> None
             f"partition slice [{window.lower}, {window.upper}) needs both bounds"
         )
     try:
-        empty = not window.lower < window.upper  # type: ignore[operator]
+        # Bounds of any type (dates, instants, numbers); TypeError when they do not compare.
+        empty = not window.lower < window.upper  # type: ignore[operator]  # object bounds
     except TypeError:
         empty = False  # not comparable in Python: leave it to the typed checks below
     if empty:

@@ -106,7 +106,7 @@ def _reason(error: psycopg.Error) -> str:
     return (error.diag.message_primary or str(error)).strip()
 
 
-def _execute_one(conn: psycopg.Connection, query: sql.Composable) -> psycopg.Cursor:
+def _execute_one(conn: psycopg.Connection, query: sql.Composed) -> psycopg.Cursor:
     # A plain Cursor (never a ClientCursor) asked for binary results must use the extended
     # protocol: one statement per Parse, nothing smuggled after a `;`.
     cursor = psycopg.Cursor(conn)

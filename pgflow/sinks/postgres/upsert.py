@@ -17,6 +17,8 @@ other target a missing one is a clear error before anything is written.
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -42,6 +44,7 @@ def upsert(ctx: ApplyContext) -> int:
         )
     # An identity key column is an integer: a conflict means the identical value, skip it.
     updated = [c for c in ctx.columns if c not in always]
+    action: sql.Composable
     if updated:
         action = sql.SQL("UPDATE SET {} WHERE ROW({})::record *<> ROW({})::record").format(
             sql.SQL(", ").join(
@@ -114,7 +117,7 @@ def _check_arbiter_index(ctx: ApplyContext) -> None:
     )
 
 
-def _unsuitable(index: dict, nullable: list[str]) -> str | None:
+def _unsuitable(index: dict[str, Any], nullable: list[str]) -> str | None:
     if not index["valid"]:
         return "is not valid (a failed CREATE INDEX CONCURRENTLY?)"
     if not index["total"]:
@@ -129,8 +132,8 @@ def _unsuitable(index: dict, nullable: list[str]) -> str | None:
     return None
 
 
-def _inferred(index: dict) -> bool:
-    return index["valid"] and index["total"] and index["plain"]
+def _inferred(index: dict[str, Any]) -> bool:
+    return bool(index["valid"] and index["total"] and index["plain"])
 
 
 def _nullable(ctx: ApplyContext, key: str) -> bool:
