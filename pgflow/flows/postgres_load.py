@@ -136,7 +136,7 @@ def needs_analyze(
     return statistics.worth_analyzing(rows_written, target_before.estimated_rows)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Target:
     """The target as this load found (or created) it, and the COPY format that fits it."""
 
@@ -145,7 +145,7 @@ class _Target:
     fmt: CopyFormat
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Written:
     applied: Applied
     duplicates_dropped: int = 0
@@ -164,7 +164,6 @@ class _TableLoad:
         progress: staging.ProgressCallback | None,
         pipeline: str,
     ) -> None:
-        self.started = time.monotonic()
         self.log, self.source, self.target, self.spec = log, source, target, spec
         self.progress, self.pipeline = progress, pipeline
         self.incremental = as_incremental(source)
@@ -177,7 +176,7 @@ class _TableLoad:
                 f"sink strategy {self.spec.key} replaces the whole target; "
                 "an incremental read needs incremental_merge or incremental_append"
             )
-        self.started = time.monotonic()
+        self.started = time.monotonic()  # a one-stream run after a parallel attempt: its own
         conn, source = self.log.conn, self.source
         read, position_reset = None, None
         with conn.transaction():
