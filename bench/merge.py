@@ -17,7 +17,7 @@ import psycopg
 
 from bench.common import throwaway_cluster
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
 
 ROWS = int(os.environ.get("BENCH_MERGE_ROWS", "2000000"))

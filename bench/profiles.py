@@ -67,7 +67,7 @@ COLUMNS = "id, customer_id, status, amount, note, tags, attrs, created_at, updat
 def upsert_load(
     source_uri: str, sink_uri: str, target: TableName = ORDERS, fillfactor: int | None = None
 ) -> tuple[int, float]:
-    from pgflow.sinks.postgres.load import load_table
+    from pgflow.flows.postgres_load import load_table
     from pgflow.sources.column_cursor import ColumnCursorSource
 
     strategy = StrategySpec(
@@ -330,7 +330,7 @@ def memory_job(settings: dict[str, str]) -> dict[str, object]:
     reset_peak_rss()
     started = time.perf_counter()
     if settings["kind"] == "to_delta":
-        from pgflow.sinks.delta import load_delta
+        from pgflow.flows.delta_load import load_delta
         from pgflow.sources.postgres import PostgresTableSource
 
         with psycopg.connect(settings["source"]) as conn:

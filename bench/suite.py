@@ -77,7 +77,7 @@ def run_job(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def full_refresh_job(s: dict[str, Any]) -> dict[str, Any]:
-    from pgflow.sinks.postgres.load import load_table
+    from pgflow.flows.postgres_load import load_table
     from pgflow.sinks.postgres.parallel_exchange import Streams
     from pgflow.sources.postgres import PostgresTableSource
 
@@ -98,7 +98,7 @@ def full_refresh_job(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def incremental_job(s: dict[str, Any]) -> dict[str, Any]:
-    from pgflow.sinks.postgres.load import load_table
+    from pgflow.flows.postgres_load import load_table
     from pgflow.sources.column_cursor import ColumnCursorSource
 
     strategy = StrategySpec(
@@ -111,7 +111,7 @@ def incremental_job(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_delta_job(s: dict[str, Any]) -> dict[str, Any]:
-    from pgflow.sinks.delta import load_delta
+    from pgflow.flows.delta_load import load_delta
     from pgflow.sources.postgres import PostgresTableSource
 
     with psycopg.connect(s["source"]) as conn:

@@ -8,7 +8,7 @@ from pgflow.bindings.assets import pipeline_asset, source_specs
 from pgflow.bindings.checks.definitions import pipeline_checks
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
-from pgflow.bindings.io_managers import IO_MANAGERS, delta_io_managers, io_manager_key
+from pgflow.bindings.io_managers import io_managers
 from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.bindings.sensors import staleness_sensors
 from pgflow.config.model import Project
@@ -20,9 +20,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     connections = PostgresConnections()
     delta = DeltaStorage()
     resources: dict[str, object] = {"pg": connections, "delta": delta}
-    for mode, io_manager in IO_MANAGERS.items():
-        resources[io_manager_key(mode)] = io_manager(connections=connections, delta=delta)
-    resources.update(delta_io_managers(connections, delta))
+    resources.update(io_managers(connections, delta))
     return dg.Definitions(
         assets=[*source_specs(project), *(pipeline_asset(p) for p in project.pipelines)],
         schedules=pipeline_schedules(project),

@@ -1,17 +1,21 @@
-"""IO managers: one per sink strategy, each streaming a pipeline's source into its sink.
+"""IO managers: one per sink, each streaming a pipeline's source into its sink.
 
 An asset hands its IO manager a `PipelineRead` (what to read, not the rows); the IO manager
-opens the source snapshot and the sink, and runs the load with the strategy it stands for.
-Downstream assets receive a `TableRef` to the loaded table, never the rows in memory.
+picks the flow (a table load, CDC, a Delta -> Postgres sync), opens the source and the sink,
+runs it with the spec's strategy and attaches the run's metadata. Downstream assets receive a
+`TableRef` to the loaded table, never the rows in memory.
+
+Each sink has one resource per mode (`io_manager_key`), so the UI's resource list names the
+mode; they are the one IO manager class of that sink.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import dagster as dg
 import psycopg
@@ -27,25 +31,16 @@ from pgflow.bindings.metadata import (
     load_summary,
 )
 from pgflow.bindings.row_counts import delta_counts, per_partition, postgres_counts
+from pgflow.bindings.step_errors import step_errors
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
-from pgflow.connections.errors import is_transient
 from pgflow.connections.resource import PostgresConnections
-from pgflow.connections.secrets import ConnectionConfigError
-from pgflow.flows.cdc.model import DEFAULT_BATCH_CHANGES, CdcApplyError, CdcSettings, CdcTarget
+from pgflow.flows.cdc.model import DEFAULT_BATCH_CHANGES, CdcSettings, CdcTarget
 from pgflow.flows.cdc.run import replicate
-from pgflow.sinks.postgres.load import load_table
+from pgflow.flows.postgres_load import load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
-from pgflow.sinks.postgres.partition_replace import (
-    NativePartitionRefused,
-    PartitionMissing,
-    PartitionSliceError,
-)
 from pgflow.sources.activity import table_modifications
-from pgflow.sources.base import SourceConfigError
-from pgflow.sources.catalog import TableNotFound, describe_table
-from pgflow.sources.cdc import ReplicationError
-from pgflow.sources.column_cursor import NullCursorRows
+from pgflow.sources.catalog import describe_table
 from pgflow.sources.select import table_source
 from pgflow.sources.window import TimeWindow
 
@@ -75,24 +70,21 @@ class TableRef:
 
 
 class PostgresSinkIOManager(dg.ConfigurableIOManager):
-    """Base for the Postgres sink strategies; subclasses name the `mode` they apply."""
+    """Into a Postgres sink, for pipelines of `mode` (the spec's strategy says the rest)."""
 
     connections: PostgresConnections
     delta: DeltaStorage
-
-    @classmethod
-    def mode(cls) -> SinkMode:
-        raise NotImplementedError
+    mode: SinkMode
 
     def handle_output(self, context: dg.OutputContext, obj: PipelineRead) -> None:
         spec = obj.pipeline
-        if spec.sink.strategy.mode != self.mode():
+        if spec.sink.strategy.mode != self.mode:
             raise dg.DagsterInvariantViolationError(
                 f"pipeline '{spec.name}' uses mode {spec.sink.strategy.mode}, "
-                f"but was given the {self.mode()} IO manager"
+                f"but was given the {self.mode} IO manager"
             )
         reset = _effective_reset(context, obj)
-        with _step_errors(spec):
+        with step_errors(spec):
             if spec.source.type == "delta":
                 self._sync_delta(context, spec, reset)
             elif spec.source.options.incremental_strategy == "cdc":
@@ -240,61 +232,12 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         return scan_postgres_table(connect, ref.table)
 
 
-# Errors that name their own cause and fix: shown as they are, without a traceback.
-_EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
-    NullCursorRows,
-    ReplicationError,
-    CdcApplyError,
-    ConnectionConfigError,
-    PartitionSliceError,
-    NativePartitionRefused,
-    PartitionMissing,
-)
-
-
-def _explained(exc: Exception) -> bool:
-    if isinstance(exc, _EXPLAINED_ERRORS):
-        return True
-    from pgflow.flows.delta_sync.errors import DeltaSyncError
-
-    return isinstance(exc, DeltaSyncError)
-
-
 def _wants_lazyframe(context: dg.InputContext) -> bool:
     """The input is annotated `pl.LazyFrame` (checked by name: polars is imported lazily)."""
     wanted = context.dagster_type.typing_type
     return getattr(wanted, "__module__", "").startswith("polars") and (
         getattr(wanted, "__name__", "") == "LazyFrame"
     )
-
-
-@contextmanager
-def _step_errors(spec: PipelineSpec) -> Iterator[None]:
-    """Let transient errors through to the RetryPolicy; make every other one a final Failure."""
-    try:
-        yield
-    except Exception as exc:
-        where = f"pipeline '{spec.name}' ({spec.file})"
-        if is_transient(exc):
-            # Retried by the RetryPolicy; the last attempt's failure names the spec too.
-            raise dg.Failure(f"{where}: {_plain(exc)}", allow_retries=True) from exc
-        if isinstance(exc, TableNotFound):
-            description = (
-                f"{where}: source table {spec.source.table} not found on connection "
-                f"'{spec.source.connection_id}'; check source.table"
-            )
-        elif isinstance(exc, SourceConfigError):
-            description = f"{where}: field '{exc.field}': {exc.detail}"
-        elif _explained(exc):
-            description = f"{where}: {exc}"
-        else:
-            # Unexpected: keep the traceback (raised from exc) for whoever debugs it.
-            raise dg.Failure(f"{where}: {type(exc).__name__}: {exc}", allow_retries=False) from exc
-        raise dg.Failure(description, allow_retries=False) from None
-
-
-def _plain(exc: Exception) -> str:
-    return str(exc) if _explained(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def _effective_reset(context: dg.OutputContext, obj: PipelineRead) -> bool:
@@ -334,58 +277,19 @@ def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
         raise dg.DagsterInvariantViolationError(
             f"asset {'/'.join(context.asset_key.path)} is not a pgflow table"
         )
-    return spec
+    pipeline: dict[str, str] = spec  # assets.pipeline_asset's `pgflow/pipeline`
+    return pipeline
 
 
 def _progress_logger(
     context: dg.OutputContext, table: TableName, estimated_rows: Callable[[], int | None]
-):
+) -> Callable[[int, int], None]:
     def report(rows: int, bytes_so_far: int) -> None:
         estimated = estimated_rows()
         total = f" of ~{estimated:,} (catalog estimate)" if estimated else ""
         context.log.info(f"{table}: ~{rows:,} rows{total}, {bytes_so_far / 1e6:,.1f} MB so far")
 
     return report
-
-
-class FullRefreshIOManager(PostgresSinkIOManager):
-    """full_refresh: the target becomes exactly the source (truncate_insert or exchange)."""
-
-    @classmethod
-    def mode(cls) -> SinkMode:
-        return "full_refresh"
-
-
-class IncrementalAppendIOManager(PostgresSinkIOManager):
-    """incremental_append: add the staged rows (only missing keys with only_new_rows)."""
-
-    @classmethod
-    def mode(cls) -> SinkMode:
-        return "incremental_append"
-
-
-class IncrementalMergeIOManager(PostgresSinkIOManager):
-    """incremental_merge: delete_insert, upsert or shadow_swap on the unique key."""
-
-    @classmethod
-    def mode(cls) -> SinkMode:
-        return "incremental_merge"
-
-
-class ReplaceIOManager(PostgresSinkIOManager):
-    """replace: delete the rows matching custom_predicate, then insert the staged rows."""
-
-    @classmethod
-    def mode(cls) -> SinkMode:
-        return "replace"
-
-
-class PartitionReplaceIOManager(PostgresSinkIOManager):
-    """partition_replace: swap or delete/insert whole partitions of partition_column."""
-
-    @classmethod
-    def mode(cls) -> SinkMode:
-        return "partition_replace"
 
 
 class DeltaSinkIOManager(dg.ConfigurableIOManager):
@@ -401,11 +305,11 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
         assert source.connection_id and source.table and sink.path
         reset = _effective_reset(context, obj)
         with (
-            _step_errors(spec),
+            step_errors(spec),
             self.connections.connect(source.connection_id, source.connection_type) as conn,
         ):
             modifications = _source_modifications(conn, source.table)
-            from pgflow.sinks.delta.load import load_delta
+            from pgflow.flows.delta_load import load_delta
 
             reader = table_source(conn, source, obj.window)
             options = self.delta.storage_options()
@@ -437,23 +341,20 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
         return scan_delta_table(spec["sink_path"], self.delta.storage_options())
 
 
-IO_MANAGERS: dict[SinkMode, type[PostgresSinkIOManager]] = {
-    io_manager.mode(): io_manager
-    for io_manager in (
-        FullRefreshIOManager,
-        IncrementalAppendIOManager,
-        IncrementalMergeIOManager,
-        ReplaceIOManager,
-        PartitionReplaceIOManager,
-    )
-}
+SINK_MODES: tuple[SinkMode, ...] = get_args(SinkMode)
 
 
-def delta_io_managers(connections: PostgresConnections, delta: DeltaStorage) -> dict[str, Any]:
-    return {
-        io_manager_key(mode, "delta"): DeltaSinkIOManager(connections=connections, delta=delta)
-        for mode in IO_MANAGERS
-    }
+def io_managers(connections: PostgresConnections, delta: DeltaStorage) -> dict[str, Any]:
+    """Every IO manager resource, by `io_manager_key`: one per sink type and mode."""
+    resources: dict[str, Any] = {}
+    for mode in SINK_MODES:
+        resources[io_manager_key(mode)] = PostgresSinkIOManager(
+            connections=connections, delta=delta, mode=mode
+        )
+        resources[io_manager_key(mode, "delta")] = DeltaSinkIOManager(
+            connections=connections, delta=delta
+        )
+    return resources
 
 
 def io_manager_key(mode: SinkMode, sink_type: str = "postgres") -> str:

@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.replace import deleted_rows
 from pgflow.sources.base import ReadPlan
 from pgflow.sources.catalog import TableInfo
 
 if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and polars
     from pgflow.flows.cdc.model import CdcResult
+    from pgflow.flows.delta_load import DeltaLoadResult
     from pgflow.flows.delta_sync.result import SyncResult
-    from pgflow.sinks.delta.load import DeltaLoadResult
-    from pgflow.sinks.postgres.load import LoadResult
+    from pgflow.flows.postgres_load import LoadResult
 
 
 def column_schema(info: TableInfo) -> dg.TableSchema:
@@ -60,9 +59,8 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
         metadata["pgflow/one_stream_reason"] = dg.MetadataValue.text(result.one_stream_reason)
     if result.read is not None:
         metadata.update(position_metadata(result))
-    deleted = deleted_rows(result.statements)
-    if deleted is not None:
-        metadata["pgflow/rows_deleted"] = dg.MetadataValue.int(deleted)
+    for name, value in result.strategy_metadata.items():  # e.g. rows_deleted by a replace
+        metadata[f"pgflow/{name}"] = dg.MetadataValue.int(value)
     return metadata
 
 

@@ -111,6 +111,27 @@ class StrategySpec:
     fillfactor: int | None = None  # None: pgflow's choice for a target it creates
     parallelism: int = 1  # full_refresh exchange: COPY streams over one shared snapshot
 
+    @property
+    def variant(self) -> str:
+        """The full_refresh method or the merge policy; "" for the modes that have none."""
+        if self.mode == "full_refresh":
+            return self.method
+        if self.mode == "incremental_merge":
+            return self.merge_policy
+        return ""
+
+    @property
+    def key(self) -> str:
+        """The strategy's name, mode and variant: `full_refresh/exchange`, `replace`."""
+        return f"{self.mode}/{self.variant}" if self.variant else self.mode
+
+    @property
+    def keyed(self) -> bool:
+        """Whether rows are matched by unique_key (merges, and appends of only new rows)."""
+        return self.mode == "incremental_merge" or (
+            self.mode == "incremental_append" and self.only_new_rows
+        )
+
 
 @dataclass(frozen=True)
 class SinkSpec:

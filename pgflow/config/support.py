@@ -6,7 +6,7 @@ failed run, that a spec asks for something not built yet.
 
 from __future__ import annotations
 
-from pgflow.config.model import SinkSpec, SourceSpec, StrategySpec
+from pgflow.config.model import SinkSpec, SourceSpec
 
 SUPPORTED_SOURCES = {
     ("postgres", "full"),
@@ -33,14 +33,6 @@ SUPPORTED_SINK_STRATEGIES = {
 }
 
 
-def strategy_variant(strategy: StrategySpec) -> str:
-    if strategy.mode == "full_refresh":
-        return strategy.method
-    if strategy.mode == "incremental_merge":
-        return strategy.merge_policy
-    return ""
-
-
 def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | None:
     """(field, message) when the spec asks for a source or sink strategy not available yet."""
     strategy = source.options.incremental_strategy
@@ -52,7 +44,7 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
             f"{source.type} source with incremental_strategy '{strategy}' is not supported yet; "
             f"supported now: {', '.join(f'{k} {s}' for k, s in sorted(SUPPORTED_SOURCES))}"
         )
-    variant = strategy_variant(sink.strategy)
+    variant = sink.strategy.variant
     if (sink.type, sink.strategy.mode, variant) not in SUPPORTED_SINK_STRATEGIES:
         field = _unsupported_field(sink)
         described = f"mode '{sink.strategy.mode}'" + (f" ({variant})" if variant else "")

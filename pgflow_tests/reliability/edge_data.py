@@ -27,7 +27,7 @@ from psycopg import sql
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.cdc.model import CdcResult, CdcSettings, CdcTarget
 from pgflow.flows.cdc.run import replicate
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow.sources.xmin import XminSource

@@ -13,7 +13,7 @@ equals the source with the right position.
 CDC applies in many transactions; its run holds the target's lock from start to end, so a
 second run starts from the position the first stored.
 
-pgflow_tests/sinks/postgres/test_concurrency.py covers the same at the load_table level.
+pgflow_tests/flows/test_postgres_load_concurrency.py covers the same at the load_table level.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ import psycopg
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from pgflow.bindings.io_managers import _step_errors
 from pgflow.bindings.retries import retry_policy
+from pgflow.bindings.step_errors import step_errors
 from pgflow.connections.errors import is_transient
 from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 from pgflow.sources.cdc import ReplicationError, SlotInUse
@@ -251,12 +251,12 @@ def test_a_slot_busy_with_another_run_is_left_to_the_retry_policy() -> None:
         "replication slot pgflow_x is in use by another consumer (backend PID 42); stop it, "
         "or give this pipeline its own source.options.slot_name"
     )
-    with pytest.raises(dg.Failure) as retried, _step_errors(spec):
+    with pytest.raises(dg.Failure) as retried, step_errors(spec):
         raise busy
     assert retried.value.allow_retries is True
     assert retried.value.description.startswith("pipeline 'landing_items' (items.yaml): ")
     assert "is in use by another consumer" in retried.value.description
-    with pytest.raises(dg.Failure) as failed, _step_errors(spec):
+    with pytest.raises(dg.Failure) as failed, step_errors(spec):
         raise ReplicationError("replication slot pgflow_x does not exist (dropped outside pgflow?)")
     assert failed.value.allow_retries is False
     assert is_transient(psycopg.errors.ObjectInUse("replication slot is active for PID 42"))

@@ -19,9 +19,9 @@ from deltalake import DeltaTable
 from psycopg.conninfo import make_conninfo
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.delta_load import load_delta
 from pgflow.flows.delta_sync.run import sync_delta
 from pgflow.flows.delta_sync.settings import SyncSettings
-from pgflow.sinks.delta import load_delta
 from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource

@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 from pgflow.config.errors import SpecError
 from pgflow.config.loader import load_project
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.delta import load_delta
+from pgflow.flows.delta_load import load_delta
 from pgflow.sinks.postgres.keys import DuplicateKeys, UniqueKeyMismatch
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.postgres import PostgresTableSource

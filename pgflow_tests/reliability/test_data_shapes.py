@@ -16,7 +16,7 @@ from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.delta import load_delta
+from pgflow.flows.delta_load import load_delta
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 from pgflow_tests.reliability import edge_data as ed
@@ -82,7 +82,7 @@ def test_empty_incremental_reads_change_nothing_and_a_reset_empties(
         ed.session(source_uri, ed.SOURCE_SESSION_TZ) as src,
         ed.session(sink_uri, ed.SINK_SESSION_TZ, autocommit=True) as dst,
     ):
-        from pgflow.sinks.postgres.load import load_table
+        from pgflow.flows.postgres_load import load_table
 
         load_table(dst, path.make_source()(src, table), target, path.strategy, reset=True)
     assert fetch(sink_uri, "SELECT count(*) FROM landing.edge") == [(0,)]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.state import read_position
 from pgflow.sources.base import Position, TableSource
 

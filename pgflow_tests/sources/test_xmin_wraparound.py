@@ -25,8 +25,8 @@ import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.localdb.cluster import LocalPostgres
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.state import STATE_TABLE
 from pgflow.sources.xmin import MAX_CHECKPOINT_AGE, XminSource
 from pgflow_tests.pg import execute, fetch, table_text

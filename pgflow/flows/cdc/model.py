@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.load import LoadResult
+from pgflow.flows.postgres_load import LoadResult
 from pgflow.sources import cdc
 from pgflow.sources.base import Position
 

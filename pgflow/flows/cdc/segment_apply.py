@@ -17,8 +17,8 @@ from pgflow.sinks.postgres.apply import (
     insert_from_staging,
     prefer_index_probes,
 )
-from pgflow.sinks.postgres.load import apply_for
 from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.strategies import staged_strategy_for
 from pgflow.sources.catalog import describe_table
 
 
@@ -69,7 +69,9 @@ class _SegmentApply:
             self.result.rows_applied += insert_from_staging(self.ctx)
         else:
             self._apply_deletes()
-            self.result.rows_applied += apply_for(self.target.strategy)(self.ctx)
+            self.result.rows_applied += (
+                staged_strategy_for(self.target.strategy).apply(self.ctx).rows
+            )
 
     def _deletes_in_the_merge_pass(self) -> bool:
         """delete_insert with hard deletes: the target rows a staged delete removes and those

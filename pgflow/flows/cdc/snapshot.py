@@ -7,8 +7,8 @@ import psycopg
 
 from pgflow.flows.cdc.apply import create_missing_target
 from pgflow.flows.cdc.model import CdcSettings, CdcTarget, RunContext
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres import ddl, state
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import cdc, publication
 from pgflow.sources.catalog import describe_table

@@ -68,7 +68,7 @@ def delta_columns(path: str, storage_options: dict[str, str] | None = None) -> p
 def compare_delta_columns(
     source: TableInfo, table: pl.Schema, strategy: StrategySpec
 ) -> SchemaComparison:
-    """The drift a Delta sink load would meet, by the Delta sink's rules (load.check_columns).
+    """The drift a Delta sink load would meet, by the Delta sink's rules (table.check_columns).
 
     full_refresh overwrites the table's schema with the read's, so it takes any change.
     Otherwise new columns are added unless on_schema_change is fail, a dropped column stops

@@ -15,10 +15,18 @@ from __future__ import annotations
 
 from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, GuardedBatches
 from pgflow.sinks.delta.keys import SOURCE_ALIAS, TARGET_ALIAS, changed_predicate, key_predicate
+from pgflow.sinks.delta.strategy import DeltaStrategy
 
 
 def merge(ctx: DeltaContext) -> DeltaWrite:
     return run_merge(ctx, update_changed=True)
+
+
+class Merge(DeltaStrategy):
+    key = "incremental_merge"
+
+    def apply(self, ctx: DeltaContext) -> DeltaWrite:
+        return merge(ctx)
 
 
 def run_merge(ctx: DeltaContext, *, update_changed: bool) -> DeltaWrite:

@@ -25,6 +25,7 @@ from psycopg import sql
 from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, write
 from pgflow.sinks.delta.predicates import column_between, column_in
 from pgflow.sinks.delta.replace import write_replacing
+from pgflow.sinks.delta.strategy import DeltaStrategy
 
 FIELD = "sink.strategy.partition_column"
 
@@ -47,6 +48,13 @@ def partition_replace(ctx: DeltaContext) -> DeltaWrite:
     if condition is None:
         return write(ctx, "append", empty=True)  # nothing read, nothing replaced
     return write_replacing(ctx, condition)
+
+
+class PartitionReplace(DeltaStrategy):
+    key = "partition_replace"
+
+    def apply(self, ctx: DeltaContext) -> DeltaWrite:
+        return partition_replace(ctx)
 
 
 def partition_column(ctx: DeltaContext) -> tuple[str, pl.DataType]:

@@ -15,11 +15,19 @@ from __future__ import annotations
 
 from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, write
 from pgflow.sinks.delta.predicates import RowsOutsidePredicate, plan_error, rows_outside
+from pgflow.sinks.delta.strategy import DeltaStrategy
 from pgflow.sinks.postgres.replace import EXAMPLE, FIELD, InvalidPredicate, shape_problem
 
 
 def replace(ctx: DeltaContext) -> DeltaWrite:
     return write_replacing(ctx, checked_predicate(ctx))
+
+
+class Replace(DeltaStrategy):
+    key = "replace"
+
+    def apply(self, ctx: DeltaContext) -> DeltaWrite:
+        return replace(ctx)
 
 
 def checked_predicate(ctx: DeltaContext) -> str:

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from pgflow.sinks.postgres import keys
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 def append(ctx: ApplyContext) -> int:
@@ -25,3 +26,11 @@ def append(ctx: ApplyContext) -> int:
         ctx.target_sql, keys.key_match(ctx, "t", "s")
     )
     return insert_from_staging(ctx, missing)
+
+
+class Append(StagedStrategy):
+    key = "incremental_append"
+    in_place = True
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(append(ctx))

@@ -26,6 +26,7 @@ from pgflow.config.model import TableName
 from pgflow.sinks.postgres import staging
 from pgflow.sinks.postgres.ddl import with_suffix
 from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.strategy import DirectStrategy, Fill
 from pgflow.sinks.postgres.table_properties import (
     TableProperties,
     build_indexes,
@@ -296,3 +297,13 @@ JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
 JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
 WHERE d.refobjid = %(oid)s AND d.classid = 'pg_class'::regclass AND d.deptype = %(deptype)s
 """
+
+
+class Exchange(DirectStrategy):
+    """full_refresh `method: exchange`, the strategy `exchange` runs (strategies.py)."""
+
+    key = "full_refresh/exchange"
+    parallel = True
+
+    def fill_target(self, log: SqlLog, target: TableName, fill: Fill) -> int:
+        return exchange(log, target, fill)

@@ -10,21 +10,27 @@ target wait for the whole load; `method: exchange` shortens that wait to a renam
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from psycopg import sql
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import index_rebuild
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
 from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.strategy import DirectStrategy, Fill
 
 
-def truncate_copy(log: SqlLog, target: TableName, fill: Callable[[TableName], int]) -> int:
+def truncate_copy(log: SqlLog, target: TableName, fill: Fill) -> int:
     """full_refresh truncate_insert: empty the target, then `fill` it from the source (its
     indexes are built once the rows are in)."""
     log.execute(sql.SQL("TRUNCATE {}").format(target.identifier()))
     return index_rebuild.fill_then_index(log, target, fill)
+
+
+class TruncateInsert(DirectStrategy):
+    key = "full_refresh/truncate_insert"
+
+    def fill_target(self, log: SqlLog, target: TableName, fill: Fill) -> int:
+        return truncate_copy(log, target, fill)
 
 
 def truncate_insert(ctx: ApplyContext) -> int:

@@ -22,6 +22,7 @@ from pgflow.sinks.postgres.apply import (
     insert_from_staging,
     prefer_index_probes,
 )
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 def delete_insert(ctx: ApplyContext) -> int:
@@ -34,3 +35,11 @@ def delete_insert(ctx: ApplyContext) -> int:
         )
     )
     return insert_from_staging(ctx)
+
+
+class DeleteInsert(StagedStrategy):
+    key = "incremental_merge/delete_insert"
+    in_place = True
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(delete_insert(ctx))

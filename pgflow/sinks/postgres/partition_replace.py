@@ -48,6 +48,7 @@ from pgflow.sinks.postgres.partition_bounds import (
     unrouted_values,
 )
 from pgflow.sinks.postgres.partition_swap import partition_blocker, swap_partitions
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 class PartitionSliceError(ValueError):
@@ -84,6 +85,13 @@ def partition_replace(ctx: ApplyContext) -> int:
     return swap_partitions(ctx, planned)
 
 
+class PartitionReplace(StagedStrategy):
+    key = "partition_replace"
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(partition_replace(ctx))
+
+
 # --- checks shared by both paths ---------------------------------------------------------
 
 
@@ -103,7 +111,8 @@ def _check_slice(ctx: ApplyContext, column: str, window: PartitionSlice) -> None
             f"partition slice [{window.lower}, {window.upper}) needs both bounds"
         )
     try:
-        empty = not window.lower < window.upper  # type: ignore[operator]
+        # Bounds of any type (dates, instants, numbers); TypeError when they do not compare.
+        empty = not window.lower < window.upper  # type: ignore[operator]  # object bounds
     except TypeError:
         empty = False  # not comparable in Python: leave it to the typed checks below
     if empty:

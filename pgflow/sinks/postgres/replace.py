@@ -33,11 +33,9 @@ import psycopg
 from psycopg import sql
 
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 FIELD = "sink.strategy.custom_predicate"
-# Recorded in the load's SQL log after the DELETE; deleted_rows() reads it back.
-DELETED_NOTE = "-- custom_predicate deleted {} rows"
-_DELETED_RE = re.compile(r"^-- custom_predicate deleted (\d+) rows$")
 EXAMPLE = "e.g. order_date >= '2026-01-01'"
 
 
@@ -45,8 +43,21 @@ class InvalidPredicate(ValueError):
     """custom_predicate is not one boolean condition on the target; nothing was deleted."""
 
 
-def replace(ctx: ApplyContext) -> int:
-    """Delete the rows matching custom_predicate, insert all staged rows; rows inserted."""
+class Replace(StagedStrategy):
+    key = "replace"
+    stages_first_load = True  # the predicate is checked on the first load too
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return replace(ctx)
+
+    def first_load(self, ctx: ApplyContext) -> Applied:
+        check_predicate(ctx)  # a bad predicate fails the first load, not the second
+        return super().first_load(ctx)
+
+
+def replace(ctx: ApplyContext) -> Applied:
+    """Delete the rows matching custom_predicate, insert all staged rows; rows inserted and
+    rows deleted."""
     condition = check_predicate(ctx)
     delete = sql.SQL("DELETE FROM {} WHERE {}").format(ctx.target_sql, condition)
     ctx.log.record(delete)
@@ -58,19 +69,7 @@ def replace(ctx: ApplyContext) -> int:
             f'Postgres says "{_reason(error)}". Make it valid for every row, {EXAMPLE}. '
             f"Nothing was deleted."
         ) from error
-    ctx.log.record(DELETED_NOTE.format(deleted))
-    return insert_from_staging(ctx)
-
-
-def deleted_rows(statements: list[str]) -> int | None:
-    """Rows the replace's DELETE removed, from a load's statements (LoadResult.statements).
-
-    None when the load was not a replace (or its log was full before the DELETE).
-    """
-    for statement in statements:
-        if match := _DELETED_RE.match(statement):
-            return int(match.group(1))
-    return None
+    return Applied(insert_from_staging(ctx), deleted=deleted)
 
 
 def check_predicate(ctx: ApplyContext) -> sql.Composed:
@@ -107,7 +106,7 @@ def _reason(error: psycopg.Error) -> str:
     return (error.diag.message_primary or str(error)).strip()
 
 
-def _execute_one(conn: psycopg.Connection, query: sql.Composable) -> psycopg.Cursor:
+def _execute_one(conn: psycopg.Connection, query: sql.Composed) -> psycopg.Cursor:
     # A plain Cursor (never a ClientCursor) asked for binary results must use the extended
     # protocol: one statement per Parse, nothing smuggled after a `;`.
     cursor = psycopg.Cursor(conn)
@@ -123,59 +122,20 @@ def shape_problem(text: str, standard_conforming_strings: bool = True) -> str | 
     scanner cannot place without doubt (a quote or `$` glued to a number, where Postgres
     versions lex differently) is refused rather than guessed.
     """
-    depth, i, n, tokens = 0, 0, len(text), 0
-    while i < n:
+    depth, i, tokens = 0, 0, 0
+    while i < len(text):
         c = text[i]
-        if c in " \t\n\r\f\v":  # Postgres' whitespace (not str.isspace: U+00A0 is a letter)
+        if c in _WHITESPACE:
             i += 1
             continue
-        if text.startswith("--", i):
-            end = _find_any(text, "\n\r", i)
-            i = n if end < 0 else end + 1
-            continue
-        if text.startswith("/*", i):
-            i = _skip_block_comment(text, i)
+        if text.startswith(("--", "/*"), i):
+            i = _skip_comment(text, i)
             if i < 0:
                 return "has a /* comment that is never closed"
             continue
         tokens += 1
-        if c == "'":
-            i = _skip_quoted(text, i, "'", backslash=not standard_conforming_strings)
-        elif c == '"':
-            i = _skip_quoted(text, i, '"', backslash=False)
-        elif c == "$" and (delimiter := _dollar_delimiter(text, i)):
-            end = text.find(delimiter, i + len(delimiter))
-            i = -1 if end < 0 else end + len(delimiter)
-        elif c.isalpha() or c == "_" or ord(c) >= 128:
-            start = i
-            while i < n and (text[i].isalnum() or text[i] in "_$" or ord(text[i]) >= 128):
-                i += 1
-            word = text[start:i].lower()
-            if i < n and text[i] == "'":
-                # E'...' escapes with backslashes; B'', X'' never do; N'' and U&'' follow
-                # standard_conforming_strings like a plain string.
-                backslash = word == "e" or (
-                    word not in ("b", "x") and not standard_conforming_strings
-                )
-                i = _skip_quoted(text, i, "'", backslash=backslash)
-        elif c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
-            while i < n:
-                if text[i].isalnum() or text[i] in "._":
-                    i += 1
-                elif text[i] in "+-" and text[i - 1] in "eE" and text[i + 1 : i + 2].isdigit():
-                    i += 1  # the exponent's sign, 1e-5
-                else:
-                    break
-            # Postgres versions split `1e'..'`, `1$a$` or `1e--` differently (a literal, a
-            # dollar quote or a comment may start inside them): refuse rather than guess.
-            if i < n and (text[i] in "'\"$" or (text[i] in "+-" and text[i - 1] in "eE")):
-                return f"glues a number to {text[i]!r} at character {i + 1}; put a space between"
-            continue
-        elif c == "(":
-            depth += 1
-            i += 1
-        elif c == ")":
-            depth -= 1
+        if c in "()":
+            depth += 1 if c == "(" else -1
             if depth < 0:
                 return (
                     f"closes a parenthesis it did not open (character {i + 1}), which would "
@@ -189,14 +149,77 @@ def shape_problem(text: str, standard_conforming_strings: bool = True) -> str | 
                 f"statements; remove the ';' and what follows"
             )
         else:
-            i += 1
-        if i < 0:
-            return f"has a {_describe(c)} that is never closed"
+            step = _skip_token(text, i, standard_conforming_strings)
+            if isinstance(step, str):
+                return step
+            i = step
     if depth > 0:
         return f"opens {depth} parenthes{'is' if depth == 1 else 'es'} it does not close"
     if tokens == 0:
         return "is empty (only comments)"
     return None
+
+
+# Postgres' whitespace (not str.isspace: U+00A0 is a letter)
+_WHITESPACE = " \t\n\r\f\v"
+
+
+def _skip_comment(text: str, i: int) -> int:
+    """Index just past the -- or /* comment at text[i], or -1 when a /* never closes."""
+    if text.startswith("/*", i):
+        return _skip_block_comment(text, i)
+    end = _find_any(text, "\n\r", i)
+    return len(text) if end < 0 else end + 1
+
+
+def _skip_token(text: str, i: int, standard_conforming_strings: bool) -> int | str:
+    """Index just past the literal, word, number or operator character at text[i], or why it
+    cannot be placed."""
+    c = text[i]
+    if c == "'":
+        end = _skip_quoted(text, i, "'", backslash=not standard_conforming_strings)
+    elif c == '"':
+        end = _skip_quoted(text, i, '"', backslash=False)
+    elif c == "$" and (delimiter := _dollar_delimiter(text, i)):
+        found = text.find(delimiter, i + len(delimiter))
+        end = -1 if found < 0 else found + len(delimiter)
+    elif c.isalpha() or c == "_" or ord(c) >= 128:
+        end = _skip_word(text, i, standard_conforming_strings)
+    elif c.isdigit() or (c == "." and text[i + 1 : i + 2].isdigit()):
+        return _skip_number(text, i)
+    else:
+        return i + 1
+    return f"has a {_describe(c)} that is never closed" if end < 0 else end
+
+
+def _skip_word(text: str, i: int, standard_conforming_strings: bool) -> int:
+    """Past a keyword or identifier, and the string it prefixes (E'', B'', X'', N'', U&'')."""
+    start, n = i, len(text)
+    while i < n and (text[i].isalnum() or text[i] in "_$" or ord(text[i]) >= 128):
+        i += 1
+    word = text[start:i].lower()
+    if i < n and text[i] == "'":
+        # E'...' escapes with backslashes; B'', X'' never do; N'' and U&'' follow
+        # standard_conforming_strings like a plain string.
+        backslash = word == "e" or (word not in ("b", "x") and not standard_conforming_strings)
+        i = _skip_quoted(text, i, "'", backslash=backslash)
+    return i
+
+
+def _skip_number(text: str, i: int) -> int | str:
+    n = len(text)
+    while i < n:
+        if text[i].isalnum() or text[i] in "._":
+            i += 1
+        elif text[i] in "+-" and text[i - 1] in "eE" and text[i + 1 : i + 2].isdigit():
+            i += 1  # the exponent's sign, 1e-5
+        else:
+            break
+    # Postgres versions split `1e'..'`, `1$a$` or `1e--` differently (a literal, a
+    # dollar quote or a comment may start inside them): refuse rather than guess.
+    if i < n and (text[i] in "'\"$" or (text[i] in "+-" and text[i - 1] in "eE")):
+        return f"glues a number to {text[i]!r} at character {i + 1}; put a space between"
+    return i
 
 
 def _describe(opening: str) -> str:

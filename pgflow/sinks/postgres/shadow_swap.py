@@ -20,6 +20,7 @@ from psycopg import sql
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import exchange, keys
 from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 def shadow_swap(ctx: ApplyContext) -> int:
@@ -79,6 +80,13 @@ def shadow_swap(ctx: ApplyContext) -> int:
             f"(or upsert) for this table, or remove the blocker.",
             refused.reasons,
         ) from None
+
+
+class ShadowSwap(StagedStrategy):
+    key = "incremental_merge/shadow_swap"
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(shadow_swap(ctx))
 
 
 def _index_staged_keys_if_all_nullable(ctx: ApplyContext) -> None:

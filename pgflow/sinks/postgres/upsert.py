@@ -17,11 +17,14 @@ other target a missing one is a clear error before anything is written.
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.sinks.postgres import keys
 from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
 class UpsertNeedsUniqueIndex(keys.UniqueKeyMismatch):
@@ -41,6 +44,7 @@ def upsert(ctx: ApplyContext) -> int:
         )
     # An identity key column is an integer: a conflict means the identical value, skip it.
     updated = [c for c in ctx.columns if c not in always]
+    action: sql.Composable
     if updated:
         action = sql.SQL("UPDATE SET {} WHERE ROW({})::record *<> ROW({})::record").format(
             sql.SQL(", ").join(
@@ -64,6 +68,14 @@ def upsert(ctx: ApplyContext) -> int:
         action,
     )
     return ctx.log.execute(query).rowcount
+
+
+class Upsert(StagedStrategy):
+    key = "incremental_merge/upsert"
+    in_place = True
+
+    def apply(self, ctx: ApplyContext) -> Applied:
+        return Applied(upsert(ctx))
 
 
 def _check_arbiter_index(ctx: ApplyContext) -> None:
@@ -105,7 +117,7 @@ def _check_arbiter_index(ctx: ApplyContext) -> None:
     )
 
 
-def _unsuitable(index: dict, nullable: list[str]) -> str | None:
+def _unsuitable(index: dict[str, Any], nullable: list[str]) -> str | None:
     if not index["valid"]:
         return "is not valid (a failed CREATE INDEX CONCURRENTLY?)"
     if not index["total"]:
@@ -120,8 +132,8 @@ def _unsuitable(index: dict, nullable: list[str]) -> str | None:
     return None
 
 
-def _inferred(index: dict) -> bool:
-    return index["valid"] and index["total"] and index["plain"]
+def _inferred(index: dict[str, Any]) -> bool:
+    return bool(index["valid"] and index["total"] and index["plain"])
 
 
 def _nullable(ctx: ApplyContext, key: str) -> bool:

@@ -2,7 +2,7 @@
 
 What runs: the IO manager, as a Dagster step runs it, minus Dagster's executor. A child process
 loads the spec from YAML (`load_project`), builds the IO manager the code location uses
-(`IO_MANAGERS[mode]`, or `DeltaSinkIOManager`, with `PostgresConnections` and `DeltaStorage`)
+(`PostgresSinkIOManager(mode=...)`, or `DeltaSinkIOManager`, with `PostgresConnections` and `DeltaStorage`)
 and calls `handle_output(<an OutputContext built by build_output_context>, PipelineRead(spec))`,
 which dispatches to `load_table`, `replicate`, `sync_delta` or `load_delta` as in a
 materialization. Not run: Dagster's step machinery around it (retries, events, checks).

@@ -24,9 +24,9 @@ import psycopg
 from deltalake.table import TableMerger
 from psycopg import sql
 
+import pgflow.flows.delta_load as delta_load
 import pgflow.sinks.delta.context as delta_context
-import pgflow.sinks.delta.load as delta_load
-from pgflow.bindings.io_managers import IO_MANAGERS, DeltaSinkIOManager, PipelineRead
+from pgflow.bindings.io_managers import DeltaSinkIOManager, PipelineRead, PostgresSinkIOManager
 from pgflow.config.loader import load_project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -203,7 +203,9 @@ def _handle_output(job: ChildJob) -> None:
     if spec.sink.type == "delta":
         manager: Any = DeltaSinkIOManager(connections=connections, delta=delta)
     else:
-        manager = IO_MANAGERS[spec.sink.strategy.mode](connections=connections, delta=delta)
+        manager = PostgresSinkIOManager(
+            connections=connections, delta=delta, mode=spec.sink.strategy.mode
+        )
     manager.handle_output(_OUTPUT_CONTEXT, PipelineRead(spec))
 
 

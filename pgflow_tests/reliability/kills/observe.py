@@ -13,7 +13,7 @@ import psycopg
 from deltalake import DeltaTable
 from psycopg import sql
 
-import pgflow.sinks.delta.load as delta_load
+import pgflow.flows.delta_load as delta_load
 from pgflow.config.model import TableName
 from pgflow.sinks.delta.state import read_state
 from pgflow_tests.reliability.kills.scenarios import PIPELINE, TARGET

@@ -11,7 +11,7 @@ import psycopg
 from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.delta import DeltaLoadResult, load_delta
+from pgflow.flows.delta_load import DeltaLoadResult, load_delta
 from pgflow.sources.base import Position
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch

@@ -10,9 +10,9 @@ from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.delta import scan_delta_table
-from pgflow.sinks.delta.load import SchemaChanged
 from pgflow.sinks.delta.partition_replace import PartitionMismatch
 from pgflow.sinks.delta.predicates import RowsOutsidePredicate
+from pgflow.sinks.delta.table import SchemaChanged
 from pgflow.sinks.postgres.apply import PartitionSlice
 from pgflow.sinks.postgres.keys import DuplicateKeys
 from pgflow.sinks.postgres.replace import InvalidPredicate

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch, table_text
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.cdc.model import CdcSettings, CdcTarget
 from pgflow.flows.cdc.run import replicate
-from pgflow.sinks.postgres.load import LoadResult, load_table
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sources import snapshot_slices
 from pgflow.sources.column_cursor import ColumnCursorSource

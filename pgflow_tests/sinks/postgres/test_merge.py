@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.keys import DuplicateKeys
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.staging import STAGING_SCHEMA
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.sinks.postgres.conftest import execute, fetch, run_load, table_text

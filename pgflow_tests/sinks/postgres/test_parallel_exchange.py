@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres import parallel_exchange, staging
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import snapshot_slices

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.apply import PartitionSlice
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.partition_bounds import bound_datums
 from pgflow.sinks.postgres.partition_replace import (
     NativePartitionRefused,

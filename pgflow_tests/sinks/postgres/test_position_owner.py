@@ -11,8 +11,8 @@ import pytest
 
 from pgflow.bindings.metadata import position_metadata
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres import position_owner
-from pgflow.sinks.postgres.load import LoadResult, load_table
 from pgflow.sinks.postgres.state import read_stored
 from pgflow_tests.flows.cdc.conftest import ORDERS as CDC_ORDERS
 from pgflow_tests.flows.cdc.conftest import run as cdc_run

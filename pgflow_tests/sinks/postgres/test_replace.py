@@ -13,7 +13,7 @@ from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.sinks.postgres import replace as replace_module
-from pgflow.sinks.postgres.replace import InvalidPredicate, deleted_rows, shape_problem
+from pgflow.sinks.postgres.replace import InvalidPredicate, shape_problem
 from pgflow_tests.sinks.postgres.conftest import execute, fetch, run_load
 from pgflow_tests.sinks.postgres.test_merge import reference, staging_tables, target_text
 
@@ -78,7 +78,7 @@ def test_deletes_the_predicates_rows_then_inserts_the_staged_rows(orders, loaded
 
     assert target_text(sink, TARGET) == expected
     assert result.rows == 24  # 20 February rows left in the source + 5 new - 1 deleted
-    assert deleted_rows(result.statements) == february_before == 20
+    assert result.strategy_metadata["rows_deleted"] == february_before == 20
     # January and the undated row (predicate NULL) stay; id 40, gone from the source, is gone.
     assert fetch(sink, "SELECT count(*) FROM landing.orders WHERE order_date < '2024-02-01'") == [
         (30,)
@@ -104,7 +104,7 @@ def test_predicate_with_quotes_comments_and_percent_signs(orders, loaded):
 
     result = run_load(orders, loaded, ORDERS, TARGET, replace(predicate))
 
-    assert deleted_rows(result.statements) == 10  # ids 40-49 ('order 4%', in February)
+    assert result.strategy_metadata["rows_deleted"] == 10  # ids 40-49 ('order 4%', in February)
     assert target_text(loaded, TARGET) == expected
 
 

@@ -18,7 +18,7 @@ STREAMED_MB = 190
 CHILD = """
 import json, re, sys, psycopg
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres.load import load_table
+from pgflow.flows.postgres_load import load_table
 from pgflow.sources.postgres import PostgresTableSource
 source_uri, sink_uri = sys.argv[1:3]
 with psycopg.connect(source_uri) as src, psycopg.connect(sink_uri, autocommit=True) as dst:

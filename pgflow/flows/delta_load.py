@@ -17,22 +17,21 @@ Postgres sink stores), not from the Arrow batches: no rendering of timestamps or
 in Python, and the same value whatever the batches are.
 
 Memory is bounded by one batch (`batch_rows`, `batch_bytes`) plus what delta-rs buffers per
-open file; the source snapshot stays open while the table is written.
+open file; the source snapshot stays open while the table is written. The strategy comes
+from pgflow.sinks.delta.strategies, by the spec's mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from deltalake import DeltaTable, WriterProperties
 from psycopg import sql
 
-from pgflow.config.model import StrategySpec
+from pgflow.config.model import NumericAs, StrategySpec
 from pgflow.sinks.delta.context import (
     DeltaContext,
     DeltaWrite,
@@ -42,9 +41,12 @@ from pgflow.sinks.delta.context import (
 from pgflow.sinks.delta.create import create_table, rebuild
 from pgflow.sinks.delta.first_write import first_write
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
-from pgflow.sinks.delta.numerics import NumericAs, kept_types, plan_numerics
+from pgflow.sinks.delta.numerics import kept_types, plan_numerics
 from pgflow.sinks.delta.retyped import check_list_columns
 from pgflow.sinks.delta.state import DeltaState, commit_properties, read_state
+from pgflow.sinks.delta.strategies import strategy_for
+from pgflow.sinks.delta.strategy import DeltaStrategy
+from pgflow.sinks.delta.table import check_columns, data_files, open_table
 from pgflow.sinks.postgres.apply import PartitionSlice
 from pgflow.sinks.postgres.keys import check_key_columns
 from pgflow.sources.arrow import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, ArrowRead
@@ -56,15 +58,6 @@ from pgflow.sources.base import (
     as_incremental,
 )
 from pgflow.sources.postgres import PostgresTableSource
-
-# mode -> "module:function", one module per strategy, resolved on use.
-STRATEGIES: dict[str, str] = {
-    "full_refresh": "pgflow.sinks.delta.full_refresh:full_refresh",
-    "incremental_append": "pgflow.sinks.delta.append:append",
-    "incremental_merge": "pgflow.sinks.delta.merge:merge",
-    "replace": "pgflow.sinks.delta.replace:replace",
-    "partition_replace": "pgflow.sinks.delta.partition_replace:partition_replace",
-}
 
 
 @dataclass(frozen=True)
@@ -90,10 +83,36 @@ class DeltaLoadResult:
         return self.version_before is None
 
 
-def is_keyed(strategy: StrategySpec) -> bool:
-    return strategy.mode == "incremental_merge" or (
-        strategy.mode == "incremental_append" and strategy.only_new_rows
-    )
+@dataclass(frozen=True)
+class _DeltaLoad:
+    """What one load writes where, and how."""
+
+    path: str
+    storage_options: dict[str, str] | None
+    pipeline: str
+    spec: StrategySpec
+    strategy: DeltaStrategy
+    reset: bool
+    numeric_as: NumericAs
+    writer_properties: WriterProperties
+
+
+@dataclass(frozen=True)
+class _Before:
+    """The table as the load found it, and the pipeline's state stored in it."""
+
+    table: DeltaTable | None
+    version: int | None  # None: this load creates the table
+    files: dict[str, int]
+    state: DeltaState
+
+
+@dataclass(frozen=True)
+class _Written:
+    write: DeltaWrite
+    read: ArrowRead
+    plan: ReadPlan | None
+    position: Position | None
 
 
 def load_delta(
@@ -123,53 +142,28 @@ def load_delta(
         raise TypeError(f"a Delta load reads a Postgres table; got {type(source).__name__}")
     if not pipeline:
         raise ValueError("pipeline: a Delta load needs the pipeline's name to store its position")
-    if strategy.mode not in STRATEGIES:
-        raise ValueError(f"sink strategy {strategy.mode} is not supported for Delta")
-    module, function = STRATEGIES[strategy.mode].split(":")
-    apply = getattr(importlib.import_module(module), function)
-    path = str(path)
+    load = _DeltaLoad(
+        str(path), storage_options, pipeline, strategy, strategy_for(strategy), reset,
+        numeric_as, writer_properties or default_writer_properties(),
+    )  # fmt: skip
     started = time.monotonic()
-    with first_write(path, storage_options):  # a failed first load leaves no folder
-        table = open_table(path, storage_options)
-        version_before = None if table is None else table.version()
-        files_before = data_files(table)
-        state = read_state(table, pipeline)
-        incremental = as_incremental(source)
+    with first_write(load.path, storage_options):  # a failed first load leaves no folder
+        table = open_table(load.path, storage_options)
+        version = None if table is None else table.version()
+        before = _Before(table, version, data_files(table), read_state(table, pipeline))
         read: ArrowRead | None = None
         source.open()
         try:
             if partition_slice is None and (bounds := source.window_bounds()) is not None:
                 partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
-            plan = _incremental_plan(incremental, state, reset)
+            plan = _incremental_plan(as_incremental(source), before.state, reset)
             read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
-            cursor = incremental.cursor_column if incremental is not None else None
-            _prepare_read(read, table, strategy, cursor, path, reset=reset, numeric_as=numeric_as)
-            position = None
-            if incremental is not None:
-                position = incremental.position_after(max_value(source, cursor) if cursor else None)
-            ctx = DeltaContext(
-                path=path,
-                storage_options=storage_options,
-                table=table,
-                read=read,
-                source=source,
-                strategy=strategy,
-                commit=commit_properties(pipeline, state.run + 1, position),
-                pipeline=pipeline,
-                partition_slice=partition_slice,
-                writer_properties=writer_properties or default_writer_properties(),
-            )
-            written = _write(ctx, apply, reset)
-            if not written.committed:  # a merge that changed nothing: commit run and position
-                write(ctx, "append", empty=True)
+            written = _write_read(load, before, read, plan, partition_slice)
         finally:
             if read is not None:
                 read.close()  # a write that failed mid-stream may have left the COPY running
             source.close()
-        return _result(
-            path, storage_options, strategy, written, read, version_before, files_before, started,
-            state.run + 1, plan, state.position, position,
-        )  # fmt: skip
+        return _result(load, before, written, started)
 
 
 def _incremental_plan(
@@ -184,115 +178,87 @@ def _incremental_plan(
     return plan
 
 
-def _prepare_read(
+def _write_read(
+    load: _DeltaLoad,
+    before: _Before,
     read: ArrowRead,
-    table: DeltaTable | None,
-    strategy: StrategySpec,
-    cursor: str | None,
-    path: str,
-    *,
-    reset: bool,
-    numeric_as: NumericAs,
+    plan: ReadPlan | None,
+    partition_slice: PartitionSlice | None,
+) -> _Written:
+    """Prepare the read, compute the new position, and write both in one commit."""
+    source = read.source
+    incremental = as_incremental(source)
+    cursor = incremental.cursor_column if incremental is not None else None
+    _prepare_read(load, read, before.table, cursor)
+    position = None
+    if incremental is not None:
+        position = incremental.position_after(max_value(source, cursor) if cursor else None)
+    ctx = DeltaContext(
+        path=load.path,
+        storage_options=load.storage_options,
+        table=before.table,
+        read=read,
+        source=source,
+        strategy=load.spec,
+        commit=commit_properties(load.pipeline, before.state.run + 1, position),
+        pipeline=load.pipeline,
+        partition_slice=partition_slice,
+        writer_properties=load.writer_properties,
+    )
+    written = _write(ctx, load)
+    if not written.committed:  # a merge that changed nothing: commit run and position
+        write(ctx, "append", empty=True)
+    return _Written(written, read, plan, position)
+
+
+def _prepare_read(
+    load: _DeltaLoad, read: ArrowRead, table: DeltaTable | None, cursor: str | None
 ) -> None:
     """Fix how `read` carries each column, and check its keys, before anything is written."""
-    source = read.source
-    kept = kept_types(table, rewrites=reset or strategy.mode == "full_refresh")
-    plan_numerics(read, kept, numeric_as)
-    check_list_columns(kept, read, path)
-    if is_keyed(strategy):
-        check_key_columns(strategy.unique_key, source.info)
-        if strategy.duplicate_policy == "keep_last":
-            read.select = keep_last_query(read, strategy, cursor)
+    source, spec = read.source, load.spec
+    kept = kept_types(table, rewrites=load.reset or load.strategy.overwrites_table)
+    plan_numerics(read, kept, load.numeric_as)
+    check_list_columns(kept, read, load.path)
+    if spec.keyed:
+        check_key_columns(spec.unique_key, source.info)
+        if spec.duplicate_policy == "keep_last":
+            read.select = keep_last_query(read, spec, cursor)
         else:
-            check_no_duplicates(source, strategy)
+            check_no_duplicates(source, spec)
 
 
-def _write(
-    ctx: DeltaContext, apply: Callable[[DeltaContext], DeltaWrite], reset: bool
-) -> DeltaWrite:
+def _write(ctx: DeltaContext, load: _DeltaLoad) -> DeltaWrite:
     if ctx.table is None:
         return create_table(ctx)
-    if reset:
+    if load.reset:
         return rebuild(ctx)
-    if ctx.strategy.mode != "full_refresh":  # an overwrite takes the read's schema
+    if not load.strategy.overwrites_table:  # an overwrite takes the read's schema
         check_columns(ctx.table, ctx.read, ctx.strategy, ctx.path)
-    return apply(ctx)
+    return load.strategy.apply(ctx)
 
 
 def _result(
-    path: str,
-    storage_options: dict[str, str] | None,
-    strategy: StrategySpec,
-    written: DeltaWrite,
-    read: ArrowRead,
-    version_before: int | None,
-    files_before: dict[str, int],
-    started: float,
-    run: int,
-    plan: ReadPlan | None,
-    position_before: Position | None,
-    position_after: Position | None,
+    load: _DeltaLoad, before: _Before, written: _Written, started: float
 ) -> DeltaLoadResult:
-    table = DeltaTable(path, storage_options=storage_options)
-    added = {f: size for f, size in data_files(table).items() if f not in files_before}
+    table = DeltaTable(load.path, storage_options=load.storage_options)
+    added = {f: size for f, size in data_files(table).items() if f not in before.files}
     return DeltaLoadResult(
-        path=path,
-        strategy=strategy.mode,
-        rows=written.rows,
-        rows_read=read.rows,
-        bytes_read=read.bytes,
+        path=load.path,
+        strategy=load.spec.mode,
+        rows=written.write.rows,
+        rows_read=written.read.rows,
+        bytes_read=written.read.bytes,
         bytes_written=sum(added.values()),
         files_added=tuple(sorted(added)),
-        version_before=version_before,
+        version_before=before.version,
         version_after=table.version(),
         seconds=time.monotonic() - started,
-        run=run,
-        read=plan,
-        position_before=position_before if plan is not None else None,
-        position_after=position_after,
-        metrics=written.metrics,
+        run=before.state.run + 1,
+        read=written.plan,
+        position_before=before.state.position if written.plan is not None else None,
+        position_after=written.position,
+        metrics=written.write.metrics,
     )
-
-
-class SchemaChanged(ValueError):
-    """The source's columns no longer fit the Delta table; nothing was written."""
-
-
-def check_columns(table: DeltaTable, read: ArrowRead, strategy: StrategySpec, path: str) -> None:
-    """Columns the source gained are added unless on_schema_change is fail; none may go.
-
-    Type changes are left to delta-rs, which refuses a batch that does not fit the table.
-    """
-    have = [field.name for field in table.schema().fields]
-    gained = [name for name in read.schema.names() if name not in have]
-    lost = [name for name in have if name not in read.schema]
-    if gained and strategy.on_schema_change == "fail":
-        raise SchemaChanged(
-            f"the source has new column(s) {', '.join(gained)} that the Delta table at {path} "
-            "lacks, and sink.strategy.on_schema_change is fail; nothing was written. Set it to "
-            "add_columns, or run once with reset to rebuild the table"
-        )
-    if lost:
-        raise SchemaChanged(
-            f"the Delta table at {path} has column(s) {', '.join(lost)} that the source no "
-            "longer has; nothing was written. Run once with reset to rebuild the table from "
-            "the source"
-        )
-
-
-def open_table(path: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
-    """The Delta table at `path`, or None when there is none yet."""
-    if not DeltaTable.is_deltatable(path, storage_options):
-        return None
-    return DeltaTable(path, storage_options=storage_options)
-
-
-def data_files(table: DeltaTable | None) -> dict[str, int]:
-    """The table's current data files and their sizes."""
-    if table is None:
-        return {}
-    actions = table.get_add_actions(flatten=False)
-    return dict(zip(actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True))
 
 
 def max_value(source: PostgresTableSource, column: str) -> str | None:

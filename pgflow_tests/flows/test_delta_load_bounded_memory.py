@@ -24,7 +24,7 @@ CHILD = """
 import json, re, sys, psycopg, polars as pl
 from deltalake import write_deltalake
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.delta import load_delta
+from pgflow.flows.delta_load import load_delta
 from pgflow.sources.postgres import PostgresTableSource
 
 def peak_mb():

@@ -16,7 +16,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from pgflow.config.model import StrategySpec
-from pgflow.sinks.delta import load as delta_load
+from pgflow.flows import delta_load
 from pgflow.sinks.delta import stored_position
 from pgflow.sinks.delta.context import ConcurrentDeltaLoad
 from pgflow.sinks.delta.state import app_id, commit_properties
