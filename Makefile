@@ -21,7 +21,7 @@ help:
 	@echo "make test   - the test suite (starts its own throwaway clusters)"
 	@echo "make test-faults - the slow part of the reliability suite (kills at every point of a load)"
 	@echo "make bench  - the benchmark suite (bench/README.md)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and mypy --strict"
 	@echo "make stop   - stop the local Postgres;  make clean - remove it, .venv and .pgflow"
 
 $(BIN)/.installed: pyproject.toml
@@ -69,8 +69,9 @@ test-faults: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
-# mypy --strict over pgflow/ ([tool.mypy] in pyproject.toml); joins `lint` once it passes.
+# mypy --strict over pgflow/ ([tool.mypy] in pyproject.toml); part of lint.
 typecheck: install
 	$(BIN)/mypy
 

@@ -9,14 +9,8 @@ from typing import Protocol
 import dagster as dg
 
 from pgflow.bindings.assets import latest_materialization
-from pgflow.bindings.checks.context import (
-    COUNT_TIMEOUT_SECONDS,
-    ERROR,
-    WARN,
-    CheckRun,
-    result,
-    target_name,
-)
+from pgflow.bindings.checks import context
+from pgflow.bindings.checks.context import result, target_name
 from pgflow.config.model import PipelineSpec
 from pgflow.sinks.postgres import inspect as pg_inspect
 from pgflow.sinks.postgres.inspect import DuplicateKeys, SchemaComparison
@@ -43,7 +37,7 @@ class TargetTable(Protocol):
         ...
 
 
-def target_table(run: CheckRun) -> TargetTable:
+def target_table(run: context.CheckRun) -> TargetTable:
     sink = run.pipeline.sink
     if sink.type == "delta":
         assert sink.path
@@ -52,7 +46,7 @@ def target_table(run: CheckRun) -> TargetTable:
 
 
 class PostgresTarget:
-    def __init__(self, run: CheckRun):
+    def __init__(self, run: context.CheckRun):
         assert run.pipeline.sink.table
         self._run, self._table = run, run.pipeline.sink.table
 
@@ -64,14 +58,16 @@ class PostgresTarget:
 
     def row_count(self) -> int:
         deleted = self._run.pipeline.source.options.deleted_column
-        return pg_inspect.row_count(self._run.target(), self._table, deleted, COUNT_TIMEOUT_SECONDS)
+        return pg_inspect.row_count(
+            self._run.target(), self._table, deleted, context.COUNT_TIMEOUT_SECONDS
+        )
 
     def enforcing_index(self, key: Sequence[str]) -> str | None:
         return pg_inspect.index_enforcing_unique(self._run.target(), self._table, key)
 
     def duplicate_keys(self, key: Sequence[str]) -> DuplicateKeys:
         return pg_inspect.duplicate_keys(
-            self._run.target(), self._table, key, timeout=COUNT_TIMEOUT_SECONDS
+            self._run.target(), self._table, key, timeout=context.COUNT_TIMEOUT_SECONDS
         )
 
     def compare(self, source: TableInfo) -> SchemaComparison:
@@ -93,7 +89,7 @@ class PostgresTarget:
 class DeltaReads:
     """A Delta table, target or source: its reads import deltalake and polars (heavy) on use."""
 
-    def __init__(self, path: str, run: CheckRun):
+    def __init__(self, path: str, run: context.CheckRun):
         self._run, self._path = run, path
 
     def exists(self) -> bool:
@@ -135,7 +131,7 @@ def missing_target(
             pipeline,
             name,
             False,
-            WARN,
+            context.WARN,
             f"{target_name(pipeline)} does not exist yet: nothing to check before the first "
             "load (materialize the asset)",
         )
@@ -143,7 +139,7 @@ def missing_target(
         pipeline,
         name,
         False,
-        ERROR,
+        context.ERROR,
         f"{target_name(pipeline)} does not exist, although the asset was materialized: was it "
         "dropped? Materialize the asset (with run config reset: true) to rebuild it",
     )

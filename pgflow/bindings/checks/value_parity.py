@@ -22,20 +22,14 @@ from typing import Any
 import dagster as dg
 from psycopg import errors
 
+from pgflow.bindings.checks import context
 from pgflow.bindings.checks.comparison import (
     both_sides,
     counts_comparable,
     last_load,
     source_not_found,
 )
-from pgflow.bindings.checks.context import (
-    ERROR,
-    WARN,
-    CheckRun,
-    result,
-    source_name,
-    target_name,
-)
+from pgflow.bindings.checks.context import result, source_name, target_name
 from pgflow.bindings.checks.names import VALUE_PARITY
 from pgflow.config.model import PipelineSpec
 from pgflow.config.naming import quote_name
@@ -61,8 +55,8 @@ def describe(pipeline: PipelineSpec) -> str:
     scope = "every row" if sample >= 1 else f"the rows of {sample:.0%} of the key buckets"
     return (
         f"An order-independent hash of {scope} (each value as text) is equal in the source "
-        "and the target. ERROR when the last load was a consistent snapshot the source still "
-        "matches in count, WARN otherwise (the source may have changed since the load)."
+        "and the target. context.ERROR when the last load was a consistent snapshot the source still "
+        "matches in count, context.WARN otherwise (the source may have changed since the load)."
     )
 
 
@@ -105,7 +99,7 @@ def _same_type(name: str, source: TableInfo, target: TableInfo) -> bool:
 
 
 def check(
-    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
+    pipeline: PipelineSpec, run: context.CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
     loaded = last_load(pipeline, run, instance, VALUE_PARITY)
     if isinstance(loaded, dg.AssetCheckResult):
@@ -121,16 +115,16 @@ def check(
             f"same type ({', '.join(parity.not_compared)}): no value to compare; see the "
             "schema check"
         )
-        return result(pipeline, VALUE_PARITY, False, WARN, text)
+        return result(pipeline, VALUE_PARITY, False, context.WARN, text)
     timeout = pipeline.checks.value_parity.timeout.total_seconds()
     try:
         source, target = _both_hashes(run, parity, timeout)
     except errors.QueryCanceled:
-        return result(pipeline, VALUE_PARITY, False, WARN, _timeout_text(pipeline))
+        return result(pipeline, VALUE_PARITY, False, context.WARN, _timeout_text(pipeline))
     return _outcome(pipeline, run, parity, source, target, loaded.exact_rows)
 
 
-def _describe_both(pipeline: PipelineSpec, run: CheckRun) -> tuple[TableInfo, TableInfo]:
+def _describe_both(pipeline: PipelineSpec, run: context.CheckRun) -> tuple[TableInfo, TableInfo]:
     assert pipeline.source.table and pipeline.sink.table
     tables = []
     for conn, table in ((run.source(), pipeline.source.table), (run.target(), pipeline.sink.table)):
@@ -139,13 +133,15 @@ def _describe_both(pipeline: PipelineSpec, run: CheckRun) -> tuple[TableInfo, Ta
     return tables[0], tables[1]
 
 
-def _encodings_differ(run: CheckRun) -> bool:
+def _encodings_differ(run: context.CheckRun) -> bool:
     """Databases of different encodings store the same text as different bytes."""
     found = {c.execute("SHOW server_encoding").fetchone() for c in (run.source(), run.target())}
     return len(found) > 1
 
 
-def _both_hashes(run: CheckRun, parity: Plan, timeout: float) -> tuple[TableHash, TableHash]:
+def _both_hashes(
+    run: context.CheckRun, parity: Plan, timeout: float
+) -> tuple[TableHash, TableHash]:
     return both_sides(
         run,
         lambda: table_hash(run.source(), parity.source, timeout),
@@ -165,7 +161,7 @@ def differing_buckets(source: TableHash, target: TableHash) -> list[int]:
 
 def _outcome(
     pipeline: PipelineSpec,
-    run: CheckRun,
+    run: context.CheckRun,
     parity: Plan,
     source: TableHash,
     target: TableHash,
@@ -193,7 +189,7 @@ def _outcome(
             f"{target_name(pipeline)} equals {source_name(pipeline)} in {scope} "
             f"({source.rows:,} rows, {columns}){skipped}"
         )
-        return result(pipeline, VALUE_PARITY, True, ERROR, text, metadata)
+        return result(pipeline, VALUE_PARITY, True, context.ERROR, text, metadata)
     conclusive = exact is not None and source.rows == exact
     text = (
         f"{target_name(pipeline)} differs from {source_name(pipeline)} in {len(differ)} of "
@@ -201,10 +197,12 @@ def _outcome(
         f"{source.rows:,} source rows){_examples_text(examples)}{skipped}. "
         + (_conclusive_text(exact) if conclusive else _inconclusive_text(exact, source.rows))
     )
-    return result(pipeline, VALUE_PARITY, False, ERROR if conclusive else WARN, text, metadata)
+    return result(
+        pipeline, VALUE_PARITY, False, context.ERROR if conclusive else context.WARN, text, metadata
+    )
 
 
-def _examples(run: CheckRun, parity: Plan, differ: list[int]) -> list[dict[str, str]]:
+def _examples(run: context.CheckRun, parity: Plan, differ: list[int]) -> list[dict[str, str]]:
     """A few keys whose rows differ, from small differing buckets (keyed pipelines only)."""
     if not parity.source.key:
         return []

@@ -45,13 +45,15 @@ class CdcTarget:
 
 @dataclass
 class BatchResult:
-    transactions: int = 0
-    upserts: int = 0
-    deletes: int = 0
-    truncates: int = 0
-    rows_applied: int = 0
-    rows_deleted: int = 0
-    end_lsn: int | None = None
+    """One applied batch: the changes it held, and what they did to the target."""
+
+    transactions: int = 0  # source transactions whose changes the batch held
+    upserts: int = 0  # insert and update messages, before the last change per key wins
+    deletes: int = 0  # delete messages
+    truncates: int = 0  # TRUNCATE messages, each applied where it stood in the stream
+    rows_applied: int = 0  # target rows written (inserted or updated)
+    rows_deleted: int = 0  # target rows deleted (or soft-deleted)
+    end_lsn: int | None = None  # stored with the batch, in its transaction
     statements: list[str] = field(default_factory=list)
 
     @property

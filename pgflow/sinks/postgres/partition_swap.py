@@ -20,23 +20,16 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgflow.config.model import TableName
+from pgflow.sinks.postgres import table_properties
 from pgflow.sinks.postgres.apply import ApplyContext
 from pgflow.sinks.postgres.ddl import with_suffix
 from pgflow.sinks.postgres.exchange import SWAP_LOCK_TIMEOUT
 from pgflow.sinks.postgres.partition_bounds import Blocker, Partition
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow.sinks.postgres.table_properties import (
-    TableProperties,
-    build_indexes,
-    grants_of,
-    indexes_of,
-    restore_properties,
-    restore_replica_identity,
-)
 
 
 @dataclass(frozen=True)
-class SwapPlan(TableProperties):
+class SwapPlan(table_properties.TableProperties):
     """What the old partition carries that LIKE does not copy.
 
     Its `triggers`, like its `foreign_keys`, are the partition-local ones only: ATTACH clones
@@ -177,8 +170,8 @@ def _plan_swap(conn: psycopg.Connection, partition: Partition) -> SwapPlan:
             reloptions=list(table["reloptions"] or []),
             tablespace=table["tablespace"],
             replica_identity=table["relreplident"],
-            grants=grants_of(conn, partition.oid),
-            indexes=indexes_of(conn, partition.oid),
+            grants=table_properties.grants_of(conn, partition.oid),
+            indexes=table_properties.indexes_of(conn, partition.oid),
             foreign_keys=[
                 (r["conname"], r["def"])
                 for r in cur.execute(_LOCAL_FKS_SQL, {"oid": partition.oid})
@@ -190,12 +183,14 @@ def _plan_swap(conn: psycopg.Connection, partition: Partition) -> SwapPlan:
 def _build_indexes(log: SqlLog, new: TableName, plan: SwapPlan, prefix: str) -> None:
     # ATTACH then adopts them as the partitions of the parent's indexes (and constraints)
     # instead of building its own.
-    build_indexes(log, new, plan.indexes, plan.foreign_keys, lambda i: f"{prefix}_{i}")
+    table_properties.build_indexes(
+        log, new, plan.indexes, plan.foreign_keys, lambda i: f"{prefix}_{i}"
+    )
 
 
 def _restore_properties(log: SqlLog, table: TableName, plan: SwapPlan) -> None:
-    restore_properties(log, table, plan)
-    restore_replica_identity(log, table, plan)
+    table_properties.restore_properties(log, table, plan)
+    table_properties.restore_replica_identity(log, table, plan)
 
 
 def _index_prefix(tag: str, partition_index: int) -> str:
