@@ -14,7 +14,7 @@ from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
 from pgflow.connections.errors import is_transient
 from pgflow_tests.bindings.conftest import DagsterSetup
-from pgflow_tests.bindings.test_cli_materialize import rows
+from pgflow_tests.bindings.test_definitions_cli import rows
 
 ITEMS = dg.AssetKey(["landing", "items"])
 

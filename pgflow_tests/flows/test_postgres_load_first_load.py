@@ -17,7 +17,7 @@ from pgflow.sources.base import TableSource
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow_tests.pg import execute, fetch, table_text
 from pgflow_tests.sinks.postgres.conftest import run_load
-from pgflow_tests.sinks.postgres.test_copy_freeze import frozen_pages
+from pgflow_tests.sinks.postgres.test_staging_freeze import frozen_pages
 from pgflow_tests.sources.conftest import SOURCE, TARGET, incremental_load, stored_position
 
 ROWS = 3000

@@ -28,7 +28,7 @@ import pytest
 
 from pgflow.localdb.cluster import ClusterInfo
 from pgflow_tests.bindings.conftest import REPO, DagsterSetup, empty_dagster_setup
-from pgflow_tests.bindings.test_cli_materialize import DAGSTER, instance
+from pgflow_tests.bindings.test_definitions_cli import DAGSTER, instance
 from pgflow_tests.pg import drop_slots, slot_name_for
 from pgflow_tests.reliability.faults_support import (
     SAME,

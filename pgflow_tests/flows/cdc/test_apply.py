@@ -35,7 +35,7 @@ def test_other_merge_policies(
     )
     run(source_uri, sink_uri, slot, strategy)
     assert same(source_uri, sink_uri)
-    # Room for in-place updates only where the target is upserted (test_fillfactor.py).
+    # Room for in-place updates only where the target is upserted (test_ddl_fillfactor.py).
     options = fetch(
         sink_uri, "SELECT reloptions FROM pg_class WHERE oid = 'landing.orders'::regclass"
     )

@@ -17,8 +17,8 @@ from pgflow.sinks.postgres.state import read_stored
 from pgflow_tests.flows.cdc.conftest import ORDERS as CDC_ORDERS
 from pgflow_tests.flows.cdc.conftest import run as cdc_run
 from pgflow_tests.flows.cdc.conftest import same as cdc_same
+from pgflow_tests.flows.test_postgres_load_incremental import CHANGES, KEYED, ORDERS, SOURCES
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for, table_text
-from pgflow_tests.sinks.postgres.test_incremental_state import CHANGES, KEYED, ORDERS, SOURCES
 
 # Hostile: spaces, capitals, a quote and unicode in both parts of the target's name.
 TARGET = TableName("Länd Ing", 'Ord"ers Tbl')

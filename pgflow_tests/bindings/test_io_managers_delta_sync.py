@@ -9,8 +9,8 @@ import polars as pl
 from deltalake import write_deltalake
 
 from pgflow_tests.bindings.conftest import DagsterSetup
-from pgflow_tests.bindings.test_cli_materialize import materialize, rows
-from pgflow_tests.bindings.test_incremental_materialize import metadata_of
+from pgflow_tests.bindings.test_definitions_cli import materialize, rows
+from pgflow_tests.bindings.test_io_managers_incremental import metadata_of
 
 SPEC = """
 source:

@@ -11,7 +11,7 @@ import pytest
 from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import DagsterSetup
-from pgflow_tests.bindings.test_cli_materialize import instance, materialize, rows
+from pgflow_tests.bindings.test_definitions_cli import instance, materialize, rows
 from pgflow_tests.pg import execute
 
 DAILY = """

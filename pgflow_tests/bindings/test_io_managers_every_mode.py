@@ -12,7 +12,7 @@ import psycopg
 import yaml
 
 from pgflow_tests.bindings.conftest import DagsterSetup
-from pgflow_tests.bindings.test_cli_materialize import instance, materialize, rows
+from pgflow_tests.bindings.test_definitions_cli import instance, materialize, rows
 
 MODES: dict[str, dict] = {
     "truncate_insert": {"mode": "full_refresh"},

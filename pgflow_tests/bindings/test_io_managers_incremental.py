@@ -8,7 +8,7 @@ import json
 import dagster as dg
 
 from pgflow_tests.bindings.conftest import DagsterSetup, items_table
-from pgflow_tests.bindings.test_cli_materialize import instance, materialize, rows
+from pgflow_tests.bindings.test_definitions_cli import instance, materialize, rows
 from pgflow_tests.pg import execute
 
 SPEC = """

@@ -10,8 +10,8 @@ import pytest
 
 from pgflow.sources import cdc
 from pgflow_tests.bindings.conftest import DagsterSetup, items_table
-from pgflow_tests.bindings.test_cli_materialize import materialize, rows
-from pgflow_tests.bindings.test_incremental_materialize import metadata_of
+from pgflow_tests.bindings.test_definitions_cli import materialize, rows
+from pgflow_tests.bindings.test_io_managers_incremental import metadata_of
 from pgflow_tests.pg import drop_slots, execute, slot_name_for
 
 SPEC = """
