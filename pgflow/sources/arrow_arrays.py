@@ -25,7 +25,7 @@ import re
 
 import polars as pl
 
-from pgflow.sources import arrow_types
+from pgflow.sources import arrow_types, pg_oids
 from pgflow.sources.arrow_types import Finish, exact_decimal
 from pgflow.sources.catalog import Column
 
@@ -49,16 +49,16 @@ def array_list(column: Column) -> tuple[pl.List, pl.Expr]:
     elif oid in arrow_types.NUMBERS:
         element = arrow_types.NUMBERS[oid]
         typed = pl.element().cast(element, strict=True)
-    elif oid == arrow_types.BOOL:
+    elif oid == pg_oids.BOOL:
         element, typed = pl.Boolean(), pl.element() == "true"  # boolean::text
-    elif oid == arrow_types.NUMERIC and (match := _NUMERIC_TYPMOD.match(column.base_type_sql)):
+    elif oid == pg_oids.NUMERIC and (match := _NUMERIC_TYPMOD.match(column.base_type_sql)):
         if (decimal := exact_decimal(int(match[1]), int(match[2]))) is not None:
             element = decimal
             typed = pl.element().cast(element, strict=True)
-    elif oid == arrow_types.DATE:
+    elif oid == pg_oids.DATE:
         element, typed = pl.Date(), pl.element().str.to_date("%Y-%m-%d", strict=True)
     elif oid in arrow_types.TIMESTAMPS:
-        zoned = oid == arrow_types.TIMESTAMPTZ
+        zoned = oid == pg_oids.TIMESTAMPTZ
         element = pl.Datetime("us", "UTC" if zoned else None)
         layout = _NAIVE + "%#z" if zoned else _NAIVE
         typed = pl.element().str.to_datetime(layout, time_unit="us", strict=True)

@@ -43,18 +43,9 @@ from psycopg import sql
 
 from pgflow.sources import arrow_arrays, arrow_dates
 from pgflow.sources.arrow_errors import ArrowReadError
-from pgflow.sources.arrow_types import (
-    BOOL,
-    BYTEA,
-    DATE,
-    NUMBERS,
-    NUMERIC,
-    TIMESTAMPS,
-    TIMESTAMPTZ,
-    Finish,
-    exact_decimal,
-)
+from pgflow.sources.arrow_types import NUMBERS, TIMESTAMPS, Finish, exact_decimal
 from pgflow.sources.catalog import Column, TableInfo
+from pgflow.sources.pg_oids import BOOL, BYTEA, DATE, NUMERIC, TIMESTAMPTZ
 from pgflow.sources.pg_types import PG_TYPE_KEY, recorded_type
 
 UNCONSTRAINED_NUMERIC = (38, 9)

@@ -9,6 +9,8 @@ from typing import TypeAlias
 
 import polars as pl
 
+from pgflow.sources.pg_oids import TIMESTAMP, TIMESTAMPTZ
+
 MAX_DECIMAL_PRECISION = 38
 INTEGERS: dict[int, pl.DataType] = {
     21: pl.Int16(),
@@ -19,7 +21,6 @@ INTEGERS: dict[int, pl.DataType] = {
 FLOATS: dict[int, pl.DataType] = {700: pl.Float32(), 701: pl.Float64()}
 # Numbers whose Postgres text polars parses as the type itself.
 NUMBERS: dict[int, pl.DataType] = INTEGERS | FLOATS
-BOOL, BYTEA, NUMERIC, DATE, TIMESTAMP, TIMESTAMPTZ = 16, 17, 1700, 1082, 1114, 1184
 TIMESTAMPS = (TIMESTAMP, TIMESTAMPTZ)
 
 # Turns the type a value was parsed as into its Arrow type (a polars expression on it).

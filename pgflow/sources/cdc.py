@@ -20,13 +20,13 @@ import psycopg
 from psycopg import pq, sql
 
 from pgflow.config.model import TableName
+from pgflow.sources import pg_oids
 from pgflow.sources.base import Position, ReadPlan
 from pgflow.sources.catalog import Column, TableInfo
 from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
 from pgflow.sources.postgres import PostgresTableSource, set_portable_text_format
 
 LSN_TYPE = "pg_lsn"
-TIMESTAMPTZ_OID = 1184
 PLUGIN = "pgoutput"
 FETCH_ROWS = 5000  # rows per round trip of the change cursor
 ConnectSource = Callable[..., AbstractContextManager[psycopg.Connection]]
@@ -292,11 +292,11 @@ def with_timestamptz_column(info: TableInfo, name: str) -> TableInfo:
     column = Column(
         name=name,
         type_sql="timestamp with time zone",
-        type_oid=TIMESTAMPTZ_OID,
+        type_oid=pg_oids.TIMESTAMPTZ,
         kind="b",
         not_null=False,
         base_type_sql="timestamp with time zone",
-        base_type_oid=TIMESTAMPTZ_OID,
+        base_type_oid=pg_oids.TIMESTAMPTZ,
         element_oid=0,
         element_kind="",
         element_type_sql="",

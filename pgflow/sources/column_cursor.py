@@ -16,11 +16,16 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import TableName
+from pgflow.sources import pg_oids
 from pgflow.sources.base import Position, ReadPlan, SourceConfigError, full_read_reason
 from pgflow.sources.catalog import Column
 from pgflow.sources.postgres import PostgresTableSource
 
-TEMPORAL_TYPES = {1082: "date", 1114: "timestamp", 1184: "timestamptz"}
+TEMPORAL_TYPES = {
+    pg_oids.DATE: "date",
+    pg_oids.TIMESTAMP: "timestamp",
+    pg_oids.TIMESTAMPTZ: "timestamptz",
+}
 NUMERIC_TYPES = {21: "smallint", 23: "integer", 20: "bigint", 1700: "numeric"}
 INTEGER_TYPES = {21, 23, 20}
 NullCursorPolicy = Literal["exclude", "include", "fail"]

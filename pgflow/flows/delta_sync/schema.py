@@ -23,11 +23,10 @@ from pgflow.sinks.postgres.delta_types import (
     table_info,
 )
 from pgflow.sinks.postgres.sql_log import SqlLog
-from pgflow.sources import delta
+from pgflow.sources import delta, pg_oids
 from pgflow.sources.catalog import Column, TableInfo, describe_table
 
 MAX_IDENTIFIER_BYTES = 63
-TIMESTAMPTZ_OID = 1184
 
 
 def check_columns(snapshot: delta.DeltaSnapshot, key: Sequence[str]) -> None:
@@ -68,7 +67,7 @@ def target_info(
     columns = [
         *delta_columns(snapshot, key),
         plain_column(HDIFF, TEXT.sql, TEXT.oid, True),
-        plain_column(SYNC_LDTS, "timestamp with time zone", TIMESTAMPTZ_OID, True),
+        plain_column(SYNC_LDTS, "timestamp with time zone", pg_oids.TIMESTAMPTZ, True),
     ]
     return table_info(target, columns, key)
 
