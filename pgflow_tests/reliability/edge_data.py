@@ -1,5 +1,6 @@
 """Source data edge cases, stated once: column types, one row per case, the changes made
-after a first load, and how to run and compare loads of every source kind.
+after a first load, and the SQL that builds and changes the tables. How to run loads of
+every source kind: edge_runs.py; how to compare them: edge_compare.py.
 
 `EDGE_COLUMNS` lists every column with its type; `CASES` gives each case row's values as SQL
 literals (a missing column is NULL). Two tables are built from them: `edge` (every column,
@@ -13,24 +14,9 @@ databases' own TimeZone set to a third zone: values must not shift.
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
-
 import psycopg
 from psycopg import sql
 
-from pgflow.config.model import StrategySpec, TableName
-from pgflow.flows.cdc.model import CdcResult, CdcSettings, CdcTarget
-from pgflow.flows.cdc.run import replicate
-from pgflow.flows.postgres_load import LoadResult, load_table
-from pgflow.sources.column_cursor import ColumnCursorSource
-from pgflow.sources.postgres import PostgresTableSource
-from pgflow.sources.xmin import XminSource
 from pgflow_tests.pg import execute
 
 # The loader's sessions: zones with odd offsets and DST, apart from the databases' default.
@@ -339,164 +325,3 @@ def change_sql(
     if deletes:
         statements.append(f"DELETE FROM public.{table} WHERE id IN (5, 105);")
     return "\n".join(statements)
-
-
-def rows_text(uri: str, query: str) -> list[tuple]:
-    """`query`'s rows in fixed settings (UTC, ISO, exact floats, hex bytea)."""
-    with psycopg.connect(
-        uri,
-        options="-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=3"
-        " -c IntervalStyle=postgres -c bytea_output=hex",
-    ) as conn:
-        return conn.execute(query).fetchall()
-
-
-def table_rows(uri: str, table: str, order_by: str = "1") -> list[str]:
-    return [r[0] for r in rows_text(uri, f"SELECT t::text FROM {table} t ORDER BY {order_by}")]
-
-
-def assert_same_rows(source_uri: str, source: str, sink_uri: str, target: str) -> int:
-    """Source and target hold the same rows, compared row by row; returns the row count."""
-    want = table_rows(source_uri, source)
-    have = table_rows(sink_uri, target)
-    if want != have:
-        raise AssertionError(
-            f"{target} differs from {source} ({len(want)} vs {len(have)} rows): "
-            + "; ".join(column_differences(source_uri, source, sink_uri, target)[:8])
-        )
-    return len(want)
-
-
-def column_differences(source_uri: str, source: str, sink_uri: str, target: str) -> list[str]:
-    """Each (id, column) whose text differs, with both values (cut to 120 characters)."""
-
-    def cells(uri: str, table: str) -> dict[tuple, str | None]:
-        names = [
-            r[0]
-            for r in rows_text(
-                uri,
-                "SELECT attname FROM pg_attribute WHERE attrelid = "
-                f"'{table}'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            )
-        ]
-        listed = ", ".join(f'"{n}"::text' for n in names)
-        found = {}
-        for row in rows_text(uri, f"SELECT {listed} FROM {table} ORDER BY 1"):
-            for name, value in zip(names, row, strict=True):
-                found[(row[0], name)] = value
-        return found
-
-    want, have = cells(source_uri, source), cells(sink_uri, target)
-    found = []
-    for key in sorted(set(want) | set(have), key=str):
-        if want.get(key, "<missing>") != have.get(key, "<missing>"):
-            w, h = str(want.get(key, "<missing>")), str(have.get(key, "<missing>"))
-            found.append(f"id {key[0]} column {key[1]}: source {w[:120]!r}, target {h[:120]!r}")
-    return found or ["the row texts differ, the JSON forms do not"]
-
-
-# -- running loads ------------------------------------------------------------------------
-
-
-@contextmanager
-def session(uri: str, time_zone: str, **kwargs: Any) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(uri, options=f"-c TimeZone={time_zone}", **kwargs) as conn:
-        yield conn
-
-
-def load(
-    source_uri: str,
-    sink_uri: str,
-    table: TableName,
-    target: TableName,
-    strategy: StrategySpec,
-    make_source: Callable[[psycopg.Connection, TableName], PostgresTableSource] = (
-        PostgresTableSource
-    ),
-    pipeline: str = "edge",
-) -> LoadResult:
-    """One load, the loader's sessions in time zones other than the servers'."""
-    with (
-        session(source_uri, SOURCE_SESSION_TZ) as src,
-        session(sink_uri, SINK_SESSION_TZ, autocommit=True) as dst,
-    ):
-        return load_table(dst, make_source(src, table), target, strategy, pipeline=pipeline)
-
-
-def cursor_source(column: str, **options: Any) -> Callable[..., PostgresTableSource]:
-    return lambda conn, table: ColumnCursorSource(conn, table, column, **options)
-
-
-def xmin_source(conn: psycopg.Connection, table: TableName) -> PostgresTableSource:
-    return XminSource(conn, table)
-
-
-def cdc_run(
-    source_uri: str,
-    sink_uri: str,
-    slot: str,
-    table: TableName,
-    target: TableName,
-    strategy: StrategySpec,
-    **options: Any,
-) -> CdcResult:
-    @contextmanager
-    def connect(**kwargs: Any) -> Iterator[psycopg.Connection]:
-        with session(source_uri, SOURCE_SESSION_TZ, **kwargs) as conn:
-            yield conn
-
-    @contextmanager
-    def connect_sink(**kwargs: Any) -> Iterator[psycopg.Connection]:
-        with session(sink_uri, SINK_SESSION_TZ, **kwargs) as conn:
-            yield conn
-
-    target_options = {k: options.pop(k) for k in ("deleted_column", "on_truncate") if k in options}
-    settings = CdcSettings(slot=slot, publication=slot, **options)
-    with session(sink_uri, SINK_SESSION_TZ, autocommit=True) as sink:
-        return replicate(
-            connect,
-            connect_sink,
-            sink,
-            table,
-            CdcTarget(target, strategy, **target_options),
-            settings,
-            "edge",
-        )
-
-
-# -- figures ------------------------------------------------------------------------------
-
-
-@dataclass
-class Figures:
-    """What one test proved: cases x paths, loads run, rows compared."""
-
-    name: str
-    cases: int = 0
-    paths: list[str] = field(default_factory=list)
-    loads: int = 0
-    rows_compared: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def line(self) -> str:
-        return (
-            f"EDGE CASES [{self.name}]: {self.cases} cases x {len(self.paths)} paths"
-            f" ({', '.join(self.paths)}) = {self.loads} loads, {self.rows_compared} rows"
-            " compared, all equal"
-        )
-
-    def report(self) -> None:
-        print(self.line())
-        path = os.environ.get("PGFLOW_RELIABILITY_FIGURES")
-        if path:
-            record = {
-                "suite": "data_edge_cases",
-                "test": self.name,
-                "cases": self.cases,
-                "paths": self.paths,
-                "loads": self.loads,
-                "rows_compared": self.rows_compared,
-                "seconds": round(time.monotonic() - self.started, 2),
-            }
-            with open(path, "a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")

@@ -26,7 +26,9 @@ from pgflow.sources.arrow_errors import ArrowReadError
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch
+from pgflow_tests.reliability import edge_compare as ec
 from pgflow_tests.reliability import edge_data as ed
+from pgflow_tests.reliability import edge_runs as er
 
 SETTINGS = SyncSettings(
     postgres_batch_size=7,
@@ -70,7 +72,7 @@ def delta_load(
     source_uri: str, path: Path, strategy: StrategySpec, table: str = "edge_delta", **kwargs
 ):
     make = kwargs.pop("make_source", PostgresTableSource)
-    with ed.session(source_uri, ed.SOURCE_SESSION_TZ) as conn:
+    with er.session(source_uri, ed.SOURCE_SESSION_TZ) as conn:
         return load_delta(
             make(conn, TableName("public", table)), str(path), strategy, pipeline=table, **kwargs
         )
@@ -112,8 +114,8 @@ def assert_round_trip(source_uri: str, sink_uri: str) -> int:
         "format('%s', " + ("trim_scale({})" if n == "n" else "{}").format(f'"{n}"') + ")"
         for n in names
     )
-    want = ed.rows_text(source_uri, f"SELECT {want_sql} FROM public.edge_delta t ORDER BY t.id")
-    have = ed.rows_text(sink_uri, f"SELECT {have_sql} FROM gold.edge_delta t ORDER BY t.id")
+    want = ec.rows_text(source_uri, f"SELECT {want_sql} FROM public.edge_delta t ORDER BY t.id")
+    have = ec.rows_text(sink_uri, f"SELECT {have_sql} FROM gold.edge_delta t ORDER BY t.id")
     differences = [
         f"id {w[0]} column {name}: source {a!r:.120}, target {b!r:.120}"
         for w, h in zip(want, have, strict=False)
@@ -148,7 +150,7 @@ def assert_target_types(sink_uri: str) -> None:
 def test_every_case_round_trips_through_delta(
     source_uri: str, sink_uri: str, tmp_path: Path
 ) -> None:
-    figures = ed.Figures("delta round trip", cases=len(ed.CASES))
+    figures = er.Figures("delta round trip", cases=len(ed.CASES))
     ed.set_database_time_zone(source_uri, sink_uri)
     ed.build_source(source_uri)
     execute(source_uri, delta_table_sql())

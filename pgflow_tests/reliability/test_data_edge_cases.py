@@ -18,7 +18,9 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.cdc.model import CdcApplyError
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
+from pgflow_tests.reliability import edge_compare as ec
 from pgflow_tests.reliability import edge_data as ed
+from pgflow_tests.reliability import edge_runs as er
 
 MERGE = StrategySpec(mode="incremental_merge", unique_key=("id",))
 UPSERT = StrategySpec(mode="incremental_merge", unique_key=("id",), merge_policy="upsert")
@@ -36,9 +38,9 @@ class Path:
 
     def make_source(self) -> Callable[..., PostgresTableSource]:
         if self.source == "column":
-            return ed.cursor_source("updated_at", on_null_cursor="include")
+            return er.cursor_source("updated_at", on_null_cursor="include")
         if self.source == "xmin":
-            return ed.xmin_source
+            return er.xmin_source
         return PostgresTableSource
 
 
@@ -65,9 +67,9 @@ def slot(source_uri: str) -> Iterator[str]:
 def run_path(path: Path, source_uri: str, sink_uri: str, slot: str, table: str) -> None:
     source, target = TableName("public", table), TableName("landing", table)
     if path.source == "cdc":
-        ed.cdc_run(source_uri, sink_uri, slot, source, target, path.strategy)
+        er.cdc_run(source_uri, sink_uri, slot, source, target, path.strategy)
     else:
-        ed.load(source_uri, sink_uri, source, target, path.strategy, path.make_source())
+        er.load(source_uri, sink_uri, source, target, path.strategy, path.make_source())
 
 
 @pytest.mark.parametrize("name", list(PATHS))
@@ -75,13 +77,13 @@ def test_every_case_replicates_exactly(
     name: str, source_uri: str, sink_uri: str, slot: str
 ) -> None:
     path = PATHS[name]
-    figures = ed.Figures(f"postgres {name}", cases=len(ed.CASES), paths=[name])
+    figures = er.Figures(f"postgres {name}", cases=len(ed.CASES), paths=[name])
     ed.set_database_time_zone(source_uri, sink_uri)
     ed.build_source(source_uri)
     for table, _ in TABLES:
         run_path(path, source_uri, sink_uri, slot if table == "edge" else f"{slot}_b", table)
         figures.loads += 1
-        figures.rows_compared += ed.assert_same_rows(
+        figures.rows_compared += ec.assert_same_rows(
             source_uri, f"public.{table}", sink_uri, f"landing.{table}"
         )
     for table, builtin in TABLES:
@@ -91,7 +93,7 @@ def test_every_case_replicates_exactly(
         for table, _ in TABLES:
             run_path(path, source_uri, sink_uri, slot if table == "edge" else f"{slot}_b", table)
             figures.loads += 1
-            figures.rows_compared += ed.assert_same_rows(
+            figures.rows_compared += ec.assert_same_rows(
                 source_uri, f"public.{table}", sink_uri, f"landing.{table}"
             )
     drop_slots(source_uri, f"{slot}_b")
@@ -112,12 +114,12 @@ def test_cdc_generated_column_the_sink_cannot_compute_fails_naming_it(
         "INSERT INTO public.g (id, v) VALUES (1, 1)",
     )
     table, target = TableName("public", "g"), TableName("landing", "g")
-    ed.cdc_run(source_uri, sink_uri, slot, table, target, MERGE)
+    er.cdc_run(source_uri, sink_uri, slot, table, target, MERGE)
     execute(
         source_uri, "INSERT INTO public.g (id, v) VALUES (2, 2); UPDATE g SET v = 5 WHERE id = 1"
     )
     with pytest.raises(CdcApplyError) as failed:
-        ed.cdc_run(source_uri, sink_uri, slot, table, target, MERGE)
+        er.cdc_run(source_uri, sink_uri, slot, table, target, MERGE)
     assert str(failed.value).startswith(
         "logical replication does not send the source's generated column(s) w (GENERATED "
         "ALWAYS AS (twice(v))); pgflow computes them in the sink, where this failed: function "
@@ -127,5 +129,5 @@ def test_cdc_generated_column_the_sink_cannot_compute_fails_naming_it(
     execute(
         sink_uri, "CREATE FUNCTION twice(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2'"
     )
-    ed.cdc_run(source_uri, sink_uri, slot, table, target, MERGE)
+    er.cdc_run(source_uri, sink_uri, slot, table, target, MERGE)
     assert fetch(sink_uri, "SELECT * FROM landing.g ORDER BY id") == [(1, 5, 10), (2, 2, 4)]

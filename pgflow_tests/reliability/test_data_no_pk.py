@@ -25,7 +25,8 @@ from pgflow.sinks.postgres.keys import DuplicateKeys, UniqueKeyMismatch
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
-from pgflow_tests.reliability import edge_data as ed
+from pgflow_tests.reliability import edge_compare as ec
+from pgflow_tests.reliability import edge_runs as er
 
 SOURCE = TableName("public", "loose")
 TARGET = TableName("landing", "loose")
@@ -46,8 +47,8 @@ def slot(source_uri: str) -> Iterator[str]:
 
 
 def same_multiset(source_uri: str, sink_uri: str, times: int = 1) -> int:
-    want = ed.table_rows(source_uri, "public.loose", ALL)
-    have = ed.table_rows(sink_uri, "landing.loose", ALL)
+    want = ec.table_rows(source_uri, "public.loose", ALL)
+    have = ec.table_rows(sink_uri, "landing.loose", ALL)
     assert have == sorted(want * times)
     return len(have)
 
@@ -70,16 +71,16 @@ def test_keyless_strategies_copy_every_row_duplicates_included(
     strategy: StrategySpec, source_uri: str, sink_uri: str
 ) -> None:
     execute(source_uri, LOOSE)
-    ed.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
+    er.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
     assert same_multiset(source_uri, sink_uri) == 6
     execute(
         source_uri, "INSERT INTO public.loose VALUES (1, 'a', 1.00); DELETE FROM loose WHERE id = 2"
     )
-    ed.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
+    er.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
     if strategy.mode == "partition_replace":
         # Partition id = 2 is not in the read: its old row stays, every other one is replaced.
-        want = [*ed.table_rows(source_uri, "public.loose", ALL), "(2,b,)"]
-        assert ed.table_rows(sink_uri, "landing.loose", ALL) == sorted(want)
+        want = [*ec.table_rows(source_uri, "public.loose", ALL), "(2,b,)"]
+        assert ec.table_rows(sink_uri, "landing.loose", ALL) == sorted(want)
     else:
         assert same_multiset(source_uri, sink_uri) == 6
     assert fetch(
@@ -91,8 +92,8 @@ def test_keyless_strategies_copy_every_row_duplicates_included(
 def test_plain_append_appends_every_row_again(source_uri: str, sink_uri: str) -> None:
     execute(source_uri, LOOSE)
     strategy = StrategySpec(mode="incremental_append")
-    ed.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
-    ed.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
+    er.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
+    er.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
     assert same_multiset(source_uri, sink_uri, times=2) == 12
 
 
@@ -111,7 +112,7 @@ def test_keyed_strategies_without_unique_key_are_refused_before_writing(
 ) -> None:
     execute(source_uri, LOOSE)
     with pytest.raises(UniqueKeyMismatch) as refused:
-        ed.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
+        er.load(source_uri, sink_uri, SOURCE, TARGET, strategy)
     assert str(refused.value) == (
         "sink.strategy.unique_key is required for this strategy: list the key column(s)"
     )
@@ -143,14 +144,14 @@ def test_merge_with_a_unique_key_works_and_repeated_keys_fail(
     execute(source_uri, LOOSE)
     merge = StrategySpec(mode="incremental_merge", unique_key=("id",))
     with pytest.raises(DuplicateKeys, match=r"nothing was written.*duplicate_policy: keep_last"):
-        ed.load(source_uri, sink_uri, SOURCE, TARGET, merge)
+        er.load(source_uri, sink_uri, SOURCE, TARGET, merge)
     assert not target_exists(sink_uri)
     execute(source_uri, "DELETE FROM public.loose WHERE ctid IN (SELECT min(ctid) FROM loose"
             " GROUP BY id HAVING count(*) > 1)")  # fmt: skip
-    ed.load(source_uri, sink_uri, SOURCE, TARGET, merge)
+    er.load(source_uri, sink_uri, SOURCE, TARGET, merge)
     assert same_multiset(source_uri, sink_uri) == 4  # one NULL-id row left of two
     execute(source_uri, "UPDATE public.loose SET v = 'changed' WHERE id IS NULL OR id = 3")
-    ed.load(source_uri, sink_uri, SOURCE, TARGET, merge)
+    er.load(source_uri, sink_uri, SOURCE, TARGET, merge)
     assert same_multiset(source_uri, sink_uri) == 4  # a NULL key matched the NULL key
     # pgflow made the key unique in the target (NULLS NOT DISTINCT), as no primary key did.
     assert fetch(
@@ -189,7 +190,7 @@ def test_cdc_without_key_or_replica_identity_is_refused_with_the_fix(
     execute(source_uri, LOOSE + f"ALTER TABLE public.loose REPLICA IDENTITY {identity};")
     merge = StrategySpec(mode="incremental_merge", unique_key=("id",))
     with pytest.raises(ReplicationError) as refused:
-        ed.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, merge)
+        er.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, merge)
     assert str(refused.value) == message
     nothing_replicated(source_uri, sink_uri, slot)
 
@@ -206,7 +207,7 @@ def test_cdc_key_outside_the_replica_identity_index_is_refused(
     )
     by_id = StrategySpec(mode="incremental_merge", unique_key=("id",))
     with pytest.raises(ReplicationError) as refused:
-        ed.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, by_id)
+        er.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, by_id)
     assert str(refused.value) == (
         "sink.strategy.unique_key (id) must be among the replica identity columns of "
         "public.loose (code): deletes carry only those. Use them as the key, or ALTER TABLE "
@@ -215,14 +216,14 @@ def test_cdc_key_outside_the_replica_identity_index_is_refused(
     nothing_replicated(source_uri, sink_uri, slot)
     # Keyed by the identity index's column, it replicates updates and deletes exactly.
     by_code = StrategySpec(mode="incremental_merge", unique_key=("code",))
-    ed.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, by_code)
+    er.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, by_code)
     execute(
         source_uri,
         "UPDATE public.loose SET v = NULL WHERE code = 'a'; UPDATE public.loose SET code = 'c'"
         " WHERE code = 'b'; INSERT INTO public.loose VALUES (3, 'd', 'new');"
         "DELETE FROM public.loose WHERE code = 'd'; INSERT INTO public.loose VALUES (4, 'e', '');",
     )
-    ed.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, by_code)
+    er.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, by_code)
     assert same_multiset(source_uri, sink_uri) == 3
 
 
@@ -236,12 +237,12 @@ def test_cdc_with_replica_identity_full_and_no_primary_key(
         "INSERT INTO public.loose VALUES (1, 'a', 1), (2, NULL, NULL), (NULL, 'null id', 2);",
     )
     merge = StrategySpec(mode="incremental_merge", unique_key=("id",), merge_policy="upsert")
-    ed.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, merge)
+    er.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, merge)
     execute(
         source_uri,
         "UPDATE public.loose SET v = 'b' WHERE id = 2; UPDATE public.loose SET amount = 9"
         " WHERE id IS NULL; DELETE FROM public.loose WHERE id = 1;"
         "INSERT INTO public.loose VALUES (5, NULL, NULL)",
     )
-    ed.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, merge)
+    er.cdc_run(source_uri, sink_uri, slot, SOURCE, TARGET, merge)
     assert same_multiset(source_uri, sink_uri) == 3

@@ -19,7 +19,9 @@ from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.delta_load import load_delta
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
+from pgflow_tests.reliability import edge_compare as ec
 from pgflow_tests.reliability import edge_data as ed
+from pgflow_tests.reliability import edge_runs as er
 from pgflow_tests.reliability.test_data_edge_cases import MERGE, PATHS, SHADOW, UPSERT, run_path
 
 
@@ -52,7 +54,7 @@ def test_empty_tables_first_load_and_a_load_that_empties_the_target(
     assert dict(types)["p"] == "text" and dict(types)["il"] == "integer[]"
     execute(source_uri, ed.insert_sql("edge", builtin=False))
     run_path(path, source_uri, sink_uri, slot, "edge")
-    assert ed.assert_same_rows(source_uri, "public.edge", sink_uri, "landing.edge") == len(ed.CASES)
+    assert ec.assert_same_rows(source_uri, "public.edge", sink_uri, "landing.edge") == len(ed.CASES)
     # Emptied at the source (CDC: a DELETE of everything, then a TRUNCATE of nothing).
     execute(source_uri, "DELETE FROM public.edge")
     run_path(path, source_uri, sink_uri, slot, "edge")
@@ -70,17 +72,17 @@ def test_empty_incremental_reads_change_nothing_and_a_reset_empties(
     path = PATHS[name]
     execute(source_uri, ed.TYPES_DDL + ed.create_sql("edge", builtin=False))
     table, target = TableName("public", "edge"), TableName("landing", "edge")
-    first = ed.load(source_uri, sink_uri, table, target, path.strategy, path.make_source())
+    first = er.load(source_uri, sink_uri, table, target, path.strategy, path.make_source())
     assert first.created_target and first.rows_read == 0
     execute(source_uri, ed.insert_sql("edge", builtin=False))
-    ed.load(source_uri, sink_uri, table, target, path.strategy, path.make_source())
-    ed.assert_same_rows(source_uri, "public.edge", sink_uri, "landing.edge")
+    er.load(source_uri, sink_uri, table, target, path.strategy, path.make_source())
+    ec.assert_same_rows(source_uri, "public.edge", sink_uri, "landing.edge")
     execute(source_uri, "DELETE FROM public.edge")
-    ed.load(source_uri, sink_uri, table, target, path.strategy, path.make_source())
+    er.load(source_uri, sink_uri, table, target, path.strategy, path.make_source())
     assert fetch(sink_uri, "SELECT count(*) FROM landing.edge") == [(len(ed.CASES),)]  # kept
     with (
-        ed.session(source_uri, ed.SOURCE_SESSION_TZ) as src,
-        ed.session(sink_uri, ed.SINK_SESSION_TZ, autocommit=True) as dst,
+        er.session(source_uri, ed.SOURCE_SESSION_TZ) as src,
+        er.session(sink_uri, ed.SINK_SESSION_TZ, autocommit=True) as dst,
     ):
         from pgflow.flows.postgres_load import load_table
 
@@ -139,15 +141,15 @@ def test_unicode_and_quoted_identifiers(
     quoted_target = '"cél ✓"."zamówienia ""kopia"".v2"'
     make = {
         "full": PostgresTableSource,
-        "column": ed.cursor_source("zmieniono_ą"),
-        "xmin": ed.xmin_source,
+        "column": er.cursor_source("zmieniono_ą"),
+        "xmin": er.xmin_source,
     }
     for _ in range(2):
         if source_kind == "cdc":
-            ed.cdc_run(source_uri, sink_uri, slot, source, target, strategy)
+            er.cdc_run(source_uri, sink_uri, slot, source, target, strategy)
         else:
-            ed.load(source_uri, sink_uri, source, target, strategy, make[source_kind])
-        ed.assert_same_rows(source_uri, QUOTED_SOURCE, sink_uri, quoted_target)
+            er.load(source_uri, sink_uri, source, target, strategy, make[source_kind])
+        ec.assert_same_rows(source_uri, QUOTED_SOURCE, sink_uri, quoted_target)
         execute(source_uri, UNICODE_CHANGES.replace("100", "101" if _ else "100"))
     enum = fetch(
         sink_uri,
@@ -163,7 +165,7 @@ def test_unicode_identifiers_into_delta(source_uri: str, tmp_path: Path) -> None
     # An ASCII folder: polars cannot read back a Delta table under a non-ASCII path
     # (it percent-encodes the data files' paths), which is not what this test is about.
     lake = tmp_path / "zamowienia"
-    with ed.session(source_uri, ed.SOURCE_SESSION_TZ) as conn:
+    with er.session(source_uri, ed.SOURCE_SESSION_TZ) as conn:
         source = PostgresTableSource(conn, TableName(SCHEMA, TABLE))
         load_delta(source, str(lake), StrategySpec(mode="full_refresh"), pipeline="zamówienia")
     frame = pl.read_delta(str(lake)).sort("id")
@@ -242,13 +244,13 @@ def test_wide_rows_and_huge_toasted_values_through_cdc(
     strategy = UPSERT  # delete_insert meets TOAST markers in test_data_edge_cases
     execute(source_uri, wide_sql())
     table, target = TableName("public", "wide"), TableName("landing", "wide")
-    figures = ed.Figures(f"wide rows cdc/{strategy.merge_policy}", cases=4)
-    ed.cdc_run(source_uri, sink_uri, slot, table, target, strategy)
-    ed.assert_same_rows(source_uri, "public.wide", sink_uri, "landing.wide")
+    figures = er.Figures(f"wide rows cdc/{strategy.merge_policy}", cases=4)
+    er.cdc_run(source_uri, sink_uri, slot, table, target, strategy)
+    ec.assert_same_rows(source_uri, "public.wide", sink_uri, "landing.wide")
     execute(source_uri, WIDE_CHANGES)
-    result = ed.cdc_run(source_uri, sink_uri, slot, table, target, strategy)
+    result = er.cdc_run(source_uri, sink_uri, slot, table, target, strategy)
     assert result.changes == 8
-    figures.rows_compared += ed.assert_same_rows(
+    figures.rows_compared += ec.assert_same_rows(
         source_uri, "public.wide", sink_uri, "landing.wide"
     )
     sizes = fetch(
@@ -265,10 +267,10 @@ def test_wide_rows_and_huge_toasted_values_through_cdc(
 def test_wide_rows_full_and_into_delta(source_uri: str, sink_uri: str, tmp_path: Path) -> None:
     execute(source_uri, wide_sql())
     table, target = TableName("public", "wide"), TableName("landing", "wide")
-    result = ed.load(source_uri, sink_uri, table, target, StrategySpec(mode="full_refresh"))
+    result = er.load(source_uri, sink_uri, table, target, StrategySpec(mode="full_refresh"))
     assert result.copy_format == "binary"
-    ed.assert_same_rows(source_uri, "public.wide", sink_uri, "landing.wide")
-    with ed.session(source_uri, ed.SOURCE_SESSION_TZ) as conn:
+    ec.assert_same_rows(source_uri, "public.wide", sink_uri, "landing.wide")
+    with er.session(source_uri, ed.SOURCE_SESSION_TZ) as conn:
         load_delta(
             PostgresTableSource(conn, table),
             str(tmp_path / "wide"),
@@ -318,7 +320,7 @@ def test_edge_cases_through_a_dagster_materialization(
     specs.mkdir()
     (specs / "edge.yaml").write_text(yaml.safe_dump({"pipelines": pipelines}, allow_unicode=True))
     project = load_project(specs)
-    figures = ed.Figures("dagster", cases=len(ed.CASES), paths=["dagster cdc/upsert"])
+    figures = er.Figures("dagster", cases=len(ed.CASES), paths=["dagster cdc/upsert"])
     with dg.instance_for_test() as instance:
         for round_ in range(2):
             result = dg.materialize(
@@ -327,7 +329,7 @@ def test_edge_cases_through_a_dagster_materialization(
                 resources=build_definitions(project).resources,
             )
             assert result.success
-            figures.rows_compared += ed.assert_same_rows(
+            figures.rows_compared += ec.assert_same_rows(
                 source_uri, "public.edge", sink_uri, "dg.edge_cdc"
             )
             figures.loads += 1
@@ -366,4 +368,4 @@ def test_unicode_identifiers_through_a_dagster_materialization(
             resources=build_definitions(project).resources,
         )
     assert result.success
-    ed.assert_same_rows(source_uri, QUOTED_SOURCE, sink_uri, "dg.zamowienia")
+    ec.assert_same_rows(source_uri, QUOTED_SOURCE, sink_uri, "dg.zamowienia")

@@ -23,8 +23,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
@@ -32,25 +30,20 @@ from unittest.mock import patch
 import dagster as dg
 import psycopg
 import pytest
-import yaml
-from psycopg import sql
 
 from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
 from pgflow.config.errors import SpecError
 from pgflow.config.loader import load_project
-from pgflow.localdb.cluster import ClusterInfo
-from pgflow_tests.bindings.conftest import REPO, items_table
+from pgflow_tests.bindings.conftest import REPO
 from pgflow_tests.connections.vault_server import FakeVault
-from pgflow_tests.reliability.specs_cases import (
-    BASE,
-    CASES,
-    SPEC_FILE,
-    Case,
+from pgflow_tests.reliability.bad_specs_support import World
+from pgflow_tests.reliability.specs_cases import CASES
+from pgflow_tests.reliability.specs_model import SPEC_FILE, Case
+from pgflow_tests.reliability.specs_snapshot import (
     apply_env,
     differences,
     figures,
-    merge,
     snapshot,
     tree,
 )
@@ -58,60 +51,6 @@ from pgflow_tests.reliability.specs_cases import (
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 VAULT_TOKEN = "hvs.bad-specs-token"
 LEAKABLE = ("Leak3d-Pw", "Vau1t-Pw", "Wr0ng-Pw-")
-
-
-@dataclass
-class World:
-    """A source with public.items, an empty sink, Dagster instance storage, and a scratch root."""
-
-    info: ClusterInfo
-    source_uri: str
-    sink_uri: str
-    env: dict[str, str]  # the process environment of a run, before a case changes it
-    root: Path
-    home: Path
-
-
-def _create_database(info: ClusterInfo) -> str:
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(info.uri("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
-
-
-def _drop_database(info: ClusterInfo, name: str) -> None:
-    with psycopg.connect(info.uri("postgres"), autocommit=True) as conn:
-        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        conn.execute(statement.format(sql.Identifier(name)))
-
-
-@pytest.fixture(scope="module")
-def world(local_pg: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    names = [_create_database(local_pg) for _ in range(3)]
-    source_uri, sink_uri = local_pg.uri(names[0]), local_pg.uri(names[1])
-    items_table(source_uri, rows=25)
-    root = tmp_path_factory.mktemp("bad_specs")
-    home = root / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "PGFLOW_CONN_SHOP": source_uri,
-        "PGFLOW_CONN_WAREHOUSE": sink_uri,
-        "PGFLOW_MAX_RETRIES": "0",  # an unreachable host is transient: fail now, not in 70 s
-        "NO_PROXY": "127.0.0.1,localhost",
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": local_pg.host,
-        "DAGSTER_PG_PORT": str(local_pg.port),
-        "DAGSTER_PG_USER": local_pg.user,
-        "DAGSTER_PG_PASSWORD": local_pg.password,
-        "DAGSTER_PG_DB": names[2],
-    }
-    for name in ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "PGFLOW_CONFIG"):
-        env.pop(name, None)
-    yield World(local_pg, source_uri, sink_uri, env, root, home)
-    for name in names:
-        _drop_database(local_pg, name)
 
 
 @dataclass
@@ -306,124 +245,3 @@ def _combine(shard: str, tally: Tally, seconds: dict[str, float]) -> None:
         gap_reasons=gaps,
     )
     shutil.rmtree(folder, ignore_errors=True)
-
-
-# --- what must keep working ------------------------------------------------------------------
-
-
-def _source_table(world: World, schema: str, name: str) -> None:
-    with psycopg.connect(world.source_uri, autocommit=True) as conn:
-        table = sql.Identifier(schema, name)
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        create = "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY, näme text)"
-        conn.execute(sql.SQL(create).format(table))
-        insert = "INSERT INTO {} VALUES (1, 'ä'), (2, '訂單') ON CONFLICT DO NOTHING"
-        conn.execute(sql.SQL(insert).format(table))
-
-
-def _materialize_spec(world: World, folder: Path, overrides: dict) -> dg.AssetKey:
-    """Materialize the one pipeline of `merge(BASE, overrides)`; its asset key."""
-    folder.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(merge(BASE, overrides), allow_unicode=True)
-    (folder / "u.yaml").write_text(text, encoding="utf-8")
-    env = {**world.env, "PGFLOW_CONFIG": str(folder)}
-    with patch.dict(os.environ, env, clear=True), dg.instance_for_test() as instance:
-        project = load_project()
-        (pipeline,) = project.pipelines
-        result = dg.materialize(
-            [pipeline_asset(pipeline)],
-            instance=instance,
-            resources=build_definitions(project).resources,
-        )
-        (materialization,) = result.get_asset_materialization_events()
-        return materialization.asset_key
-
-
-def test_unicode_and_sql_like_sink_identifiers_are_quoted_not_refused(
-    world: World, tmp_path: Path
-) -> None:
-    """Identifiers are data: a unicode schema and a table named like SQL are created under
-    exactly those names, the SQL in the name never runs, and the default asset key and
-    pipeline name are made Dagster-safe instead of failing the code location."""
-    target = ("zielö", "訂單; DROP SCHEMA landing")
-    overrides = {
-        "sink": {
-            "table": {"schema": target[0], "name": target[1]},
-            "strategy": {"mode": "incremental_merge", "unique_key": ["id"]},
-        },
-    }
-    before = snapshot(world.source_uri)
-    try:
-        key = _materialize_spec(world, tmp_path, overrides)
-        assert key == dg.AssetKey(["zielo", "u8a02_u55ae_drop_schema_landing"])
-        with psycopg.connect(world.sink_uri) as conn:
-            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*target))
-            assert conn.execute(query).fetchone() == (25,)
-        assert snapshot(world.source_uri) == before
-    finally:
-        with psycopg.connect(world.sink_uri, autocommit=True) as conn:
-            conn.execute('DROP SCHEMA IF EXISTS "zielö" CASCADE')
-            conn.execute("DROP SCHEMA IF EXISTS _pgflow CASCADE")
-
-
-def test_mixed_case_names_with_outer_spaces_load_under_a_readable_key(
-    world: World, tmp_path: Path
-) -> None:
-    """`"Mixed Case"." Odd Table "` is a valid Postgres table: it is read and created under
-    exactly that name, and its asset is `mixed_case/odd_table`."""
-    _source_table(world, "Mixed Case", " Odd Table ")
-    overrides = {
-        "source": {"table": {"schema": "Mixed Case", "name": " Odd Table "}},
-        "sink": {"table": {"schema": "Mixed Case", "name": " Odd Table "}},
-    }
-    try:
-        key = _materialize_spec(world, tmp_path, overrides)
-        assert key == dg.AssetKey(["mixed_case", "odd_table"])
-        with psycopg.connect(world.sink_uri) as conn:
-            query = sql.SQL("SELECT id, näme FROM {} ORDER BY id")
-            rows = conn.execute(query.format(sql.Identifier("Mixed Case", " Odd Table ")))
-            assert rows.fetchall() == [(1, "ä"), (2, "訂單")]
-    finally:
-        with psycopg.connect(world.source_uri, autocommit=True) as conn:
-            conn.execute('DROP SCHEMA IF EXISTS "Mixed Case" CASCADE')
-        with psycopg.connect(world.sink_uri, autocommit=True) as conn:
-            conn.execute('DROP SCHEMA IF EXISTS "Mixed Case" CASCADE')
-            conn.execute("DROP SCHEMA IF EXISTS _pgflow CASCADE")
-
-
-def test_unicode_and_sql_like_source_identifiers_are_read(world: World, tmp_path: Path) -> None:
-    source = ("läden", 'bestellungen"; DROP TABLE public.items; --')
-    _source_table(world, *source)
-    overrides = {
-        "source": {"table": {"schema": source[0], "name": source[1]}},
-        "sink": {"table": {"schema": "landing", "name": "bestellungen"}},
-    }
-    try:
-        _materialize_spec(world, tmp_path, overrides)
-        with psycopg.connect(world.sink_uri) as conn:
-            rows = conn.execute("SELECT id, näme FROM landing.bestellungen ORDER BY id")
-            assert rows.fetchall() == [(1, "ä"), (2, "訂單")]
-        with psycopg.connect(world.source_uri) as conn:
-            assert conn.execute("SELECT count(*) FROM public.items").fetchone() == (25,)
-    finally:
-        with psycopg.connect(world.sink_uri, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS landing.bestellungen")
-        with psycopg.connect(world.source_uri, autocommit=True) as conn:
-            conn.execute('DROP SCHEMA IF EXISTS "läden" CASCADE')
-
-
-def test_yaml_merge_keys_may_still_override(tmp_path: Path) -> None:
-    """Refusing repeated keys must not refuse YAML merges, whose keys an entry may override."""
-    sink = "{type: postgres, connection_id: warehouse, strategy: {mode: full_refresh}, table: "
-    text = (
-        "pipelines:\n"
-        "  - source: &src {type: postgres, connection_id: shop, table: {schema: s, name: a}}\n"
-        f"    sink: {sink}{{schema: landing, name: a}}}}\n"
-        "  - source: {<<: *src, table: {schema: s, name: b}}\n"
-        f"    sink: {sink}{{schema: landing, name: b}}}}\n"
-    )
-    (tmp_path / "p.yaml").write_text(text)
-    env = {"PGFLOW_CONN_SHOP": "postgresql://a@h/s", "PGFLOW_CONN_WAREHOUSE": "postgresql://a@h/w"}
-    first, second = load_project(tmp_path, env).pipelines
-    assert (str(first.source.table), str(second.source.table)) == ("s.a", "s.b")
-    assert second.source.connection_id == "shop"
