@@ -47,7 +47,7 @@ from pgflow.sinks.delta.state import DeltaState, commit_properties, read_state
 from pgflow.sinks.delta.strategies import strategy_for
 from pgflow.sinks.delta.strategy import DeltaStrategy
 from pgflow.sinks.delta.table import check_columns, data_files, open_table
-from pgflow.sinks.postgres.apply import PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres.keys import check_key_columns
 from pgflow.sources.arrow import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, ArrowRead
 from pgflow.sources.base import (

@@ -26,6 +26,7 @@ import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.postgres_parallel_load import ParallelCopy, load_in_parallel
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres import (
     copy_format,
     ddl,
@@ -38,7 +39,7 @@ from pgflow.sinks.postgres import (
     state,
     statistics,
 )
-from pgflow.sinks.postgres.apply import ApplyContext, PartitionSlice
+from pgflow.sinks.postgres.apply import ApplyContext
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sinks.postgres.strategies import strategy_for

@@ -17,7 +17,7 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError
 
 from pgflow.config.model import StrategySpec
-from pgflow.sinks.postgres.apply import PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sources.arrow import ArrowRead
 from pgflow.sources.arrow_columns import arrow_schema
 from pgflow.sources.postgres import PostgresTableSource

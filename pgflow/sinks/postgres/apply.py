@@ -14,21 +14,9 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo
-
-
-@dataclass(frozen=True)
-class PartitionSlice:
-    """An explicit slice for partition_replace: rows with lower <= column < upper.
-
-    A Dagster time partition passes its window here, so a run replaces exactly its slice
-    (even when the source has no rows for it). Without a slice, partition_replace replaces
-    the partitions of the partition values it finds in staging.
-    """
-
-    lower: object
-    upper: object
 
 
 @dataclass(frozen=True)

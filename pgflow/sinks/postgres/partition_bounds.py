@@ -15,7 +15,8 @@ from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres.apply import ApplyContext, PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
+from pgflow.sinks.postgres.apply import ApplyContext
 
 # Values named in an error about staged values (the rest are counted).
 SAMPLE_VALUES = 5

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from pgflow.sinks.postgres.apply import ApplyContext, PartitionSlice, insert_from_staging
+from pgflow.sinks.partition_slice import PartitionSlice
+from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
 from pgflow.sinks.postgres.partition_bounds import (
     Blocker,
     Layout,

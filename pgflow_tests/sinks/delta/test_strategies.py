@@ -13,7 +13,7 @@ from pgflow.sinks.delta import scan_delta_table
 from pgflow.sinks.delta.partition_replace import PartitionMismatch
 from pgflow.sinks.delta.predicates import RowsOutsidePredicate
 from pgflow.sinks.delta.table import SchemaChanged
-from pgflow.sinks.postgres.apply import PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres.keys import DuplicateKeys
 from pgflow.sinks.postgres.replace import InvalidPredicate
 from pgflow.sources.column_cursor import ColumnCursorSource

@@ -16,7 +16,7 @@ import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.postgres_load import LoadResult, load_table
-from pgflow.sinks.postgres.apply import PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.sinks.postgres.conftest import execute, fetch, table_text
 

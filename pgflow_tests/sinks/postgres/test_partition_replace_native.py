@@ -9,7 +9,7 @@ import datetime
 
 import pytest
 
-from pgflow.sinks.postgres.apply import PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow_tests.sinks.postgres.conftest import execute, fetch
 from pgflow_tests.sinks.postgres.partition_replace_support import (
     COLUMNS,

@@ -7,7 +7,7 @@ import datetime
 import psycopg
 import pytest
 
-from pgflow.sinks.postgres.apply import PartitionSlice
+from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres.partition_replace import (
     NativePartitionRefused,
     PartitionMissing,
