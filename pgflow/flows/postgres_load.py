@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import psycopg
@@ -236,13 +237,11 @@ class _TableLoad:
         def fill(table: TableName) -> int:
             # Every table filled here is new or truncated in this transaction: FREEZE is allowed.
             freeze = staging.can_freeze(self.log, table)
-            chunks = self.source.copy_out(columns, fmt)
-            try:
+            # closing(): on failure the source's COPY must end now, not when the traceback dies.
+            with closing(self.source.copy_out(columns, fmt)) as chunks:
                 copied = staging.copy_into(
                     self.log, table, columns, chunks, fmt, self.progress, freeze
                 )
-            finally:
-                _close(chunks)  # on failure the source's COPY must end now, not at GC
             self.copies.append(copied)
             self.source.close()  # the source is read; what follows touches only the sink
             return copied.rows
@@ -334,12 +333,6 @@ class _TableLoad:
             position_after=written.position,
             strategy_metadata=self.strategy.metadata(written.applied),
         )
-
-
-def _close(chunks: object) -> None:
-    close = getattr(chunks, "close", None)
-    if callable(close):
-        close()
 
 
 def _parallel_result(
