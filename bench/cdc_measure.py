@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pgflow.flows.cdc.applier as cdc_applier
+import pgflow.flows.cdc.stream as cdc_stream
 import psycopg
 
-import pgflow.flows.cdc.applier as cdc_applier
 import pgflow.flows.cdc.segment as cdc_segment
-import pgflow.flows.cdc.stream as cdc_stream
 import pgflow.sources.cdc as source_cdc
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.cdc.model import CdcSettings, CdcTarget

@@ -52,16 +52,14 @@ class Pipeline:
 def snapshot(pipeline: Pipeline, source_uri: str, sink_uri: str) -> None:
     """The pipeline's first run: its slot and the initial snapshot (not measured as CDC)."""
     started = time.perf_counter()
-    with psycopg.connect(sink_uri, autocommit=True) as sink:
-        result = replicate(
-            connector(source_uri),
-            connector(sink_uri),
-            sink,
-            pipeline.source_table,
-            CdcTarget(pipeline.target, strategy(pipeline.policy)),
-            CdcSettings(slot=pipeline.slot, publication=pipeline.slot),
-            pipeline=pipeline.slot,
-        )
+    result = replicate(
+        connector(source_uri),
+        connector(sink_uri),
+        pipeline.source_table,
+        CdcTarget(pipeline.target, strategy(pipeline.policy)),
+        CdcSettings(slot=pipeline.slot, publication=pipeline.slot),
+        pipeline=pipeline.slot,
+    )
     pipeline.snapshot_s = time.perf_counter() - started
     assert result.snapshot is not None and not result.batches
 

@@ -172,12 +172,18 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             auto_cleanup=options.auto_cleanup,
         )
         target = CdcTarget(sink.table, sink.strategy, options.deleted_column, options.on_truncate)
+        result = replicate(
+            connect_source,
+            connect_sink,
+            source.table,
+            target,
+            settings,
+            spec.name,
+            include_columns=options.include_columns,
+        )
         with self.connections.connect(
             sink.connection_id, sink.connection_type, autocommit=True
         ) as dst_conn:
-            result = replicate(
-                connect_source, connect_sink, dst_conn, source.table, target, settings, spec.name
-            )
             target_info = describe_table(dst_conn, sink.table)
             database = dst_conn.info.dbname
             counts = postgres_counts(dst_conn, target_info)

@@ -1,12 +1,11 @@
-"""Logical replication on the source: prerequisites, slot, snapshot, changes (publications:
-publication.py).
+"""Logical replication on the source: prerequisites, slots and snapshots (publications:
+publication.py; the stream of changes: replication_stream.py).
 
-psycopg 3 has no replication-protocol client, so pgflow reads a slot with SQL:
-`pg_logical_slot_peek_binary_changes` through a server-side cursor (bounded memory), and
-moves it with `pg_replication_slot_advance` only after the sink committed what it read. The
-initial snapshot comes from `CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')` on a
+A snapshot comes from `CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')` on a
 `replication=database` connection (simple query protocol), imported by the reading
 transaction with SET TRANSACTION SNAPSHOT: the snapshot and the slot start at the same point.
+A table added to a shared slot's group later is read the same way through a TEMPORARY slot,
+whose start is that table's boundary in the shared stream.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from pgflow.sources.postgres import PostgresTableSource, set_portable_text_forma
 
 LSN_TYPE = "pg_lsn"
 PLUGIN = "pgoutput"
-FETCH_ROWS = 5000  # rows per round trip of the change cursor
 ConnectSource = Callable[..., AbstractContextManager[psycopg.Connection]]
 
 
@@ -57,6 +55,12 @@ class SlotInfo:
 
 def check_prerequisites(conn: psycopg.Connection, table: TableName) -> str:
     """Fail with the fix when the source cannot feed a slot; returns the replica identity."""
+    check_server(conn)
+    return check_replica_identity(conn, table)
+
+
+def check_server(conn: psycopg.Connection) -> None:
+    """The server logs logically and the user may replicate; else the fix."""
     wal_level = _one(conn, "SHOW wal_level")
     if wal_level != "logical":
         raise ReplicationError(
@@ -71,10 +75,9 @@ def check_prerequisites(conn: psycopg.Connection, table: TableName) -> str:
             f"the source user {user} lacks the REPLICATION privilege that slots need: "
             f"ALTER ROLE {sql.Identifier(user).as_string(conn)} REPLICATION"
         )
-    return _replica_identity(conn, table)
 
 
-def _replica_identity(conn: psycopg.Connection, table: TableName) -> str:
+def check_replica_identity(conn: psycopg.Connection, table: TableName) -> str:
     row = conn.execute(
         "SELECT c.relreplident, EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid"
         " AND i.indisprimary) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -180,49 +183,45 @@ def flush_lsn(conn: psycopg.Connection) -> int:
 
 
 @contextmanager
-def exported_snapshot_slot(connect: ConnectSource, name: str) -> Iterator[tuple[int, str]]:
+def exported_snapshot_slot(
+    connect: ConnectSource, name: str, *, temporary: bool = False
+) -> Iterator[tuple[int, str]]:
     """Create slot `name` and yield (its start LSN, the exported snapshot's name).
 
     The snapshot lives as long as the replication connection stays open and idle, so the
-    caller must import it (SET TRANSACTION SNAPSHOT) inside this block.
+    caller must import it (SET TRANSACTION SNAPSHOT) inside this block. A temporary slot is
+    dropped when the block ends; it only marks where a table's backfill meets the stream.
     """
     with connect(replication="database", autocommit=True) as conn:
-        command = sql.SQL("CREATE_REPLICATION_SLOT {} LOGICAL {} (SNAPSHOT 'export')").format(
-            sql.Identifier(name), sql.Identifier(PLUGIN)
+        command = sql.SQL("CREATE_REPLICATION_SLOT {} {}LOGICAL {} (SNAPSHOT 'export')").format(
+            sql.Identifier(name),
+            sql.SQL("TEMPORARY " if temporary else ""),
+            sql.Identifier(PLUGIN),
         )
         # Replication connections speak only the simple query protocol.
         result = conn.pgconn.exec_(command.as_bytes(conn))
         if result.status != pq.ExecStatus.TUPLES_OK:
             message = (result.error_message or b"").decode(errors="replace").strip()
-            raise ReplicationError(f"could not create replication slot {name}: {message}")
+            raise ReplicationError(_slot_creation_error(name, message, temporary))
         consistent_point = (result.get_value(0, 1) or b"").decode()
         snapshot = (result.get_value(0, 2) or b"").decode()
         yield lsn_to_int(consistent_point), snapshot
 
 
-def peek_changes(
-    conn: psycopg.Connection, slot: str, publication: str, upto_lsn: int, max_changes: int
-) -> Iterator[bytes]:
-    """pgoutput messages of whole transactions committed before `upto_lsn`, in commit order.
-
-    Stops after the transaction that reaches `max_changes` messages. Runs in the caller's
-    transaction; the server-side cursor keeps client memory to one fetch.
-    """
-    query = sql.SQL(
-        "SELECT data FROM pg_logical_slot_peek_binary_changes({}, {}::pg_lsn, {},"
-        " 'proto_version', '1', 'publication_names', {}, 'messages', 'false')"
-    ).format(
-        sql.Literal(slot),
-        sql.Literal(lsn_to_text(upto_lsn)),
-        sql.Literal(max_changes),
-        sql.Literal(publication),
+def _slot_creation_error(name: str, message: str, temporary: bool) -> str:
+    if "all replication slots are in use" not in message:
+        return f"could not create replication slot {name}: {message}"
+    why = (
+        "a table joining a shared slot's group is backfilled through one temporary slot"
+        if temporary
+        else "every CDC pipeline without a shared source.options.slot_name needs a slot"
     )
-    # Binary results: bytea travels as its bytes, not hex the server encodes and we decode.
-    with conn.cursor(name=f"pgflow_changes_{slot}", binary=True) as cur:
-        cur.itersize = FETCH_ROWS
-        cur.execute(query)
-        for (data,) in cur:
-            yield bytes(data)
+    return (
+        f"could not create replication slot {name}: the source's max_replication_slots are all "
+        f"in use ({message}); {why}. Raise max_replication_slots on the source (a restart), "
+        "drop unused slots (`pgflow cdc cleanup` lists pgflow's), or share one slot between "
+        "pipelines with the same source.options.slot_name"
+    )
 
 
 class SnapshotSource(PostgresTableSource):
@@ -242,8 +241,10 @@ class SnapshotSource(PostgresTableSource):
         start_lsn: int,
         reason: str,
         extra_null_columns: tuple[str, ...] = (),
+        include_columns: tuple[str, ...] | None = None,
     ):
         super().__init__(conn, table)
+        self._include = include_columns
         self._identity = identity
         self._snapshot = snapshot
         self._start_lsn = start_lsn
@@ -257,6 +258,9 @@ class SnapshotSource(PostgresTableSource):
     @property
     def info(self) -> TableInfo:
         info = super().info
+        if self._include is not None:  # the publication's column list: only these stream
+            kept = tuple(c for c in info.columns if c.name in self._include)
+            info = replace(info, columns=kept)
         for name in self._extra:
             info = with_timestamptz_column(info, name)
         return info

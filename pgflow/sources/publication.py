@@ -1,8 +1,9 @@
-"""The publication a CDC pipeline's slot streams through, and who owns it.
+"""The publication a CDC slot streams through, its tables (with column lists), and who owns
+it.
 
-pgflow writes the owner (pipeline, slot, auto_cleanup) as the publication's comment: a run
-checks it before dropping a slot to start over, and `pgflow cdc cleanup` finds what removed
-pipelines left by it.
+pgflow writes the owner (the group or lone pipeline, slot, auto_cleanup) as the publication's
+comment: a run checks it before it uses or drops a slot, and `pgflow cdc cleanup` finds what
+removed pipelines left by it.
 """
 
 from __future__ import annotations
@@ -43,42 +44,81 @@ class Ownership:
             return None
 
 
-def ensure_publication(
-    conn: psycopg.Connection, name: str, table: TableName, owner: Ownership
-) -> bool:
-    """Create the publication for `table` (or add the table to it); True when changed."""
-    exists = conn.execute("SELECT FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-    target = table.identifier()
-    changed = False
-    if exists is None:
-        # Partitions' changes arrive as the root table's, the table the pipeline names.
+Columns = tuple[str, ...] | None  # a publication's column list for a table (None: all)
+
+
+def published_tables(conn: psycopg.Connection, name: str) -> dict[TableName, Columns] | None:
+    """The tables publication `name` publishes, with their column lists; None if it is
+    missing."""
+    if conn.execute("SELECT FROM pg_publication WHERE pubname = %s", (name,)).fetchone() is None:
+        return None
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname, (SELECT array_agg(a.attname ORDER BY a.attnum)"
+        "   FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = ANY(r.prattrs))"
+        " FROM pg_publication p JOIN pg_publication_rel r ON r.prpubid = p.oid"
+        " JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE p.pubname = %s",
+        (name,),
+    ).fetchall()
+    return {TableName(s, t): (tuple(cols) if cols else None) for s, t, cols in rows}
+
+
+def create_publication(
+    conn: psycopg.Connection, name: str, tables: dict[TableName, Columns], owner: Ownership
+) -> None:
+    """The publication of a slot's tables, with its owner; partitions' changes arrive as the
+    root table's, the table the pipeline names."""
+    with conn.transaction():
         conn.execute(
             sql.SQL(
                 "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete,"
                 " truncate', publish_via_partition_root = true)"
-            ).format(sql.Identifier(name), target)
+            ).format(
+                sql.Identifier(name),
+                sql.SQL(", ").join(_table_item(t, c) for t, c in tables.items()),
+            )
         )
-        changed = True
-    elif not _publishes(conn, name, table):
-        conn.execute(
-            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(name), target)
+        set_owner(conn, name, owner)
+
+
+def add_table(conn: psycopg.Connection, name: str, table: TableName, columns: Columns) -> None:
+    """Publish `table` too (a table joining the group): its changes committed from now on
+    are in the stream."""
+    conn.execute(
+        sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            sql.Identifier(name), _table_item(table, columns)
         )
-        changed = True
+    )
+
+
+def set_columns(conn: psycopg.Connection, name: str, table: TableName, columns: Columns) -> None:
+    """Publish another column list of `table` (PostgreSQL 15 changes one by drop and add)."""
+    with conn.transaction():
+        drop_table(conn, name, table)
+        add_table(conn, name, table, columns)
+
+
+def drop_table(conn: psycopg.Connection, name: str, table: TableName) -> None:
+    conn.execute(
+        sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
+            sql.Identifier(name), table.identifier()
+        )
+    )
+
+
+def set_owner(conn: psycopg.Connection, name: str, owner: Ownership) -> None:
     conn.execute(
         sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
             sql.Identifier(name), sql.Literal(owner.comment())
         )
     )
-    return changed
 
 
-def _publishes(conn: psycopg.Connection, name: str, table: TableName) -> bool:
-    row = conn.execute(
-        "SELECT FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s"
-        " AND tablename = %s",
-        (name, table.schema, table.name),
-    ).fetchone()
-    return row is not None
+def _table_item(table: TableName, columns: Columns) -> sql.Composable:
+    if columns is None:
+        return table.identifier()
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    return sql.SQL("{} ({})").format(table.identifier(), names)
 
 
 def publication_owner(conn: psycopg.Connection, name: str) -> Ownership | None:

@@ -81,16 +81,14 @@ def cdc_run(
 
     target_options = {k: options.pop(k) for k in ("deleted_column", "on_truncate") if k in options}
     settings = CdcSettings(slot=slot, publication=slot, **options)
-    with session(sink_uri, SINK_SESSION_TZ, autocommit=True) as sink:
-        return replicate(
-            connect,
-            connect_sink,
-            sink,
-            table,
-            CdcTarget(target, strategy, **target_options),
-            settings,
-            "edge",
-        )
+    return replicate(
+        connect,
+        connect_sink,
+        table,
+        CdcTarget(target, strategy, **target_options),
+        settings,
+        "edge",
+    )
 
 
 # -- figures ------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """One segment of a batch: changes of one table shape, streamed into an UNLOGGED staging
 table with COPY text, one row per change, numbered in commit order.
 
+Each chunk of lines is its own COPY statement, so no COPY stays open between changes: the
+segments of a shared-slot group's tables, one per table, take turns on one stager connection.
+
 Besides the table's columns, each staged row carries its number (keys.ORDER_COLUMN), its
 operation (OP: 'U' upsert, 'D' delete), the columns whose TOAST value the change did not send
 (UNCHANGED_COLUMNS) and, for the new version of a row whose key changed, the number of the
@@ -9,7 +12,6 @@ staged delete of its old key (FROM).
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +27,8 @@ from pgflow.sources.changes import Removal, Upsert
 from pgflow.sources.pgoutput_messages import UNCHANGED, Value
 
 OP, UNCHANGED_COLUMNS, FROM = "_pgflow_op", "_pgflow_unchanged", "_pgflow_from"
-WRITE_CHUNK_BYTES = 1 << 16
+# Lines per COPY statement: few statements per batch, little memory per open segment.
+WRITE_CHUNK_BYTES = 1 << 18
 
 
 @dataclass
@@ -56,9 +59,7 @@ class Segment:
         self.key_changed_with_unchanged = False
         self.buffer: list[str] = []
         self.buffered = 0
-        self._open = ExitStack()
-        cursor = self._open.enter_context(log.conn.cursor())
-        self.copy = self._open.enter_context(cursor.copy(self._copy_statement()))
+        self.copy_statement = self._copy_statement()
 
     def _create_stage(self) -> TableName:
         log, target = self.log, self.target
@@ -125,22 +126,18 @@ class Segment:
         return "\t".join(fields), array_literal(unchanged).translate(ESCAPES)
 
     def _write(self) -> None:
-        self.copy.write("".join(self.buffer).encode())
+        if not self.buffer:
+            return
+        data = "".join(self.buffer).encode()
         self.buffer.clear()
         self.buffered = 0
-
-    def abort(self, exc: BaseException) -> None:
-        """End an unfinished COPY, which fails it; the transaction can then roll back."""
-        self._open.__exit__(type(exc), exc, exc.__traceback__)
+        with self.log.conn.cursor() as cursor, cursor.copy(self.copy_statement) as copy:
+            copy.write(data)
 
     def flushed(self) -> StagedSegment:
-        """Complete the COPY; what was staged, for the apply."""
-        self.flush()
-        return self.staged()
-
-    def flush(self) -> None:
+        """COPY what is still buffered; what was staged, for the apply."""
         self._write()
-        self._open.close()  # completes the COPY
+        return self.staged()
 
     def staged(self) -> StagedSegment:
         return StagedSegment(

@@ -51,16 +51,15 @@ def stage_batch(
     """COPY `events` into staging tables on `log` (new segment on TRUNCATE or a new shape).
 
     `relation` is the shape the stream had before these events (a Relation is sent once
-    per read, not per batch). Staging tables of a failed call are dropped."""
-    stager = _Stager(log, target, with_deleted_column(source, target.deleted_column), relation)
+    per stream, not per batch). Staging tables of a failed call are dropped."""
+    stager = Stager(log, target, source, relation)
     try:
         for event in events:
             stager.take(event)
-        stager.finish()
-    except BaseException as exc:
-        stager.abort(exc)
+        return stager.finish()
+    except BaseException:
+        stager.abort()
         raise
-    return stager.batch
 
 
 def drop_staged(log: SqlLog, batch: StagedBatch) -> None:
@@ -68,13 +67,15 @@ def drop_staged(log: SqlLog, batch: StagedBatch) -> None:
         staging.drop_staging(log, stage)
 
 
-class _Stager:
-    """Sorts one batch's events into segments: a new one on TRUNCATE or a new table shape."""
+class Stager:
+    """Sorts one batch's events of one table into segments: a new one on TRUNCATE or a new
+    table shape. Events are taken one at a time, so that a group's tables stage side by side."""
 
     def __init__(
-        self, log: SqlLog, target: CdcTarget, catalog: TableInfo, relation: RelationSeen | None
+        self, log: SqlLog, target: CdcTarget, source: TableInfo, relation: RelationSeen | None
     ) -> None:
-        self.log, self.target, self.catalog = log, target, catalog
+        self.log, self.target = log, target
+        self.catalog = with_deleted_column(source, target.deleted_column)
         self.batch = StagedBatch(relation=relation)
         self.shape: tuple[RelationColumn, ...] = ()
         self.segment: Segment | None = None
@@ -102,16 +103,18 @@ class _Stager:
                 follow_relation(self.catalog, self.shape)
                 self.segment = self._new_segment()
 
-    def finish(self) -> None:
-        if self.segment is not None:
-            self.batch.steps.append(self.segment.flushed())
+    def finish(self) -> StagedBatch:
+        """The staged batch, every segment's lines copied."""
+        self._close_segment()
+        return self.batch
 
-    def abort(self, exc: BaseException) -> None:
+    def abort(self) -> None:
+        """Drop what this batch staged (committed tables, on an autocommit connection)."""
         if self.segment is not None:
-            self.segment.abort(exc)  # end the COPY first, or the rollback waits on it
             self.batch.steps.append(self.segment.staged())
+            self.segment = None
         if self.log.conn.info.transaction_status == pq.TransactionStatus.IDLE:
-            with suppress(psycopg.Error):  # committed tables (autocommit); the error matters
+            with suppress(psycopg.Error):  # the error that stopped the staging matters
                 drop_staged(self.log, self.batch)
 
     def _current(self) -> Segment:
@@ -120,8 +123,9 @@ class _Stager:
 
     def _close_segment(self) -> None:
         if self.segment is not None:
-            self.batch.steps.append(self.segment.flushed())
+            staged = self.segment.flushed()  # on failure abort() still finds the segment
             self.segment = None
+            self.batch.steps.append(staged)
 
     def _new_segment(self) -> Segment:
         info = segment_info(self.catalog, self.shape, self.target)

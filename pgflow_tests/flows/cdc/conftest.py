@@ -56,16 +56,14 @@ def run(
 ) -> CdcResult:
     target_options = {k: options.pop(k) for k in ("deleted_column", "on_truncate") if k in options}
     settings = CdcSettings(slot=slot, publication=slot, **options)
-    with psycopg.connect(sink_uri, autocommit=True) as sink:
-        return replicate(
-            connector(source_uri),
-            connect_sink or connector(sink_uri),
-            sink,
-            table,
-            CdcTarget(target, strategy, **target_options),
-            settings,
-            pipeline="orders",
-        )
+    return replicate(
+        connector(source_uri),
+        connect_sink or connector(sink_uri),
+        table,
+        CdcTarget(target, strategy, **target_options),
+        settings,
+        pipeline="orders",
+    )
 
 
 def same(

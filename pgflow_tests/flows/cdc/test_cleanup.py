@@ -35,16 +35,14 @@ def start(source_uri: str, sink_uri: str, table: str, slot: str, auto_cleanup: b
     target = CdcTarget(
         TableName("landing", table), StrategySpec("incremental_merge", unique_key=("id",))
     )
-    with psycopg.connect(sink_uri, autocommit=True) as sink:
-        replicate(
-            connector(source_uri),
-            connector(sink_uri),
-            sink,
-            TableName("public", table),
-            target,
-            settings,
-            f"p_{table}",
-        )
+    replicate(
+        connector(source_uri),
+        connector(sink_uri),
+        TableName("public", table),
+        target,
+        settings,
+        f"p_{table}",
+    )
 
 
 def cleanup(env: dict[str, str], *args: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 from pgflow.localdb.cluster import find_bindir
 from pgflow.sinks.postgres import state
 from pgflow.sources import cdc
+from pgflow.sources.replication_stream import ReplicationStream
 from pgflow.sources.cdc import ReplicationError
 from pgflow_tests.flows.cdc.conftest import ORDERS, TARGET, run, same
 from pgflow_tests.pg import execute, table_text
@@ -62,7 +63,7 @@ def test_a_crash_between_sink_commit_and_slot_advance_applies_nothing_twice(
         raise RuntimeError("killed before the slot advanced")
 
     with monkeypatch.context() as patch:
-        patch.setattr(cdc, "advance_slot", crash)
+        patch.setattr(ReplicationStream, "confirm", crash)
         with pytest.raises(RuntimeError, match="killed"):
             run(source_uri, sink_uri, slot)
     assert same(source_uri, sink_uri), "the batch was committed in the sink"

@@ -96,7 +96,7 @@ def connector(uri):
     return connect
 target = CdcTarget(TableName("landing", "orders"), StrategySpec("incremental_merge", unique_key=("id",)))
 with psycopg.connect(sink_uri, autocommit=True) as sink:
-    result = replicate(connector(source_uri), connector(sink_uri), sink, TableName("public", "orders"),
+    result = replicate(connector(source_uri), connector(sink_uri), TableName("public", "orders"),
                        target, CdcSettings(slot=slot, publication=slot), "orders")
 peak = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
 print(json.dumps({"changes": result.changes, "peak_mb": peak}))

@@ -141,16 +141,14 @@ def cdc_load(source_uri: str, sink_uri: str) -> LoadResult | None:
     slot = slot_name_for(source_uri)
     strategy = StrategySpec(mode="incremental_merge", unique_key=("id",))
     settings = CdcSettings(slot=slot, publication=slot)
-    with psycopg.connect(sink_uri, autocommit=True) as sink:
-        result = replicate(
-            connector(source_uri),
-            connector(sink_uri),
-            sink,
-            SOURCE,
-            CdcTarget(TARGET, strategy),
-            settings,
-            "cdc",
-        )
+    result = replicate(
+        connector(source_uri),
+        connector(sink_uri),
+        SOURCE,
+        CdcTarget(TARGET, strategy),
+        settings,
+        "cdc",
+    )
     return result.snapshot
 
 

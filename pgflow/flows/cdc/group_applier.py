@@ -1,0 +1,121 @@
+"""The apply thread of a group run: staged batches applied in order, each member's part in its
+own sink transaction with the batch's end LSN, then the slot confirmed to the lowest position
+of the group. A member whose apply fails stops there; the others go on."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from pgflow.flows.cdc.apply import apply_staged
+from pgflow.flows.cdc.group_context import GroupRun
+from pgflow.flows.cdc.group_model import MemberRun, low_position
+from pgflow.flows.cdc.stage import StagedBatch, drop_staged
+from pgflow.sinks.postgres.sql_log import SqlLog
+
+
+@dataclass
+class GroupBatch:
+    """Whole transactions of the stream, staged per member that had changes in them."""
+
+    end_lsn: int
+    staged: dict[int, StagedBatch] = field(default_factory=dict)  # member index -> batch
+
+
+class GroupApplier:
+    """Applies group batches in a thread while the next one is decoded and staged. At most one
+    batch waits while one applies. `confirm` gets the group's new low position after each."""
+
+    def __init__(self, run: GroupRun, confirm: Callable[[int], None]) -> None:
+        self.run, self._confirm = run, confirm
+        self._queue: queue.Queue[GroupBatch | None] = queue.Queue(maxsize=1)
+        self._pending: list[GroupBatch] = []  # submitted, not yet applied
+        self._error: BaseException | None = None
+        self._cancel = False
+        self._thread = threading.Thread(target=self._loop, name="pgflow-cdc-apply", daemon=True)
+
+    def __enter__(self) -> GroupApplier:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._cancel = kind is not None  # batches still queued are not applied
+        self._queue.put(None)
+        self._thread.join()
+        self._drop_unapplied()
+        if kind is None:
+            self._raise()
+
+    def submit(self, batch: GroupBatch) -> None:
+        self._pending.append(batch)  # first: dropped on exit if never applied
+        self._raise()
+        self._queue.put(batch)
+
+    def drain(self) -> None:
+        """Wait until every submitted batch is applied and confirmed."""
+        self._queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                if self._error is None and not self._cancel:
+                    self._apply(batch)
+            except BaseException as exc:  # handed to the main thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _apply(self, batch: GroupBatch) -> None:
+        members = self.run.members
+        for index, staged in list(batch.staged.items()):
+            member = members[index]
+            if self.run.failures.failed(member):
+                _drop_quietly(self.run, member, staged)
+            else:
+                self._apply_member(member, staged)
+            del batch.staged[index]  # applied (its staging dropped with it) or the member failed
+        self._pending.remove(batch)
+        low = low_position(members)
+        if low is not None:
+            self._confirm(low)
+
+    def _apply_member(self, member: MemberRun, staged: StagedBatch) -> None:
+        run, spec = self.run, member.member
+        assert member.info is not None
+        try:
+            conn = run.sinks.applying(spec)
+            done = apply_staged(
+                conn, spec.target, member.info, staged, member.identity, spec.pipeline
+            )
+        except Exception as error:  # this member's sink or data: the others go on
+            run.fail(member, error)
+            _drop_quietly(run, member, staged)
+            return
+        member.result.batches.append(done)
+        assert done.end_lsn is not None
+        member.position = done.end_lsn
+
+    def _drop_unapplied(self) -> None:
+        """Staging tables are committed on the stager: drop those no apply consumed."""
+        for batch in self._pending:
+            for index, staged in batch.staged.items():
+                _drop_quietly(self.run, self.run.members[index], staged)
+        self._pending.clear()
+
+
+def _drop_quietly(run: GroupRun, member: MemberRun, staged: StagedBatch) -> None:
+    # Best effort, whatever stops it: the run's own error is the one to report, and the next
+    # run drops tagged leftovers.
+    with suppress(Exception), member.member.connect_sink(autocommit=True) as conn:
+        drop_staged(SqlLog(conn), staged)

@@ -1,0 +1,119 @@
+"""One CDC run of a group: the tables that share one slot, read once, applied per table.
+
+Order of effects, which is what makes it exactly-once for every table:
+1. a batch is applied to each table in ONE sink transaction that also stores the batch's end
+   LSN as that table's position;
+2. only then is the slot confirmed, and only up to the lowest position of the group's tables
+   (those this run did not select included: their changes stay in the slot until they run).
+A crash between 1 and 2 leaves the slot behind: the next run starts at the lowest position
+and each table skips what it already holds. A crash before 1 loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextlib import ExitStack
+
+from pgflow.flows.cdc.apply import prepare_target
+from pgflow.flows.cdc.backfill import backfill
+from pgflow.flows.cdc.group_context import GroupRun
+from pgflow.flows.cdc.group_model import (
+    Failures,
+    GroupMember,
+    GroupSettings,
+    MemberRun,
+    low_position,
+)
+from pgflow.flows.cdc.group_publication import ensure_publication
+from pgflow.flows.cdc.group_setup import check_slot, needs_snapshot, read_members
+from pgflow.flows.cdc.group_stream import drop_leftover_staging, stream_group
+from pgflow.flows.cdc.model import CdcResult
+from pgflow.flows.cdc.sink_connections import SinkConnections
+from pgflow.sinks.postgres import ddl, state
+from pgflow.sources import cdc
+
+GroupOutcome = dict[str, CdcResult | BaseException]  # per pipeline: its result or its error
+
+
+def replicate_group(
+    connect_source: cdc.ConnectSource,
+    settings: GroupSettings,
+    members: list[GroupMember],
+    selected: Collection[str],
+) -> GroupOutcome:
+    """Bring the `selected` members' targets up to date through the group's slot.
+
+    Raises for what fails the whole group (the server, the slot); a member's own failure is its
+    entry in the outcome. Each selected target's lock is held for the whole run."""
+    with ExitStack() as stack:
+        control = stack.enter_context(connect_source(autocommit=True))
+        runs = [MemberRun(m, settings.slot, m.pipeline in selected) for m in members]
+        run = GroupRun(connect_source, control, settings, runs, SinkConnections(stack), Failures())
+        cdc.check_server(control)
+        _hold_targets(run, stack)
+        _run(run)
+        return _outcome(run)
+
+
+def _hold_targets(run: GroupRun, stack: ExitStack) -> None:
+    for member in run.selected:
+        try:
+            conn = run.sinks.applying(member.member)
+            stack.enter_context(ddl.holding_target(conn, member.member.target.table))
+        except Exception as error:
+            run.fail(member, error)
+
+
+def _run(run: GroupRun) -> None:
+    existing = cdc.slot_info(run.control, run.settings.slot)
+    run.slot_confirmed = existing.confirmed_flush if existing else None
+    read_members(run)
+    if not run.healthy():
+        return  # every selected member failed already: leave slot and publication alone
+    slot = check_slot(run)
+    starting = needs_snapshot(run)
+    for member in starting:
+        member.position = None  # starts over at its snapshot: its old position holds nothing
+    changed = ensure_publication(run)
+    for member in run.selected:
+        member.result.publication_changed = changed
+    backfill(run, needs_snapshot(run), new_slot=slot is None)
+    confirmed = slot.confirmed_flush if slot and slot.confirmed_flush else None
+    _prepare_targets(run)
+    drop_leftover_staging(run)
+    start = low_position(run.members)
+    if start is None:
+        return
+    if confirmed is not None and start > confirmed:
+        for member in run.selected:
+            member.result.caught_up_slot = True  # a run died between its commit and confirm
+    if any(m.streaming for m in run.members):
+        stream_group(run, start)
+
+
+def _prepare_targets(run: GroupRun) -> None:
+    """Create or reconcile each streaming target first, so that staging tables made on the
+    other connection can take its column types."""
+    for member in run.members:
+        if not member.streaming:
+            continue
+        assert member.info is not None
+        try:
+            conn = run.sinks.applying(member.member)
+            prepare_target(conn, member.member.target, member.info)
+        except Exception as error:
+            run.fail(member, error)
+
+
+def _outcome(run: GroupRun) -> GroupOutcome:
+    slot = cdc.slot_info(run.control, run.settings.slot)
+    outcome: GroupOutcome = {}
+    for member in run.selected:
+        if member.error is not None:
+            outcome[member.pipeline] = member.error
+            continue
+        member.result.slot = slot
+        sink = run.sinks.applying(member.member)
+        member.result.position_after = state.read_position(sink, member.member.target.table)
+        outcome[member.pipeline] = member.result
+    return outcome

@@ -1,0 +1,171 @@
+"""The set-up of a group run: each member's catalog and stored position, the slot checked
+against them, and the publication made to hold exactly the group's tables.
+
+A problem of one table (no replica identity, a position the slot has moved past, a sink that
+cannot be reached) fails that member only; a problem of the slot or the server fails the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import psycopg
+
+from pgflow.config.model import TableName
+from pgflow.flows.cdc.group_context import GroupRun
+from pgflow.flows.cdc.group_model import MemberRun
+from pgflow.flows.cdc.model import CdcResult
+from pgflow.sinks.postgres import position_owner
+from pgflow.sources import cdc, publication
+from pgflow.sources.base import Position
+from pgflow.sources.catalog import TableInfo, describe_table
+from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
+
+RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
+
+
+def read_members(run: GroupRun) -> None:
+    """Catalog and checks of the selected members; every member's stored position."""
+    for member in run.members:
+        if run.failures.failed(member):
+            continue  # its sink could not be opened
+        try:
+            if member.selected:
+                member.info = _checked_catalog(run.control, member)
+            _read_position(run, member)
+        except (cdc.ReplicationError, psycopg.Error, ValueError) as error:
+            if not member.selected:
+                # Its position is unknown: hold the slot where it is.
+                member.position = run.slot_confirmed
+                continue
+            run.fail(member, error)
+
+
+def _checked_catalog(control: psycopg.Connection, member: MemberRun) -> TableInfo:
+    table = member.member.table
+    info = restrict_columns(describe_table(control, table), member.member.include_columns, table)
+    cdc.check_replica_identity(control, table)
+    _check_key_is_identity(control, member)
+    return info
+
+
+def restrict_columns(
+    info: TableInfo, include: tuple[str, ...] | None, table: TableName
+) -> TableInfo:
+    """`info` with only the `include` columns, in the table's order."""
+    if include is None:
+        return info
+    missing = [c for c in include if info.column(c) is None]
+    if missing:
+        raise ValueError(
+            f"source.options.include_columns names {', '.join(missing)}, which {table} lacks; "
+            f"its columns are {', '.join(info.column_names)}"
+        )
+    return replace(info, columns=tuple(c for c in info.columns if c.name in include))
+
+
+def _check_key_is_identity(conn: psycopg.Connection, member: MemberRun) -> None:
+    table, target = member.member.table, member.member.target
+    identity = cdc.identity_columns(conn, table)
+    key = target.strategy.unique_key
+    if identity is not None and not set(key) <= set(identity):
+        raise cdc.ReplicationError(
+            f"sink.strategy.unique_key ({', '.join(key)}) must be among the replica identity "
+            f"columns of {table} ({', '.join(identity)}): deletes carry only those. Use them as "
+            f"the key, or ALTER TABLE {table} REPLICA IDENTITY FULL"
+        )
+
+
+def _read_position(run: GroupRun, member: MemberRun) -> None:
+    sink = run.sinks.applying(member.member)
+    owned = position_owner.owned_position(sink, member.member.target.table)
+    stored = owned.position
+    member.result = CdcResult(position_before=stored, position_reset=owned.reset)
+    ours = stored is not None and stored.source == member.identity
+    member.position = lsn_to_int(stored.value) if ours and stored else None
+    if member.selected:
+        member.snapshot_reason = owned.reset or _snapshot_reason(stored, member)
+
+
+def _snapshot_reason(stored: Position | None, member: MemberRun) -> str | None:
+    if member.member.reset:
+        return "reset requested"
+    if stored is None:
+        return "first run: no stored position"
+    if stored.source != member.identity:
+        return f"the stored position is for {stored.source}, this pipeline reads {member.identity}"
+    return None
+
+
+def needs_snapshot(run: GroupRun) -> list[MemberRun]:
+    return [m for m in run.healthy() if m.snapshot_reason]
+
+
+def check_slot(run: GroupRun) -> cdc.SlotInfo | None:
+    """The slot, usable (else the run fails), or None when a new one must be made: missing or
+    lost, and a member starts over. Members whose changes the slot no longer has fail."""
+    name, database = run.settings.slot, run.control.info.dbname
+    slot = cdc.slot_info(run.control, name)
+    starting = needs_snapshot(run)
+    if starting and slot is not None:
+        check_slot_is_ours(run)  # a new member reads it, or a broken one is dropped
+    if slot is not None:
+        cdc.check_slot_usable(slot, name, database)  # plugin, database, not in use
+    if slot is None or slot.wal_status == "lost" or slot.confirmed_flush is None:
+        if not starting:
+            cdc.check_slot(slot, name, database)  # raises: dropped or invalidated
+        _fail_positions_the_slot_lost(run, slot)
+        if slot is not None:
+            cdc.drop_slot(run.control, name)  # invalidated: nothing can be read from it
+        return None
+    run.slot_confirmed = slot.confirmed_flush
+    _fail_positions_behind(run, slot.confirmed_flush)
+    return slot
+
+
+def check_slot_is_ours(run: GroupRun) -> None:
+    """A slot is read for a new member, or dropped, only if pgflow made it for this group."""
+    settings = run.settings
+    owner = publication.publication_owner(run.control, settings.publication)
+    owners = {settings.name, *settings.former_owners}
+    if owner is None or owner.pipeline not in owners or owner.slot != settings.slot:
+        raise cdc.ReplicationError(
+            f"replication slot {settings.slot} already exists and pgflow did not create it for "
+            f"'{settings.name}'; reading or starting it over could take the changes it holds "
+            "from its consumer. Choose another source.options.slot_name, or drop the slot if "
+            "it is unused"
+        )
+
+
+def _fail_positions_the_slot_lost(run: GroupRun, slot: cdc.SlotInfo | None) -> None:
+    why = "does not exist (dropped outside pgflow?)" if slot is None else "was invalidated"
+    for member in run.members:
+        if member.position is None or member.snapshot_reason:
+            continue
+        member.position = None  # nothing to hold: the changes after it are gone
+        if member.selected:
+            run.fail(
+                member,
+                cdc.ReplicationError(
+                    f"replication slot {run.settings.slot} {why}; the changes since "
+                    f"{member.pipeline}'s last run cannot be recovered from it; {RESNAPSHOT}"
+                ),
+            )
+
+
+def _fail_positions_behind(run: GroupRun, confirmed: int) -> None:
+    for member in run.members:
+        position = member.position
+        if position is None or position >= confirmed or member.snapshot_reason:
+            continue
+        member.position = None
+        if member.selected:
+            run.fail(
+                member,
+                cdc.ReplicationError(
+                    f"replication slot {run.settings.slot} is at {lsn_to_text(confirmed)}, ahead "
+                    f"of the position stored with {member.member.target.table} "
+                    f"({lsn_to_text(position)}): changes in between were consumed but never "
+                    f"applied here (a restored target, or another consumer?); {RESNAPSHOT}"
+                ),
+            )

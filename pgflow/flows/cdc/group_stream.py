@@ -1,0 +1,168 @@
+"""Stream a group's changes: read the slot once (START_REPLICATION), route each change to its
+member, stage batches of whole transactions per member on its sink's staging connection, and
+hand each batch to the applier while the next one is read.
+
+A run catches up to where the WAL was when it started (`upto`), so it ends even while the
+source keeps writing; at the end every member that took part stores that position (an idle
+table must not pin the slot's WAL) and the slot is confirmed to the group's lowest position.
+"""
+
+from __future__ import annotations
+
+from pgflow.flows.cdc.group_applier import GroupApplier, GroupBatch
+from pgflow.flows.cdc.group_context import GroupRun
+from pgflow.flows.cdc.group_model import MemberRun, low_position
+from pgflow.flows.cdc.stage import Stager, follow_relation
+from pgflow.sinks.postgres import ddl, staging, state
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources import cdc
+from pgflow.sources.changes import RelationSeen, TransactionEnd
+from pgflow.sources.group_changes import StreamedTable, group_changes
+from pgflow.sources.replication_stream import ReplicationStream
+
+
+def stream_group(run: GroupRun, start: int) -> None:
+    """Apply the slot's changes after `start` to the streaming members."""
+    members = [m for m in run.members if m.streaming]
+    upto = cdc.flush_lsn(run.control)
+    settings = run.settings
+    with ReplicationStream(
+        run.connect_source, settings.slot, settings.publication, start, upto
+    ) as stream:
+        with GroupApplier(run, stream.confirm) as applier:
+            reached = _Batches(run, members, applier).read(stream.messages(), start, upto)
+            applier.drain()
+        _store_reached(run, members, reached)
+        low = low_position(run.members)
+        if low is not None:
+            stream.confirm(low)
+
+
+class _Batches:
+    """Cuts the routed stream into batches of whole transactions and stages them."""
+
+    def __init__(self, run: GroupRun, members: list[MemberRun], applier: GroupApplier) -> None:
+        self.run, self.members, self.applier = run, members, applier
+        self.relations: dict[int, RelationSeen] = {}  # the shape each member streams with
+        self.stagers: dict[int, Stager] = {}
+        self.in_transaction: set[int] = set()
+        self.messages_at_start = 0
+        self.changes = 0
+
+    def read(self, messages: object, start: int, upto: int) -> int:
+        """Stage and submit every batch; the LSN the run has seen everything before."""
+        tables = [
+            StreamedTable(m.member.table, m.member.target.strategy.unique_key, m.position or 0)
+            for m in self.members
+        ]
+        limit = self.run.settings.max_changes
+        reached = start
+        for item in group_changes(messages, tables):  # type: ignore[arg-type]
+            if isinstance(item, TransactionEnd):
+                reached = self._end_transaction(item)
+                if limit is not None and self.changes >= limit:
+                    self._submit(reached)
+                    return reached
+            else:
+                self._take(*item)
+        self._submit(reached)
+        return max(reached, upto)
+
+    def _take(self, index: int, event: object) -> None:
+        member = self.members[index]
+        if self.run.failures.failed(member):
+            return
+        try:
+            if isinstance(event, RelationSeen):
+                self._relation(index, event)
+                return
+            self._stager(index).take(event)  # type: ignore[arg-type]
+            self.in_transaction.add(index)
+            self.changes += 1
+        except Exception as error:  # this member's sink or shape: the others go on
+            self._fail(index, error)
+
+    def _relation(self, index: int, event: RelationSeen) -> None:
+        stager = self.stagers.get(index)
+        if stager is not None:
+            stager.take(event)
+        else:
+            member = self.members[index]
+            assert member.info is not None
+            follow_relation(member.info, event.relation.columns)
+        self.relations[index] = event
+
+    def _stager(self, index: int) -> Stager:
+        stager = self.stagers.get(index)
+        if stager is None:
+            member = self.members[index]
+            assert member.info is not None
+            log = self.run.sinks.staging(member.member)
+            relation = self.relations.get(index)
+            stager = Stager(log, member.member.target, member.info, relation)
+            self.stagers[index] = stager
+        return stager
+
+    def _end_transaction(self, end: TransactionEnd) -> int:
+        for index in self.in_transaction:
+            stager = self.stagers.get(index)
+            if stager is not None:
+                stager.take(end)
+        self.in_transaction.clear()
+        if end.messages - self.messages_at_start >= self.run.settings.batch_changes:
+            self.messages_at_start = end.messages
+            self._submit(end.end_lsn)
+        return end.end_lsn
+
+    def _submit(self, end_lsn: int) -> None:
+        batch = GroupBatch(end_lsn)
+        for index, stager in self.stagers.items():
+            try:
+                staged = stager.finish()
+            except Exception as error:
+                self._fail(index, error, stager)
+                continue
+            staged.result.end_lsn = end_lsn
+            batch.staged[index] = staged
+        self.stagers.clear()
+        if batch.staged:
+            self.applier.submit(batch)
+
+    def _fail(self, index: int, error: Exception, stager: Stager | None = None) -> None:
+        self.run.fail(self.members[index], error)
+        stager = stager or self.stagers.pop(index, None)
+        self.stagers.pop(index, None)
+        if stager is not None:
+            stager.abort()
+
+
+def _store_reached(run: GroupRun, members: list[MemberRun], reached: int) -> None:
+    """Every member that took part has seen everything before `reached`: store it, so that
+    the slot can move on even for a table that had no changes."""
+    for member in members:
+        if run.failures.failed(member) or member.position is None:
+            continue
+        if member.position >= reached:
+            continue
+        try:
+            sink = run.sinks.applying(member.member)
+            log = SqlLog(sink)
+            with sink.transaction():
+                ddl.lock_target(log, member.member.target.table)
+                position = cdc.lsn_position(member.identity, reached)
+                state.write_position(log, member.member.target.table, member.pipeline, position)
+            member.position = reached
+        except Exception as error:
+            run.fail(member, error)
+
+
+def drop_leftover_staging(run: GroupRun) -> None:
+    """Staging tables a killed run committed and left behind, per streaming member."""
+    for member in run.members:
+        if not member.streaming:
+            continue
+        try:
+            log = run.sinks.staging(member.member)
+            staging.drop_orphaned_staging(log, member.member.target.table)
+        except Exception as error:
+            run.fail(member, error)
