@@ -22,7 +22,7 @@ class GroupBatch:
     """Whole transactions of the stream, staged per member that had changes in them."""
 
     end_lsn: int
-    staged: dict[int, StagedBatch] = field(default_factory=dict)  # member index -> batch
+    staged: list[tuple[MemberRun, StagedBatch]] = field(default_factory=list)
 
 
 class GroupApplier:
@@ -77,16 +77,15 @@ class GroupApplier:
                 self._queue.task_done()
 
     def _apply(self, batch: GroupBatch) -> None:
-        members = self.run.members
-        for index, staged in list(batch.staged.items()):
-            member = members[index]
+        while batch.staged:
+            member, staged = batch.staged[0]
             if self.run.failures.failed(member):
                 _drop_quietly(self.run, member, staged)
             else:
                 self._apply_member(member, staged)
-            del batch.staged[index]  # applied (its staging dropped with it) or the member failed
+            batch.staged.pop(0)  # applied (its staging dropped with it) or the member failed
         self._pending.remove(batch)
-        low = low_position(members)
+        low = low_position(self.run.members)
         if low is not None:
             self._confirm(low)
 
@@ -109,8 +108,8 @@ class GroupApplier:
     def _drop_unapplied(self) -> None:
         """Staging tables are committed on the stager: drop those no apply consumed."""
         for batch in self._pending:
-            for index, staged in batch.staged.items():
-                _drop_quietly(self.run, self.run.members[index], staged)
+            for member, staged in batch.staged:
+                _drop_quietly(self.run, member, staged)
         self._pending.clear()
 
 

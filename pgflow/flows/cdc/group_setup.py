@@ -28,7 +28,8 @@ def read_members(run: GroupRun) -> None:
     """Catalog and checks of the selected members; every member's stored position."""
     for member in run.members:
         if run.failures.failed(member):
-            continue  # its sink could not be opened
+            member.position = run.slot_confirmed  # its sink is out of reach: hold the slot
+            continue
         try:
             if member.selected:
                 member.info = _checked_catalog(run.control, member)

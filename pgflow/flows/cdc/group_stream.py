@@ -123,7 +123,7 @@ class _Batches:
                 self._fail(index, error, stager)
                 continue
             staged.result.end_lsn = end_lsn
-            batch.staged[index] = staged
+            batch.staged.append((self.members[index], staged))
         self.stagers.clear()
         if batch.staged:
             self.applier.submit(batch)
