@@ -95,7 +95,7 @@ def test_a_listed_column_dropped_at_the_source_stops_the_read(
     source_uri: str, sink_uri: str
 ) -> None:
     execute(source_uri, ORDERS + "ALTER TABLE public.orders DROP COLUMN total;")
-    with pytest.raises(SourceConfigError, match="'total' not found in public.orders"):
+    with pytest.raises(SourceConfigError, match=r"'total' not found in public\.orders"):
         incremental_load(
             source_uri,
             sink_uri,
