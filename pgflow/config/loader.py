@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from pgflow.config.cdc_groups import with_group_publications
 from pgflow.config.environment import config_path
 from pgflow.config.errors import SpecError, SpecProblem
 from pgflow.config.model import ConnectionSpec, GroupSpec, PipelineSpec, Project
@@ -90,7 +91,8 @@ def load_project(
     problems.extend(check_groups(project.groups, project.pipelines))
     if problems:
         raise SpecError(problems)
-    return Project(tuple(project.pipelines), project.connections, project.groups)
+    pipelines = with_group_publications(project.pipelines)
+    return Project(tuple(pipelines), project.connections, project.groups)
 
 
 def _load_file(file: Path, problems: list[SpecProblem]) -> _Declared:

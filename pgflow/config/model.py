@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from pgflow.config.cdc_groups import CdcGroupSpec
 
 ConnectionType = Literal["env", "vault"]
 SourceType = Literal["postgres", "delta"]
@@ -72,7 +75,8 @@ class SourceOptions:
     lookback: timedelta | Decimal | None = None
     on_null_cursor: NullCursorPolicy = "exclude"
     # CDC (logical replication) settings.
-    slot_name: str | None = None
+    slot_name: str | None = None  # filled by the loader: pgflow_<pipeline> unless named
+    slot_named: bool = False  # the spec named the slot: pipelines naming it share it
     publication_name: str | None = None
     snapshot: SnapshotMode = "initial"
     auto_cleanup: bool = False
@@ -259,3 +263,10 @@ class Project:
     def sensor_settings(self, connection_id: str) -> SensorSpec:
         declared = self.connections.get(connection_id)
         return declared.sensor if declared else SensorSpec()
+
+    def cdc_group_of(self, pipeline_name: str) -> CdcGroupSpec | None:
+        """The slot group of the CDC pipeline named so; None for any other pipeline."""
+        # cdc_groups builds on this module, so it is imported on use.
+        from pgflow.config.cdc_groups import cdc_group_of
+
+        return cdc_group_of(self, pipeline_name)

@@ -1,10 +1,11 @@
-"""Checks across the files of a project: what each pipeline must not share with another, the
-connections they use, and the groups declared for them."""
+"""Checks across the files of a project: what each pipeline must not share with another (CDC
+slot groups: cdc_groups.py), the connections they use, and the groups declared for them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from pgflow.config.cdc_groups import group_problems
 from pgflow.config.environment import env_var_for
 from pgflow.config.errors import SpecProblem
 from pgflow.config.model import ConnectionSpec, GroupSpec, PipelineSpec
@@ -16,21 +17,14 @@ def check_project(
     declared: dict[str, ConnectionSpec],
     environ: Mapping[str, str],
 ) -> list[SpecProblem]:
-    """Targets, asset keys, names and replication slots each pipeline needs for itself, and
-    the connections every pipeline names."""
+    """Targets, asset keys and names each pipeline needs for itself, the rules of CDC slot
+    groups, and the connections every pipeline names."""
     problems = _check_unique(
         pipelines, lambda p: p.sink.target_id, "sink", "writes the same target as"
     )
     problems.extend(key_problems(pipelines))
     problems.extend(_check_unique(pipelines, lambda p: p.name, "name", "has the same name as"))
-    problems.extend(
-        _check_unique(
-            [p for p in pipelines if p.source.options.incremental_strategy == "cdc"],
-            lambda p: f"{p.source.connection_id}: slot {p.source.options.slot_name}",
-            "source.options.slot_name",
-            "uses the same replication slot as",
-        )
-    )
+    problems.extend(group_problems(pipelines))
     problems.extend(_check_connections(pipelines, declared, environ))
     return problems
 

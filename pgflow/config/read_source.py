@@ -84,14 +84,22 @@ def _read_lookback(o: Section) -> timedelta | Decimal | None:
 
 
 def with_cdc_defaults(source: SourceSpec, pipeline: str) -> SourceSpec:
-    """Slot and publication named after the pipeline unless the spec names them."""
+    """The slot named after the pipeline unless the spec names it (then `slot_named`).
+
+    The publication's default is the slot's name, given to every pipeline of the slot once
+    the whole project is read (`cdc_groups.with_group_publications`): one member may name it.
+    """
     options = source.options
     if options.incremental_strategy != "cdc":
         return source
-    default = f"pgflow_{pipeline.lower()}"[:63]
     named = replace(
         options,
-        slot_name=options.slot_name or default,
-        publication_name=options.publication_name or default,
+        slot_name=options.slot_name or default_slot_name(pipeline),
+        slot_named=options.slot_name is not None,
     )
     return replace(source, options=named)
+
+
+def default_slot_name(pipeline: str) -> str:
+    """The slot of a pipeline that names none: its own, `pgflow_<pipeline>`."""
+    return f"pgflow_{pipeline.lower()}"[:63]

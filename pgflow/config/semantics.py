@@ -33,6 +33,8 @@ def check_pipeline(
     """Report every combination of fields that cannot work; each field was read already."""
     _check_strategy(sink, report)
     _check_source(source, sink, report)
+    if source.options.include_columns is not None:
+        _check_include_columns(source, sink, report)
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
@@ -165,6 +167,43 @@ def _check_replication_names(options: SourceOptions, report: Report) -> None:
                 f"'{value}' must be 1 to 63 lower-case letters, digits or _ (a replication "
                 "slot name's rule)",
             )
+
+
+def _check_include_columns(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
+    """The columns a load needs must be among those it reads; pgflow's own must not."""
+    field = "source.options.include_columns"
+    options, strategy = source.options, sink.strategy
+    included = options.include_columns or ()
+    if source.type != "postgres":
+        report(field, "applies to postgres sources only; remove it")
+        return
+    repeated = sorted({c for c in included if included.count(c) > 1})
+    if repeated:
+        report(field, f"lists {_quoted(repeated)} more than once; name each column once")
+    needed = [
+        ("sink.strategy.unique_key", strategy.unique_key),
+        ("source.options.incremental_column", (options.incremental_column or "",)),
+        ("sink.strategy.partition_column", (strategy.partition_column or "",)),
+    ]
+    for owner, columns in needed:
+        left_out = [c for c in columns if c and c not in included]
+        if left_out:
+            report(
+                field,
+                f"leaves out {_quoted(left_out)} of {owner}, which the load needs in the "
+                "target: add it to include_columns",
+            )
+    if options.deleted_column in included:
+        report(
+            field,
+            f"lists '{options.deleted_column}', the source.options.deleted_column pgflow adds "
+            "to the target for soft deletes; remove it from include_columns, or choose another "
+            "deleted_column",
+        )
+
+
+def _quoted(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
 
 
 def _check_partitions(source: SourceSpec, sink: SinkSpec, report: Report) -> None:

@@ -56,11 +56,6 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
         return "source.options.incremental_strategy", (
             "cdc into a delta sink is not supported yet; use column or xmin, or a postgres sink"
         )
-    # Settings the runtime would otherwise ignore silently.
-    if source.options.include_columns is not None:
-        return "source.options.include_columns", (
-            "is not supported yet; every column of the source table is copied, remove the key"
-        )
     return None
 
 

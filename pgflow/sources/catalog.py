@@ -6,7 +6,8 @@ target still fits the source and to decide whether raw binary COPY is safe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
@@ -149,6 +150,31 @@ def describe_table(conn: psycopg.Connection, table: TableName) -> TableInfo:
         estimated_rows=None if row["never_analyzed"] else row["estimated_rows"],
         is_partitioned=row["is_partitioned"],
     )
+
+
+def restrict_columns(
+    info: TableInfo, include: Sequence[str] | None, table: TableName | None = None
+) -> TableInfo:
+    """`info` with only the `include` columns (source.options.include_columns), in the table's
+    order; None keeps every column. A name the table lacks is a SourceConfigError naming the
+    spec field (`table`, default `info.table`, is the table the message names)."""
+    if include is None:
+        return info
+    from pgflow.sources.base import SourceConfigError  # base imports this module
+
+    missing = [name for name in include if info.column(name) is None]
+    if missing:
+        names = ", ".join(f"'{name}'" for name in missing)
+        raise SourceConfigError(
+            "source.options.include_columns",
+            f"{names} not found in {table or info.table}; its columns are: "
+            f"{', '.join(info.column_names)}",
+        )
+    wanted = set(include)
+    columns = tuple(c for c in info.columns if c.name in wanted)
+    # A key only partly read is no key of the read; the target then gets none from it.
+    key = info.primary_key if wanted.issuperset(info.primary_key) else ()
+    return replace(info, columns=columns, primary_key=key)
 
 
 def table_exists(conn: psycopg.Connection, table: TableName) -> bool:

@@ -8,6 +8,7 @@ transactions that commit late with an older cursor value than rows already read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
@@ -43,8 +44,9 @@ class ColumnCursorSource(PostgresTableSource):
         column: str,
         lookback: timedelta | Decimal | None = None,
         on_null_cursor: NullCursorPolicy = "exclude",
+        include_columns: Sequence[str] | None = None,
     ):
-        super().__init__(conn, table)
+        super().__init__(conn, table, include_columns=include_columns)
         self._column = column
         self._lookback = lookback
         self._on_null = on_null_cursor

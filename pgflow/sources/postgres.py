@@ -12,7 +12,7 @@ from psycopg.rows import TupleRow
 
 from pgflow.config.model import TableName
 from pgflow.sources.base import CopyFormat
-from pgflow.sources.catalog import TableInfo, describe_table
+from pgflow.sources.catalog import TableInfo, describe_table, restrict_columns
 from pgflow.sources.window import TimeWindow
 
 # Text COPY output depends on these settings; pin them on both ends so values round-trip.
@@ -56,15 +56,21 @@ class PostgresTableSource:
 
     `open()` starts the snapshot; the catalog read and the data read share it, so the shape
     we plan with is the shape we stream. The connection must not be in autocommit mode.
-    Subclasses narrow the read with `row_filter`; a `window` narrows it to one time slice.
+    Subclasses narrow the read with `row_filter`; a `window` narrows it to one time slice;
+    `include_columns` (the spec's) narrows `info`, so a load reads and creates only those.
     """
 
     def __init__(
-        self, conn: psycopg.Connection, table: TableName, window: TimeWindow | None = None
+        self,
+        conn: psycopg.Connection,
+        table: TableName,
+        window: TimeWindow | None = None,
+        include_columns: Sequence[str] | None = None,
     ):
         self._conn = conn
         self._table = table
         self._window = window
+        self._include = include_columns
         self._info: TableInfo | None = None
 
     def open(self) -> None:
@@ -73,7 +79,8 @@ class PostgresTableSource:
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._conn.read_only = True
         self.begin_snapshot()
-        self._info = describe_table(self._conn, self._table)
+        # Only the included columns exist for the load: the target and COPY get just those.
+        self._info = restrict_columns(describe_table(self._conn, self._table), self._include)
 
     def begin_snapshot(self) -> None:
         """The first statements of the read transaction; they fix its snapshot."""

@@ -17,19 +17,26 @@ def table_source(
 ) -> TableSource:
     """The reader for a postgres source: full, cursor column or xmin (not yet opened).
 
-    `window` narrows a full read to one time slice (a partition_replace time partition).
+    `window` narrows a full read to one time slice (a partition_replace time partition);
+    `options.include_columns` narrows every read to those columns.
     """
     assert spec.table is not None
     options = spec.options
+    include = options.include_columns
     if options.incremental_strategy == "column":
         assert options.incremental_column is not None
         return ColumnCursorSource(
-            conn, spec.table, options.incremental_column, options.lookback, options.on_null_cursor
+            conn,
+            spec.table,
+            options.incremental_column,
+            options.lookback,
+            options.on_null_cursor,
+            include_columns=include,
         )
     if options.incremental_strategy == "xmin":
-        return XminSource(conn, spec.table)
+        return XminSource(conn, spec.table, include_columns=include)
     if window is not None and options.incremental_strategy != "full":
         raise ValueError("a time window narrows full reads only")
     if options.incremental_strategy == "full":
-        return PostgresTableSource(conn, spec.table, window)
+        return PostgresTableSource(conn, spec.table, window, include_columns=include)
     raise ValueError(f"incremental_strategy {options.incremental_strategy} has no table reader")

@@ -13,6 +13,8 @@ finished when the snapshot was taken, so anything the read could not see is at o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 from psycopg import sql
 
@@ -27,8 +29,13 @@ CHECKPOINT_TYPE = "xid8"
 
 
 class XminSource(PostgresTableSource):
-    def __init__(self, conn: psycopg.Connection, table: TableName):
-        super().__init__(conn, table)
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        table: TableName,
+        include_columns: Sequence[str] | None = None,
+    ):
+        super().__init__(conn, table, include_columns=include_columns)
         self._plan: ReadPlan | None = None
         self._snapshot_xmin = 0
         self._snapshot_xmax = 0

@@ -161,8 +161,9 @@ def test_cdc_pending_changes_in_the_slot(
     materialize(shop, project)
     fresh = tick(shop, project)
     assert fresh.requested == {}
+    # The publication's default name is the slot's.
     assert re.search(
-        r"landing/payments: (no changes for publication pgflow_landing_payments in the [0-9,]+ "
+        rf"landing/payments: (no changes for publication {slot} in the [0-9,]+ "
         r"bytes of WAL after|slot \S+ confirmed up to \S+ = WAL flush position)",
         fresh.skip or "",
     )
@@ -189,7 +190,7 @@ def test_cdc_pending_changes_in_the_slot(
     }
 
     capsys.readouterr()
-    with slot_in_use(shop.source_uri, slot, "pgflow_landing_payments"):
+    with slot_in_use(shop.source_uri, slot, slot):
         busy = tick(shop, project)
     assert list(busy.requested) == ["landing/products"]
     log = capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Checks across a project: connections every pipeline names, and the targets, asset keys,
-names and replication slots no two pipelines may share."""
+"""Checks across a project: connections every pipeline names, and the targets, asset keys and
+names no two pipelines may share (CDC slot groups: test_cdc_groups.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pgflow.config.environment import env_var_for
 from pgflow.config.loader import load_project
 from pgflow_tests.config.specs import (
     ENV,
-    MERGE_SINK,
     load_one,
     only_problem,
     pipeline,
@@ -80,21 +79,6 @@ def test_a_connection_used_with_another_type_than_declared(tmp_path: Path) -> No
         f"is declared with type vault in {spec}, but used here with connection_type env; "
         "make them agree"
     ]
-
-
-def test_two_cdc_pipelines_cannot_share_a_slot(tmp_path: Path) -> None:
-    options = {"incremental_strategy": "cdc", "slot_name": "shared"}
-    first = pipeline(source={"options": options}, sink=MERGE_SINK)
-    second = pipeline(
-        source={"table": {"schema": "public", "name": "lines"}, "options": options},
-        sink={**MERGE_SINK, "table": {"schema": "landing", "name": "lines"}},
-    )
-    spec = write(tmp_path / "p.yaml", {"pipelines": [first, second]})
-    assert only_problem(spec) == (
-        f"{spec}: pipeline 'landing_lines': field 'source.options.slot_name': uses the same "
-        f"replication slot as pipeline 'landing_orders' in {spec} (shop: slot shared); each "
-        "pipeline needs its own"
-    )
 
 
 def test_two_pipelines_writing_one_target(tmp_path: Path) -> None:

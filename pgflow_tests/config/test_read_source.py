@@ -66,6 +66,18 @@ def test_cdc_slot_and_publication_default_to_the_pipeline_name(tmp_path: Path) -
     )
     options = load_one(spec).source.options
     assert (options.slot_name, options.publication_name) == ("pgflow_orders_eu",) * 2
+    assert not options.slot_named
+
+
+def test_the_publication_defaults_to_a_named_slot(tmp_path: Path) -> None:
+    cdc = {"incremental_strategy": "cdc", "slot_name": "shop"}
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": cdc}, sink=MERGE_SINK))
+    options = load_one(spec).source.options
+    assert (options.slot_name, options.publication_name, options.slot_named) == (
+        "shop",
+        "shop",
+        True,
+    )
 
 
 def test_column_cursor_options_load(tmp_path: Path) -> None:

@@ -232,3 +232,83 @@ def test_semantic_mistakes(
     # The only other problem, if any, is that the mode/strategy is not built yet.
     others = [p for p in problems if f"field '{field}': {message}" not in p]
     assert all("is not supported yet" in p for p in others), others
+
+
+def test_include_columns_loads_for_every_postgres_strategy(tmp_path: Path) -> None:
+    options = {
+        "incremental_strategy": "column",
+        "incremental_column": "updated_at",
+        "include_columns": ["id", "updated_at"],
+    }
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=MERGE_SINK))
+    assert load_one(spec).source.options.include_columns == ("id", "updated_at")
+
+
+PARTITIONED_SINK = {
+    "strategy": {"mode": "partition_replace", "partition_column": "day", "unique_key": DROP}
+}
+
+
+@pytest.mark.parametrize(
+    ("options", "sink", "message"),
+    [
+        pytest.param(
+            {"include_columns": ["total"]},
+            MERGE_SINK,
+            "leaves out 'id' of sink.strategy.unique_key, which the load needs in the target: "
+            "add it to include_columns",
+            id="unique-key",
+        ),
+        pytest.param(
+            {
+                "incremental_strategy": "column",
+                "incremental_column": "updated_at",
+                "include_columns": ["id"],
+            },
+            MERGE_SINK,
+            "leaves out 'updated_at' of source.options.incremental_column, which the load needs "
+            "in the target: add it to include_columns",
+            id="cursor",
+        ),
+        pytest.param(
+            {"include_columns": ["id"]},
+            PARTITIONED_SINK,
+            "leaves out 'day' of sink.strategy.partition_column, which the load needs in the "
+            "target: add it to include_columns",
+            id="partition-column",
+        ),
+        pytest.param(
+            {
+                "incremental_strategy": "cdc",
+                "deleted_column": "gone",
+                "include_columns": ["id", "gone"],
+            },
+            MERGE_SINK,
+            "lists 'gone', the source.options.deleted_column pgflow adds to the target for soft "
+            "deletes; remove it from include_columns, or choose another deleted_column",
+            id="deleted-column",
+        ),
+        pytest.param(
+            {"include_columns": ["id", "total", "id"]},
+            MERGE_SINK,
+            "lists 'id' more than once; name each column once",
+            id="twice",
+        ),
+    ],
+)
+def test_include_columns_must_hold_what_the_load_needs(
+    tmp_path: Path, options: dict[str, Any], sink: dict[str, Any], message: str
+) -> None:
+    spec = write(tmp_path / "p.yaml", pipeline(source={"options": options}, sink=sink))
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'source.options.include_columns': {message}"
+    )
+
+
+def test_include_columns_is_an_option_of_postgres_sources(tmp_path: Path) -> None:
+    source = {**DELTA_SOURCE, "options": {"include_columns": ["id"]}}
+    spec = write(tmp_path / "p.yaml", pipeline(source=source, sink=MERGE_SINK))
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_orders': field 'source.options.include_columns': applies "
+        "to postgres sources only; remove it"
+    )

@@ -14,12 +14,6 @@ from pgflow_tests.config.specs import DROP, only_problem, pipeline, write
     ("overrides", "field", "message"),
     [
         pytest.param(
-            {"source": {"options": {"include_columns": ["id", "total"]}}},
-            "source.options.include_columns",
-            "is not supported yet; every column of the source table is copied, remove the key",
-            id="include-columns",
-        ),
-        pytest.param(
             {
                 "source": {"options": {"incremental_strategy": "cdc"}},
                 "sink": {

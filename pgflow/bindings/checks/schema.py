@@ -17,7 +17,8 @@ from pgflow.bindings.checks.names import SCHEMA
 from pgflow.bindings.checks.target import missing_target, target_table
 from pgflow.config.model import PipelineSpec
 from pgflow.sinks.postgres.inspect import SchemaComparison
-from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table
+from pgflow.sources.base import SourceConfigError
+from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table, restrict_columns
 
 
 def offered(pipeline: PipelineSpec) -> bool:
@@ -44,6 +45,10 @@ def check(
             False,
             ERROR,
             f"{source_name(pipeline)} not found: the next load will fail; check source.table",
+        )
+    except SourceConfigError as exc:
+        return result(
+            pipeline, SCHEMA, False, ERROR, f"the next load will fail: {exc.field}: {exc.detail}"
         )
     target = target_table(run)
     if not target.exists():
@@ -77,7 +82,9 @@ def _describe_source(pipeline: PipelineSpec, run: CheckRun) -> TableInfo:
     assert pipeline.source.table
     conn = run.source()
     with conn.transaction():
-        return describe_table(conn, pipeline.source.table)
+        info = describe_table(conn, pipeline.source.table)
+    # The target holds only the included columns: the others are not the load's.
+    return restrict_columns(info, pipeline.source.options.include_columns)
 
 
 def _differences_text(comparison: SchemaComparison) -> str:

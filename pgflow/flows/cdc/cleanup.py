@@ -13,6 +13,7 @@ import argparse
 
 import psycopg
 
+from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections
@@ -47,11 +48,13 @@ def clean_connection(
     conn: psycopg.Connection, project: Project, connection_id: str, dry_run: bool
 ) -> list[str]:
     """What was (or would be) dropped on one source connection, one line each."""
-    live = {
-        p.source.options.publication_name
-        for p in project.pipelines
-        if p.source.connection_id == connection_id
-        and p.source.options.incremental_strategy == "cdc"
+    groups = [g for g in cdc_groups(project) if g.connection_id == connection_id]
+    live_slots = {g.slot_name for g in groups}
+    # A publication is live when a group streams it, or when its slot is still a group's
+    # (e.g. one named before the publication's default became the slot's name): dropping it
+    # would drop a slot in use.
+    live = {g.publication_name for g in groups} | {
+        name for name, owner in owned_publications(conn) if owner.slot in live_slots
     }
     lines = []
     for publication, owner in owned_publications(conn):

@@ -69,3 +69,23 @@ def test_schema_with_policy_fail_refuses_new_columns(
     assert "Fix: set sink.strategy.on_schema_change: add_columns or sync (it is fail)" in (
         found.description or ""
     )
+
+
+def test_schema_compares_only_the_included_columns(env: Env, instance: dg.DagsterInstance) -> None:
+    included = {"options": {"include_columns": ["id", "price"]}}
+    project = project_of(env, pipeline(MERGE, source=included))
+    materialize(project, instance)
+    agreed = run_checks(project, instance, SCHEMA)[SCHEMA]
+    assert agreed.passed, agreed.description  # name and added are not the load's columns
+    assert figures(agreed)["source_columns"] == 2
+
+    execute(env.source_uri, "ALTER TABLE items DROP COLUMN name")  # not included: no drift
+    assert run_checks(project, instance, SCHEMA)[SCHEMA].passed
+
+    execute(env.source_uri, "ALTER TABLE items DROP COLUMN price")
+    missing = run_checks(project, instance, SCHEMA)[SCHEMA]
+    assert not missing.passed and missing.severity == dg.AssetCheckSeverity.ERROR
+    assert missing.description == (
+        "the next load will fail: source.options.include_columns: 'price' not found in "
+        "public.items; its columns are: id, added"
+    )

@@ -103,3 +103,42 @@ def cleanup_state(uri: str, slots: dict[str, str]) -> dict[str, tuple[bool, bool
         publication = fetch(uri, "SELECT count(*) FROM pg_publication WHERE pubname = %s", (name,))
         result[table] = (slot == [(1,)], publication == [(1,)])
     return result
+
+
+def test_a_publication_of_a_live_slot_is_kept(
+    source_uri: str, sink_uri: str, tmp_path: Path
+) -> None:
+    """A slot named before the publication's default became the slot's name streamed
+    `pgflow_<pipeline>`: that publication is not the group's, but dropping it would drop the
+    group's slot."""
+    slot = "s" + psycopg.conninfo.conninfo_to_dict(source_uri)["dbname"][-10:] + "_c"
+    old = f"pgflow_{slot}_old"
+    execute(source_uri, "CREATE TABLE public.c (id int PRIMARY KEY)")
+    settings = CdcSettings(slot=slot, publication=old, auto_cleanup=True)
+    target = CdcTarget(
+        TableName("landing", "c"), StrategySpec("incremental_merge", unique_key=("id",))
+    )
+    try:
+        with psycopg.connect(sink_uri, autocommit=True) as sink:
+            replicate(
+                connector(source_uri),
+                connector(sink_uri),
+                sink,
+                TableName("public", "c"),
+                target,
+                settings,
+                "p_c",
+            )
+        live = LIVE_SPEC.format(slot=slot).replace(f", publication_name: {slot}", "")
+        (tmp_path / "c.yaml").write_text(live)  # the group's publication: the slot's name
+        env = {
+            **os.environ,
+            "PGFLOW_CONFIG": str(tmp_path),
+            "PGFLOW_CONN_SHOP": source_uri,
+            "PGFLOW_CONN_WAREHOUSE": sink_uri,
+        }
+        assert cleanup(env) == "shop: nothing to clean up\n"
+        assert cleanup_state(source_uri, {"c": slot})["c"][0]
+        assert fetch(source_uri, "SELECT pubname FROM pg_publication") == [(old,)]
+    finally:
+        drop_slots(source_uri, slot)
