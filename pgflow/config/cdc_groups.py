@@ -76,6 +76,7 @@ def group_problems(pipelines: Sequence[PipelineSpec]) -> list[SpecProblem]:
         problems.extend(_publication_disagreements(members))
         problems.extend(_slot_option_disagreements(members))
     problems.extend(_publication_on_two_slots(list(groups.values())))
+    problems.extend(_slot_named_as_a_pipeline(cdc))
     return problems
 
 
@@ -143,11 +144,11 @@ def _slot_on_two_connections(pipelines: list[PipelineSpec]) -> list[SpecProblem]
                 _problem(
                     pipeline,
                     "source.options.slot_name",
-                    f"slot {slot} on connection '{connection}' has the name of pipeline "
-                    f"'{first.name}''s slot on connection '{_slot_key(first)[0]}' ({first.file}); "
-                    "a slot name is per server and pgflow cannot tell whether two connection "
-                    "ids reach the same one: give each connection's pipelines their own "
-                    "slot_name",
+                    f"slot {slot} on connection '{connection}' has the name of the slot of "
+                    f"pipeline '{first.name}' ({first.file}) on connection "
+                    f"'{_slot_key(first)[0]}'; a slot name is per server and pgflow cannot tell "
+                    "whether two connection ids reach the same one: give each connection's "
+                    "pipelines their own slot_name",
                 )
             )
     return problems
@@ -252,6 +253,27 @@ def _publication_on_two_slots(groups: list[list[PipelineSpec]]) -> list[SpecProb
                 "defaults to the slot's name)",
             )
         )
+    return problems
+
+
+def _slot_named_as_a_pipeline(pipelines: list[PipelineSpec]) -> list[SpecProblem]:
+    """A group is named after its slot, or its pipeline when the slot is its own: one name
+    must not stand for two groups."""
+    own = {p.name: p for p in pipelines if not p.source.options.slot_named}
+    problems = []
+    for pipeline in pipelines:
+        slot = _slot_key(pipeline)[1]
+        other = own.get(slot)
+        if pipeline.source.options.slot_named and other is not None:
+            problems.append(
+                _problem(
+                    pipeline,
+                    "source.options.slot_name",
+                    f"'{slot}' is also the name of pipeline '{other.name}' ({other.file}), "
+                    "whose slot is its own; a slot's group is named after the slot, so the "
+                    "two would share a name: choose another slot_name",
+                )
+            )
     return problems
 
 

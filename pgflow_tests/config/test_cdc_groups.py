@@ -162,9 +162,10 @@ def test_one_slot_name_on_two_connections(tmp_path: Path) -> None:
     )
     assert only_problem(spec, ENV_TWO_SOURCES) == (
         f"{spec}: pipeline 'landing_lines': field 'source.options.slot_name': slot shop on "
-        "connection 'shop_eu' has the name of pipeline 'landing_orders''s slot on connection "
-        f"'shop' ({spec}); a slot name is per server and pgflow cannot tell whether two "
-        "connection ids reach the same one: give each connection's pipelines their own slot_name"
+        "connection 'shop_eu' has the name of the slot of pipeline 'landing_orders' "
+        f"({spec}) on connection 'shop'; a slot name is per server and pgflow cannot tell "
+        "whether two connection ids reach the same one: give each connection's pipelines their "
+        "own slot_name"
     )
 
 
@@ -250,3 +251,14 @@ def test_every_problem_of_a_bad_group_is_reported(tmp_path: Path) -> None:
         "'source.options.auto_cleanup'",
         "'source.options.target_batch_size'",
     ]
+
+
+def test_a_slot_named_as_a_pipeline_with_a_slot_of_its_own(tmp_path: Path) -> None:
+    own = cdc("orders")
+    own["name"] = "shop"
+    spec = write(tmp_path / "p.yaml", {"pipelines": [own, cdc("lines", slot_name="shop")]})
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'landing_lines': field 'source.options.slot_name': 'shop' is also the "
+        f"name of pipeline 'shop' ({spec}), whose slot is its own; a slot's group is named after "
+        "the slot, so the two would share a name: choose another slot_name"
+    )
