@@ -24,7 +24,13 @@ from types import TracebackType
 import psycopg
 from psycopg import pq, sql
 
-from pgflow.sources.cdc import ConnectSource, ReplicationError, SlotInUse, slot_info
+from pgflow.sources.cdc import (
+    ConnectSource,
+    ReplicationError,
+    SlotInUse,
+    advance_slot,
+    slot_info,
+)
 from pgflow.sources.pgoutput import lsn_to_text
 from pgflow.sources.postgres import PORTABLE_TEXT_SETTINGS
 
@@ -102,9 +108,10 @@ class ReplicationStream:
         tb: TracebackType | None,
     ) -> None:
         try:
+            drained = True
             if self._streaming:
                 self._streaming = False
-                self._end_copy(time.monotonic() + EXIT_TIMEOUT)
+                drained = self._end_copy(time.monotonic() + EXIT_TIMEOUT)
         except (psycopg.Error, OSError, TimeoutError) as err:
             # The original exception, if any, is the one the caller needs to see.
             if exc is None:
@@ -118,6 +125,26 @@ class ReplicationStream:
             if self._conn is not None:
                 self._conn.close()
             self._stack.close()
+        if not drained:
+            self._confirm_by_sql(exc)
+
+    def _confirm_by_sql(self, exc: BaseException | None) -> None:
+        """Move the slot to the confirmed position once the walsender let it go.
+
+        Needed after an undrained end: a walsender busy sending a transaction reads no
+        replies, and our close makes it exit before it sees the final status.
+        """
+        with self._lock:
+            confirmed = self._confirmed
+        try:
+            with self._connect(autocommit=True) as conn:
+                wait_slot_released(conn, self._slot, EXIT_TIMEOUT)
+                info = slot_info(conn, self._slot)
+                if info is not None and (info.confirmed_flush or 0) < confirmed:
+                    advance_slot(conn, self._slot, confirmed)
+        except (psycopg.Error, ReplicationError) as err:
+            if exc is None:
+                raise self._error(getattr(err, "sqlstate", None), _text(err)) from None
 
     def messages(self) -> Iterator[bytes]:
         """pgoutput payloads of whole transactions committed before upto_lsn, in order."""
@@ -214,12 +241,12 @@ class ReplicationStream:
         while pgconn.flush():
             _wait_socket(pgconn, deadline, write=True)
 
-    def _end_copy(self, deadline: float) -> None:
+    def _end_copy(self, deadline: float) -> bool:
         """Final status, CopyDone, then drain until the server ends the copy and the command.
 
-        Past `deadline` we stop draining and the caller closes the connection: after a
-        CopyDone, PostgreSQL still sends the rest of a transaction it is decoding, which can
-        take longer than is worth reading. The status went first, so the server has it.
+        Past `deadline` we stop draining (False) and the caller closes the connection: after
+        a CopyDone, PostgreSQL still sends the rest of a transaction it is decoding, which can
+        take longer than is worth reading.
         """
         pgconn = self._require()
         self._send_status(reply=False)
@@ -239,9 +266,9 @@ class ReplicationStream:
                     _wait_socket(pgconn, deadline, write=False)
                     pgconn.consume_input()
                 if pgconn.get_result() is None:
-                    return
+                    return True
         except TimeoutError:
-            return
+            return False
 
     def _stream_ended(self, pgconn: pq.abc.PGconn) -> None:
         """The server left copy mode on its own: always an error here."""

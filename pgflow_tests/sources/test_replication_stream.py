@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgflow.sources import replication_stream
 from pgflow.sources.cdc import ReplicationError, SlotInUse, flush_lsn, slot_info
 from pgflow.sources.pgoutput import decode, lsn_to_int
 from pgflow.sources.pgoutput_messages import Begin, Commit, Insert, Message, Relation
@@ -151,17 +152,22 @@ def test_confirm_moves_the_slot_to_exactly_the_confirmed_lsn(source: Source) -> 
 
 
 def test_a_slot_streamed_by_another_session_is_in_use(source: Source) -> None:
-    with source.stream(source.flush()), pytest.raises(SlotInUse, match=source.slot) as caught:
-        with source.stream(source.flush()):
-            pass
+    with (
+        source.stream(source.flush()),
+        pytest.raises(SlotInUse, match=source.slot) as caught,
+        source.stream(source.flush()),
+    ):
+        pass
     assert "is active for PID" in str(caught.value), "the server's words are kept"
 
 
 def test_a_missing_slot_is_an_error_naming_it(source: Source) -> None:
     drop_slots(source.uri, source.slot)
-    with pytest.raises(ReplicationError, match="does not exist") as caught:
-        with source.stream(source.flush()):
-            pass
+    with (
+        pytest.raises(ReplicationError, match="does not exist") as caught,
+        source.stream(source.flush()),
+    ):
+        pass
     assert not isinstance(caught.value, SlotInUse)
     assert source.slot in str(caught.value) and "reset: true" in str(caught.value)
 
@@ -210,12 +216,11 @@ def test_the_decoding_session_renders_values_in_the_portable_text_format(source:
 def test_an_exception_in_the_consumer_propagates_and_frees_the_slot(source: Source) -> None:
     # Large: the server is still sending this transaction when the stream ends.
     execute(source.uri, "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 300000) g")
-    with pytest.raises(KeyError, match="the consumer's"):
-        with source.stream(source.flush()) as stream:
-            for n, _ in enumerate(stream.messages()):
-                if n == 100:
-                    raised = time.monotonic()
-                    raise KeyError("the consumer's")
+    with pytest.raises(KeyError, match="the consumer's"), source.stream(source.flush()) as stream:
+        for n, _ in enumerate(stream.messages()):
+            if n == 100:
+                raised = time.monotonic()
+                raise KeyError("the consumer's")
     with psycopg.connect(source.uri) as conn:
         wait_slot_released(conn, source.slot, 2)
     print(f"exit took {time.monotonic() - raised:.2f}s")
@@ -225,16 +230,18 @@ def test_an_exception_in_the_consumer_propagates_and_frees_the_slot(source: Sour
 def test_a_killed_walsender_is_a_replication_error_and_exit_does_not_hang(source: Source) -> None:
     execute(source.uri, "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 1000) g")
     started = time.monotonic()
-    with pytest.raises(ReplicationError, match=source.slot):
-        with source.stream(source.flush()) as stream:
-            for n, _ in enumerate(stream.messages()):
-                if n == 10:
-                    execute(
-                        source.uri,
-                        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                        " WHERE slot_name = %s",
-                        (source.slot,),
-                    )
+    with (
+        pytest.raises(ReplicationError, match=source.slot),
+        source.stream(source.flush()) as stream,
+    ):
+        for n, _ in enumerate(stream.messages()):
+            if n == 10:
+                execute(
+                    source.uri,
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                    " WHERE slot_name = %s",
+                    (source.slot,),
+                )
     assert time.monotonic() - started < 5
 
 
@@ -276,3 +283,19 @@ def test_throughput_of_a_million_small_inserts(
         print(
             f"\nreplication stream: {count} messages in {elapsed:.2f}s = {count / elapsed:,.0f}/s"
         )
+
+
+def test_an_exit_that_cannot_drain_in_time_closes_and_keeps_the_confirmation(
+    source: Source, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execute(source.uri, "INSERT INTO t VALUES (1, 'before')")
+    upto = source.flush()
+    # still being sent when the stream ends; no time at all to drain it
+    execute(source.uri, "INSERT INTO t SELECT g, 'after' FROM generate_series(2, 300000) g")
+    monkeypatch.setattr(replication_stream, "EXIT_TIMEOUT", 0.0)
+    with pytest.raises(KeyError, match="kept"), source.stream(upto) as stream:
+        messages = [decode(m) for m in stream.messages()]
+        end = next(m.end_lsn for m in messages if isinstance(m, Commit))
+        stream.confirm(end)
+        raise KeyError("kept")
+    assert source.confirmed() == end
