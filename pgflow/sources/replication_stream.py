@@ -33,6 +33,7 @@ from pgflow.sources.cdc import (
 )
 from pgflow.sources.pgoutput import lsn_to_text
 from pgflow.sources.postgres import PORTABLE_TEXT_SETTINGS
+from pgflow.sources.replication_errors import error_message, error_text, replication_error, sqlstate
 
 _XLOGDATA, _KEEPALIVE = ord("w"), ord("k")
 _BEGIN, _COMMIT = ord("B"), ord("C")
@@ -42,7 +43,6 @@ _STATUS = struct.Struct("!cQQQqB")
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 _CHECK_EVERY = 512  # messages between clock reads while data flows
 EXIT_TIMEOUT = 5.0  # seconds __exit__ drains the stream before it just closes it
-_RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
 
 
 class ReplicationStream:
@@ -112,12 +112,12 @@ class ReplicationStream:
             if self._streaming:
                 self._streaming = False
                 drained = self._end_copy(time.monotonic() + EXIT_TIMEOUT)
-        except (psycopg.Error, OSError, TimeoutError) as err:
+        except (psycopg.Error, OSError, TimeoutError, ReplicationError) as err:
             # The original exception, if any, is the one the caller needs to see.
             if exc is None:
                 raise ReplicationError(
                     f"replication slot {self._slot}: could not end the stream cleanly, the last "
-                    f"confirmed position may not have reached the server: {_text(err)}"
+                    f"confirmed position may not have reached the server: {error_text(err)}"
                 ) from None
         finally:
             # Closed here, not by the connection's own exit: after a failed end it would
@@ -142,9 +142,12 @@ class ReplicationStream:
                 info = slot_info(conn, self._slot)
                 if info is not None and (info.confirmed_flush or 0) < confirmed:
                     advance_slot(conn, self._slot, confirmed)
-        except (psycopg.Error, ReplicationError) as err:
+        except ReplicationError:
             if exc is None:
-                raise self._error(getattr(err, "sqlstate", None), _text(err)) from None
+                raise
+        except psycopg.Error as err:
+            if exc is None:
+                raise self._error(err.sqlstate, error_text(err)) from None
 
     def messages(self) -> Iterator[bytes]:
         """pgoutput payloads of whole transactions committed before upto_lsn, in order."""
@@ -183,6 +186,11 @@ class ReplicationStream:
                     if not in_transaction and self._wal_end >= self._upto:
                         self._done = True
                         return
+                else:
+                    unexpected = chr(kind)
+                    raise ReplicationError(
+                        f"replication slot {self._slot}: unexpected frame {unexpected!r}"
+                    )
             elif n == 0:
                 if seen:  # data came since the last wait: not idle
                     idle_since, seen = time.monotonic(), False
@@ -195,11 +203,18 @@ class ReplicationStream:
             return pgconn.get_copy_data(1)
         except psycopg.Error as err:
             self._streaming = False
-            raise self._error(err.sqlstate, _text(err)) from None
+            raise self._error(err.sqlstate, error_text(err)) from None
 
     def _status_if_due(self) -> None:
         if time.monotonic() >= self._next_status:
             self._send_status(reply=False)
+
+    def keep_alive(self) -> None:
+        """Send a status update if one is due. For the reading thread while its consumer
+        makes it wait between messages: the server ends a stream that says nothing for
+        wal_sender_timeout (60 s by default). Not thread-safe, unlike confirm()."""
+        if self._streaming:
+            self._status_if_due()
 
     def _wait(self, pgconn: pq.abc.PGconn, idle_since: float, reply_asked: bool) -> bool:
         """No data buffered: keep the server informed, sleep on the socket, read input."""
@@ -219,7 +234,7 @@ class ReplicationStream:
             pgconn.consume_input()
         except psycopg.Error as err:
             self._streaming = False
-            raise self._error(err.sqlstate, _text(err)) from None
+            raise self._error(err.sqlstate, error_text(err)) from None
         return reply_asked
 
     def _send_status(self, *, reply: bool) -> None:
@@ -232,9 +247,13 @@ class ReplicationStream:
 
     def _put(self, frame: bytes, deadline: float) -> None:
         pgconn = self._require()
-        while not pgconn.put_copy_data(frame):
-            _wait_socket(pgconn, deadline, write=True)
-        self._flush(deadline)
+        try:
+            while not pgconn.put_copy_data(frame):
+                _wait_socket(pgconn, deadline, write=True)
+            self._flush(deadline)
+        except (psycopg.Error, TimeoutError) as err:
+            self._streaming = False
+            raise self._error(getattr(err, "sqlstate", None), error_text(err)) from None
 
     def _flush(self, deadline: float) -> None:
         pgconn = self._require()
@@ -277,7 +296,7 @@ class ReplicationStream:
         while pgconn.get_result() is not None:
             pass
         if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-            raise self._error(_sqlstate(result), _message(result))
+            raise self._error(sqlstate(result), error_message(result))
         upto = lsn_to_text(self._upto)
         raise ReplicationError(
             f"replication slot {self._slot}: the server ended the stream before {upto}"
@@ -286,7 +305,7 @@ class ReplicationStream:
     def _run(self, command: bytes, expected: pq.ExecStatus) -> None:
         result = self._require().exec_(command)
         if result.status != expected:
-            raise self._error(_sqlstate(result), _message(result))
+            raise self._error(sqlstate(result), error_message(result))
 
     def _require(self) -> pq.abc.PGconn:
         assert self._pgconn is not None, "used inside `with`"
@@ -308,36 +327,6 @@ class ReplicationStream:
 
     def _error(self, sqlstate: str | None, message: str) -> ReplicationError:
         return replication_error(self._slot, self._publication, sqlstate, message)
-
-
-def replication_error(
-    slot: str, publication: str, sqlstate: str | None, message: str
-) -> ReplicationError:
-    """The server's error during START_REPLICATION or streaming, said with its fix."""
-    said = f"(server: {message})"
-    if sqlstate == "55006" or "is active for PID" in message:
-        return SlotInUse(
-            f"replication slot {slot} is in use by another consumer; stop it, or give this "
-            f"pipeline its own source.options.slot_name {said}"
-        )
-    if "replication slot" in message and "does not exist" in message:
-        return ReplicationError(
-            f"replication slot {slot} does not exist (dropped outside pgflow?); changes since "
-            f"the last run cannot be recovered from it; {_RESNAPSHOT} {said}"
-        )
-    if "publication" in message and "does not exist" in message:
-        return ReplicationError(
-            f"publication {publication} of replication slot {slot} does not exist on the source "
-            f"(dropped outside pgflow?); {_RESNAPSHOT} {said}"
-        )
-    if "can no longer get changes from replication slot" in message or (
-        "requested WAL segment" in message and "removed" in message
-    ):
-        return ReplicationError(
-            f"replication slot {slot} was invalidated: the WAL it needed was removed, e.g. by "
-            f"max_slot_wal_keep_size; {_RESNAPSHOT} {said}"
-        )
-    return ReplicationError(f"replication from slot {slot} failed {said}")
 
 
 def wait_slot_released(conn: psycopg.Connection, slot: str, timeout: float = 10.0) -> None:
@@ -371,18 +360,3 @@ def _wait_socket(pgconn: pq.abc.PGconn, deadline: float, *, write: bool) -> None
         raise TimeoutError("the server did not answer in time")
     sockets = [pgconn.socket]
     select.select([] if write else sockets, sockets if write else [], [], remaining)
-
-
-def _sqlstate(result: pq.abc.PGresult) -> str | None:
-    value = result.error_field(pq.DiagnosticField.SQLSTATE)
-    return value.decode() if value else None
-
-
-def _message(result: pq.abc.PGresult) -> str:
-    primary = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
-    text = primary or result.error_message or b"no message"
-    return text.decode(errors="replace").strip()
-
-
-def _text(err: BaseException) -> str:
-    return str(err).strip() or type(err).__name__

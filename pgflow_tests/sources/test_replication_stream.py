@@ -18,6 +18,7 @@ from pgflow.sources import replication_stream
 from pgflow.sources.cdc import ReplicationError, SlotInUse, flush_lsn, slot_info
 from pgflow.sources.pgoutput import decode, lsn_to_int
 from pgflow.sources.pgoutput_messages import Begin, Commit, Insert, Message, Relation
+from pgflow.sources.replication_errors import replication_error
 from pgflow.sources.replication_stream import ReplicationStream, wait_slot_released
 from pgflow_tests.pg import drop_slots, execute, fetch, slot_name_for
 
@@ -299,3 +300,89 @@ def test_an_exit_that_cannot_drain_in_time_closes_and_keeps_the_confirmation(
         stream.confirm(end)
         raise KeyError("kept")
     assert source.confirmed() == end
+
+
+def test_status_updates_carry_confirmations_while_the_stream_waits(source: Source) -> None:
+    execute(source.uri, "INSERT INTO t VALUES (1, 'first')")
+    seen: list[int | None] = []
+
+    def applier(lsn: int) -> None:
+        # the slot moves while the stream stays open, then a later commit lets it end
+        deadline = time.monotonic() + 5
+        with psycopg.connect(source.uri) as conn:
+            while (info := slot_info(conn, source.slot)) and info.confirmed_flush != lsn:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            seen.append(info.confirmed_flush if info else None)
+        execute(source.uri, "INSERT INTO t VALUES (2, 'last')")
+
+    thread = None
+    with source.stream(2**63, status_interval=0.1) as stream:
+        for message in map(decode, stream.messages()):
+            if isinstance(message, Commit) and thread is None:
+                stream.confirm(message.end_lsn)
+                thread = threading.Thread(target=applier, args=(message.end_lsn,))
+                thread.start()
+                first_end = message.end_lsn
+            if isinstance(message, Insert) and message.new[0] == "2":
+                break
+    assert thread is not None
+    thread.join()
+    assert seen == [first_end]
+
+
+def _pause(stream: ReplicationStream, seconds: float, *, keep_alive: bool) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if keep_alive:
+            stream.keep_alive()
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_a_consumer_that_pauses_keeps_the_stream_with_keep_alive(
+    source: Source, keep_alive: bool
+) -> None:
+    execute(source.uri, "INSERT INTO t VALUES (1, 'x')")
+
+    def connect(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
+        return psycopg.connect(source.uri, options="-c wal_sender_timeout=1s", **kwargs)
+
+    stream = ReplicationStream(
+        connect, source.slot, PUBLICATION, source.start, 2**63, status_interval=0.2
+    )
+    read: list[Message] = []
+    with stream:
+        messages = map(decode, stream.messages())
+        for message in messages:  # the first transaction, then a pause (a busy applier)
+            read.append(message)
+            if isinstance(message, Commit):
+                break
+        _pause(stream, 3, keep_alive=keep_alive)
+        execute(source.uri, "INSERT INTO t VALUES (2, 'after the pause')")
+        if not keep_alive:  # the server gave up on a stream that said nothing
+            with pytest.raises(ReplicationError, match="replication from slot"):
+                next(messages)
+            return
+        for message in messages:
+            read.append(message)
+            if isinstance(message, Commit):
+                break
+    assert inserted(read) == [("1", "x"), ("2", "after the pause")]
+
+
+@pytest.mark.parametrize(
+    "sqlstate, said",
+    [
+        ("55000", 'can no longer get changes from replication slot "s1"'),
+        ("58P01", "requested WAL segment 000000010000000000000003 has already been removed"),
+    ],
+)
+def test_an_invalidated_slot_says_to_resnapshot(sqlstate: str, said: str) -> None:
+    # The server's words for a slot whose WAL is gone (making one would invalidate the
+    # slots of every test sharing the cluster).
+    error = replication_error("s1", PUBLICATION, sqlstate, said)
+    assert type(error) is ReplicationError
+    assert "s1 was invalidated" in str(error) and "reset: true" in str(error)
+    assert said in str(error)
