@@ -81,6 +81,11 @@ class ReplicationStream:
         """The last walEnd the server reported (0 before its first frame)."""
         return self._wal_end
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The walsender's PID while the stream is open (for logs and health checks)."""
+        return None if self._conn is None or self._conn.closed else self._conn.info.backend_pid
+
     def confirm(self, lsn: int) -> None:
         """Report `lsn` as applied (thread-safe); sent with the next status update."""
         with self._lock:
