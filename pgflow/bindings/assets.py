@@ -74,19 +74,23 @@ def source_specs(project: Project) -> list[dg.AssetSpec]:
     return list(specs.values())
 
 
+def freshness_policy(pipeline: PipelineSpec) -> dg.FreshnessPolicy | None:
+    if pipeline.freshness is None:
+        return None
+    return dg.FreshnessPolicy.time_window(
+        fail_window=pipeline.freshness.fail_after, warn_window=pipeline.freshness.warn_after
+    )
+
+
 def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
     sink, source = pipeline.sink, pipeline.source
-    freshness = None
-    if pipeline.freshness:
-        freshness = dg.FreshnessPolicy.time_window(
-            fail_window=pipeline.freshness.fail_after, warn_window=pipeline.freshness.warn_after
-        )
+    freshness = freshness_policy(pipeline)
 
     @dg.asset(
         key=asset_key(pipeline),
         name=None,
         group_name=pipeline.group,
-        description=pipeline.description or _default_description(pipeline),
+        description=pipeline.description or default_description(pipeline),
         deps=[source_asset_key(source)],
         io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
         kinds={sink.type},
@@ -94,7 +98,7 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         owners=list(pipeline.owners),
         pool=pool_for(source.connection_id) if source.connection_id else None,
         freshness_policy=freshness,
-        metadata={"pgflow/pipeline": _pipeline_metadata(pipeline)},
+        metadata={"pgflow/pipeline": pipeline_metadata(pipeline)},
         op_tags={"pgflow/pipeline": pipeline.name},
         retry_policy=retry_policy(),
         partitions_def=partitions_definition(pipeline.partitions),
@@ -150,7 +154,7 @@ def _time_window(context: AssetExecutionContext, pipeline: PipelineSpec) -> Time
     return TimeWindow(column, window.start, window.end)
 
 
-def _default_description(pipeline: PipelineSpec) -> str:
+def default_description(pipeline: PipelineSpec) -> str:
     return f"{_endpoint(pipeline.source)} replicated into {_endpoint(pipeline.sink)} ({pipeline.sink.strategy.mode})."
 
 
@@ -160,7 +164,7 @@ def _endpoint(endpoint: SourceSpec | SinkSpec) -> str:
     return f"{endpoint.table} on '{endpoint.connection_id}'"
 
 
-def _pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:
+def pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:
     """Non-secret facts about the pipeline, shown in the UI and used by load_input."""
     sink = pipeline.sink
     return {

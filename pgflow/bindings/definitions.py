@@ -5,12 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from pgflow.bindings.assets import pipeline_asset, source_specs
+from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.checks.definitions import pipeline_checks
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
 from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.bindings.sensors import staleness_sensors
+from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -21,8 +23,11 @@ def build_definitions(project: Project) -> dg.Definitions:
     delta = DeltaStorage()
     resources: dict[str, object] = {"pg": connections, "delta": delta}
     resources.update(io_managers(connections, delta))
+    shared = [g for g in cdc_groups(project) if len(g.pipelines) > 1]
+    in_groups = {p.name for g in shared for p in g.pipelines}
+    alone = [pipeline_asset(p) for p in project.pipelines if p.name not in in_groups]
     return dg.Definitions(
-        assets=[*source_specs(project), *(pipeline_asset(p) for p in project.pipelines)],
+        assets=[*source_specs(project), *alone, *(cdc_group_asset(g) for g in shared)],
         schedules=pipeline_schedules(project),
         sensors=[*staleness_sensors(project), *health_sensors(project)],
         asset_checks=pipeline_checks(project),

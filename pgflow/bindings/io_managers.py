@@ -12,7 +12,6 @@ mode; they are the one IO manager class of that sink.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, get_args
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, get_args
 import dagster as dg
 import psycopg
 
+from pgflow.bindings.cdc_runs import lone_group, run_cdc_group
 from pgflow.bindings.metadata import (
     activity_metadata,
     cdc_metadata,
@@ -35,8 +35,7 @@ from pgflow.bindings.step_errors import step_errors
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
-from pgflow.flows.cdc.model import DEFAULT_BATCH_CHANGES, CdcSettings, CdcTarget
-from pgflow.flows.cdc.run import replicate
+from pgflow.flows.cdc.model import CdcResult
 from pgflow.flows.postgres_load import load_table
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sources.activity import table_modifications
@@ -61,6 +60,15 @@ class PipelineRead:
 
 
 @dataclass(frozen=True)
+class CdcApplied:
+    """A group step's output for one of its tables: the changes are applied; the IO manager
+    reports them (metadata, row count) as for any other run."""
+
+    pipeline: PipelineSpec
+    result: CdcResult
+
+
+@dataclass(frozen=True)
 class TableRef:
     """What a downstream asset gets: where the table lives; connect with the `pg` resource."""
 
@@ -76,7 +84,11 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
     delta: DeltaStorage
     mode: SinkMode
 
-    def handle_output(self, context: dg.OutputContext, obj: PipelineRead) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: PipelineRead | CdcApplied) -> None:
+        if isinstance(obj, CdcApplied):  # a shared slot's group step applied it already
+            with step_errors(obj.pipeline):
+                self._report_cdc(context, obj)
+            return
         spec = obj.pipeline
         if spec.sink.strategy.mode != self.mode:
             raise dg.DagsterInvariantViolationError(
@@ -149,46 +161,23 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         )
 
     def _replicate(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
-        source, sink = spec.source, spec.sink
-        options = source.options
-        assert source.connection_id and source.table and sink.connection_id and sink.table
-        assert options.slot_name and options.publication_name  # defaulted by the loader
+        """A pipeline with a slot of its own: a group of one."""
+        outcome = run_cdc_group(self.connections, lone_group(spec), [spec.name], reset)
+        result = outcome[spec.name]
+        if isinstance(result, BaseException):
+            raise result
+        self._report_cdc(context, CdcApplied(spec, result))
 
-        def connect_source(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
-            assert source.connection_id
-            return self.connections.connect(source.connection_id, source.connection_type, **kwargs)
-
-        def connect_sink(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
-            assert sink.connection_id
-            return self.connections.connect(sink.connection_id, sink.connection_type, **kwargs)
-
-        settings = CdcSettings(
-            slot=options.slot_name,
-            publication=options.publication_name,
-            snapshot=options.snapshot,
-            batch_changes=options.target_batch_size or DEFAULT_BATCH_CHANGES,
-            max_changes=options.max_changes_per_run,
-            reset=reset,
-            auto_cleanup=options.auto_cleanup,
-        )
-        target = CdcTarget(sink.table, sink.strategy, options.deleted_column, options.on_truncate)
-        result = replicate(
-            connect_source,
-            connect_sink,
-            source.table,
-            target,
-            settings,
-            spec.name,
-            include_columns=options.include_columns,
-        )
-        with self.connections.connect(
-            sink.connection_id, sink.connection_type, autocommit=True
-        ) as dst_conn:
-            target_info = describe_table(dst_conn, sink.table)
-            database = dst_conn.info.dbname
-            counts = postgres_counts(dst_conn, target_info)
-        context.log.info(cdc_summary(result, sink.table))
-        context.add_output_metadata({**cdc_metadata(result, target_info, database), **counts})
+    def _report_cdc(self, context: dg.OutputContext, applied: CdcApplied) -> None:
+        sink = applied.pipeline.sink
+        assert sink.connection_id and sink.table
+        with self.connections.connect(sink.connection_id, sink.connection_type) as conn:
+            target_info = describe_table(conn, sink.table)
+            database = conn.info.dbname
+            counts = postgres_counts(conn, target_info)
+        context.log.info(cdc_summary(applied.result, sink.table))
+        metadata = cdc_metadata(applied.result, target_info, database)
+        context.add_output_metadata({**metadata, **counts})
 
     def _sync_delta(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
         source, sink = spec.source, spec.sink

@@ -243,8 +243,7 @@ class SnapshotSource(PostgresTableSource):
         extra_null_columns: tuple[str, ...] = (),
         include_columns: tuple[str, ...] | None = None,
     ):
-        super().__init__(conn, table)
-        self._include = include_columns
+        super().__init__(conn, table, include_columns=include_columns)
         self._identity = identity
         self._snapshot = snapshot
         self._start_lsn = start_lsn
@@ -258,9 +257,6 @@ class SnapshotSource(PostgresTableSource):
     @property
     def info(self) -> TableInfo:
         info = super().info
-        if self._include is not None:  # the publication's column list: only these stream
-            kept = tuple(c for c in info.columns if c.name in self._include)
-            info = replace(info, columns=kept)
         for name in self._extra:
             info = with_timestamptz_column(info, name)
         return info

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from contextlib import ExitStack
+from dataclasses import replace
 
 from pgflow.flows.cdc.apply import prepare_target
 from pgflow.flows.cdc.backfill import backfill
@@ -30,7 +31,7 @@ from pgflow.flows.cdc.group_stream import drop_leftover_staging, stream_group
 from pgflow.flows.cdc.model import CdcResult
 from pgflow.flows.cdc.sink_connections import SinkConnections
 from pgflow.sinks.postgres import ddl, state
-from pgflow.sources import cdc
+from pgflow.sources import cdc, publication
 
 GroupOutcome = dict[str, CdcResult | BaseException]  # per pipeline: its result or its error
 
@@ -67,6 +68,8 @@ def _hold_targets(run: GroupRun, stack: ExitStack) -> None:
 def _run(run: GroupRun) -> None:
     existing = cdc.slot_info(run.control, run.settings.slot)
     run.slot_confirmed = existing.confirmed_flush if existing else None
+    if existing is not None:
+        run.settings = _with_former_publication(run)
     read_members(run)
     if not run.healthy():
         return  # every selected member failed already: leave slot and publication alone
@@ -89,6 +92,19 @@ def _run(run: GroupRun) -> None:
             member.result.caught_up_slot = True  # a run died between its commit and confirm
     if any(m.streaming for m in run.members):
         stream_group(run, start)
+
+
+def _with_former_publication(run: GroupRun) -> GroupSettings:
+    """A slot named before publications defaulted to the slot's name streams through
+    `pgflow_<pipeline>`; a publication made now would be missing from the WAL before it, which
+    the slot must still decode. Keep streaming through the one the slot already has."""
+    settings = run.settings
+    if publication.published_tables(run.control, settings.publication) is not None:
+        return settings
+    for name, owner in publication.owned_publications(run.control):
+        if owner.slot == settings.slot:
+            return replace(settings, publication=name)
+    return settings
 
 
 def _prepare_targets(run: GroupRun) -> None:

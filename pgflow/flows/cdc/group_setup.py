@@ -7,18 +7,15 @@ cannot be reached) fails that member only; a problem of the slot or the server f
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import psycopg
 
-from pgflow.config.model import TableName
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
 from pgflow.flows.cdc.model import CdcResult
 from pgflow.sinks.postgres import position_owner
 from pgflow.sources import cdc, publication
-from pgflow.sources.base import Position
-from pgflow.sources.catalog import TableInfo, describe_table
+from pgflow.sources.base import Position, SourceConfigError
+from pgflow.sources.catalog import TableInfo, describe_table, restrict_columns
 from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
 
 RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
@@ -34,7 +31,7 @@ def read_members(run: GroupRun) -> None:
             if member.selected:
                 member.info = _checked_catalog(run.control, member)
             _read_position(run, member)
-        except (cdc.ReplicationError, psycopg.Error, ValueError) as error:
+        except (cdc.ReplicationError, psycopg.Error, SourceConfigError) as error:
             if not member.selected:
                 # Its position is unknown: hold the slot where it is.
                 member.position = run.slot_confirmed
@@ -48,21 +45,6 @@ def _checked_catalog(control: psycopg.Connection, member: MemberRun) -> TableInf
     cdc.check_replica_identity(control, table)
     _check_key_is_identity(control, member)
     return info
-
-
-def restrict_columns(
-    info: TableInfo, include: tuple[str, ...] | None, table: TableName
-) -> TableInfo:
-    """`info` with only the `include` columns, in the table's order."""
-    if include is None:
-        return info
-    missing = [c for c in include if info.column(c) is None]
-    if missing:
-        raise ValueError(
-            f"source.options.include_columns names {', '.join(missing)}, which {table} lacks; "
-            f"its columns are {', '.join(info.column_names)}"
-        )
-    return replace(info, columns=tuple(c for c in info.columns if c.name in include))
 
 
 def _check_key_is_identity(conn: psycopg.Connection, member: MemberRun) -> None:

@@ -119,16 +119,14 @@ def test_a_publication_of_a_live_slot_is_kept(
         TableName("landing", "c"), StrategySpec("incremental_merge", unique_key=("id",))
     )
     try:
-        with psycopg.connect(sink_uri, autocommit=True) as sink:
-            replicate(
-                connector(source_uri),
-                connector(sink_uri),
-                sink,
-                TableName("public", "c"),
-                target,
-                settings,
-                "p_c",
-            )
+        replicate(
+            connector(source_uri),
+            connector(sink_uri),
+            TableName("public", "c"),
+            target,
+            settings,
+            "p_c",
+        )
         live = LIVE_SPEC.format(slot=slot).replace(f", publication_name: {slot}", "")
         (tmp_path / "c.yaml").write_text(live)  # the group's publication: the slot's name
         env = {

@@ -14,8 +14,8 @@ import pytest
 from pgflow.localdb.cluster import find_bindir
 from pgflow.sinks.postgres import state
 from pgflow.sources import cdc
-from pgflow.sources.replication_stream import ReplicationStream
 from pgflow.sources.cdc import ReplicationError
+from pgflow.sources.replication_stream import ReplicationStream
 from pgflow_tests.flows.cdc.conftest import ORDERS, TARGET, run, same
 from pgflow_tests.pg import execute, table_text
 

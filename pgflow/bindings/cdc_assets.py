@@ -1,0 +1,93 @@
+"""One step per shared replication slot: a multi-asset over the slot's pipelines.
+
+The step reads the slot once and applies every selected table's changes, each in its own sink
+transaction (flows/cdc/group_run.py); each table stays its own asset, with its own
+materialization, metadata, checks and history. A subset (one table's asset materialized
+alone) is allowed: the other tables' changes stay in the slot until they run. A table that
+fails fails its asset only; the others are materialized, then the step fails naming it.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from pgflow.bindings.assets import (
+    PipelineRunConfig,
+    asset_key,
+    default_description,
+    freshness_policy,
+    pipeline_metadata,
+    pool_for,
+    source_asset_key,
+)
+from pgflow.bindings.cdc_runs import run_cdc_group
+from pgflow.bindings.io_managers import CdcApplied, io_manager_key
+from pgflow.bindings.retries import retry_policy
+from pgflow.bindings.step_errors import step_errors
+from pgflow.config.cdc_groups import CdcGroupSpec
+from pgflow.config.model import PipelineSpec
+from pgflow.config.naming import dagster_name
+from pgflow.connections.resource import PostgresConnections
+
+
+def output_name(pipeline: PipelineSpec) -> str:
+    return dagster_name(pipeline.name)
+
+
+def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
+    pipelines = {output_name(p): p for p in group.pipelines}
+
+    @dg.multi_asset(
+        name=f"cdc_slot_{dagster_name(group.connection_id)}_{dagster_name(group.slot_name)}",
+        description=f"Replication slot {group.slot_name} on '{group.connection_id}', read once "
+        f"for {len(pipelines)} tables.",
+        outs={name: _out(p) for name, p in pipelines.items()},
+        deps=[source_asset_key(p.source) for p in group.pipelines],
+        internal_asset_deps={name: {source_asset_key(p.source)} for name, p in pipelines.items()},
+        can_subset=True,
+        pool=pool_for(group.connection_id),
+        op_tags={"pgflow/slot": group.slot_name},
+        retry_policy=retry_policy(),
+    )
+    def _slot(
+        context: AssetExecutionContext, config: PipelineRunConfig, pg: PostgresConnections
+    ) -> Iterator[dg.Output[CdcApplied]]:
+        selected = [p for p in group.pipelines if asset_key(p) in context.selected_asset_keys]
+        names = [p.name for p in selected]
+        context.log.info(
+            f"slot {group.slot_name} on '{group.connection_id}': {', '.join(names)}"
+            + (" (reset requested: re-snapshot)" if config.reset else "")
+        )
+        with step_errors(selected[0]):  # the slot's own errors: the server, the slot
+            outcome = run_cdc_group(pg, group, names, config.reset)
+        failed = []
+        for pipeline in selected:
+            result = outcome[pipeline.name]
+            if isinstance(result, BaseException):
+                context.log.error(f"pipeline '{pipeline.name}' ({pipeline.file}): {result}")
+                failed.append((pipeline, result))
+                continue
+            yield dg.Output(CdcApplied(pipeline, result), output_name=output_name(pipeline))
+        if failed:
+            pipeline, error = failed[0]
+            with step_errors(pipeline):
+                raise error
+
+    return _slot
+
+
+def _out(pipeline: PipelineSpec) -> dg.AssetOut:
+    sink = pipeline.sink
+    return dg.AssetOut(
+        key=asset_key(pipeline),
+        description=pipeline.description or default_description(pipeline),
+        is_required=False,
+        io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
+        metadata={"pgflow/pipeline": pipeline_metadata(pipeline)},
+        group_name=pipeline.group,
+        owners=list(pipeline.owners),
+        tags=pipeline.tags,
+        kinds={sink.type},
+        freshness_policy=freshness_policy(pipeline),
+    )
