@@ -103,6 +103,10 @@ def check_slot(run: GroupRun) -> cdc.SlotInfo | None:
         return None
     run.slot_confirmed = slot.confirmed_flush
     _fail_positions_behind(run, slot.confirmed_flush)
+    if starting and not any(m.position is not None and not m.snapshot_reason for m in run.members):
+        # No table holds a position in it: start the slot over with them, at one snapshot.
+        cdc.drop_slot(run.control, name)
+        return None
     return slot
 
 
