@@ -30,7 +30,9 @@ from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sinks.postgres import state
 from pgflow.sources.base import Position
+from pgflow.sources.pgoutput import lsn_to_int
 from pgflow.sources.staleness import (
+    SlotMember,
     Verdict,
     column_verdict,
     cursor_index,
@@ -233,6 +235,7 @@ def _verdict(
             options.slot_name,
             options.publication_name,
             loaded=lambda: _stored_position(pipeline, sessions, delta) is not None,
+            member=SlotMember(source.table, lambda: _stored_lsn(pipeline, sessions, delta)),
         )
     if options.incremental_strategy != "column":
         return _statistics_verdict(instance, pipeline, conn)
@@ -290,6 +293,12 @@ def _stored_position(
         return stored_position(sink.path, pipeline.name, delta.storage_options())
     assert sink.connection_id and sink.table
     return state.read_position(sessions.get(sink.connection_id, sink.connection_type), sink.table)
+
+
+def _stored_lsn(pipeline: PipelineSpec, sessions: _Sessions, delta: DeltaStorage) -> int | None:
+    """The LSN a CDC target holds: its table's own place in a slot other tables share."""
+    stored = _stored_position(pipeline, sessions, delta)
+    return lsn_to_int(stored.value) if stored and stored.kind == "cdc" else None
 
 
 def _runs_in_progress(instance: dg.DagsterInstance) -> tuple[set[dg.AssetKey], set[str]]:

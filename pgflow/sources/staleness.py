@@ -181,13 +181,36 @@ def statistics_verdict(
 
 # --- CDC slot ------------------------------------------------------------------------------
 
+# Data messages of transactions committed at or after %(after)s (a Begin carries its commit
+# LSN: the running max over the stream is the current transaction's), and of the table: its
+# relation OID follows the type byte of Insert, Update and Delete; a Truncate (rare, several
+# relations) counts for every table. A NULL oid counts every table.
 _PEEK = """
+WITH m AS (
+  SELECT lsn, data, max(CASE WHEN get_byte(data, 0) = ascii('B')
+           THEN ('x' || encode(substring(data FROM 2 FOR 8), 'hex'))::bit(64)::bigint END)
+         OVER (ORDER BY ord) AS commit_lsn
+  FROM pg_logical_slot_peek_binary_changes(%(slot)s, %(upto)s::pg_lsn, %(n)s,
+       'proto_version', '1', 'publication_names', %(publication)s, 'messages', 'false')
+       WITH ORDINALITY AS p(lsn, xid, data, ord)
+)
 SELECT count(*),
-       count(*) FILTER (WHERE get_byte(data, 0) = ANY(%(data_types)s)),
-       max(lsn)::text
-FROM pg_logical_slot_peek_binary_changes(%(slot)s, %(upto)s::pg_lsn, %(n)s,
-     'proto_version', '1', 'publication_names', %(publication)s, 'messages', 'false')
+       count(*) FILTER (WHERE get_byte(data, 0) = ANY(%(data_types)s)
+         AND commit_lsn >= %(after)s
+         AND (%(oid)s::oid IS NULL OR get_byte(data, 0) = ascii('T')
+              OR substring(data FROM 2 FOR 4) = substring(int8send(%(oid)s::bigint) FROM 5))),
+       max(lsn) FILTER (WHERE commit_lsn >= %(after)s)::text
+FROM m
 """
+
+
+@dataclass(frozen=True)
+class SlotMember:
+    """A table of a slot that several tables share: only its own changes count, and only
+    those after its own position (the slot waits for the group's slowest table)."""
+
+    table: TableName
+    applied: Callable[[], int | None]  # its stored LSN, read when needed
 
 
 def slot_verdict(
@@ -196,6 +219,7 @@ def slot_verdict(
     publication: str,
     loaded: Callable[[], bool],
     max_changes: int = PEEK_CHANGES,
+    member: SlotMember | None = None,
 ) -> Verdict:
     """Changes for `publication` waiting in `slot`, peeked without consuming them.
 
@@ -234,24 +258,39 @@ def slot_verdict(
     if not loaded():  # e.g. a first run died after creating the slot
         return Verdict(True, at_flush, f"never loaded (slot {slot} exists, no stored position)")
     confirmed = info.confirmed_flush
+    applied = member.applied() if member else None
+    confirmed = max(confirmed, applied or 0)
     if confirmed >= flush:
         return Verdict(
             False,
             f"lsn={lsn_to_text(confirmed)}",
             f"slot {slot} confirmed up to {lsn_to_text(confirmed)} = WAL flush position",
         )
-    return _peek(conn, slot, publication, confirmed, flush, max_changes)
+    return _peek(conn, slot, publication, confirmed, flush, max_changes, member)
 
 
 def _peek(
-    conn: psycopg.Connection, slot: str, publication: str, confirmed: int, flush: int, n: int
+    conn: psycopg.Connection,
+    slot: str,
+    publication: str,
+    confirmed: int,
+    flush: int,
+    n: int,
+    member: SlotMember | None,
 ) -> Verdict:
+    oid = None
+    if member is not None:
+        name = member.table.identifier().as_string(conn)
+        found = conn.execute("SELECT to_regclass(%s)::oid", (name,)).fetchone()
+        oid = found[0] if found else None
     params = {
         "slot": slot,
         "publication": publication,
         "upto": lsn_to_text(flush),
         "n": n,
         "data_types": list(_DATA_MESSAGES),
+        "after": confirmed,
+        "oid": oid,
     }
     try:
         row = conn.execute(_PEEK, params).fetchone()

@@ -15,6 +15,8 @@ from pgflow.sources.catalog import TableNotFound
 from pgflow.sources.staleness import (
     DeltaVersion,
     ProbeError,
+    SlotMember,
+    Verdict,
     column_verdict,
     cursor_index,
     prepare_session,
@@ -185,6 +187,30 @@ def test_slot_verdicts_look_only_at_the_publication(
     # A bound smaller than the pending output: the evidence is the WAL position instead.
     bounded = slot_verdict(conn, slot, "pub_t", loaded=lambda: True, max_changes=1)
     assert bounded.stale and "more may follow" in bounded.reason
+
+
+def test_a_shared_slot_counts_only_the_tables_own_changes_after_its_position(
+    conn: psycopg.Connection, source_uri: str, slot: str
+) -> None:
+    conn.execute(
+        "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);"
+        "CREATE PUBLICATION pub_ab FOR TABLE a, b"
+    )
+    cdc.create_slot(conn, slot)
+    applied: dict[str, int | None] = {"a": None, "b": None}
+
+    def verdict(name: str) -> Verdict:
+        member = SlotMember(TableName("public", name), lambda: applied[name])
+        return slot_verdict(conn, slot, "pub_ab", loaded=lambda: True, member=member)
+
+    execute(source_uri, "INSERT INTO b VALUES (1), (2)")
+    assert not verdict("a").stale, "b's changes are not a's"
+    assert verdict("b").stale and "2 data changes" in verdict("b").reason
+    applied["b"] = cdc.flush_lsn(conn)  # b applied them; the slot waits for a
+    assert not verdict("b").stale
+    execute(source_uri, "BEGIN; INSERT INTO a VALUES (1); INSERT INTO b VALUES (3); COMMIT")
+    assert verdict("a").stale and verdict("b").stale
+    assert "1 data changes" in verdict("b").reason
 
 
 def test_a_slot_of_another_database_is_an_error(
