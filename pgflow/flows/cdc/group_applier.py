@@ -16,6 +16,9 @@ from pgflow.flows.cdc.group_model import MemberRun, low_position
 from pgflow.flows.cdc.stage import StagedBatch, drop_staged
 from pgflow.sinks.postgres.sql_log import SqlLog
 
+# How long the reading thread waits on the applier before it tells the server it is alive.
+WAIT_SECONDS = 1.0
+
 
 @dataclass
 class GroupBatch:
@@ -29,8 +32,10 @@ class GroupApplier:
     """Applies group batches in a thread while the next one is decoded and staged. At most one
     batch waits while one applies. `confirm` gets the group's new low position after each."""
 
-    def __init__(self, run: GroupRun, confirm: Callable[[int], None]) -> None:
-        self.run, self._confirm = run, confirm
+    def __init__(
+        self, run: GroupRun, confirm: Callable[[int], None], keep_alive: Callable[[], None]
+    ) -> None:
+        self.run, self._confirm, self._keep_alive = run, confirm, keep_alive
         self._queue: queue.Queue[GroupBatch | None] = queue.Queue(maxsize=1)
         self._pending: list[GroupBatch] = []  # submitted, not yet applied
         self._error: BaseException | None = None
@@ -52,11 +57,20 @@ class GroupApplier:
     def submit(self, batch: GroupBatch) -> None:
         self._pending.append(batch)  # first: dropped on exit if never applied
         self._raise()
-        self._queue.put(batch)
+        while True:
+            try:
+                self._queue.put(batch, timeout=WAIT_SECONDS)
+                return
+            except queue.Full:
+                self._keep_alive()  # a long apply: the stream must not time out meanwhile
 
     def drain(self) -> None:
         """Wait until every submitted batch is applied and confirmed."""
-        self._queue.join()
+        done = self._queue.all_tasks_done
+        with done:
+            while self._queue.unfinished_tasks:
+                if not done.wait(timeout=WAIT_SECONDS):
+                    self._keep_alive()
         self._raise()
 
     def _raise(self) -> None:

@@ -29,7 +29,7 @@ def stream_group(run: GroupRun, start: int) -> None:
     with ReplicationStream(
         run.connect_source, settings.slot, settings.publication, start, upto
     ) as stream:
-        with GroupApplier(run, stream.confirm) as applier:
+        with GroupApplier(run, stream.confirm, stream.keep_alive) as applier:
             reached = _Batches(run, members, applier).read(stream.messages(), start, upto)
             applier.drain()
         _store_reached(run, members, reached)
