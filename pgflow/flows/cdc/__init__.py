@@ -1,17 +1,20 @@
-"""CDC: a PostgreSQL table replicated into a Postgres target through a logical slot.
+"""CDC: PostgreSQL tables replicated into Postgres targets through a logical slot, many
+tables per slot when their pipelines share one.
 
-The way of one batch, module by module:
+The way of one run, module by module:
 
-    run.replicate            checks, publication; the slot's position vs the stored LSN
-      snapshot.start         first run or reset: a fresh slot and the table as of its start
-      stream.stream          read the slot (pgoutput, in windows of a few batches)
-        stage.stage_batch    COPY the batch's changes into staging tables (segment.Segment),
-                             on a second sink connection
-        applier.Applier      in a thread, meanwhile:
-          apply.apply_staged   apply it in ONE sink transaction with its end LSN
-                               (segment_apply: the set-based SQL of one segment)
-          then confirm         advance the slot to that LSN, only after the commit
+    group_run.replicate_group    per table: catalog, checks, stored position (group_setup),
+                                 the publication (group_publication), the slot
+      backfill.backfill          new or reset tables, as of an exported snapshot
+      group_stream.stream_group  START_REPLICATION; changes routed per table, staged in
+                                 batches (stage.Stager, segment.Segment) on a second sink
+                                 connection
+        group_applier            in a thread, meanwhile: each table's part of a batch in ONE
+                                 sink transaction with its end LSN (apply.apply_staged;
+                                 segment_apply: the set-based SQL of one segment), then the
+                                 slot confirmed to the group's lowest position
+    run.replicate                a pipeline with a slot of its own: a group of one
 
-model holds the values they share (settings, target, results); cleanup is
-`pgflow cdc cleanup`, which drops what removed pipelines left on the source.
+group_model and model hold the values they share (settings, members, targets, results);
+cleanup is `pgflow cdc cleanup`, which drops what removed pipelines left on the source.
 """
