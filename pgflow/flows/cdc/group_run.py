@@ -48,6 +48,12 @@ def replicate_group(
     entry in the outcome. Each selected target's lock is held for the whole run."""
     with ExitStack() as stack:
         control = stack.enter_context(connect_source(autocommit=True))
+        # One run per slot at a time, whichever tables it selected: a run confirms the slot
+        # from the positions it read at its start, so another run must not move them meanwhile
+        # (a table joining the group in a parallel run would lose its changes).
+        control.execute(
+            "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"pgflow:slot:{settings.slot}",)
+        )
         runs = [MemberRun(m, settings.slot, m.pipeline in selected) for m in members]
         run = GroupRun(connect_source, control, settings, runs, SinkConnections(stack), Failures())
         cdc.check_server(control)
