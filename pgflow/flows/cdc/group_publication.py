@@ -8,6 +8,8 @@ leave the new columns empty in its target: that member must start over (reset) f
 
 from __future__ import annotations
 
+import psycopg
+
 from pgflow.config.model import TableName
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
@@ -59,11 +61,19 @@ def _add_or_update(
         member = by_table[table]
         if table not in published:
             if member.selected:  # a member joins on its own run
-                publication.add_table(run.control, run.settings.publication, table, columns)
-                changed = True
+                changed |= _add(run, member, columns)
         elif _differ(published[table], columns) and member.selected:
             changed |= _change_columns(run, member, columns, published[table])
     return changed
+
+
+def _add(run: GroupRun, member: MemberRun, columns: Columns) -> bool:
+    try:
+        publication.add_table(run.control, run.settings.publication, member.member.table, columns)
+    except psycopg.Error as error:  # e.g. a generated column in the list: this table only
+        run.fail(member, cdc.ReplicationError(f"could not publish {member.member.table}: {error}"))
+        return False
+    return True
 
 
 def _change_columns(run: GroupRun, member: MemberRun, columns: Columns, before: Columns) -> bool:
