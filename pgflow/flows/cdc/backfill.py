@@ -27,8 +27,18 @@ def backfill(run: GroupRun, members: list[MemberRun], new_slot: bool) -> None:
         if new_slot:
             cdc.create_slot(run.control, run.settings.slot)
         return
-    name = run.settings.slot if new_slot else _temporary_slot_name(run.settings.slot)
-    with cdc.exported_snapshot_slot(run.connect_source, name, temporary=not new_slot) as (
+    if new_slot:
+        _start_in_snapshot(run, members, run.settings.slot, temporary=False)
+        return
+    try:
+        _start_in_snapshot(run, members, _temporary_slot_name(run.settings.slot), temporary=True)
+    except cdc.ReplicationError as error:  # no slot for the joining tables: they wait
+        for member in members:
+            run.fail(member, error)
+
+
+def _start_in_snapshot(run: GroupRun, members: list[MemberRun], slot: str, temporary: bool) -> None:
+    with cdc.exported_snapshot_slot(run.connect_source, slot, temporary=temporary) as (
         start_lsn,
         snapshot,
     ):
