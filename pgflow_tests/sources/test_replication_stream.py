@@ -3,14 +3,12 @@ transactions in commit order up to a bound, idle slots, confirmations, errors, s
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,9 +18,7 @@ from pgflow.sources import replication_stream
 from pgflow.sources.cdc import (
     ReplicationError,
     SlotInUse,
-    advance_slot,
     flush_lsn,
-    peek_changes,
     slot_info,
 )
 from pgflow.sources.pgoutput import decode, lsn_to_int
@@ -246,47 +242,6 @@ def test_a_large_transaction_streams_with_bounded_memory(source: Source) -> None
     assert count == rows + 3  # Begin, Relation, the rows, Commit
     assert size > 20_000_000
     assert peak < 2_000_000, f"peak {peak} bytes while streaming {size} bytes"
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a server process (the cluster runs on this machine)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def test_throughput_of_a_million_small_inserts(
-    source: Source, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Not a timed assert: prints the figures (run with -s), the stream's and, to compare,
-    peek + advance's: wall time and the serving backend's CPU."""
-    rows, transactions = 1_000_000, 100
-    for k in range(transactions):
-        execute(
-            source.uri,
-            "INSERT INTO t SELECT g, 'v' FROM generate_series(%s::int, %s::int) g",
-            (k * rows // transactions + 1, (k + 1) * rows // transactions),
-        )
-    upto = source.flush()
-    started = time.perf_counter()
-    with source.stream(upto) as stream:
-        count = sum(1 for _ in stream.messages())
-        assert stream.backend_pid is not None
-        server_cpu = _cpu_seconds(stream.backend_pid)
-    elapsed = time.perf_counter() - started
-    assert count == rows + 2 * transactions + 1
-    started = time.perf_counter()
-    with psycopg.connect(source.uri) as conn:
-        assert sum(1 for _ in peek_changes(conn, source.slot, PUBLICATION, upto, 10**9)) == count
-        conn.rollback()
-        advance_slot(conn, source.slot, upto)
-        peek_cpu = _cpu_seconds(conn.info.backend_pid)
-    peek_elapsed = time.perf_counter() - started
-    with capsys.disabled():
-        print(
-            f"\nreplication stream: {count} messages in {elapsed:.2f}s = {count / elapsed:,.0f}/s,"
-            f" walsender CPU {server_cpu:.2f}s; peek + advance: {peek_elapsed:.2f}s ="
-            f" {count / peek_elapsed:,.0f}/s, backend CPU {peek_cpu:.2f}s"
-        )
 
 
 def test_an_exit_that_cannot_drain_in_time_closes_and_keeps_the_confirmation(
