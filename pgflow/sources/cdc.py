@@ -53,12 +53,6 @@ class SlotInfo:
     retained_bytes: int | None  # WAL the slot holds back from recycling
 
 
-def check_prerequisites(conn: psycopg.Connection, table: TableName) -> str:
-    """Fail with the fix when the source cannot feed a slot; returns the replica identity."""
-    check_server(conn)
-    return check_replica_identity(conn, table)
-
-
 def check_server(conn: psycopg.Connection) -> None:
     """The server logs logically and the user may replicate; else the fix."""
     wal_level = _one(conn, "SHOW wal_level")

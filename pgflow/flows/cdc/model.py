@@ -84,22 +84,3 @@ class CdcResult:
 
 def position_source(table: TableName, slot: str) -> str:
     return f"cdc:{table}:{slot}"
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every step of one run works with."""
-
-    connect_source: cdc.ConnectSource
-    connect_sink: ConnectSink
-    control: psycopg.Connection  # source, autocommit: slot and publication
-    sink: psycopg.Connection  # autocommit; holds the target's lock for the whole run
-    table: TableName
-    target: CdcTarget
-    settings: CdcSettings
-    pipeline: str
-
-    @property
-    def identity(self) -> str:
-        """The source the stored position must be of (see `position_source`)."""
-        return position_source(self.table, self.settings.slot)
