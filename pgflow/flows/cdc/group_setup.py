@@ -22,21 +22,24 @@ RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set sourc
 
 
 def read_members(run: GroupRun) -> None:
-    """Catalog and checks of the selected members; every member's stored position."""
+    """Every member's stored position, then the catalog and checks of the selected ones. A
+    member that fails keeps its position, which holds the slot for it."""
     for member in run.members:
         if run.failures.failed(member):
             member.position = run.slot_confirmed  # its sink is out of reach: hold the slot
             continue
         try:
-            if member.selected:
-                member.info = _checked_catalog(run.control, member)
             _read_position(run, member)
-        except (cdc.ReplicationError, psycopg.Error, SourceConfigError) as error:
-            if not member.selected:
-                # Its position is unknown: hold the slot where it is.
-                member.position = run.slot_confirmed
-                continue
-            run.fail(member, error)
+        except (psycopg.Error, cdc.ReplicationError) as error:
+            member.position = run.slot_confirmed  # unknown: hold the slot where it is
+            if member.selected:
+                run.fail(member, error)
+            continue
+        if member.selected:
+            try:
+                member.info = _checked_catalog(run.control, member)
+            except (cdc.ReplicationError, psycopg.Error, SourceConfigError) as error:
+                run.fail(member, error)
 
 
 def _checked_catalog(control: psycopg.Connection, member: MemberRun) -> TableInfo:
