@@ -6,9 +6,8 @@ a member's position, so its next run applies its changes exactly once."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -20,8 +19,8 @@ from pgflow.flows.cdc.model import CdcResult, CdcTarget, ConnectSink
 from pgflow.localdb import network
 from pgflow.localdb.cluster import LocalPostgres
 from pgflow.sinks.postgres import state
-from pgflow.sources import cdc
-from pgflow.sources.cdc import ReplicationError
+from pgflow.sources.cdc import ReplicationError, slot_info
+from pgflow.sources.pgoutput import lsn_to_int
 from pgflow_tests.flows.cdc.conftest import MERGE, connector
 from pgflow_tests.pg import drop_slots, execute, fetch, table_text
 
@@ -80,12 +79,12 @@ def _same(source_uri: str, sink_uri: str, name: str) -> bool:
 def _position(sink_uri: str, name: str) -> int | None:
     with psycopg.connect(sink_uri) as conn:
         stored = state.read_position(conn, TableName("landing", name))
-    return None if stored is None else cdc.lsn_to_int(stored.value)
+    return None if stored is None else lsn_to_int(stored.value)
 
 
 def _confirmed(source_uri: str, slot: str) -> int | None:
     with psycopg.connect(source_uri) as conn:
-        info = cdc.slot_info(conn, slot)
+        info = slot_info(conn, slot)
     return None if info is None else info.confirmed_flush
 
 
@@ -288,10 +287,9 @@ def test_no_free_slot_for_a_live_add_stops_only_the_newcomer(
     assert _ok(outcome, "a").changes == 18 and _same(source_uri, sink_uri, "a")
 
 
-@contextmanager
-def _unreachable(**_: Any) -> Iterator[psycopg.Connection]:
+def _unreachable(**_: Any) -> NoReturn:
+    """A sink that refuses connections, as a stopped warehouse does."""
     raise psycopg.OperationalError("connection to the warehouse refused (test)")
-    yield  # pragma: no cover  (a generator, as a connect callable is)
 
 
 UNREACHABLE_BUG = (
