@@ -81,6 +81,21 @@ def test_group_kills_during_a_live_adds_backfill(local_pg: ClusterInfo, tmp_path
     assert figures.before > 0 and figures.after > 0, figures.line()
 
 
+@pytest.mark.faults
+def test_group_kills_in_a_subset_run_keep_the_others_changes(
+    local_pg: ClusterInfo, tmp_path: Path
+) -> None:
+    """A run of t1 and t2 only (t3's changes stay in the slot): killed anywhere, t3 is
+    untouched and the slot stays at t3's position; the next run of the whole group applies
+    t3's changes once."""
+    with group_sweep(local_pg, _workdir(tmp_path), False, selected=("t1", "t2")) as sweep:
+        points = choose_points(sweep.labels, _during_t2_apply, FULL_POINTS)
+        figures = sweep.sweep(points, timed=2)
+        assert _killed_at(sweep, "[t2] ") >= 10
+    _check(figures, FULL_POINTS)
+    assert figures.before > 0 and figures.partial > 0, figures.line()
+
+
 def test_group_kills_fast(local_pg: ClusterInfo, tmp_path: Path) -> None:
     """One kill of each kind: in t2's apply, just after a member's commit, in t4's backfill."""
     with group_sweep(local_pg, _workdir(tmp_path), live_add=True) as sweep:

@@ -1,5 +1,5 @@
 """The child of a group kill sweep: one run of a CDC group (`replicate_group`, every member
-selected), killed with SIGKILL at the n-th tick of a given label.
+or a subset selected), killed with SIGKILL at the n-th tick of a given label.
 
 The psycopg hooks are child.py's. A group's threads interleave (the main thread stages, the
 applier thread applies), so a tick number is not stable from run to run; a label and its
@@ -56,6 +56,7 @@ class GroupJob:
     kill_nth: int = 1  # SIGKILL at this occurrence of kill_label
     kill_at_seconds: float | None = None
     record_ticks: bool = False
+    selected: tuple[str, ...] | None = None  # the members this run materializes (None: all)
 
 
 class GroupTicker:
@@ -165,7 +166,7 @@ def run_group(job: GroupJob) -> dict[str, str | None]:
         for name in job.tables
     ]
     source = _connector(job.source_uri, job.app_name)
-    outcome = replicate_group(source, settings, members, list(job.tables))
+    outcome = replicate_group(source, settings, members, list(job.selected or job.tables))
     return {k: repr(v) if isinstance(v, BaseException) else None for k, v in outcome.items()}
 
 
