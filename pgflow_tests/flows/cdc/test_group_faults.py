@@ -1,6 +1,6 @@
 """Faults of a CDC group (tables sharing one slot), real clusters: a table without replica
 identity, the slot dropped or invalidated behind pgflow's back, no free slot for a live add,
-a sink that fails, a subset run. A member's fault stops only it; the slot never moves past
+a sink that fails (refused, a stopped cluster, a mid-run error), a subset run. A member's fault stops only it; the slot never moves past
 a member's position, so its next run applies its changes exactly once."""
 
 from __future__ import annotations
@@ -248,6 +248,41 @@ def test_an_unreachable_sink_stops_only_its_members_and_holds_the_slot(
     assert ok(outcome, "a").changes == 18 and same_rows(source_uri, sink_uri, "a")
     confirmed = confirmed_at(source_uri, slot)
     assert confirmed is not None and confirmed <= held, "the slot moved past b's position"
+    back = run_group(source_uri, slot, [a, b])
+    assert ok(back, "b").changes == 18 and ok(back, "a").changes == 0
+    assert same_rows(source_uri, other_uri, "b")
+
+
+@pytest.fixture
+def warehouse(make_pg_root: Callable[[], Path]) -> Iterator[LocalPostgres]:
+    """A second cluster, b's warehouse, that a test may stop and start."""
+    cluster = LocalPostgres(make_pg_root())
+    cluster.start(["sink"])
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def test_a_stopped_sink_cluster_stops_only_its_member_until_it_is_back(
+    source_uri: str, sink_uri: str, group_slot: str, warehouse: LocalPostgres
+) -> None:
+    slot, other_uri = group_slot, warehouse.start().uri("sink")
+    execute(source_uri, table_sql("a") + table_sql("b"))
+    a = member_of("a", connector(sink_uri), sink_id="one")
+    b = member_of("b", connector(other_uri), sink_id="two")
+    run_group(source_uri, slot, [a, b])
+    held = position_of(other_uri, "b")
+    change(source_uri, "a", 1)
+    change(source_uri, "b", 2)
+    warehouse.stop()
+    outcome = run_group(source_uri, slot, [a, b])
+    assert isinstance(outcome["b"], psycopg.OperationalError)
+    assert ok(outcome, "a").changes == 18 and same_rows(source_uri, sink_uri, "a")
+    confirmed = confirmed_at(source_uri, slot)
+    assert held is not None and confirmed is not None and confirmed <= held
+    other_uri = warehouse.start().uri("sink")  # its port may have changed
+    b = member_of("b", connector(other_uri), sink_id="two")
     back = run_group(source_uri, slot, [a, b])
     assert ok(back, "b").changes == 18 and ok(back, "a").changes == 0
     assert same_rows(source_uri, other_uri, "b")
