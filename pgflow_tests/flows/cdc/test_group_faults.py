@@ -1,7 +1,8 @@
 """Faults of a CDC group (tables sharing one slot), real clusters: a table without replica
 identity, the slot dropped or invalidated behind pgflow's back, no free slot for a live add,
-a sink that fails (refused, a stopped cluster, a mid-run error), a subset run. A member's fault stops only it; the slot never moves past
-a member's position, so its next run applies its changes exactly once."""
+a sink that fails (refused, a stopped cluster, an error mid-run), a subset run. A member's
+fault stops only it; the slot never moves past a member's position, so its next run applies
+its changes exactly once."""
 
 from __future__ import annotations
 
