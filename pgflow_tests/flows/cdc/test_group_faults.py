@@ -204,15 +204,6 @@ def _unreachable(**_: Any) -> NoReturn:
     raise psycopg.OperationalError("connection to the warehouse refused (test)")
 
 
-CATALOG_BUG = (
-    "engine: a selected member that fails its catalog checks in read_members (here: replica "
-    "identity NOTHING) is failed before its stored position is read: it does not hold the "
-    "slot, which is confirmed past its position; its changes are consumed unapplied and its "
-    "next run, once fixed, fails with 'ahead of the position ... re-snapshot'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CATALOG_BUG)
 def test_a_member_losing_its_replica_identity_holds_the_slot_until_fixed(
     source_uri: str, sink_uri: str, group_slot: str
 ) -> None:
