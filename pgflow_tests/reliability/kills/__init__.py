@@ -41,4 +41,8 @@ Modules: scenarios (the strategies and their specs), source_data (the source and
 child (the forked run and its kill points), observe (reading a target), copies (BEFORE's
 clones and slot copies on the cluster), judge (before / after / resume point), plan (where to
 kill, the figures), sweep (a scenario's set-up, kills and convergence: `kill_sweep`).
+A CDC group (several tables on one slot, test_kills_group.py): group_world (its tables,
+change and targets as values), group_child (a run of `replicate_group`, killed at the n-th
+tick of a label) and group_sweep (kills, per-table judging against each stored position,
+convergence: `group_sweep`).
 """
