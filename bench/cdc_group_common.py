@@ -134,15 +134,15 @@ def mixed_round_robin(uri: str, names: Sequence[str], base_rows: int, tx_rows: i
     return made
 
 
-def retained_wal_mb(uri: str, slots: Sequence[str]) -> float:
+def retained_wal_mb(uri: str, slots: Sequence[str], column: str = "restart_lsn") -> float:
     """MB of WAL the server keeps for `slots`: from their oldest restart_lsn to the current
-    WAL position."""
+    WAL position (column confirmed_flush_lsn: the WAL not yet confirmed by the oldest)."""
+    query = sql.SQL(
+        "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), min({})), 0)"
+        " FROM pg_replication_slots WHERE slot_name = ANY(%s)"
+    ).format(sql.Identifier(column))
     with psycopg.connect(uri) as conn:
-        row = conn.execute(
-            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), min(restart_lsn)), 0)"
-            " FROM pg_replication_slots WHERE slot_name = ANY(%s)",
-            (list(slots),),
-        ).fetchone()
+        row = conn.execute(query, (list(slots),)).fetchone()
     assert row is not None
     return float(row[0]) / 1e6
 

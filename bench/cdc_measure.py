@@ -40,6 +40,9 @@ APPLY_THREAD = "pgflow-cdc-apply"  # group_applier's thread: its time is apart f
 PARTS = ("stream", "decode", "route", "lines", "copy", "stage_sql", "wait_apply", "other")
 # The applying thread's: busy applying, of which SQL statements (the rest: Python, commits).
 APPLY_PARTS = ("apply", "apply_sql")
+# Before the servers' CPU is read again: a closed stream's walsender exits, and is reaped into
+# its postmaster's cutime, a moment after the call returns.
+SETTLE_S = 0.5
 
 
 @dataclass
@@ -251,6 +254,7 @@ def measuring(
     figures["wall"] = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     figures["cpu_s"] = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    time.sleep(SETTLE_S)
     for name, pid in postmasters.items():
         figures[f"{name}_cpu_s"] = cluster_cpu_s(pid) - servers[name]
     figures["rss_before_mb"] = rss_before
