@@ -40,6 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
 from bench import cdc_group_live
 from bench.cdc_group_common import (
     POLICY,
@@ -49,6 +52,7 @@ from bench.cdc_group_common import (
     insert_round_robin,
     measured_group_call,
     mixed_round_robin,
+    more_slots,
     retained_wal_mb,
 )
 from bench.cdc_measure import APPLY_PARTS, PARTS, SETTLE_S
@@ -262,6 +266,14 @@ def write_results(results: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps({**old, **results}, indent=1) + "\n")
 
 
+def shown(uri: str, names: dict[str, str]) -> str:
+    with psycopg.connect(uri) as conn:
+        return ", ".join(
+            f"{name} {conn.execute(sql.SQL('SHOW {}').format(sql.Identifier(name))).fetchone()[0]}"  # type: ignore[index]
+            for name in names
+        )
+
+
 def main() -> None:
     from bench.suite import machine
 
@@ -271,10 +283,12 @@ def main() -> None:
         raise SystemExit(f"BENCH_CDC_GROUP_PARTS: unknown {sorted(unknown)}; known {list(steps)}")
     results: dict[str, Any] = {}
     with (
-        throwaway_cluster(["bench_source"], SOURCE_SETTINGS) as source_info,
+        more_slots(),
+        throwaway_cluster(["bench_source"]) as source_info,
         throwaway_cluster(["bench_sink"]) as sink_info,
     ):
         source_uri, sink_uri = source_info.uri("bench_source"), sink_info.uri("bench_sink")
+        print(f"source: {shown(source_uri, SOURCE_SETTINGS)}", flush=True)
         for name in PARTS_RUN:
             started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
             # A throughput measured with the breakdown's wrappers is kept apart from one without.

@@ -6,7 +6,8 @@ WAL a set of slots retains, and the measured group call of the throughput part (
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,26 @@ from pgflow.config.model import TableName
 from pgflow.flows.cdc.group_model import GroupMember, GroupSettings
 from pgflow.flows.cdc.group_run import replicate_group
 from pgflow.flows.cdc.model import CdcResult, CdcTarget
+from pgflow.localdb import network
 
 POLICY = os.environ.get("BENCH_CDC_GROUP_POLICY", "delete_insert")
 # Server settings of the group bench's source: 50 slots of their own + the group's + the
-# one-table baseline + a backfill's temporary slot; walsenders for the streams.
+# one-table baseline + a backfill's temporary slot; walsenders for the streams. LocalPostgres
+# passes its own (20) on the server's command line, where ALTER SYSTEM cannot override them:
+# `more_slots` raises them there, for the clusters this process starts meanwhile.
 SOURCE_SETTINGS = {"max_replication_slots": "64", "max_wal_senders": "64"}
+
+
+@contextmanager
+def more_slots() -> Iterator[None]:
+    saved = dict(network.SERVER_SETTINGS)
+    network.SERVER_SETTINGS.update(SOURCE_SETTINGS)
+    try:
+        yield
+    finally:
+        network.SERVER_SETTINGS.clear()
+        network.SERVER_SETTINGS.update(saved)
+
 
 UPDATE = """
 UPDATE {table} SET status = 'changed', amount = amount + 1, updated_at = clock_timestamp(),
