@@ -224,7 +224,7 @@ def report(results: dict[str, Any]) -> None:
             f" {_ratio(s['shared_vs_one_cpu'])}, {'MET' if s['target_met'] else 'NOT MET'};"
             f" the own slots' / the group's: {_ratio(s['own_vs_shared_cpu'])}"
         )
-    for key in ("throughput", "throughput_breakdown"):
+    for key in ("throughput", "throughput_breakdown", "throughput_profiled"):
         if key in results:
             _report_throughput(results[key])
     if "live_add" in results:
@@ -266,6 +266,10 @@ def write_results(results: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps({**old, **results}, indent=1) + "\n")
 
 
+def _measured_with() -> str:
+    return "_profiled" if PROFILE else "_breakdown" if BREAKDOWN else ""
+
+
 def shown(uri: str, names: dict[str, str]) -> str:
     with psycopg.connect(uri) as conn:
         return ", ".join(
@@ -291,8 +295,8 @@ def main() -> None:
         print(f"source: {shown(source_uri, SOURCE_SETTINGS)}", flush=True)
         for name in PARTS_RUN:
             started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-            # A throughput measured with the breakdown's wrappers is kept apart from one without.
-            key = "throughput_breakdown" if name == "throughput" and BREAKDOWN else name
+            # A throughput measured with wrappers or a profiler is kept apart from one without.
+            key = f"{name}{_measured_with()}" if name == "throughput" else name
             results[key] = {"date": started, **steps[name](source_uri, sink_uri)}
             results[key]["machine"] = machine(source_uri)
             write_results({key: results[key]})

@@ -43,14 +43,19 @@ def more_slots() -> Iterator[None]:
         network.SERVER_SETTINGS.update(saved)
 
 
-UPDATE = """
-UPDATE {table} SET status = 'changed', amount = amount + 1, updated_at = clock_timestamp(),
+# cdc.py's mixed scenario, rows found through the key: transaction k touches the ids with
+# id % groups = k (spread over the table, as an OLTP workload's), without scanning the table.
+SPREAD = (
+    "ARRAY(SELECT g FROM generate_series(%(k)s::bigint, %(base)s, %(groups)s) g"
+    " WHERE (g / %(groups)s) %% 5 {}))"
+)
+UPDATE = f"""
+UPDATE {{table}} SET status = 'changed', amount = amount + 1, updated_at = clock_timestamp(),
        attrs = attrs || jsonb_build_object('rev', %(k)s)
-WHERE id %% %(groups)s = %(k)s AND (id / %(groups)s) %% 5 < 2 AND id <= %(base)s
+WHERE id = ANY({SPREAD.format("< 2")}
 """
-DELETE = """
-DELETE FROM {table}
-WHERE id %% %(groups)s = %(k)s AND (id / %(groups)s) %% 5 = 2 AND id <= %(base)s
+DELETE = f"""
+DELETE FROM {{table}} WHERE id = ANY({SPREAD.format("= 2")}
 """
 
 
