@@ -224,9 +224,8 @@ def report(results: dict[str, Any]) -> None:
             f" {_ratio(s['shared_vs_one_cpu'])}, {'MET' if s['target_met'] else 'NOT MET'};"
             f" the own slots' / the group's: {_ratio(s['own_vs_shared_cpu'])}"
         )
-    for key in ("throughput", "throughput_breakdown", "throughput_profiled"):
-        if key in results:
-            _report_throughput(results[key])
+    for key in sorted(k for k in results if k.startswith("throughput")):
+        _report_throughput(results[key])
     if "live_add" in results:
         cdc_group_live.report(results["live_add"])
 
@@ -267,7 +266,8 @@ def write_results(results: dict[str, Any]) -> None:
 
 
 def _measured_with() -> str:
-    return "_profiled" if PROFILE else "_breakdown" if BREAKDOWN else ""
+    policy = "" if POLICY == "delete_insert" else f"_{POLICY}"
+    return policy + ("_profiled" if PROFILE else "_breakdown" if BREAKDOWN else "")
 
 
 def shown(uri: str, names: dict[str, str]) -> str:
