@@ -63,9 +63,10 @@ from typing import Any
 
 import psycopg
 
-from bench.cdc_measure import breakdown, measured_call
+from bench.cdc_measure import APPLY_PARTS, PARTS, breakdown, measured_call
 from bench.cdc_pipelines import Pipeline, Scenario, checksum, drop_slots, snapshot, wal_mb
 from bench.common import ORDERS_DDL, ORDERS_FILL, throwaway_cluster
+from bench.server_cpu import postmaster_pid
 from pgflow.config.model import TableName
 
 CHANGES = int(os.environ.get("BENCH_CDC_CHANGES", "1000000"))
@@ -178,6 +179,7 @@ def measure(pipeline: Pipeline, source_uri: str, sink_uri: str) -> dict[str, Any
         "batch": BATCH_CHANGES,
         "profile": PROFILE,
         "breakdown": BREAKDOWN,
+        "postmasters": {"source": postmaster_pid(source_uri), "sink": postmaster_pid(sink_uri)},
     }
     done = subprocess.run(
         [sys.executable, "-m", "bench.cdc", "--measure", json.dumps(settings)],
@@ -252,7 +254,8 @@ def report(pipelines: list[Pipeline]) -> None:
     )
     print(
         f"  {'scenario / policy':<24} {'changes':>9} {'txns':>5} {'batches':>7} {'wall s':>7}"
-        f" {'changes/s':>9} {'WAL MB':>7} {'RSS MB':>6} {'peak MB':>7} {'CPU s':>6}  check"
+        f" {'changes/s':>9} {'WAL MB':>7} {'RSS MB':>6} {'peak MB':>7} {'CPU s':>6}"
+        f" {'src CPU':>7} {'sink CPU':>8}  check"
     )
     for p in pipelines:
         f = p.figures
@@ -262,12 +265,14 @@ def report(pipelines: list[Pipeline]) -> None:
             f"  {p.name:<24} {f['changes']:>9,} {f['transactions']:>5,} {f['batches']:>7}"
             f" {f['wall']:>7.2f} {f['changes'] / f['wall']:>9,.0f} {fmt(f['wal_mb'], '7.0f')}"
             f" {f['rss_before_mb']:>6.0f} {fmt(f['peak_rss_mb'], '7.0f')} {f['cpu_s']:>6.1f}"
+            f" {f['source_cpu_s']:>7.1f} {f['sink_cpu_s']:>8.1f}"
             f"  {'ok' if p.valid else 'INVALID'}"
         )
     print(
         "  RSS MB: the subprocess before the call (interpreter, pgflow, psycopg); peak MB: its"
         " VmHWM during the call.\n  CPU s: the client's CPU time (user + system) during the"
-        " call; WAL MB: the source WAL between the positions before and after."
+        " call; src / sink CPU: the source and sink clusters' CPU seconds (bench/server_cpu.py);\n"
+        "  WAL MB: the source WAL between the positions before and after."
     )
     if BREAKDOWN:
         report_breakdown(pipelines)
@@ -283,8 +288,8 @@ def report(pipelines: list[Pipeline]) -> None:
 
 
 def report_breakdown(pipelines: list[Pipeline]) -> None:
-    names = ("slot", "fetch", "decode", "rows", "copy", "apply", "advance", "other")
-    print("\nwhere the time went, seconds (share of the call):")
+    names = PARTS + APPLY_PARTS
+    print("\nwhere the time went, seconds (share of the call; apply runs beside the others):")
     print(f"  {'scenario / policy':<24} " + " ".join(f"{n:>13}" for n in names))
     for p in pipelines:
         if p.figures is None or p.figures["parts"] is None:
@@ -292,7 +297,7 @@ def report_breakdown(pipelines: list[Pipeline]) -> None:
         parts, wall = p.figures["parts"], p.figures["wall"]
         cells = " ".join(f"{parts[n]:>7.2f} ({parts[n] / wall:>3.0%})" for n in names)
         print(f"  {p.name:<24} {cells}")
-    legend = inspect.cleandoc(breakdown.__doc__ or "").split("\n", 2)[2]
+    legend = inspect.cleandoc(breakdown.__doc__ or "").split("\n", 3)[3]
     print(textwrap.indent(legend, "  "))
     print("\nthe slowest SQL statements on the sink, seconds over all batches:")
     for p in pipelines:

@@ -19,7 +19,9 @@ a subset of psql,pgflow,dlt,sling):
 - cdc: pgflow's replicate() applying BENCH_CDC_CHANGES (default 1,000,000) changes, cdc.py's
   "mixed" scenario (40% inserts, 40% updates, 20% deletes), merge policy delete_insert;
 - delta: Postgres -> Delta (load_delta full_refresh), Delta -> Postgres (sync_delta into a
-  new target) and the unchanged Delta -> Postgres re-run.
+  new target) and the unchanged Delta -> Postgres re-run;
+- cdc_group: after the others, bench/cdc_group.py on clusters of its own (many tables on one
+  slot vs a slot each, a group's throughput, a live add; bench/results-group.json).
 
 pgflow's in-process figures come from a worker subprocess (`--job`), which times the call and
 reports its VmHWM; every other tool is timed as a whole process. Peak RSS of every figure is
@@ -52,8 +54,10 @@ from bench.peers import DLT_REQUIREMENTS, SLING_REQUIREMENTS
 from bench.runs import (
     ALL_SCENARIOS,
     CDC_CHANGES,
+    GROUP_SCENARIO,
     REPEAT,
     ROWS,
+    RUN_GROUP,
     SCENARIOS,
     SERVER_SETTINGS,
     SOURCE,
@@ -177,7 +181,18 @@ def source_figures(source_uri: str) -> tuple[int, str]:
 def main() -> None:
     unknown = set(SCENARIOS) - set(ALL_SCENARIOS)
     if unknown:
-        raise SystemExit(f"BENCH_SCENARIOS: unknown {sorted(unknown)}; known {ALL_SCENARIOS}")
+        known = (*ALL_SCENARIOS, GROUP_SCENARIO)
+        raise SystemExit(f"BENCH_SCENARIOS: unknown {sorted(unknown)}; known {known}")
+    if SCENARIOS:
+        suite()
+    if RUN_GROUP:
+        from bench import cdc_group
+
+        cdc_group.main()
+
+
+def suite() -> None:
+    """The scenarios side by side on one dataset (all but cdc_group)."""
     started = time.time()
     with (
         throwaway_cluster(["bench_source"], SERVER_SETTINGS) as source_info,
