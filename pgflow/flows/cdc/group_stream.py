@@ -48,6 +48,7 @@ class _Batches:
         self.in_transaction: set[int] = set()
         self.messages_at_start = 0
         self.changes = 0
+        self.batch_changes: dict[int, int] = {}  # per member, in the open batch
 
     def read(self, messages: object, start: int, upto: int) -> int:
         """Stage and submit every batch; the LSN the run has seen everything before."""
@@ -79,6 +80,7 @@ class _Batches:
             self._stager(index).take(event)  # type: ignore[arg-type]
             self.in_transaction.add(index)
             self.changes += 1
+            self.batch_changes[index] = self.batch_changes.get(index, 0) + 1
         except Exception as error:  # this member's sink or shape: the others go on
             self._fail(index, error)
 
@@ -109,10 +111,20 @@ class _Batches:
             if stager is not None:
                 stager.take(end)
         self.in_transaction.clear()
-        if end.messages - self.messages_at_start >= self.run.settings.batch_changes:
+        if self._batch_full(end):
             self.messages_at_start = end.messages
             self._submit(end.end_lsn)
         return end.end_lsn
+
+    def _batch_full(self, end: TransactionEnd) -> bool:
+        """`batch_changes` is per table: a batch ends with the transaction that gives one
+        table that many changes, or the stream that many messages per table. A table's part
+        of a batch then stays large however many tables share the slot (each part costs a
+        staging table and a transaction of its own)."""
+        size = self.run.settings.batch_changes
+        if max(self.batch_changes.values(), default=0) >= size:
+            return True
+        return end.messages - self.messages_at_start >= size * len(self.members)
 
     def _submit(self, end_lsn: int) -> None:
         batch = GroupBatch(end_lsn)
@@ -125,6 +137,7 @@ class _Batches:
             staged.result.end_lsn = end_lsn
             batch.staged.append((self.members[index], staged))
         self.stagers.clear()
+        self.batch_changes.clear()
         if batch.staged:
             self.applier.submit(batch)
 
