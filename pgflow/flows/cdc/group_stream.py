@@ -9,6 +9,8 @@ table must not pin the slot's WAL) and the slot is confirmed to the group's lowe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pgflow.flows.cdc.group_applier import GroupApplier, GroupBatch
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun, low_position
@@ -16,7 +18,7 @@ from pgflow.flows.cdc.stage import Stager, follow_relation
 from pgflow.sinks.postgres import ddl, staging, state
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import cdc
-from pgflow.sources.changes import RelationSeen, TransactionEnd
+from pgflow.sources.changes import ChangeEvent, RelationSeen, TransactionEnd
 from pgflow.sources.group_changes import StreamedTable, group_changes
 from pgflow.sources.replication_stream import ReplicationStream
 
@@ -50,7 +52,7 @@ class _Batches:
         self.changes = 0
         self.batch_changes: dict[int, int] = {}  # per member, in the open batch
 
-    def read(self, messages: object, start: int, upto: int) -> int:
+    def read(self, messages: Iterator[bytes], start: int, upto: int) -> int:
         """Stage and submit every batch; the LSN the run has seen everything before."""
         tables = [
             StreamedTable(m.member.table, m.member.target.strategy.unique_key, m.position or 0)
@@ -58,7 +60,7 @@ class _Batches:
         ]
         limit = self.run.settings.max_changes
         reached = start
-        for item in group_changes(messages, tables):  # type: ignore[arg-type]
+        for item in group_changes(messages, tables):
             if isinstance(item, TransactionEnd):
                 reached = self._end_transaction(item)
                 if limit is not None and self.changes >= limit:
@@ -69,7 +71,7 @@ class _Batches:
         self._submit(reached)
         return max(reached, upto)
 
-    def _take(self, index: int, event: object) -> None:
+    def _take(self, index: int, event: ChangeEvent) -> None:
         member = self.members[index]
         if self.run.failures.failed(member):
             return
@@ -77,7 +79,7 @@ class _Batches:
             if isinstance(event, RelationSeen):
                 self._relation(index, event)
                 return
-            self._stager(index).take(event)  # type: ignore[arg-type]
+            self._stager(index).take(event)
             self.in_transaction.add(index)
             self.changes += 1
             self.batch_changes[index] = self.batch_changes.get(index, 0) + 1
