@@ -5,15 +5,24 @@ from __future__ import annotations
 
 from psycopg import pq
 
+from pgflow.connections.errors import TRANSIENT_SQLSTATES
 from pgflow.sources.cdc import ReplicationError, SlotInUse
 
 _RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
 
 
+class StreamLost(ReplicationError):
+    """The connection or the server went away mid-stream (a restart, a terminated walsender):
+    retried, and the next attempt resumes from the positions the sinks stored."""
+
+    transient = True
+
+
 def replication_error(
-    slot: str, publication: str, sqlstate: str | None, message: str
+    slot: str, publication: str, sqlstate: str | None, message: str, *, lost: bool = False
 ) -> ReplicationError:
-    """The server's error during START_REPLICATION or streaming, said with its fix."""
+    """The server's error during START_REPLICATION or streaming, said with its fix; `lost`:
+    the client lost the connection."""
     said = f"(server: {message})"
     if sqlstate == "55006" or "is active for PID" in message:
         return SlotInUse(
@@ -37,6 +46,8 @@ def replication_error(
             f"replication slot {slot} was invalidated: the WAL it needed was removed, e.g. by "
             f"max_slot_wal_keep_size; {_RESNAPSHOT} {said}"
         )
+    if lost or (sqlstate is not None and sqlstate in TRANSIENT_SQLSTATES):
+        return StreamLost(f"replication from slot {slot} was interrupted {said}")
     return ReplicationError(f"replication from slot {slot} failed {said}")
 
 

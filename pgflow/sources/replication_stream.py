@@ -24,6 +24,7 @@ from types import TracebackType
 import psycopg
 from psycopg import pq, sql
 
+from pgflow.connections.errors import is_transient
 from pgflow.sources.cdc import (
     ConnectSource,
     ReplicationError,
@@ -33,7 +34,13 @@ from pgflow.sources.cdc import (
 )
 from pgflow.sources.pgoutput import lsn_to_text
 from pgflow.sources.postgres import PORTABLE_TEXT_SETTINGS
-from pgflow.sources.replication_errors import error_message, error_text, replication_error, sqlstate
+from pgflow.sources.replication_errors import (
+    StreamLost,
+    error_message,
+    error_text,
+    replication_error,
+    sqlstate,
+)
 
 _XLOGDATA, _KEEPALIVE = ord("w"), ord("k")
 _BEGIN, _COMMIT = ord("B"), ord("C")
@@ -120,7 +127,8 @@ class ReplicationStream:
         except (psycopg.Error, OSError, TimeoutError, ReplicationError) as err:
             # The original exception, if any, is the one the caller needs to see.
             if exc is None:
-                raise ReplicationError(
+                failed = StreamLost if is_transient(err) else ReplicationError
+                raise failed(
                     f"replication slot {self._slot}: could not end the stream cleanly, the last "
                     f"confirmed position may not have reached the server: {error_text(err)}"
                 ) from None
@@ -152,7 +160,7 @@ class ReplicationStream:
                 raise
         except psycopg.Error as err:
             if exc is None:
-                raise self._error(err.sqlstate, error_text(err)) from None
+                raise self._error(err.sqlstate, error_text(err), is_transient(err)) from None
 
     def messages(self) -> Iterator[bytes]:
         """pgoutput payloads of whole transactions committed before upto_lsn, in order."""
@@ -208,7 +216,7 @@ class ReplicationStream:
             return pgconn.get_copy_data(1)
         except psycopg.Error as err:
             self._streaming = False
-            raise self._error(err.sqlstate, error_text(err)) from None
+            raise self._error(err.sqlstate, error_text(err), is_transient(err)) from None
 
     def _status_if_due(self) -> None:
         if time.monotonic() >= self._next_status:
@@ -239,7 +247,7 @@ class ReplicationStream:
             pgconn.consume_input()
         except psycopg.Error as err:
             self._streaming = False
-            raise self._error(err.sqlstate, error_text(err)) from None
+            raise self._error(err.sqlstate, error_text(err), is_transient(err)) from None
         return reply_asked
 
     def _send_status(self, *, reply: bool) -> None:
@@ -258,7 +266,9 @@ class ReplicationStream:
             self._flush(deadline)
         except (psycopg.Error, TimeoutError) as err:
             self._streaming = False
-            raise self._error(getattr(err, "sqlstate", None), error_text(err)) from None
+            raise self._error(
+                getattr(err, "sqlstate", None), error_text(err), is_transient(err)
+            ) from None
 
     def _flush(self, deadline: float) -> None:
         pgconn = self._require()
@@ -330,8 +340,8 @@ class ReplicationStream:
         )
         return command.as_bytes(conn)
 
-    def _error(self, sqlstate: str | None, message: str) -> ReplicationError:
-        return replication_error(self._slot, self._publication, sqlstate, message)
+    def _error(self, sqlstate: str | None, message: str, lost: bool = False) -> ReplicationError:
+        return replication_error(self._slot, self._publication, sqlstate, message, lost=lost)
 
 
 def wait_slot_released(conn: psycopg.Connection, slot: str, timeout: float = 10.0) -> None:

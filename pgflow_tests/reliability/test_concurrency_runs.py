@@ -150,9 +150,10 @@ def cli_setup(
 def _launch(setup: DagsterSetup, run: int) -> subprocess.Popen[str]:
     # Each run's sink sessions carry its name, so pg_locks and the commit log tell them apart.
     sink_uri = f"{setup.sink_uri}?application_name=pgflow-run-{run}"
+    source_uri = f"{setup.source_uri}?application_name=pgflow-run-{run}"
     return subprocess.Popen(
         [DAGSTER, "asset", "materialize", "-m", "pgflow.definitions", "--select", "landing/items"],
-        env={**setup.env, "PGFLOW_CONN_WAREHOUSE": sink_uri},
+        env={**setup.env, "PGFLOW_CONN_WAREHOUSE": sink_uri, "PGFLOW_CONN_SHOP": source_uri},
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -160,15 +161,18 @@ def _launch(setup: DagsterSetup, run: int) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_the_queue(setup: DagsterSetup, runs: list[subprocess.Popen[str]]) -> list[tuple]:
+def _wait_for_the_queue(
+    setup: DagsterSetup, runs: list[subprocess.Popen[str]], queue_uri: str
+) -> list[tuple]:
     """Until one run holds the advisory lock and waits inside its load (on the reader's lock),
-    while the other waits for the advisory lock; returns those pg_locks rows."""
+    while the other waits for an advisory lock in `queue_uri`'s database (the target's, or for
+    CDC the slot's on the source); returns those pg_locks rows."""
     deadline = time.monotonic() + WAIT_S
-    database = dbname(setup.sink_uri)
     while time.monotonic() < deadline:
-        locks = fetch(setup.sink_uri, LOCKS, (database,))
+        locks = fetch(setup.sink_uri, LOCKS, (dbname(setup.sink_uri),))
+        waiting = fetch(queue_uri, LOCKS, (dbname(queue_uri),))
         holding = {r[0] for r in locks if r[1] and r[2] == "Lock"}
-        queued = {r[0] for r in locks if not r[1]}
+        queued = {r[0] for r in waiting if not r[1]}
         if len(holding) == 1 and len(queued) == 1 and holding != queued:
             return locks
         finished = [r for r in runs if r.poll() is not None]
@@ -201,12 +205,14 @@ def _claim_the_pool_once(setup: DagsterSetup) -> None:
         inst.event_log_storage.initialize_concurrency_limit_to_default(POOL)
 
 
-def _run_twice_at_once(setup: DagsterSetup, reader_lock: str) -> tuple[list[tuple], float, int]:
+def _run_twice_at_once(
+    setup: DagsterSetup, reader_lock: str, queue_uri: str | None = None
+) -> tuple[list[tuple], float, int]:
     _claim_the_pool_once(setup)
     holder = LockHolder(setup.sink_uri, reader_lock)
     runs = [_launch(setup, 1), _launch(setup, 2)]
     try:
-        queue = _wait_for_the_queue(setup, runs)
+        queue = _wait_for_the_queue(setup, runs, queue_uri or setup.sink_uri)
         queued_at = time.monotonic()
         holder.release()
         outputs = [_output(run) for run in runs]
@@ -330,8 +336,9 @@ def test_two_cdc_runs_serialize(cli_setup: DagsterSetup, monkeypatch: pytest.Mon
         _log_commits(setup, LOG_POSITION, sleep=0.25)
         _change_the_source(setup)
         execute(setup.source_uri, "DELETE FROM items WHERE id % 9 = 0")
+        # The second run waits for the slot's lock on the source: one run per slot at a time.
         queue, seconds, retries = _run_twice_at_once(
-            setup, "LOCK TABLE landing.items IN SHARE MODE"
+            setup, "LOCK TABLE landing.items IN SHARE MODE", setup.source_uri
         )
         commits = _commits(setup, "pg_lsn")
         first, second = _materializations(setup)[-2:]
