@@ -25,7 +25,7 @@ QUERY = """
           sensors { name minIntervalSeconds }
           schedules { name cronSchedule executionTimezone }
           assetNodes {
-            assetKey { path } groupName kinds isPartitioned
+            assetKey { path } groupName kinds isPartitioned opNames
             dependencyKeys { path }
             tags { key value }
             owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
@@ -129,3 +129,36 @@ def test_webserver_shows_a_bad_spec_as_a_load_error(dagster_setup: DagsterSetup)
     messages = error["message"] + "".join(link["error"]["message"] for link in error["errorChain"])
     assert str(spec) in messages
     assert "field 'sink.strategy.mode': 'full_refreshh' is not allowed" in messages
+
+
+SHARED = """
+source:
+  type: postgres
+  connection_id: shop
+  table: {{schema: public, name: {name}}}
+  options: {{incremental_strategy: cdc, slot_name: shop_slot}}
+sink:
+  type: postgres
+  connection_id: warehouse
+  table: {{schema: landing, name: {name}_cdc}}
+  strategy: {{mode: incremental_merge, unique_key: [id]}}
+"""
+
+
+def test_webserver_shows_a_shared_slot_as_one_step_with_an_asset_per_table(
+    dagster_setup: DagsterSetup,
+):
+    for name in ("items", "orders"):
+        (dagster_setup.specs / f"{name}_cdc.yaml").write_text(SHARED.format(name=name))
+    with webserver(dagster_setup) as url:
+        entry = location(url)
+    assert entry["loadStatus"] == "LOADED", entry["locationOrLoadError"]
+    nodes = {
+        "/".join(n["assetKey"]["path"]): n
+        for n in entry["locationOrLoadError"]["repositories"][0]["assetNodes"]
+    }
+    items, orders = nodes["landing/items_cdc"], nodes["landing/orders_cdc"]
+    assert items["opNames"] == orders["opNames"] == ["cdc_slot_shop_shop_slot"]
+    assert items["dependencyKeys"] == [{"path": ["shop", "public", "items"]}]
+    assert orders["dependencyKeys"] == [{"path": ["shop", "public", "orders"]}]
+    assert {c["name"] for c in orders["assetChecksOrError"]["checks"]} >= {"slot_health"}
