@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import psycopg
+
 from pgflow.flows.cdc.apply import create_missing_target
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
@@ -31,7 +33,7 @@ def backfill(run: GroupRun, members: list[MemberRun], new_slot: bool) -> None:
         _start_in_snapshot(run, members, run.settings.slot, temporary=False)
         return
     try:
-        _start_in_snapshot(run, members, _temporary_slot_name(run.settings.slot), temporary=True)
+        _start_in_snapshot(run, members, temporary_slot_name(run.settings.slot), temporary=True)
     except cdc.ReplicationError as error:  # no slot for the joining tables: they wait
         for member in members:
             run.fail(member, error)
@@ -44,27 +46,35 @@ def _start_in_snapshot(run: GroupRun, members: list[MemberRun], slot: str, tempo
     ):
         for member in members:
             try:
-                _start_member(run, member, start_lsn, snapshot)
+                start_member(run, member, run.sinks.applying(member.member), start_lsn, snapshot)
             except Exception as error:  # this member's sink or table; the others go on
                 run.fail(member, error)
 
 
-def _temporary_slot_name(slot: str) -> str:
+def temporary_slot_name(slot: str) -> str:
     return f"{slot[:40]}_backfill_{os.getpid()}"
 
 
-def _start_member(run: GroupRun, member: MemberRun, start_lsn: int, snapshot: str) -> None:
+def start_member(
+    run: GroupRun, member: MemberRun, sink: psycopg.Connection, start_lsn: int, snapshot: str
+) -> None:
+    """Load `member` as of `snapshot` on `sink` (or only store the start, snapshot: never)."""
     reason = member.snapshot_reason or ""
     member.result.snapshot_reason = reason
     if member.member.snapshot == "never":
-        _store_start(run, member, start_lsn)
+        _store_start(sink, member, start_lsn)
     else:
-        member.result.snapshot = _load_snapshot(run, member, start_lsn, snapshot, reason)
+        member.result.snapshot = _load_snapshot(run, member, sink, start_lsn, snapshot, reason)
     member.position = start_lsn
 
 
 def _load_snapshot(
-    run: GroupRun, member: MemberRun, start_lsn: int, snapshot: str, reason: str
+    run: GroupRun,
+    member: MemberRun,
+    sink: psycopg.Connection,
+    start_lsn: int,
+    snapshot: str,
+    reason: str,
 ) -> LoadResult:
     target = member.member.target
     extra = (target.deleted_column,) if target.deleted_column else ()
@@ -80,7 +90,7 @@ def _load_snapshot(
             include_columns=member.member.include_columns,
         )
         return load_table(
-            run.sinks.applying(member.member),
+            sink,
             source,
             target.table,
             target.strategy,
@@ -89,9 +99,8 @@ def _load_snapshot(
         )
 
 
-def _store_start(run: GroupRun, member: MemberRun, start_lsn: int) -> None:
+def _store_start(sink: psycopg.Connection, member: MemberRun, start_lsn: int) -> None:
     """snapshot: never: the target as it is (created if missing), streaming from the slot."""
-    sink = run.sinks.applying(member.member)
     target = member.member.target
     assert member.info is not None
     log = SqlLog(sink)

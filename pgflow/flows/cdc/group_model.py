@@ -63,6 +63,7 @@ class MemberRun:
     result: CdcResult = field(default_factory=lambda: CdcResult(position_before=None))
     error: BaseException | None = None
     snapshot_reason: str | None = None
+    backfilling: bool = False  # loading in a thread: holds the slot, not in the stream yet
 
     @property
     def identity(self) -> str:
@@ -75,7 +76,12 @@ class MemberRun:
     @property
     def streaming(self) -> bool:
         """Takes changes in this run: selected, set up and not failed."""
-        return self.selected and self.error is None and self.position is not None
+        return (
+            self.selected
+            and self.error is None
+            and self.position is not None
+            and not self.backfilling
+        )
 
 
 class Failures:

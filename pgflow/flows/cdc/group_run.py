@@ -28,12 +28,15 @@ from pgflow.flows.cdc.group_model import (
 from pgflow.flows.cdc.group_publication import ensure_publication
 from pgflow.flows.cdc.group_setup import check_slot, needs_snapshot, read_members
 from pgflow.flows.cdc.group_stream import drop_leftover_staging, stream_group
+from pgflow.flows.cdc.live_add import backfilling
 from pgflow.flows.cdc.model import CdcResult
 from pgflow.flows.cdc.sink_connections import SinkConnections
 from pgflow.sinks.postgres import ddl, state
 from pgflow.sources import cdc, publication
 
-GroupOutcome = dict[str, CdcResult | BaseException]  # per pipeline: its result or its error
+GroupOutcome = dict[str, CdcResult | BaseException]
+# While a joining table loads, the others stream in rounds at most this far apart.
+ROUND_PAUSE_SECONDS = 1.0  # per pipeline: its result or its error
 
 
 def replicate_group(
@@ -86,18 +89,32 @@ def _run(run: GroupRun) -> None:
     changed = ensure_publication(run)
     for member in run.selected:
         member.result.publication_changed = changed
-    backfill(run, needs_snapshot(run), new_slot=slot is None)
-    confirmed = slot.confirmed_flush if slot and slot.confirmed_flush else None
+    confirmed = slot.confirmed_flush if slot else None
+    joining = needs_snapshot(run)
+    if slot is None or not joining or run.settings.max_changes is not None:
+        backfill(run, joining, new_slot=slot is None)  # a new slot: nobody streams before
+        _stream(run, confirmed)
+        return
+    with backfilling(run, joining) as loads:
+        while True:  # the others, round after round, until the joining tables are loaded
+            _stream(run, confirmed)
+            if loads is None or not loads.is_alive():
+                break
+            loads.join(timeout=ROUND_PAUSE_SECONDS)
+    _stream(run, confirmed)  # everyone, the joined tables from their start
+
+
+def _stream(run: GroupRun, confirmed: int | None) -> None:
+    """One round: the streaming members from the group's lowest position to the WAL's end."""
     _prepare_targets(run)
     drop_leftover_staging(run)
     start = low_position(run.members)
-    if start is None:
+    if start is None or not any(m.streaming for m in run.members):
         return
     if confirmed is not None and start > confirmed:
         for member in run.selected:
             member.result.caught_up_slot = True  # a run died between its commit and confirm
-    if any(m.streaming for m in run.members):
-        stream_group(run, start)
+    stream_group(run, start)
 
 
 def _with_former_publication(run: GroupRun) -> GroupSettings:

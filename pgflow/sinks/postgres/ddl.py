@@ -196,6 +196,17 @@ def lock_target_for_session(log: SqlLog, target: TableName) -> None:
 
 
 @contextmanager
+def lending_target(conn: psycopg.Connection, target: TableName) -> Iterator[None]:
+    """Inside holding_target on `conn`: let another session hold the target's lock for the
+    block (a CDC table's backfill on a connection of its own), then take it back."""
+    conn.execute(_advisory_lock_sql("pg_advisory_unlock", target))
+    try:
+        yield
+    finally:
+        conn.execute(_advisory_lock_sql("pg_advisory_lock", target))
+
+
+@contextmanager
 def holding_target(conn: psycopg.Connection, target: TableName) -> Iterator[None]:
     """lock_target's lock for a whole run of many transactions on `conn` (autocommit).
 

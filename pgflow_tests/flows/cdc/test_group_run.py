@@ -4,11 +4,13 @@ column lists and sinks of their own."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 import pytest
 
+from pgflow.flows.cdc import backfill
 from pgflow.sinks.postgres import state
 from pgflow.sources import cdc
 from pgflow_tests.flows.cdc.group_support import (
@@ -172,3 +174,36 @@ def test_a_table_that_cannot_feed_cdc_fails_alone(
         source_uri, "SELECT tablename FROM pg_publication_tables WHERE pubname = %s", (slot,)
     )
     assert published == [("alpha",)], "never published: its updates would fail at the source"
+
+
+def test_the_others_stream_while_a_joining_table_loads(
+    source_uri: str, sink_uri: str, slot: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The joining table's load waits until alpha's pending change is in its target: it only
+    gets there if alpha streams while the load runs (in a thread, on a connection of its own)."""
+    execute(source_uri, tables_sql(*NAMES))
+    group = [member(n, sink_uri) for n in NAMES[:2]]
+    results(run_group(source_uri, slot, group))
+    execute(source_uri, "UPDATE public.alpha SET label = 'during' WHERE id = 1")
+    original = backfill.start_member
+    seen: list[str] = []
+
+    def slow_start(*args: Any) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            label = fetch(sink_uri, "SELECT label FROM landing.alpha WHERE id = 1")[0][0]
+            if label == "during":
+                seen.append(label)
+                break
+            time.sleep(0.1)
+        original(*args)
+
+    monkeypatch.setattr(backfill, "start_member", slow_start)
+    grown = [*group, member("gamma", sink_uri)]
+    joined = results(run_group(source_uri, slot, grown))
+    assert seen == ["during"], "alpha was applied while gamma loaded"
+    assert joined["alpha"].changes == 1 and joined["gamma"].snapshot is not None
+    execute(source_uri, "UPDATE public.gamma SET label = 'after' WHERE id <= 2")
+    assert results(run_group(source_uri, slot, grown))["gamma"].changes == 2
+    assert all(same_table(source_uri, sink_uri, n) for n in NAMES)
+    assert slots(source_uri) == [(slot, False)]

@@ -110,7 +110,7 @@ def _install(ticker: GroupTicker, job: GroupJob) -> None:
     hook_job = child.ChildJob("", {}, job.app_name, job.sink_dbname, job.record_path)
     child._hook_psycopg(ticker, hook_job)  # type: ignore[arg-type]
     apply_staged = getattr(group_applier, "apply_staged")  # noqa: B009 (imported there)
-    start_member = backfill._start_member
+    start_member = backfill.start_member
     store_reached = group_stream._store_reached
     confirm = ReplicationStream.confirm
 
@@ -133,7 +133,7 @@ def _install(ticker: GroupTicker, job: GroupJob) -> None:
     # Module attributes looked up at call time: the engine's own functions, wrapped.
     for module, name, wrapper in (
         (group_applier, "apply_staged", tagged_apply),
-        (backfill, "_start_member", tagged_start),
+        (backfill, "start_member", tagged_start),
         (group_stream, "_store_reached", tagged_reached),
         (ReplicationStream, "confirm", ticking_confirm),
     ):
