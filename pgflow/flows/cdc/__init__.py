@@ -6,6 +6,8 @@ The way of one run, module by module:
     group_run.replicate_group    per table: catalog, checks, stored position (group_setup),
                                  the publication (group_publication), the slot
       backfill.backfill          new or reset tables, as of an exported snapshot
+      live_add.backfilling       tables joining a running group: loaded in a thread while
+                                 the others stream in rounds
       group_stream.stream_group  START_REPLICATION; changes routed per table, staged in
                                  batches (stage.Stager, segment.Segment) on a second sink
                                  connection
