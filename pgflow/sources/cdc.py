@@ -122,11 +122,13 @@ def slot_info(conn: psycopg.Connection, name: str) -> SlotInfo | None:
     return SlotInfo(name, plugin, database, active_pid, confirmed_lsn, wal_status, retained)
 
 
+# The fix when a slot no longer holds a target's changes: every such error says it.
+RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
+
+
 def check_slot(slot: SlotInfo | None, name: str, database: str) -> SlotInfo:
     """The slot this pipeline streams from, or an error that says how to recover."""
-    resnapshot = (
-        "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
-    )
+    resnapshot = RESNAPSHOT
     if slot is None:
         raise ReplicationError(
             f"replication slot {name} does not exist (dropped outside pgflow?); changes since "

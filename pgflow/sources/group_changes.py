@@ -49,14 +49,13 @@ Routed = tuple[int, ChangeEvent] | TransactionEnd
 
 
 class _Table:
-    __slots__ = ("applied_upto", "index", "key", "key_positions", "skipping")
+    __slots__ = ("applied_upto", "index", "key", "key_positions")
 
     def __init__(self, index: int, spec: StreamedTable) -> None:
         self.index = index
         self.key = spec.key
         self.applied_upto = spec.applied_upto
         self.key_positions: tuple[int, ...] = ()
-        self.skipping = False
 
 
 def group_changes(messages: Iterable[bytes], tables: Sequence[StreamedTable]) -> Iterator[Routed]:

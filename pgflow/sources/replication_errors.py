@@ -6,9 +6,7 @@ from __future__ import annotations
 from psycopg import pq
 
 from pgflow.connections.errors import TRANSIENT_SQLSTATES
-from pgflow.sources.cdc import ReplicationError, SlotInUse
-
-_RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
+from pgflow.sources.cdc import RESNAPSHOT, ReplicationError, SlotInUse
 
 
 class StreamLost(ReplicationError):
@@ -32,19 +30,19 @@ def replication_error(
     if "replication slot" in message and "does not exist" in message:
         return ReplicationError(
             f"replication slot {slot} does not exist (dropped outside pgflow?); changes since "
-            f"the last run cannot be recovered from it; {_RESNAPSHOT} {said}"
+            f"the last run cannot be recovered from it; {RESNAPSHOT} {said}"
         )
     if "publication" in message and "does not exist" in message:
         return ReplicationError(
             f"publication {publication} of replication slot {slot} does not exist on the source "
-            f"(dropped outside pgflow?); {_RESNAPSHOT} {said}"
+            f"(dropped outside pgflow?); {RESNAPSHOT} {said}"
         )
     if "can no longer get changes from replication slot" in message or (
         "requested WAL segment" in message and "removed" in message
     ):
         return ReplicationError(
             f"replication slot {slot} was invalidated: the WAL it needed was removed, e.g. by "
-            f"max_slot_wal_keep_size; {_RESNAPSHOT} {said}"
+            f"max_slot_wal_keep_size; {RESNAPSHOT} {said}"
         )
     if lost or (sqlstate is not None and sqlstate in TRANSIENT_SQLSTATES):
         return StreamLost(f"replication from slot {slot} was interrupted {said}")

@@ -8,7 +8,7 @@ import psycopg
 
 from pgflow.flows.cdc.group_model import Failures, GroupSettings, MemberRun
 from pgflow.flows.cdc.sink_connections import SinkConnections
-from pgflow.sources import cdc
+from pgflow.sources import cdc, publication
 
 
 @dataclass
@@ -31,3 +31,11 @@ class GroupRun:
 
     def fail(self, member: MemberRun, error: BaseException) -> None:
         self.failures.fail(member, error)
+
+    def owns_publication(self) -> bool:
+        """pgflow made the publication for this group (its comment names the group, or a
+        member that owned it alone before, and the slot)."""
+        settings = self.settings
+        owner = publication.publication_owner(self.control, settings.publication)
+        owners = {settings.name, *settings.former_owners}
+        return owner is not None and owner.pipeline in owners and owner.slot == settings.slot

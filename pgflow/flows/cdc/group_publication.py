@@ -30,7 +30,7 @@ def ensure_publication(run: GroupRun) -> bool:
         return True
     if _publishes_all_tables(run):
         return False  # FOR ALL TABLES (made by hand): nothing to add or drop
-    ours = _owned_by_group(run)
+    ours = run.owns_publication()
     changed = _add_or_update(run, wanted, published)
     if ours:
         changed |= _drop_removed(run, published)
@@ -41,7 +41,8 @@ def ensure_publication(run: GroupRun) -> bool:
 def _wanted(run: GroupRun) -> dict[TableName, Columns]:
     """The tables this run keeps published: healthy selected members, and members that hold
     a position (their changes are kept until they run)."""
-    keep = [m for m in run.members if m.position is not None or m in run.healthy()]
+    healthy = run.healthy()
+    keep = [m for m in run.members if m.position is not None or m in healthy]
     return {m.member.table: _columns(m) for m in keep}
 
 
@@ -116,9 +117,3 @@ def _publishes_all_tables(run: GroupRun) -> bool:
         "SELECT puballtables FROM pg_publication WHERE pubname = %s", (run.settings.publication,)
     ).fetchone()
     return bool(row and row[0])
-
-
-def _owned_by_group(run: GroupRun) -> bool:
-    owner = publication.publication_owner(run.control, run.settings.publication)
-    owners = {run.settings.name, *run.settings.former_owners}
-    return owner is not None and owner.pipeline in owners and owner.slot == run.settings.slot

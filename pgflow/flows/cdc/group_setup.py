@@ -13,12 +13,10 @@ from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
 from pgflow.flows.cdc.model import CdcResult
 from pgflow.sinks.postgres import position_owner
-from pgflow.sources import cdc, publication
+from pgflow.sources import cdc
 from pgflow.sources.base import Position, SourceConfigError
 from pgflow.sources.catalog import TableInfo, describe_table, restrict_columns
 from pgflow.sources.pgoutput import lsn_to_int, lsn_to_text
-
-RESNAPSHOT = "re-snapshot: materialize with run config reset: true (or set source.options.reset)"
 
 
 def read_members(run: GroupRun) -> None:
@@ -116,9 +114,7 @@ def check_slot(run: GroupRun) -> cdc.SlotInfo | None:
 def check_slot_is_ours(run: GroupRun) -> None:
     """A slot is read for a new member, or dropped, only if pgflow made it for this group."""
     settings = run.settings
-    owner = publication.publication_owner(run.control, settings.publication)
-    owners = {settings.name, *settings.former_owners}
-    if owner is None or owner.pipeline not in owners or owner.slot != settings.slot:
+    if not run.owns_publication():
         raise cdc.ReplicationError(
             f"replication slot {settings.slot} already exists and pgflow did not create it for "
             f"'{settings.name}'; reading or starting it over could take the changes it holds "
@@ -138,7 +134,7 @@ def _fail_positions_the_slot_lost(run: GroupRun, slot: cdc.SlotInfo | None) -> N
                 member,
                 cdc.ReplicationError(
                     f"replication slot {run.settings.slot} {why}; the changes since "
-                    f"{member.pipeline}'s last run cannot be recovered from it; {RESNAPSHOT}"
+                    f"{member.pipeline}'s last run cannot be recovered from it; {cdc.RESNAPSHOT}"
                 ),
             )
 
@@ -156,6 +152,6 @@ def _fail_positions_behind(run: GroupRun, confirmed: int) -> None:
                     f"replication slot {run.settings.slot} is at {lsn_to_text(confirmed)}, ahead "
                     f"of the position stored with {member.member.target.table} "
                     f"({lsn_to_text(position)}): changes in between were consumed but never "
-                    f"applied here (a restored target, or another consumer?); {RESNAPSHOT}"
+                    f"applied here (a restored target, or another consumer?); {cdc.RESNAPSHOT}"
                 ),
             )
