@@ -1,0 +1,59 @@
+"""What a schema-wide spec expands against: the tables of one source schema, as listed from the
+source catalog or read back from the cache file next to the spec (`catalog_cache.py`).
+
+The config layer never connects: whoever loads the project with a live source passes a
+`TableLister` (the sources layer's `table_listing.live_lister`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+from pgflow.config.model import ConnectionType
+
+# What `source.table.kinds` may list. "table" is an ordinary or a partitioned table (the
+# parent; its partitions are never listed, so no row is loaded twice).
+RelationKind = Literal["table", "view", "materialized_view", "foreign_table"]
+RELATION_KINDS: tuple[RelationKind, ...] = get_args(RelationKind)
+KeylessPolicy = Literal["fail", "full_refresh", "skip"]
+KEYLESS_POLICIES: tuple[KeylessPolicy, ...] = get_args(KeylessPolicy)
+
+
+@dataclass(frozen=True)
+class ListedTable:
+    """One relation of a source schema."""
+
+    name: str  # the raw, case-sensitive identifier
+    kind: RelationKind
+    # The primary key, else the first (by index name) unique index on NOT NULL columns with no
+    # expression or predicate; () when the table has neither.
+    key: tuple[str, ...] = ()
+    readable: bool = True  # the connecting role may SELECT every listed column of it
+    # When a refresh found it gone from the source (ISO 8601, UTC): kept in the cache so that
+    # its asset stays and reports the drop, never silently leaves the warehouse.
+    dropped_at: str | None = None
+
+
+@dataclass(frozen=True)
+class SchemaListing:
+    """Every relation of one schema of one source connection, at one moment."""
+
+    connection_id: str
+    schema: str
+    exists: bool  # False: the schema does not exist on the source
+    tables: tuple[ListedTable, ...]
+    listed_at: str  # ISO 8601, UTC
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return (self.connection_id, self.schema)
+
+
+class TableLister(Protocol):
+    """Lists one schema of a source connection (connects; raises ConnectionConfigError or a
+    psycopg error when the source cannot be reached)."""
+
+    def __call__(
+        self, connection_id: str, connection_type: ConnectionType, schema: str
+    ) -> SchemaListing: ...
