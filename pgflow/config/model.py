@@ -35,6 +35,10 @@ SnapshotMode = Literal["initial", "never"]
 TruncatePolicy = Literal["apply", "fail"]
 DeltaDeletes = Literal["none", "cdf", "key_pass"]
 PartitionType = Literal["daily", "monthly"]
+# What `source.table.kinds` of a schema-wide spec may list. "table" is an ordinary or a
+# partitioned table (the parent; its partitions are never listed, so no row loads twice).
+RelationKind = Literal["table", "view", "materialized_view", "foreign_table"]
+KeylessPolicy = Literal["fail", "full_refresh", "skip"]
 
 # The values a spec may choose, in the order messages list them (one home: the Literals above).
 CONNECTION_TYPES: tuple[ConnectionType, ...] = get_args(ConnectionType)
@@ -52,6 +56,8 @@ SNAPSHOT_MODES: tuple[SnapshotMode, ...] = get_args(SnapshotMode)
 TRUNCATE_POLICIES: tuple[TruncatePolicy, ...] = get_args(TruncatePolicy)
 DELTA_DELETES: tuple[DeltaDeletes, ...] = get_args(DeltaDeletes)
 PARTITION_TYPES: tuple[PartitionType, ...] = get_args(PartitionType)
+RELATION_KINDS: tuple[RelationKind, ...] = get_args(RelationKind)
+KEYLESS_POLICIES: tuple[KeylessPolicy, ...] = get_args(KeylessPolicy)
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,21 @@ class ChecksSpec:
     value_parity: ValueParitySpec = field(default_factory=ValueParitySpec)
 
 
+# Tables of one schema-wide spec loaded at once in its step, unless it says `parallel_tables`.
+DEFAULT_PARALLEL_TABLES = 2
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """How a schema-wide spec made a pipeline: one of the tables its glob matched."""
+
+    wildcard: str  # the schema-wide spec's name: its pipelines run as one subsettable step
+    kind: RelationKind
+    parallel_tables: int = DEFAULT_PARALLEL_TABLES  # of that step (each holds 2 connections)
+    note: str | None = None  # what the expansion decided for it, e.g. "keyless: full_refresh"
+    dropped_at: str | None = None  # the source table was found dropped then (ISO 8601, UTC)
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
     name: str
@@ -221,6 +242,7 @@ class PipelineSpec:
     owners: tuple[str, ...] = ()
     partitions: PartitionsSpec | None = None
     checks: ChecksSpec = field(default_factory=ChecksSpec)
+    expansion: Expansion | None = None  # None: an explicit spec for one table
 
 
 @dataclass(frozen=True)
@@ -255,6 +277,9 @@ class Project:
     pipelines: tuple[PipelineSpec, ...]
     connections: dict[str, ConnectionSpec] = field(default_factory=dict)
     groups: dict[str, GroupSpec] = field(default_factory=dict)
+    # What loading decided that the user should hear: tables a wildcard skipped, explicit
+    # specs that win over a wildcard. Logged as warnings when the code location loads.
+    notes: tuple[str, ...] = ()
 
     def source_connection_ids(self) -> list[str]:
         ids = {p.source.connection_id for p in self.pipelines if p.source.connection_id}

@@ -8,16 +8,9 @@ The config layer never connects: whoever loads the project with a live source pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
-from pgflow.config.model import ConnectionType
-
-# What `source.table.kinds` may list. "table" is an ordinary or a partitioned table (the
-# parent; its partitions are never listed, so no row is loaded twice).
-RelationKind = Literal["table", "view", "materialized_view", "foreign_table"]
-RELATION_KINDS: tuple[RelationKind, ...] = get_args(RelationKind)
-KeylessPolicy = Literal["fail", "full_refresh", "skip"]
-KEYLESS_POLICIES: tuple[KeylessPolicy, ...] = get_args(KeylessPolicy)
+from pgflow.config.model import ConnectionType, RelationKind
 
 
 @dataclass(frozen=True)
