@@ -228,6 +228,22 @@ class Expansion:
 
 
 @dataclass(frozen=True)
+class WildcardSpec:
+    """A schema-wide spec: `source.table: {schema, name: <glob>, exclude, kinds}`."""
+
+    name: str
+    file: Path
+    connection_id: str
+    connection_type: ConnectionType
+    schema: str
+    pattern: str  # a glob on the raw identifier: *, ?, [..]
+    exclude: tuple[str, ...] = ()  # globs too
+    kinds: tuple[RelationKind, ...] = ("table",)
+    keyless: KeylessPolicy = "fail"
+    parallel_tables: int = DEFAULT_PARALLEL_TABLES
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     name: str
     file: Path
@@ -280,6 +296,7 @@ class Project:
     # What loading decided that the user should hear: tables a wildcard skipped, explicit
     # specs that win over a wildcard. Logged as warnings when the code location loads.
     notes: tuple[str, ...] = ()
+    wildcards: tuple[WildcardSpec, ...] = ()
 
     def source_connection_ids(self) -> list[str]:
         ids = {p.source.connection_id for p in self.pipelines if p.source.connection_id}
