@@ -171,7 +171,7 @@ def test_the_tables_of_a_schema_wide_spec_share_its_schedule(tmp_path: Path) -> 
     job = shared.target.resolvable_to_job
     assert not isinstance(job, dg.JobDefinition)
     specs = [dg.AssetSpec(list(p.asset_key)) for p in project.pipelines]
-    selected = job.selection.resolve(dg.external_assets_from_specs(specs))
+    selected = job.selection.resolve([dg.AssetsDefinition(specs=specs)])
     assert {k.path[-1] for k in selected} == {
         "orderlines",
         "order_lines",
