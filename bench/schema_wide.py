@@ -40,20 +40,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench import schema_wide_data as data
 from bench import schema_wide_report
-from bench.common import Finished, checkpoint, run_tree, tail, throwaway_server
+from bench.common import checkpoint, run_tree, tail, throwaway_server
 from bench.peers import (
     DLT_REQUIREMENTS,
     SLING_REQUIREMENTS,
@@ -62,7 +57,14 @@ from bench.peers import (
     venv_python,
     with_sslmode,
 )
-from pgflow.localdb.cluster import ClusterInfo
+from bench.schema_wide_data import Outcome, Run, Setting, checked
+from bench.schema_wide_pgflow import (
+    PARALLEL_TABLES,
+    load_times,
+    pgflow_prepare,
+    pgflow_run,
+    spec_mode,
+)
 
 ROWS = int(os.environ.get("BENCH_SCHEMA_ROWS", "2000000"))
 TABLES = int(os.environ.get("BENCH_SCHEMA_TABLES", "200"))
@@ -70,11 +72,7 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 TOOLS = tuple(
     t for t in os.environ.get("BENCH_SCHEMA_TOOLS", "pg_dump,pgflow,sling,dlt").split(",") if t
 )
-# The spec's `parallel_tables` (tables one step loads at once); unset: the spec's default.
-PARALLEL_TABLES = os.environ.get("BENCH_SCHEMA_PARALLEL_TABLES", "")
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
-PGFLOW = str(Path(sys.executable).with_name("pgflow"))
 DLT_SCRIPT = Path(__file__).with_name("schema_wide_dlt.py")
 TARGETS = {"pg_dump": "public", "pgflow": "pgflow_all", "sling": "sling_all", "dlt": "dlt_all"}
 NAMES = {
@@ -83,39 +81,6 @@ NAMES = {
     "sling": "Sling public.* full-refresh",
     "dlt": "dlt sql_database() replace",
 }
-SELECT = 'key:"pgflow_all/*"'
-
-
-@dataclass
-class Run:
-    tool: str
-    repetition: int
-    wall: float
-    rows: int  # the rows the target holds after the run (all tables)
-    rss_mb: float
-    valid: bool
-    source_conns: int  # peak client connections on the source database during the run
-    sink_conns: int  # the same on the tool's target database
-    note: str = ""
-
-
-@dataclass
-class Setting:
-    """The clusters and the generated schema every tool loads."""
-
-    source: ClusterInfo
-    sink: ClusterInfo
-    work: Path
-    made: list[data.Table]
-    runs: list[Run] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def source_uri(self) -> str:
-        return self.source.uri("bench_source")
-
-    def sink_uri(self, database: str = "bench_sink") -> str:
-        return self.sink.uri(database)
 
 
 # -- the tools: each one run, as a whole process ----------------------------------------------
@@ -135,14 +100,14 @@ def dump_prepare(s: Setting) -> None:
         raise RuntimeError(f"the schema-only dump made {made} tables:\n{tail(done.stderr)}")
 
 
-def dump_run(s: Setting) -> Finished:
+def dump_run(s: Setting) -> Outcome:
     data.clear(s.sink_uri("bench_dump"), "public")
     pipe = (
         'set -o pipefail; pg_dump --data-only --schema=public -d "$SRC"'
         ' | psql -X -q -v ON_ERROR_STOP=1 -d "$DST"'
     )
     env = {**os.environ, "SRC": s.source_uri, "DST": s.sink_uri("bench_dump")}
-    return _checked("pg_dump | psql", run_tree(["bash", "-c", pipe], env, s.work))
+    return checked("pg_dump | psql", run_tree(["bash", "-c", pipe], env, s.work)), ""
 
 
 SLING_REPLICATION = """
@@ -156,7 +121,7 @@ streams:
 """
 
 
-def sling_run(s: Setting) -> Finished:
+def sling_run(s: Setting) -> Outcome:
     replication = s.work / "sling_replication.yaml"
     replication.write_text(SLING_REPLICATION)
     env = clean_env()
@@ -164,10 +129,10 @@ def sling_run(s: Setting) -> Finished:
     env["BENCH_SLING_TARGET"] = with_sslmode(s.sink_uri())
     env["SLING_HOME_DIR"] = str(s.work / "sling_home")
     cmd = [str(sling_binary()), "run", "-r", str(replication)]
-    return _checked("sling", run_tree(cmd, env, s.work))
+    return checked("sling", run_tree(cmd, env, s.work)), ""
 
 
-def dlt_run(s: Setting) -> Finished:
+def dlt_run(s: Setting) -> Outcome:
     python = venv_python("dlt-venv", DLT_REQUIREMENTS, "import dlt, pyarrow, psycopg2")
     settings = {
         "source_uri": s.source_uri,
@@ -177,108 +142,15 @@ def dlt_run(s: Setting) -> Finished:
         "pipelines_dir": str(s.work / "dlt_pipelines"),
     }
     cmd = [str(python), str(DLT_SCRIPT), json.dumps(settings)]
-    return _checked("dlt", run_tree(cmd, clean_env(), s.work))
-
-
-def _checked(tool: str, done: Finished) -> Finished:
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{tool} failed (exit {done.returncode}):\n{tail(done.stderr + done.stdout)}"
-        )
-    return done
-
-
-# -- pgflow: the spec, the Dagster instance, the CLI ------------------------------------------
-
-WILDCARD_SPEC = """{parallel}source:
-  type: postgres
-  connection_id: bench_source
-  table: {{schema: public, name: "*"}}
-  options: {{keyless: full_refresh}}
-sink:
-  type: postgres
-  connection_id: bench_sink
-  table: {{schema: pgflow_all}}
-  strategy: {{mode: full_refresh}}
-"""
-EXPLICIT_ENTRY = """- source:
-    type: postgres
-    connection_id: bench_source
-    table: {{schema: public, name: {name}}}
-  sink:
-    type: postgres
-    connection_id: bench_sink
-    table: {{schema: pgflow_all, name: {name}}}
-    strategy: {{mode: full_refresh}}
-"""
-
-
-def spec_mode() -> str:
-    """`wildcard` when the config layer reads wildcard specs, else `explicit`."""
-    asked = os.environ.get("BENCH_SCHEMA_SPEC", "")
-    if asked:
-        return asked
-    return "wildcard" if (REPO / "pgflow/config/catalog_cache.py").exists() else "explicit"
-
-
-def pgflow_prepare(s: Setting, mode: str) -> dict[str, str]:
-    """The spec folder and DAGSTER_HOME under the work folder: the CLI's environment."""
-    specs = s.work / "specs"
-    specs.mkdir()
-    parallel = f"parallel_tables: {PARALLEL_TABLES}\n" if PARALLEL_TABLES else ""
-    if mode == "wildcard":
-        text = WILDCARD_SPEC.format(parallel=parallel)
-    else:
-        entries = [EXPLICIT_ENTRY.format(name=json.dumps(t.name)) for t in s.made]
-        text = "pipelines:\n" + "".join(entries)
-    (specs / "schema.yaml").write_text(text)
-    home = s.work / "dagster_home"
-    home.mkdir()
-    # The shipped instance config: Postgres storage, `concurrency: pools: default_limit: 2`.
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    return {
-        **os.environ,
-        "PGFLOW_CONFIG": str(specs),
-        "PGFLOW_CONN_BENCH_SOURCE": s.source_uri,
-        "PGFLOW_CONN_BENCH_SINK": s.sink_uri(),
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": s.sink.host,
-        "DAGSTER_PG_PORT": str(s.sink.port),
-        "DAGSTER_PG_USER": s.sink.user,
-        "DAGSTER_PG_PASSWORD": s.sink.password,
-        "DAGSTER_PG_DB": "bench_dagster",
-    }
-
-
-def load_times(env: dict[str, str]) -> dict[str, Any]:
-    """`pgflow specs refresh` (once, where it exists), then the code location's import, timed
-    REPEAT times as a whole process."""
-    refresh = run_tree([PGFLOW, "specs", "refresh"], env, REPO)
-    imports = []
-    for _ in range(max(REPEAT, 1)):
-        done = run_tree([sys.executable, "-c", "import pgflow.definitions"], env, REPO)
-        _checked("import pgflow.definitions", done)
-        imports.append(done.wall)
-    return {
-        "refresh_s": refresh.wall if refresh.returncode == 0 else None,
-        "refresh_note": "" if refresh.returncode == 0 else tail(refresh.stderr, 3),
-        "import_s": imports,
-        "import_median_s": statistics.median(imports),
-    }
-
-
-def pgflow_run(env: dict[str, str]) -> Callable[[Setting], Finished]:
-    def run(s: Setting) -> Finished:
-        cmd = [DAGSTER, "asset", "materialize", "-m", "pgflow.definitions", "--select", SELECT]
-        return _checked("dagster asset materialize", run_tree(cmd, env, REPO))
-
-    return run
+    done = checked("dlt", run_tree(cmd, clean_env(), s.work))
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return done, f"dlt {report['dlt_version']}: {report['tables']} tables, {report['rows']:,} rows"
 
 
 # -- the measurement --------------------------------------------------------------------------
 
 
-def measure(s: Setting, tool: str, rep: int, run: Callable[[Setting], Finished]) -> None:
+def measure(s: Setting, tool: str, rep: int, run: Callable[[Setting], Outcome]) -> None:
     sink_db = "bench_dump" if tool == "pg_dump" else "bench_sink"
     checkpoint(s.source_uri, s.sink_uri(sink_db))
     watched = {
@@ -286,24 +158,25 @@ def measure(s: Setting, tool: str, rep: int, run: Callable[[Setting], Finished])
         "sink": (s.sink.uri("postgres"), sink_db),
     }
     with data.watch_connections(watched) as peaks:
-        done = run(s)
+        done, said = run(s)
     problems = data.mismatches(s.sink_uri(sink_db), TARGETS[tool], s.made)
     rows = sum(t.rows for t in s.made)
     result = Run(
         tool, rep, done.wall, rows, done.rss_mb, not problems,
         peaks.counts["source"], peaks.counts["sink"],
-        "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""),
+        "; ".join([*problems[:5], said] if said else problems[:5])
+        + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""),
     )  # fmt: skip
     s.runs.append(result)
     print(
         f"  {NAMES[tool]:<34} {done.wall:8.2f} s  peak {done.rss_mb:5.0f} MB  connections"
         f" source {result.source_conns} sink {result.sink_conns}"
-        f"{'' if result.valid else '  INVALID: ' + result.note}",
+        f"{'' if result.valid else '  INVALID'}{'  ' + result.note if result.note else ''}",
         flush=True,
     )
 
 
-def rotate(s: Setting, tools: dict[str, Callable[[Setting], Finished]]) -> None:
+def rotate(s: Setting, tools: dict[str, Callable[[Setting], Outcome]]) -> None:
     """Each tool REPEAT times, their order rotating; a tool that fails is not run again."""
     names = [t for t in TOOLS if t in tools]
     failed: set[str] = set()
@@ -348,7 +221,7 @@ def main() -> None:
         )
         dump_prepare(s)
         env = pgflow_prepare(s, mode)
-        loading = load_times(env) if "pgflow" in TOOLS else {}
+        loading = load_times(s, env, mode, REPEAT) if "pgflow" in TOOLS else {}
         tools = {"pg_dump": dump_run, "pgflow": pgflow_run(env), "sling": sling_run, "dlt": dlt_run}
         rotate(s, tools)
         results = {

@@ -8,12 +8,16 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from bench.common import ORDERS_DDL, ORDERS_FILL
+from bench.common import ORDERS_DDL, ORDERS_FILL, Finished, tail
+from pgflow.config.wildcards import ListedTable, SchemaListing
+from pgflow.localdb.cluster import ClusterInfo
 
 # Three table shapes, taken in turn: (columns, SELECT of rows 1..%(hi)s).
 PLAIN = (
@@ -77,8 +81,8 @@ def create_schema(uri: str, made: Sequence[Table]) -> None:
                 ddl = f"CREATE TABLE {ident} ({columns.format(pk=pk)})"
                 fill = f"INSERT INTO {ident} {select}"
                 params = {"hi": table.rows}
-            conn.execute(ddl)  # type: ignore[arg-type]
-            conn.execute(fill, params)  # type: ignore[arg-type]
+            conn.execute(ddl)
+            conn.execute(fill, params)
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("public", table.name)))
 
 
@@ -93,6 +97,68 @@ def schema_bytes(uri: str, schema: str = "public") -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def listing(uri: str, connection_id: str, schema: str = "public") -> SchemaListing:
+    """The schema's tables with their primary keys, as pgflow's table cache holds them: the
+    bench writes the cache itself where there is no `pgflow specs refresh` yet."""
+    with psycopg.connect(uri) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, coalesce((SELECT array_agg(a.attname ORDER BY k.ord)"
+            "  FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, ord), pg_attribute a"
+            "  WHERE i.indrelid = c.oid AND i.indisprimary AND a.attrelid = c.oid"
+            "  AND a.attnum = k.attnum), '{}')"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+            " ORDER BY c.relname",
+            (schema,),
+        ).fetchall()
+    listed = tuple(ListedTable(str(name), "table", tuple(key)) for name, key in rows)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return SchemaListing(connection_id, schema, True, listed, now)
+
+
+@dataclass
+class Run:
+    tool: str
+    repetition: int
+    wall: float
+    rows: int  # the rows the target holds after the run (all tables)
+    rss_mb: float
+    valid: bool
+    source_conns: int  # peak client connections on the source database during the run
+    sink_conns: int  # the same on the tool's target database
+    note: str = ""
+
+
+@dataclass
+class Setting:
+    """The clusters and the generated schema every tool loads."""
+
+    source: ClusterInfo
+    sink: ClusterInfo
+    work: Path
+    made: list[Table]
+    runs: list[Run] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def source_uri(self) -> str:
+        return self.source.uri("bench_source")
+
+    def sink_uri(self, database: str = "bench_sink") -> str:
+        return self.sink.uri(database)
+
+
+Outcome = tuple[Finished, str]  # a tool's finished process and what it said about its run
+
+
+def checked(tool: str, done: Finished) -> Finished:
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{tool} failed (exit {done.returncode}):\n{tail(done.stderr + done.stdout)}"
+        )
+    return done
 
 
 # -- the check ------------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ def verdicts(results: dict[str, Any], med: dict[str, dict[str, Any]]) -> list[li
     return rows
 
 
+def _cell(text: str) -> str:
+    """`text` in a Markdown table cell (the pipe's `|` escaped)."""
+    return text.replace("|", "\\|")
+
+
 def _met(met: bool) -> str:
     return "**met**" if met else "**NOT met**"
 
@@ -97,12 +102,12 @@ def table(results: dict[str, Any]) -> str:
             continue
         x = f"{anchor['wall'] / f['wall']:.2f}" if anchor else "-"
         lines.append(
-            f"| {results['names'][tool]} | {f['wall']:.2f} | {', '.join(map(str, f['walls']))}"
+            f"| {_cell(results['names'][tool])} | {f['wall']:.2f} | {', '.join(map(str, f['walls']))}"
             f" | {results['rows'] / f['wall']:,.0f} | {size / f['wall']:.1f} | {f['rss_mb']:.0f}"
             f" | {f['source_conns']} / {f['sink_conns']} | {x} | {'ok' if f['valid'] else 'INVALID'} |"
         )
     lines += ["", "| target | figures | result |", "|---|---|---|"]
-    lines += [f"| {' | '.join(row)} |" for row in verdicts(results, med)]
+    lines += [f"| {' | '.join(_cell(c) for c in row)} |" for row in verdicts(results, med)]
     lines += _notes(results)
     return "\n".join(lines) + "\n"
 
