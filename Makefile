@@ -85,9 +85,10 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 
 # The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
 # BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SERVER_SETTINGS size it. Deeper benches:
-# python -m bench.cdc | .merge | .delta_sync
+# python -m bench.cdc | .merge | .delta_sync. Then the schema-wide bench (BENCH_SCENARIOS `schema`).
 bench: install $(BIN)/.bench-installed
 	$(BIN)/python -m bench.suite
+	$(BIN)/python -m bench.schema_wide --if-asked
 
 stop:
 	-$(BIN)/pgflow localdb stop

@@ -21,15 +21,14 @@ CDC_CHANGES = int(os.environ.get("BENCH_CDC_CHANGES", "1000000"))
 ALL_SCENARIOS = ("full_refresh", "incremental", "cdc", "delta")
 # bench/cdc_group.py (CDC groups on one slot): clusters and results of its own, after the rest.
 GROUP_SCENARIO = "cdc_group"
-_ASKED = tuple(
-    s
-    for s in os.environ.get("BENCH_SCENARIOS", ",".join((*ALL_SCENARIOS, GROUP_SCENARIO))).split(
-        ","
-    )
-    if s
-)
-SCENARIOS = tuple(s for s in _ASKED if s != GROUP_SCENARIO)
+# bench/schema_wide.py (one spec for a whole schema): its own clusters and results too; `make
+# bench` runs it after the suite.
+SCHEMA_SCENARIO = "schema"
+_DEFAULT = ",".join((*ALL_SCENARIOS, GROUP_SCENARIO, SCHEMA_SCENARIO))
+_ASKED = tuple(s for s in os.environ.get("BENCH_SCENARIOS", _DEFAULT).split(",") if s)
+SCENARIOS = tuple(s for s in _ASKED if s not in (GROUP_SCENARIO, SCHEMA_SCENARIO))
 RUN_GROUP = GROUP_SCENARIO in _ASKED
+RUN_SCHEMA = SCHEMA_SCENARIO in _ASKED
 CDC_SCENARIO = os.environ.get("BENCH_SUITE_CDC_SCENARIO", "mixed")
 # Tools to run, by the first word of their name (psql, pgflow, dlt, sling); default all.
 TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,sling").split(","))

@@ -41,6 +41,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -107,7 +108,7 @@ def dump_run(s: Setting) -> Outcome:
         ' | psql -X -q -v ON_ERROR_STOP=1 -d "$DST"'
     )
     env = {**os.environ, "SRC": s.source_uri, "DST": s.sink_uri("bench_dump")}
-    return checked("pg_dump | psql", run_tree(["bash", "-c", pipe], env, s.work)), ""
+    return checked("pg_dump | psql", run_tree(["bash", "-c", pipe], env, s.work)), {}
 
 
 SLING_REPLICATION = """
@@ -129,7 +130,7 @@ def sling_run(s: Setting) -> Outcome:
     env["BENCH_SLING_TARGET"] = with_sslmode(s.sink_uri())
     env["SLING_HOME_DIR"] = str(s.work / "sling_home")
     cmd = [str(sling_binary()), "run", "-r", str(replication)]
-    return checked("sling", run_tree(cmd, env, s.work)), ""
+    return checked("sling", run_tree(cmd, env, s.work)), {}
 
 
 def dlt_run(s: Setting) -> Outcome:
@@ -142,9 +143,14 @@ def dlt_run(s: Setting) -> Outcome:
         "pipelines_dir": str(s.work / "dlt_pipelines"),
     }
     cmd = [str(python), str(DLT_SCRIPT), json.dumps(settings)]
-    done = checked("dlt", run_tree(cmd, clean_env(), s.work))
+    # dlt's default round-robin extract opens every table's reader at once, each on a
+    # connection of its own: 200 tables exceed the source's max_connections (100). fifo
+    # reads one table after the other (dlt's `extract.next_item_mode`).
+    env = {**clean_env(), "EXTRACT__NEXT_ITEM_MODE": "fifo"}
+    done = checked("dlt", run_tree(cmd, env, s.work))
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return done, f"dlt {report['dlt_version']}: {report['tables']} tables, {report['rows']:,} rows"
+    said = f"dlt {report['dlt_version']}: {report['tables']} tables, {report['rows']:,} rows"
+    return done, {"note": said}
 
 
 # -- the measurement --------------------------------------------------------------------------
@@ -160,12 +166,13 @@ def measure(s: Setting, tool: str, rep: int, run: Callable[[Setting], Outcome]) 
     with data.watch_connections(watched) as peaks:
         done, said = run(s)
     problems = data.mismatches(s.sink_uri(sink_db), TARGETS[tool], s.made)
-    rows = sum(t.rows for t in s.made)
+    shown = problems[:5] + ([f"+{len(problems) - 5} more"] if len(problems) > 5 else [])
+    shown += _mentions(done.stdout + done.stderr, problems[:3])
     result = Run(
-        tool, rep, done.wall, rows, done.rss_mb, not problems,
+        tool, rep, done.wall, sum(t.rows for t in s.made), done.rss_mb, not problems,
         peaks.counts["source"], peaks.counts["sink"],
-        "; ".join([*problems[:5], said] if said else problems[:5])
-        + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""),
+        "; ".join([*shown, said["note"]] if "note" in said else shown),
+        said.get("own_s"), said,
     )  # fmt: skip
     s.runs.append(result)
     print(
@@ -174,6 +181,16 @@ def measure(s: Setting, tool: str, rep: int, run: Callable[[Setting], Outcome]) 
         f"{'' if result.valid else '  INVALID'}{'  ' + result.note if result.note else ''}",
         flush=True,
     )
+
+
+def _mentions(log: str, problems: list[str]) -> list[str]:
+    """What the tool's own output says of the tables that failed the check (two lines each)."""
+    lines = log.splitlines()
+    said = []
+    for problem in problems:
+        name = problem.split(":", 1)[0]
+        said += [f"log: {line.strip()[:300]}" for line in lines if name in line][:2]
+    return said
 
 
 def rotate(s: Setting, tools: dict[str, Callable[[Setting], Outcome]]) -> None:
@@ -248,4 +265,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.runs import RUN_SCHEMA
+
+    # --if-asked (make bench): only when BENCH_SCENARIOS names `schema` (its default does).
+    if sys.argv[1:2] != ["--if-asked"] or RUN_SCHEMA:
+        main()

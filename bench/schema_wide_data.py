@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -129,6 +130,8 @@ class Run:
     source_conns: int  # peak client connections on the source database during the run
     sink_conns: int  # the same on the tool's target database
     note: str = ""
+    own_s: float | None = None  # pgflow: its load step(s), from the run's log
+    figures: dict[str, Any] = field(default_factory=dict)  # what the tool said of its run
 
 
 @dataclass
@@ -150,7 +153,8 @@ class Setting:
         return self.sink.uri(database)
 
 
-Outcome = tuple[Finished, str]  # a tool's finished process and what it said about its run
+# A tool's finished process and what it said of its run (`note`; pgflow: `own_s` and steps).
+Outcome = tuple[Finished, dict[str, Any]]
 
 
 def checked(tool: str, done: Finished) -> Finished:
@@ -164,17 +168,10 @@ def checked(tool: str, done: Finished) -> Finished:
 # -- the check ------------------------------------------------------------------------------------
 
 
-def _snake(name: str) -> str:
-    """dlt's table naming (snake_case): `OrderLines` -> `order_lines`, `a b` -> `a_b`."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
-    return re.sub(r"[^a-z0-9_]+", "_", spaced.lower()).strip("_")
-
-
-def candidates(name: str) -> list[str]:
-    """The names a tool may have given a source table: its own, lower case, snake case, and
-    non-alphanumerics as `_`."""
-    found = [name, name.lower(), _snake(name), re.sub(r"[^a-z0-9]+", "_", name.lower())]
-    return list(dict.fromkeys(found))
+def squeezed(name: str) -> str:
+    """A table name as every tool's naming leaves it comparable: lower case, letters and
+    digits only (dlt: `OrderLines` -> `order_lines`; Sling may fold or replace a space)."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def mismatches(uri: str, schema: str, made: Sequence[Table]) -> list[str]:
@@ -188,8 +185,9 @@ def mismatches(uri: str, schema: str, made: Sequence[Table]) -> list[str]:
                 (schema,),
             )
         }
+        by_squeezed = {squeezed(name): name for name in present}
         for table in made:
-            name = next((c for c in candidates(table.name) if c in present), None)
+            name = table.name if table.name in present else by_squeezed.get(squeezed(table.name))
             if name is None:
                 problems.append(f"{table.name}: no target table")
                 continue
