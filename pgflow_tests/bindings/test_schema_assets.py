@@ -14,9 +14,13 @@ import psycopg
 import pytest
 
 from pgflow.bindings.definitions import build_definitions
+from pgflow.config.catalog_cache import write_cache
 from pgflow.config.loader import load_project
 from pgflow.config.model import Expansion, PipelineSpec, Project
-from pgflow_tests.bindings.conftest import Env
+from pgflow.config.wildcards import ListedTable, SchemaListing
+from pgflow_tests.bindings.conftest import DagsterSetup, Env, empty_dagster_setup
+from pgflow_tests.bindings.test_definitions_cli import instance, materialize
+from pgflow_tests.bindings.test_io_managers_incremental import metadata_of
 from pgflow_tests.pg import execute, fetch, table_text
 
 WILDCARD = "shop_all"
@@ -243,3 +247,67 @@ def test_at_most_parallel_tables_load_at_once(
     assert result.success
     assert sessions.most == 2, "two tables in flight together, never a third"
     assert all(same(env.source_uri, env.sink_uri, t) for t in TABLES)
+
+
+WILDCARD_SPEC = """
+source:
+  type: postgres
+  connection_id: shop
+  table: {schema: public, name: "*", exclude: ["tmp_*"]}
+  options: {keyless: full_refresh}
+sink:
+  type: postgres
+  connection_id: warehouse
+  table: {schema: landing}
+  strategy: {mode: incremental_merge, merge_policy: upsert}
+name: shop_all
+parallel_tables: 2
+"""
+KEYLESS = "CREATE TABLE import_log (line text, at timestamptz); INSERT INTO import_log VALUES ('a', now())"
+
+
+@pytest.fixture
+def wildcard_setup(local_pg, make_database, tmp_path: Path) -> DagsterSetup:
+    """A real wildcard spec over the source's public schema, with the table cache the loader
+    reads next to it (as listed from the source: the tables, their keys)."""
+    setup = empty_dagster_setup(local_pg, make_database, tmp_path)
+    for ddl, _ in TABLES.values():
+        execute(setup.source_uri, ddl)
+    execute(setup.source_uri, KEYLESS + "; CREATE TABLE tmp_scratch (id int PRIMARY KEY)")
+    spec = setup.specs / "shop_all.yaml"
+    spec.write_text(WILDCARD_SPEC)
+    listed = (
+        ListedTable("customers", "table", ("id",)),
+        ListedTable("import_log", "table", ()),
+        ListedTable("lines", "table", ("order_id", "line")),
+        ListedTable("orders", "table", ("id",)),
+        ListedTable("tmp_scratch", "table", ("id",)),
+    )
+    write_cache(spec, [SchemaListing("shop", "public", True, listed, "2026-12-04T21:00:00+00:00")])
+    return setup
+
+
+def test_a_wildcard_spec_through_the_cli_one_step_one_asset_per_table(
+    wildcard_setup: DagsterSetup,
+) -> None:
+    setup = wildcard_setup
+    tables = (*TABLES, "import_log")
+    every = ",".join(f"landing/{t}" for t in tables)
+    first = materialize(setup, every)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "schema-wide spec 'shop_all': 4 of 4 tables, 2 at a time" in first.stderr
+    assert all(same(setup.source_uri, setup.sink_uri, t) for t in tables)
+    assert fetch(setup.sink_uri, "SELECT to_regclass('landing.tmp_scratch')") == [(None,)]
+    assert metadata_of(setup, "import_log")["pgflow/strategy"].startswith("full_refresh")
+    assert metadata_of(setup, "orders")["pgflow/strategy"] == "incremental_merge/upsert"
+
+    execute(setup.source_uri, "UPDATE orders SET note = 'again' WHERE id = 1")
+    execute(setup.source_uri, "UPDATE customers SET name = 'again' WHERE id = 1")
+    only = materialize(setup, "landing/orders")
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert "1 of 4 tables" in only.stderr
+    assert same(setup.source_uri, setup.sink_uri, "orders")
+    assert not same(setup.source_uri, setup.sink_uri, "customers")
+    with instance(setup) as inst:
+        counts = [len(materializations(inst, t)) for t in tables]
+    assert counts == [2, 1, 1, 1]
