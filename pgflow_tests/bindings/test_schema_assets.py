@@ -311,3 +311,31 @@ def test_a_wildcard_spec_through_the_cli_one_step_one_asset_per_table(
     with instance(setup) as inst:
         counts = [len(materializations(inst, t)) for t in tables]
     assert counts == [2, 1, 1, 1]
+
+
+def test_a_wildcard_into_delta_reports_each_table_through_the_delta_io_manager(
+    env: Env, specs: Path, instance: dg.DagsterInstance
+) -> None:
+    import polars as pl
+
+    for file in specs.glob("*.yaml"):
+        file.unlink()
+    spec = specs / "lake.yaml"
+    sink = f"sink: {{type: delta, path: '{env.lake}/{{table}}', strategy: {{mode: full_refresh}}}}"
+    spec.write_text(WILDCARD_SPEC.split("sink:")[0] + sink + "\nname: shop_all\n")
+    listed = tuple(ListedTable(t, "table", ("id",)) for t in ("customers", "orders"))
+    write_cache(spec, [SchemaListing("shop", "public", True, listed, "2026-12-04T21:00:00+00:00")])
+    project = load_project(str(specs))
+    keys = [dg.AssetKey(list(p.asset_key)) for p in project.pipelines]
+    job = build_definitions(project).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=keys)
+    assert result.success
+    assert len(result.asset_materializations_for_node(STEP)) == 2, "both from the one step"
+    for table in ("customers", "orders"):
+        source = fetch(env.source_uri, f"SELECT count(*), sum(id) FROM public.{table}")
+        lake = pl.read_delta(str(env.lake / table))
+        assert [(lake.height, lake["id"].sum())] == source
+    for asset in keys:
+        records = instance.fetch_materializations(asset, limit=10).records
+        (only,) = [r.asset_materialization for r in records if r.asset_materialization]
+        assert only.metadata["dagster/row_count"].value in (120, 400)
