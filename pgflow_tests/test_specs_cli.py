@@ -191,6 +191,8 @@ def test_spec_errors_exit_1_with_the_message(
     code, out = run(capsys, "refresh", "--config", str(specs))
     assert code == 1
     assert "pgflow found 1 problem" in out and "'nothing_*' matches no table" in out
+    code, out = run(capsys, "refresh", "--config", str(specs / "missing"))
+    assert code == 1 and "does not exist" in out
 
 
 def test_unreachable_source_without_cache_exits_1_naming_the_connection(
