@@ -4,7 +4,8 @@ Each table stays its own asset, with its own key, materialization, metadata, che
 history; the step loads the selected ones `parallel_tables` at a time in threads
 (bindings/loads.py), so 200 tables cost one op and one step process, not 200. A subset (one
 table's asset materialized alone) loads only it. A table that fails fails its asset only: the
-others are materialized, then the step fails naming every failed table. CDC and
+others are materialized, then the step fails naming every failed table; a retry (a lost
+connection) loads only the tables the run has not materialized yet. CDC and
 time-partitioned pipelines keep steps of their own (`in_schema_step`).
 
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
@@ -77,12 +78,16 @@ def schema_asset(pipelines: Sequence[PipelineSpec]) -> dg.AssetsDefinition:
         pg: PostgresConnections,
         delta: DeltaStorage,
     ) -> Iterator[dg.Output[TableLoaded]]:
-        selected = [p for p in pipelines if asset_key(p) in context.selected_asset_keys]
+        done = _loaded_in_earlier_attempts(context)
+        selected = [p for p in pipelines if asset_key(p) in context.selected_asset_keys - done]
         context.log.info(
             f"schema-wide spec '{expansion.wildcard}': {len(selected)} of {len(pipelines)} "
             f"tables, {expansion.parallel_tables} at a time"
+            + (f" ({len(done)} loaded by the earlier attempts)" if done else "")
             + (" (reset requested: full reload of each)" if config.reset else "")
         )
+        if not selected:
+            return
         with step_errors(selected[0]):  # every table needs these connections' secrets
             _resolve_connections(pg, selected)
         failed: list[tuple[PipelineSpec, dg.Failure]] = []
@@ -100,6 +105,17 @@ def schema_asset(pipelines: Sequence[PipelineSpec]) -> dg.AssetsDefinition:
             raise _step_failure(expansion.wildcard, failed)
 
     return _schema
+
+
+def _loaded_in_earlier_attempts(context: AssetExecutionContext) -> set[dg.AssetKey]:
+    """On a retry, the tables this run's earlier attempts materialized: not loaded again."""
+    if context.retry_number == 0:
+        return set()
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    events = (r.event_log_entry.dagster_event for r in records)
+    return {e.asset_key for e in events if e is not None and e.asset_key is not None}
 
 
 def load_tables(

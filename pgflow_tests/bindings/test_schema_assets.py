@@ -339,3 +339,53 @@ def test_a_wildcard_into_delta_reports_each_table_through_the_delta_io_manager(
         records = instance.fetch_materializations(asset, limit=10).records
         (only,) = [r.asset_materialization for r in records if r.asset_materialization]
         assert only.metadata["dagster/row_count"].value in (120, 400)
+
+
+def kill_when_waiting(
+    uri: str, table: str, locked: threading.Event, killed: threading.Event
+) -> None:
+    """Hold `table` locked until a load waits on it, then end that load's session: a lost
+    connection, which the step retries."""
+    with psycopg.connect(uri) as lock, psycopg.connect(uri, autocommit=True) as look:
+        lock.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        locked.set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed.is_set():
+            row = look.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE relation = %s::regclass AND NOT granted",
+                (table,),
+            ).fetchone()
+            if row is not None:
+                killed.set()
+            time.sleep(0.05)
+
+
+def test_a_lost_connection_retries_the_step_and_every_table_ends_loaded(
+    env: Env, specs: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGFLOW_RETRY_DELAY_SECONDS", "0")
+    project = wildcard_project(specs)
+    locked, killed = threading.Event(), threading.Event()
+    args = (env.source_uri, "lines", locked, killed)
+    killer = threading.Thread(target=kill_when_waiting, args=args)
+    killer.start()
+    assert locked.wait(30)
+    try:
+        result = run(project, instance)
+    finally:
+        killed.set()
+        killer.join(timeout=30)
+    assert result.success
+    assert all(same(env.source_uri, env.sink_uri, t) for t in TABLES)
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1
+    # The retry loads only the table that failed; every table's checks still run.
+    assert [len(materializations(instance, t)) for t in TABLES] == [1, 1, 1]
+    checked = {e.asset_key for e in result.get_asset_check_evaluations() if e.passed}
+    assert checked == {key(t) for t in TABLES}
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert (
+        "schema-wide spec 'shop_all': 1 of 3 tables, 2 at a time (2 loaded by the earlier attempts)"
+        in logs
+    )
