@@ -49,6 +49,7 @@ def _explained(exc: Exception) -> bool:
 @contextmanager
 def step_errors(spec: PipelineSpec) -> Iterator[None]:
     """Let transient errors through to the RetryPolicy; make every other one a final Failure."""
+    refuse_dropped_source(spec)
     try:
         yield
     except Exception as exc:
@@ -69,6 +70,21 @@ def step_errors(spec: PipelineSpec) -> Iterator[None]:
             # Unexpected: keep the traceback (raised from exc) for whoever debugs it.
             raise dg.Failure(f"{where}: {type(exc).__name__}: {exc}", allow_retries=False) from exc
         raise dg.Failure(description, allow_retries=False) from None
+
+
+def refuse_dropped_source(spec: PipelineSpec) -> None:
+    """Fail the run of a table the last refresh found dropped at the source, before the load
+    touches its target: the asset stays (and its warehouse copy) until the spec retires it."""
+    expansion, source, sink = spec.expansion, spec.source, spec.sink
+    if expansion is None or expansion.dropped_at is None or source.table is None:
+        return
+    copy = sink.table if sink.table else sink.path
+    raise dg.Failure(
+        f"pipeline '{spec.name}' ({spec.file}): source table {source.table} was dropped "
+        f"(found at {expansion.dropped_at}); the warehouse copy {copy} is kept; add "
+        f"{source.table.name} to the spec's exclude to retire the asset",
+        allow_retries=False,
+    )
 
 
 def _plain(exc: Exception) -> str:

@@ -1,0 +1,229 @@
+"""The catalog sensor against a real source: a table added to the schema a wildcard reads is
+named with the fix, a dropped one is observed on its asset once, and a run of a table the
+refresh found dropped fails before it touches the target."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from pgflow.bindings.assets import pipeline_asset
+from pgflow.bindings.catalog_sensor import DROPPED_KEY, catalog_sensor_name
+from pgflow.bindings.definitions import build_definitions
+from pgflow.config.catalog_cache import write_cache
+from pgflow.config.loader import load_project
+from pgflow.config.model import Expansion, Project, WildcardSpec
+from pgflow.connections.resource import PostgresConnections
+from pgflow.sources.table_listing import list_schema
+from pgflow_tests.pg import fetch
+
+SENSOR = catalog_sensor_name("shop")
+
+SOURCE = """
+CREATE TABLE orders (id int PRIMARY KEY, amount int);
+CREATE TABLE items (id int PRIMARY KEY, name text);
+CREATE TABLE log_lines (line text);  -- keyless: the wildcard skipped it, it has no asset
+INSERT INTO orders SELECT g, g FROM generate_series(1, 20) g;
+INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g;
+"""
+
+SPECS = """pipelines:
+  - source: {type: postgres, connection_id: shop, table: {schema: public, name: orders}}
+    sink: {type: postgres, connection_id: warehouse, table: {schema: landing, name: orders},
+           strategy: {mode: full_refresh}}
+  - source: {type: postgres, connection_id: shop, table: {schema: public, name: items}}
+    sink: {type: postgres, connection_id: warehouse, table: {schema: landing, name: items},
+           strategy: {mode: full_refresh}}
+"""
+
+
+@dataclass
+class Shop:
+    source_uri: str
+    sink_uri: str
+    spec: Path
+    instance: dg.DagsterInstance
+
+
+@pytest.fixture
+def shop(make_database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Shop]:
+    source_uri, sink_uri = make_database(), make_database()
+    write(source_uri, SOURCE)
+    monkeypatch.setenv("PGFLOW_CONN_SHOP", source_uri)
+    monkeypatch.setenv("PGFLOW_CONN_WAREHOUSE", sink_uri)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = specs / "shop.yaml"
+    spec.write_text(SPECS)
+    with dg.instance_for_test() as instance:
+        yield Shop(source_uri, sink_uri, spec, instance)
+
+
+def wildcard_project(shop: Shop, dropped_at: str | None = None, **settings: object) -> Project:
+    """The specs as the expansion of `public.*` (minus tmp_*) makes them, with the listing it
+    was expanded from in the cache file."""
+    project = load_project(shop.spec.parent)
+    wildcard = WildcardSpec(
+        name="shop_all",
+        file=shop.spec,
+        connection_id="shop",
+        connection_type="env",
+        schema="public",
+        pattern="*",
+        exclude=("tmp_*",),
+    )
+    expansion = Expansion("shop_all", "table", dropped_at=dropped_at)
+    pipelines = tuple(replace(p, expansion=expansion) for p in project.pipelines)
+    with psycopg.connect(shop.source_uri) as conn:
+        write_cache(shop.spec, [list_schema(conn, "shop", "public")])
+    return replace(project, pipelines=pipelines, wildcards=(wildcard,), **settings)
+
+
+def write(uri: str, statement: str) -> None:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+@dataclass
+class Tick:
+    message: str
+    observed: dict[str, dg.AssetObservation]  # asset key -> observation
+    cursor: str | None
+
+
+def tick(shop: Shop, project: Project, cursor: str | None = None) -> Tick:
+    sensor = build_definitions(project).resolve_sensor_def(SENSOR)
+    resources = {"pg": PostgresConnections()}
+    context = dg.build_sensor_context(instance=shop.instance, resources=resources, cursor=cursor)
+    data = sensor.evaluate_tick(context)
+    assert not data.run_requests
+    observed = {}
+    for event in data.asset_events:
+        assert isinstance(event, dg.AssetObservation)
+        observed[event.asset_key.to_user_string()] = event
+    return Tick(data.skip_message or "", observed, data.cursor)
+
+
+def test_a_new_table_the_wildcard_takes_is_named_with_the_fix_once(shop: Shop) -> None:
+    project = wildcard_project(shop)
+    quiet = tick(shop, project)
+    assert quiet.message == "No table added or dropped on 'shop': public (3 tables)"
+    assert quiet.observed == {}
+
+    write(
+        shop.source_uri,
+        """
+        CREATE TABLE returns (id int PRIMARY KEY);
+        CREATE TABLE tmp_scratch (id int);                   -- excluded by tmp_*
+        CREATE VIEW big_orders AS SELECT * FROM orders;      -- kinds: [table] only
+        CREATE TABLE "Sales" (id int, day date) PARTITION BY RANGE (day);
+        CREATE TABLE sales_2026 PARTITION OF "Sales" FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        """,
+    )
+    first = tick(shop, project, quiet.cursor)
+    wildcard = f"(matched by 'shop_all' ({shop.spec}))"
+    assert first.message.splitlines() == [
+        "New source tables that a schema-wide spec takes, without an asset yet:",
+        f"  public.Sales {wildcard}",  # the partitioned parent, never its partitions
+        f"  public.returns {wildcard}",
+        "To add them: run `pgflow specs refresh`, then reload the code location (Deployment "
+        "-> Reload in the UI, or restart it): each becomes an asset, loaded on its first run.",
+    ]
+    assert first.observed == {}
+
+    # Reported once: the next tick only recalls them.
+    second = tick(shop, project, first.cursor)
+    assert second.message.startswith("Reported before, still without an asset (run `pgflow")
+    assert second.message.endswith(": public.Sales, public.returns")
+    assert second.cursor == first.cursor
+
+    # Another one: only it is new.
+    write(shop.source_uri, "CREATE TABLE refunds (id int PRIMARY KEY)")
+    third = tick(shop, project, second.cursor)
+    assert third.message.splitlines()[1] == f"  public.refunds {wildcard}"
+    assert "public.returns" not in third.message.splitlines()[1]
+
+
+def test_a_dropped_table_is_observed_on_its_asset_once(shop: Shop) -> None:
+    project = wildcard_project(shop)
+    write(shop.source_uri, "DROP TABLE items")
+    first = tick(shop, project)
+    assert list(first.observed) == ["landing/items"]
+    observation = first.observed["landing/items"]
+    assert observation.metadata[DROPPED_KEY].value is True
+    assert observation.metadata["pgflow/warehouse_copy"].value == "landing.items"
+    assert observation.description == (
+        "source table public.items was dropped on 'shop'; the warehouse copy landing.items is "
+        f"kept; add items to the exclude of {shop.spec} to retire the asset"
+    )
+    assert first.message.splitlines() == [
+        "Dropped at the source, reported on their assets (warehouse copies kept):",
+        "  public.items -> landing/items",
+    ]
+
+    again = tick(shop, project, first.cursor)
+    assert again.observed == {}
+    assert again.message == "No table added or dropped on 'shop': public (2 tables)"
+
+    # Back, then dropped again: a new drop, reported again.
+    write(shop.source_uri, "CREATE TABLE items (id int PRIMARY KEY)")
+    back = tick(shop, project, again.cursor)
+    assert back.observed == {}
+    write(shop.source_uri, "DROP TABLE items")
+    assert list(tick(shop, project, back.cursor).observed) == ["landing/items"]
+
+
+def test_a_dropped_schema_reports_every_asset(shop: Shop) -> None:
+    project = wildcard_project(shop)
+    write(shop.source_uri, "DROP SCHEMA public CASCADE")
+    result = tick(shop, project)
+    assert sorted(result.observed) == ["landing/items", "landing/orders"]
+    assert result.message.splitlines()[-1] == "Schemas missing on 'shop': public"
+
+
+def test_one_sensor_per_source_connection_stopped_by_default(shop: Shop) -> None:
+    plain = load_project(shop.spec.parent)
+    names = {s.name for s in build_definitions(plain).sensors}
+    assert SENSOR not in names  # no schema-wide spec: no catalog sensor
+
+    sensor = build_definitions(wildcard_project(shop)).resolve_sensor_def(SENSOR)
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.minimum_interval_seconds == 60
+    assert sensor.description and "'shop' (public)" in sensor.description
+
+
+def test_the_tick_fails_without_the_secret_when_the_source_is_down(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = wildcard_project(shop)
+    monkeypatch.setenv("PGFLOW_CONN_SHOP", "postgresql://u:s3cret-pw@127.0.0.1:1/db")
+    with pytest.raises(Exception, match="could not connect to 'shop'") as raised:
+        tick(shop, project)
+    assert "s3cret-pw" not in str(raised.value)
+
+
+def test_a_run_of_a_table_found_dropped_fails_before_touching_the_target(shop: Shop) -> None:
+    loaded = wildcard_project(shop)
+    resources = build_definitions(loaded).resources
+    items = [p for p in loaded.pipelines if p.source.table and p.source.table.name == "items"]
+    assert dg.materialize([pipeline_asset(items[0])], resources=resources).success
+    write(shop.source_uri, "INSERT INTO items VALUES (21, 'new')")  # a load would copy it
+
+    dropped = wildcard_project(shop, dropped_at="2026-12-04T21:00:00+00:00")
+    spec = next(p for p in dropped.pipelines if p.name == items[0].name)
+    result = dg.materialize([pipeline_asset(spec)], resources=resources, raise_on_error=False)
+
+    assert not result.success
+    failure = result.failure_data_for_node("landing__items")
+    assert failure is not None and failure.error is not None
+    assert failure.error.message.strip().endswith(
+        f"pipeline '{spec.name}' ({shop.spec}): source table public.items was dropped (found at "
+        "2026-12-04T21:00:00+00:00); the warehouse copy landing.items is kept; add items to the "
+        "spec's exclude to retire the asset"
+    )
+    assert fetch(shop.sink_uri, "SELECT count(*) FROM landing.items") == [(20,)]
