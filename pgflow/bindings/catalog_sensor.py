@@ -22,6 +22,7 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dagster as dg
 
@@ -35,10 +36,13 @@ from pgflow.connections.resource import PostgresConnections
 from pgflow.sources.table_listing import list_schema
 
 DROPPED_KEY = "pgflow/source_dropped"
-FIX = (
+RELOAD = (
     "run `pgflow specs refresh`, then reload the code location (Deployment -> Reload in the "
-    "UI, or restart it): each becomes an asset, loaded on its first run"
+    "UI, or restart it)"
 )
+
+T = TypeVar("T")
+MESSAGE_TABLES = 20  # tables a tick's message lists per kind of change; the log lists all
 
 Listings = Mapping[tuple[str, str], SchemaListing]
 
@@ -146,6 +150,9 @@ class Dropped:
     def table(self) -> str:
         return f"{self.schema}.{self.name}"
 
+    def assets(self) -> str:
+        return ", ".join(asset_key(p).to_user_string() for p in self.pipelines)
+
 
 def evaluate(
     context: dg.SensorEvaluationContext,
@@ -157,23 +164,88 @@ def evaluate(
     # Connect errors from PostgresConnections are redacted; the tick fails showing them.
     with pg.connect(connection_id, connection_type, autocommit=True) as conn:
         live = {w.schema: list_schema(conn, connection_id, w.schema) for w in watched}
-    added = {a.table: a for w in watched for a in _added(w, live[w.schema])}
-    dropped = {d.table: d for w in watched for d in _dropped(w, live[w.schema])}
-    reported_added, reported_dropped = _read_cursor(context.cursor)
-    new_added = [added[t] for t in sorted(added.keys() - reported_added)]
-    new_dropped = [dropped[t] for t in sorted(dropped.keys() - reported_dropped)]
-    waiting = sorted(added.keys() & reported_added)
-    for item in new_added:
-        context.log.warning(f"new source table without an asset: {item.line()}")
-    for drop in new_dropped:
-        context.log.warning(f"source table {drop.table} was dropped; its assets are kept")
-    message = _message(connection_id, live, new_added, new_dropped, waiting)
+    now = Changes.between(watched, live)
+    new = now.minus(_reported(context.cursor))
+    for line in new.log_lines():
+        context.log.warning(line)
     return dg.SensorResult(
-        skip_reason=message,
-        asset_events=[_observation(d, p) for d in new_dropped for p in d.pipelines],
+        skip_reason=_message(connection_id, live, now, new),
+        asset_events=[_observation(d, p) for d in new.dropped.values() for p in d.pipelines],
         # Only what is still true: a table that is back leaves it, so a new drop reports again.
-        cursor=json.dumps({"added": sorted(added), "dropped": sorted(dropped)}),
+        cursor=now.cursor(),
     )
+
+
+@dataclass(frozen=True)
+class Changes:
+    """By schema.name: tables a wildcard would take without an asset (added), tables with an
+    asset gone from the source (dropped), and tables the cached listing has dropped that are
+    back (returned: their runs fail until a refresh)."""
+
+    added: dict[str, Added]
+    dropped: dict[str, Dropped]
+    returned: dict[str, Dropped]
+
+    @classmethod
+    def between(cls, watched: list[Watched], live: dict[str, SchemaListing]) -> "Changes":
+        added: dict[str, Added] = {}
+        dropped: dict[str, Dropped] = {}
+        returned: dict[str, Dropped] = {}
+        for schema in watched:
+            listing = live[schema.schema]
+            added.update((a.table, a) for a in _added(schema, listing))
+            present = {table.name for table in listing.tables}
+            for name, pipelines in sorted(schema.assets.items()):
+                found = Dropped(schema.schema, name, tuple(pipelines))
+                if name not in present:
+                    dropped[found.table] = found
+                elif all(p.expansion and p.expansion.dropped_at for p in pipelines):
+                    returned[found.table] = found
+        return cls(added, dropped, returned)
+
+    def minus(self, reported: dict[str, set[str]]) -> "Changes":
+        """The changes no earlier tick reported (`reported`: the cursor's names per kind)."""
+
+        def unreported(section: str, found: dict[str, T]) -> dict[str, T]:
+            seen = reported.get(section, set())
+            return {name: change for name, change in found.items() if name not in seen}
+
+        return Changes(
+            unreported("added", self.added),
+            unreported("dropped", self.dropped),
+            unreported("returned", self.returned),
+        )
+
+    def cursor(self) -> str:
+        return json.dumps(
+            {
+                "added": sorted(self.added),
+                "dropped": sorted(self.dropped),
+                "returned": sorted(self.returned),
+            }
+        )
+
+    def log_lines(self) -> list[str]:
+        """One line per kind of change, every table named (the tick's message is capped)."""
+        lines = []
+        if self.added:
+            lines.append(f"new source tables without an asset: {', '.join(self.added)}")
+        if self.dropped:
+            lines.append(f"dropped at the source, assets kept: {', '.join(self.dropped)}")
+        if self.returned:
+            lines.append(f"back at the source, cached as dropped: {', '.join(self.returned)}")
+        return lines
+
+
+def _reported(cursor: str | None) -> dict[str, set[str]]:
+    """What earlier ticks reported, by kind of change: table names."""
+    try:
+        seen = json.loads(cursor) if cursor else {}
+    except ValueError:
+        seen = {}
+    if not isinstance(seen, dict):
+        return {}
+    return {k: set(v) for k, v in seen.items() if isinstance(v, list)}
 
 
 def _added(watched: Watched, live: SchemaListing) -> list[Added]:
@@ -191,45 +263,25 @@ def _added(watched: Watched, live: SchemaListing) -> list[Added]:
     return found
 
 
-def _dropped(watched: Watched, live: SchemaListing) -> list[Dropped]:
-    present = {table.name for table in live.tables}
-    return [
-        Dropped(watched.schema, name, tuple(pipelines))
-        for name, pipelines in sorted(watched.assets.items())
-        if name not in present
-    ]
-
-
-def _read_cursor(cursor: str | None) -> tuple[set[str], set[str]]:
-    try:
-        seen = json.loads(cursor) if cursor else {}
-    except ValueError:
-        seen = {}
-    if not isinstance(seen, dict):
-        seen = {}
-    return set(seen.get("added") or ()), set(seen.get("dropped") or ())
-
-
-def _message(
-    connection_id: str,
-    live: dict[str, SchemaListing],
-    new_added: list[Added],
-    new_dropped: list[Dropped],
-    waiting: list[str],
-) -> str:
+def _message(connection_id: str, live: dict[str, SchemaListing], now: Changes, new: Changes) -> str:
     lines = []
-    if new_added:
+    if new.added:
         lines.append("New source tables that a schema-wide spec takes, without an asset yet:")
-        lines.extend(f"  {item.line()}" for item in new_added)
-        lines.append(f"To add them: {FIX}.")
-    if new_dropped:
+        lines.extend(_capped([a.line() for a in new.added.values()]))
+        lines.append(f"To add them: {RELOAD}; each becomes an asset, loaded on its first run.")
+    if new.dropped:
         lines.append("Dropped at the source, reported on their assets (warehouse copies kept):")
-        lines.extend(
-            f"  {d.table} -> {', '.join(asset_key(p).to_user_string() for p in d.pipelines)}"
-            for d in new_dropped
+        lines.extend(_capped([f"{d.table} -> {d.assets()}" for d in new.dropped.values()]))
+    if new.returned:
+        lines.append(
+            "Back at the source, but dropped in the cached listing: their runs fail until you "
+            f"{RELOAD}:"
         )
+        lines.extend(_capped([f"{d.table} -> {d.assets()}" for d in new.returned.values()]))
+    waiting = sorted(now.added.keys() - new.added.keys())
     if waiting:
-        lines.append(f"Reported before, still without an asset ({FIX}): {', '.join(waiting)}")
+        lines.append(f"Reported before, still without an asset ({RELOAD}):")
+        lines.extend(_capped(waiting))
     missing = sorted(schema for schema, listing in live.items() if not listing.exists)
     if missing:
         lines.append(f"Schemas missing on '{connection_id}': {', '.join(missing)}")
@@ -237,6 +289,14 @@ def _message(
         counts = ", ".join(f"{s} ({len(listing.tables)} tables)" for s, listing in live.items())
         lines.append(f"No table added or dropped on '{connection_id}': {counts}")
     return "\n".join(lines)
+
+
+def _capped(items: list[str]) -> list[str]:
+    """Indented lines, at most MESSAGE_TABLES of them: a schema of thousands stays readable."""
+    shown = [f"  {item}" for item in items[:MESSAGE_TABLES]]
+    if len(items) > MESSAGE_TABLES:
+        shown.append(f"  ... and {len(items) - MESSAGE_TABLES} more (all in the tick's log)")
+    return shown
 
 
 def _observation(drop: Dropped, pipeline: PipelineSpec) -> dg.AssetObservation:

@@ -132,21 +132,40 @@ def test_a_new_table_the_wildcard_takes_is_named_with_the_fix_once(shop: Shop) -
         f"  public.Sales {wildcard}",  # the partitioned parent, never its partitions
         f"  public.returns {wildcard}",
         "To add them: run `pgflow specs refresh`, then reload the code location (Deployment "
-        "-> Reload in the UI, or restart it): each becomes an asset, loaded on its first run.",
+        "-> Reload in the UI, or restart it); each becomes an asset, loaded on its first run.",
     ]
     assert first.observed == {}
 
     # Reported once: the next tick only recalls them.
     second = tick(shop, project, first.cursor)
-    assert second.message.startswith("Reported before, still without an asset (run `pgflow")
-    assert second.message.endswith(": public.Sales, public.returns")
+    recalled = second.message.splitlines()
+    assert recalled[0].startswith("Reported before, still without an asset (run `pgflow specs")
+    assert recalled[1:] == ["  public.Sales", "  public.returns"]
     assert second.cursor == first.cursor
 
     # Another one: only it is new.
     write(shop.source_uri, "CREATE TABLE refunds (id int PRIMARY KEY)")
     third = tick(shop, project, second.cursor)
-    assert third.message.splitlines()[1] == f"  public.refunds {wildcard}"
-    assert "public.returns" not in third.message.splitlines()[1]
+    lines = third.message.splitlines()
+    assert lines[:3] == [
+        "New source tables that a schema-wide spec takes, without an asset yet:",
+        f"  public.refunds {wildcard}",
+        first.message.splitlines()[-1],
+    ]
+    assert lines[4:] == ["  public.Sales", "  public.returns"]
+
+
+def test_a_message_lists_twenty_tables_and_the_log_all(
+    shop: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = wildcard_project(shop)
+    write(shop.source_uri, "".join(f"CREATE TABLE n{i:02} (id int);" for i in range(25)))
+    lines = tick(shop, project).message.splitlines()
+    assert len(lines) == 1 + 20 + 1 + 1
+    assert lines[20].startswith("  public.n19 (matched by")
+    assert lines[21] == "  ... and 5 more (all in the tick's log)"
+    every = ", ".join(f"public.n{i:02}" for i in range(25))
+    assert f"new source tables without an asset: {every}\n" in capsys.readouterr().err
 
 
 def test_a_dropped_table_is_observed_on_its_asset_once(shop: Shop) -> None:
@@ -176,6 +195,22 @@ def test_a_dropped_table_is_observed_on_its_asset_once(shop: Shop) -> None:
     assert back.observed == {}
     write(shop.source_uri, "DROP TABLE items")
     assert list(tick(shop, project, back.cursor).observed) == ["landing/items"]
+
+
+def test_a_table_back_at_the_source_but_cached_as_dropped_is_named_once(shop: Shop) -> None:
+    project = wildcard_project(shop, dropped_at="2026-12-04T21:00:00+00:00")
+    write(shop.source_uri, "DROP TABLE orders")
+    first = tick(shop, project)
+    assert list(first.observed) == ["landing/orders"]  # still gone: reported on its asset
+    assert first.message.splitlines()[2:] == [
+        "Back at the source, but dropped in the cached listing: their runs fail until you run "
+        "`pgflow specs refresh`, then reload the code location (Deployment -> Reload in the "
+        "UI, or restart it):",
+        "  public.items -> landing/items",
+    ]
+    again = tick(shop, project, first.cursor)
+    assert again.observed == {}
+    assert again.message == "No table added or dropped on 'shop': public (2 tables)"
 
 
 def test_a_dropped_schema_reports_every_asset(shop: Shop) -> None:
