@@ -3,6 +3,8 @@
 - A pipeline's `schedule` targets that asset. For a time-partitioned asset each tick runs
   the latest partition at the tick's time (yesterday's day with daily partitions, unless
   `end_offset: 1` also offers today's).
+- The tables of a schema-wide spec that keep its schedule share one schedule (one run of the
+  spec's step); a table whose `tables:` entry gives it another schedule gets its own.
 - A group's schedule (`groups: {<name>: {schedule: ...}}`) runs the group's unpartitioned
   assets together in one run. One Dagster job cannot mix partitioned and unpartitioned
   assets, so each partitioned asset of the group without a schedule of its own gets one
@@ -20,8 +22,12 @@ from pgflow.config.model import GroupSpec, PipelineSpec, Project, ScheduleSpec
 
 
 def pipeline_schedules(project: Project) -> list[dg.ScheduleDefinition]:
-    schedules = []
+    shared = _shared_wildcard_schedules(project.pipelines)
+    in_shared = {p.name for members in shared.values() for p in members}
+    schedules = [_wildcard_schedule(name, members) for name, members in shared.items()]
     for pipeline in project.pipelines:
+        if pipeline.name in in_shared:
+            continue
         cron = pipeline.schedule or _group_cron_for_partitioned(project, pipeline)
         if cron is not None:
             schedules.append(_pipeline_schedule(pipeline, cron))
@@ -30,6 +36,36 @@ def pipeline_schedules(project: Project) -> list[dg.ScheduleDefinition]:
         if group.schedule is not None and members:
             schedules.append(_group_schedule(group, members))
     return schedules
+
+
+def _shared_wildcard_schedules(
+    pipelines: tuple[PipelineSpec, ...],
+) -> dict[str, list[PipelineSpec]]:
+    """Per schema-wide spec, its unpartitioned tables with the schedule most of them have."""
+    by_schedule: dict[tuple[str, ScheduleSpec], list[PipelineSpec]] = {}
+    for pipeline in pipelines:
+        if pipeline.expansion and pipeline.schedule and not pipeline.partitions:
+            key = (pipeline.expansion.wildcard, pipeline.schedule)
+            by_schedule.setdefault(key, []).append(pipeline)
+    shared: dict[str, list[PipelineSpec]] = {}
+    for (wildcard, _), members in by_schedule.items():
+        if len(members) > len(shared.get(wildcard, [])):
+            shared[wildcard] = members
+    return {name: members for name, members in shared.items() if len(members) > 1}
+
+
+def _wildcard_schedule(wildcard: str, members: list[PipelineSpec]) -> dg.ScheduleDefinition:
+    schedule = members[0].schedule
+    assert schedule is not None
+    return dg.ScheduleDefinition(
+        name=f"{wildcard}_tables_schedule",
+        target=dg.AssetSelection.assets(*(asset_key(p) for p in members)),
+        cron_schedule=schedule.cron,
+        execution_timezone=schedule.timezone,
+        description=f"{len(members)} tables of the schema-wide spec '{wildcard}' in "
+        f"{members[0].file}, from its schedule.",
+        tags={"pgflow/source": members[0].source.connection_id or "", "pgflow/wildcard": wildcard},
+    )
 
 
 def _group_cron_for_partitioned(project: Project, pipeline: PipelineSpec) -> ScheduleSpec | None:

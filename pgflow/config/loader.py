@@ -22,7 +22,10 @@ from pgflow.config.model import ConnectionSpec, GroupSpec, PipelineSpec, Project
 from pgflow.config.project_checks import check_groups, check_project, merge_groups
 from pgflow.config.read_pipeline import read_pipeline
 from pgflow.config.read_project import FILE_KEYS, read_connections, read_groups
+from pgflow.config.read_wildcard import WildcardEntry, is_wildcard, read_wildcard
 from pgflow.config.reader import Section
+from pgflow.config.wildcard_loading import expand_wildcards, explicit_specs_win
+from pgflow.config.wildcards import TableLister
 
 
 class _SpecYamlLoader(yaml.SafeLoader):
@@ -53,6 +56,7 @@ class _Declared:
     pipelines: list[PipelineSpec] = field(default_factory=list)
     connections: dict[str, ConnectionSpec] = field(default_factory=dict)
     groups: dict[str, GroupSpec] = field(default_factory=dict)
+    wildcards: list[WildcardEntry] = field(default_factory=list)
 
 
 def discover_files(path: Path) -> list[Path]:
@@ -75,9 +79,16 @@ def discover_files(path: Path) -> list[Path]:
 
 
 def load_project(
-    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+    path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    lister: TableLister | None = None,
+    refresh: bool = False,
 ) -> Project:
-    """Load and validate every spec under `path` (default: $PGFLOW_CONFIG or ./pipelines)."""
+    """Load and validate every spec under `path` (default: $PGFLOW_CONFIG or ./pipelines).
+
+    Schema-wide specs expand against the table cache next to them; `lister` lists a source
+    schema the cache lacks (and every one with `refresh`), and the cache is rewritten.
+    """
     environ = os.environ if environ is None else environ
     root = Path(path) if path is not None else config_path(environ)
     problems: list[SpecProblem] = []
@@ -86,13 +97,22 @@ def load_project(
         found = _load_file(file, problems)
         project.pipelines.extend(found.pipelines)
         project.connections.update(found.connections)
+        project.wildcards.extend(found.wildcards)
         problems.extend(merge_groups(project.groups, found.groups))
-    problems.extend(check_project(project.pipelines, project.connections, environ))
-    problems.extend(check_groups(project.groups, project.pipelines))
+    expansions = expand_wildcards(project.wildcards, lister, refresh)
+    problems.extend(expansions.problems)
+    pipelines = explicit_specs_win([*project.pipelines, *expansions.pipelines], expansions.notes)
+    problems.extend(check_project(pipelines, project.connections, environ))
+    problems.extend(check_groups(project.groups, pipelines))
     if problems:
         raise SpecError(problems)
-    pipelines = with_group_publications(project.pipelines)
-    return Project(tuple(pipelines), project.connections, project.groups)
+    return Project(
+        tuple(with_group_publications(pipelines)),
+        project.connections,
+        project.groups,
+        tuple(expansions.notes),
+        tuple(expansions.wildcards),
+    )
 
 
 def _load_file(file: Path, problems: list[SpecProblem]) -> _Declared:
@@ -106,6 +126,12 @@ def _load_file(file: Path, problems: list[SpecProblem]) -> _Declared:
     top = Section(document, "", report_file)
     found = _Declared(connections=read_connections(top, file), groups=read_groups(top, file))
     for entry, prefix in _pipeline_entries(top, document, found):
+        if is_wildcard(entry):
+            assert isinstance(entry, Mapping)
+            wildcard = read_wildcard(entry, prefix, file, problems)
+            if wildcard is not None:
+                found.wildcards.append(wildcard)
+            continue
         pipeline = read_pipeline(entry, prefix, file, problems)
         if pipeline is not None:
             found.pipelines.append(pipeline)

@@ -1,6 +1,6 @@
 -- Demo "shop" OLTP schema and data for pgflow (see pgflow/localdb/seed.py).
 --
--- Idempotent: drops and recreates the demo objects in schema public. The scale comes from
+-- Idempotent: drops and recreates the demo objects in schemas public and catalog. The scale comes from
 -- the setting pgflow.customers (set by seed_shop in the same transaction); setseed makes
 -- the generated data the same on every run.
 
@@ -183,3 +183,67 @@ FROM public.orders
 WHERE status IN ('paid', 'shipped');
 
 ANALYZE public.customers, public.orders, public.order_items, public.payments;
+
+-- The product catalog: replicated by ONE schema-wide spec (pipelines/catalog.yaml), one asset
+-- per table. Its tables vary the way real schemas do: a composite key, a table keyed only by a
+-- unique index on NOT NULL columns, one with no key at all, a name with a space and capitals,
+-- and a view (not matched unless the spec's `kinds` lists views).
+DROP SCHEMA IF EXISTS catalog CASCADE;
+CREATE SCHEMA catalog;
+
+CREATE TABLE catalog.categories (
+    id integer PRIMARY KEY,
+    name text NOT NULL,
+    parent_id integer REFERENCES catalog.categories (id)
+);
+INSERT INTO catalog.categories (id, name, parent_id)
+SELECT i, 'category ' || i, CASE WHEN i > 5 THEN 1 + i % 5 END FROM generate_series(1, 20) AS i;
+
+CREATE TABLE catalog.products (
+    sku text PRIMARY KEY,
+    category_id integer NOT NULL REFERENCES catalog.categories (id),
+    title text NOT NULL,
+    price numeric(10, 2) NOT NULL,
+    attributes jsonb,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO catalog.products (sku, category_id, title, price, attributes)
+SELECT 'SKU-' || lpad(i::text, 5, '0'), 1 + i % 20, 'product ' || i, round((1 + random() * 99)::numeric, 2),
+       CASE WHEN i % 3 = 0 THEN jsonb_build_object('color', (ARRAY['red', 'blue', 'green'])[1 + i % 3]) END
+FROM generate_series(1, 500) AS i;
+
+CREATE TABLE catalog.product_prices (
+    sku text NOT NULL REFERENCES catalog.products (sku),
+    valid_from date NOT NULL,
+    price numeric(10, 2) NOT NULL,
+    PRIMARY KEY (sku, valid_from)
+);
+INSERT INTO catalog.product_prices (sku, valid_from, price)
+SELECT sku, date '2024-01-01' + (n * 90), price * (1 + n / 20.0)::numeric(10, 2)
+FROM catalog.products, generate_series(0, 3) AS n;
+
+CREATE TABLE catalog."Supplier Contacts" (
+    "Supplier" text NOT NULL,
+    email text NOT NULL,
+    phone text
+);
+CREATE UNIQUE INDEX supplier_contacts_email ON catalog."Supplier Contacts" (email);
+INSERT INTO catalog."Supplier Contacts" ("Supplier", email, phone)
+SELECT 'Supplier ' || i, 'sales' || i || '@supplier.example', CASE WHEN i % 2 = 0 THEN '+1 555 01' || i END
+FROM generate_series(10, 40) AS i;
+
+CREATE TABLE catalog.import_log (
+    imported_at timestamptz NOT NULL,
+    file text NOT NULL,
+    rows_read integer
+);
+INSERT INTO catalog.import_log (imported_at, file, rows_read)
+SELECT timestamptz '2024-06-01 00:00:00+00' + i * interval '1 day', 'catalog-' || i || '.csv', 100 * i
+FROM generate_series(1, 30) AS i;
+
+CREATE VIEW catalog.v_priced_products AS
+    SELECT p.sku, p.title, c.name AS category, p.price FROM catalog.products AS p
+    JOIN catalog.categories AS c ON c.id = p.category_id;
+
+ANALYZE catalog.categories, catalog.products, catalog.product_prices, catalog."Supplier Contacts",
+    catalog.import_log;

@@ -4,15 +4,18 @@ own schedule, a group's schedule, and a time-partitioned asset's latest partitio
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import DagsterSetup, items_table
 from pgflow_tests.bindings.test_definitions_cli import rows
+from pgflow_tests.config.test_wildcards import Lister, load, wildcard
 from pgflow_tests.pg import execute
 
 SPECS = """
@@ -153,3 +156,25 @@ def test_before_the_first_partition_ends_the_tick_skips(scheduled: dg.Definition
         )
     assert not data.run_requests
     assert "no partition has ended yet" in (data.skip_message or "")
+
+
+def test_the_tables_of_a_schema_wide_spec_share_its_schedule(tmp_path: Path) -> None:
+    spec = wildcard(
+        schedule={"cron": "0 3 * * *", "timezone": "UTC"},
+        tables={"orders": {"schedule": {"cron": "0 * * * *"}}},
+    )
+    project = load(tmp_path, spec, Lister())
+    schedules = {s.name: s for s in pipeline_schedules(project)}
+    assert sorted(schedules) == ["landing_orders_schedule", "landing_tables_schedule"]
+    shared = schedules["landing_tables_schedule"]
+    assert shared.cron_schedule == "0 3 * * *"
+    job = shared.target.resolvable_to_job
+    assert not isinstance(job, dg.JobDefinition)
+    specs = [dg.AssetSpec(list(p.asset_key)) for p in project.pipelines]
+    selected = job.selection.resolve([dg.AssetsDefinition(specs=specs)])
+    assert {k.path[-1] for k in selected} == {
+        "orderlines",
+        "order_lines",
+        "events",
+        "grosse_u8a02_u55ae",
+    }
