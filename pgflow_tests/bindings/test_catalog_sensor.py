@@ -5,7 +5,7 @@ refresh found dropped fails before it touches the target."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -15,11 +15,10 @@ import pytest
 from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.catalog_sensor import DROPPED_KEY, catalog_sensor_name
 from pgflow.bindings.definitions import build_definitions
-from pgflow.config.catalog_cache import write_cache
 from pgflow.config.loader import load_project
-from pgflow.config.model import Expansion, Project, WildcardSpec
+from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections
-from pgflow.sources.table_listing import list_schema
+from pgflow.sources.table_listing import live_lister
 from pgflow_tests.pg import fetch
 
 SENSOR = catalog_sensor_name("shop")
@@ -27,18 +26,30 @@ SENSOR = catalog_sensor_name("shop")
 SOURCE = """
 CREATE TABLE orders (id int PRIMARY KEY, amount int);
 CREATE TABLE items (id int PRIMARY KEY, name text);
-CREATE TABLE log_lines (line text);  -- keyless: the wildcard skipped it, it has no asset
+CREATE TABLE log_lines (line text);  -- keyless: the wildcard skips it, it has no asset
 INSERT INTO orders SELECT g, g FROM generate_series(1, 20) g;
 INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g;
 """
 
-SPECS = """pipelines:
-  - source: {type: postgres, connection_id: shop, table: {schema: public, name: orders}}
-    sink: {type: postgres, connection_id: warehouse, table: {schema: landing, name: orders},
-           strategy: {mode: full_refresh}}
-  - source: {type: postgres, connection_id: shop, table: {schema: public, name: items}}
-    sink: {type: postgres, connection_id: warehouse, table: {schema: landing, name: items},
-           strategy: {mode: full_refresh}}
+WILDCARD = """
+name: shop_all
+source:
+  type: postgres
+  connection_id: shop
+  table: {schema: public, name: "*", exclude: ["tmp_*"]}
+  options: {keyless: skip}
+sink:
+  type: postgres
+  connection_id: warehouse
+  table: {schema: landing}
+  strategy: {mode: incremental_merge, merge_policy: upsert}
+"""
+
+# Wins over the wildcard for orders.
+EXPLICIT = """
+source: {type: postgres, connection_id: shop, table: {schema: public, name: orders}}
+sink: {type: postgres, connection_id: warehouse, table: {schema: landing, name: orders},
+       strategy: {mode: full_refresh}}
 """
 
 
@@ -46,8 +57,13 @@ SPECS = """pipelines:
 class Shop:
     source_uri: str
     sink_uri: str
-    spec: Path
+    spec: Path  # the schema-wide spec
     instance: dg.DagsterInstance
+
+    def project(self, refresh: bool = False) -> Project:
+        """The project as a code location loads it: from the cache next to the spec, written
+        on the first load (and rewritten by a refresh, as `pgflow specs refresh` does)."""
+        return load_project(self.spec.parent, lister=live_lister(), refresh=refresh)
 
 
 @pytest.fixture
@@ -58,30 +74,10 @@ def shop(make_database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.setenv("PGFLOW_CONN_WAREHOUSE", sink_uri)
     specs = tmp_path / "specs"
     specs.mkdir()
-    spec = specs / "shop.yaml"
-    spec.write_text(SPECS)
+    (specs / "shop.yaml").write_text(WILDCARD)
+    (specs / "orders.yaml").write_text(EXPLICIT)
     with dg.instance_for_test() as instance:
-        yield Shop(source_uri, sink_uri, spec, instance)
-
-
-def wildcard_project(shop: Shop, dropped_at: str | None = None, **settings: object) -> Project:
-    """The specs as the expansion of `public.*` (minus tmp_*) makes them, with the listing it
-    was expanded from in the cache file."""
-    project = load_project(shop.spec.parent)
-    wildcard = WildcardSpec(
-        name="shop_all",
-        file=shop.spec,
-        connection_id="shop",
-        connection_type="env",
-        schema="public",
-        pattern="*",
-        exclude=("tmp_*",),
-    )
-    expansion = Expansion("shop_all", "table", dropped_at=dropped_at)
-    pipelines = tuple(replace(p, expansion=expansion) for p in project.pipelines)
-    with psycopg.connect(shop.source_uri) as conn:
-        write_cache(shop.spec, [list_schema(conn, "shop", "public")])
-    return replace(project, pipelines=pipelines, wildcards=(wildcard,), **settings)
+        yield Shop(source_uri, sink_uri, specs / "shop.yaml", instance)
 
 
 def write(uri: str, statement: str) -> None:
@@ -110,7 +106,7 @@ def tick(shop: Shop, project: Project, cursor: str | None = None) -> Tick:
 
 
 def test_a_new_table_the_wildcard_takes_is_named_with_the_fix_once(shop: Shop) -> None:
-    project = wildcard_project(shop)
+    project = shop.project()
     quiet = tick(shop, project)
     assert quiet.message == "No table added or dropped on 'shop': public (3 tables)"
     assert quiet.observed == {}
@@ -158,7 +154,7 @@ def test_a_new_table_the_wildcard_takes_is_named_with_the_fix_once(shop: Shop) -
 def test_a_message_lists_twenty_tables_and_the_log_all(
     shop: Shop, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project = wildcard_project(shop)
+    project = shop.project()
     write(shop.source_uri, "".join(f"CREATE TABLE n{i:02} (id int);" for i in range(25)))
     lines = tick(shop, project).message.splitlines()
     assert len(lines) == 1 + 20 + 1 + 1
@@ -169,7 +165,7 @@ def test_a_message_lists_twenty_tables_and_the_log_all(
 
 
 def test_a_dropped_table_is_observed_on_its_asset_once(shop: Shop) -> None:
-    project = wildcard_project(shop)
+    project = shop.project()
     write(shop.source_uri, "DROP TABLE items")
     first = tick(shop, project)
     assert list(first.observed) == ["landing/items"]
@@ -198,11 +194,22 @@ def test_a_dropped_table_is_observed_on_its_asset_once(shop: Shop) -> None:
 
 
 def test_a_table_back_at_the_source_but_cached_as_dropped_is_named_once(shop: Shop) -> None:
-    project = wildcard_project(shop, dropped_at="2026-12-04T21:00:00+00:00")
-    write(shop.source_uri, "DROP TABLE orders")
+    shop.project()
+    write(shop.source_uri, "DROP TABLE items")
+    project = shop.project(refresh=True)  # the refresh keeps items, marked dropped
+    [items] = [p for p in project.pipelines if p.asset_key == ("landing", "items")]
+    assert items.expansion is not None and items.expansion.dropped_at is not None
+    write(shop.source_uri, "CREATE TABLE items (id int PRIMARY KEY); DROP TABLE orders")
+
     first = tick(shop, project)
-    assert list(first.observed) == ["landing/orders"]  # still gone: reported on its asset
-    assert first.message.splitlines()[2:] == [
+    assert list(first.observed) == ["landing/orders"]
+    assert first.observed["landing/orders"].description == (
+        "source table public.orders was dropped on 'shop'; the warehouse copy landing.orders is "
+        f"kept; remove its spec ({shop.spec.parent / 'orders.yaml'}) to retire the asset"
+    )
+    assert first.message.splitlines() == [
+        "Dropped at the source, reported on their assets (warehouse copies kept):",
+        "  public.orders -> landing/orders",
         "Back at the source, but dropped in the cached listing: their runs fail until you run "
         "`pgflow specs refresh`, then reload the code location (Deployment -> Reload in the "
         "UI, or restart it):",
@@ -214,19 +221,21 @@ def test_a_table_back_at_the_source_but_cached_as_dropped_is_named_once(shop: Sh
 
 
 def test_a_dropped_schema_reports_every_asset(shop: Shop) -> None:
-    project = wildcard_project(shop)
+    project = shop.project()
     write(shop.source_uri, "DROP SCHEMA public CASCADE")
     result = tick(shop, project)
     assert sorted(result.observed) == ["landing/items", "landing/orders"]
     assert result.message.splitlines()[-1] == "Schemas missing on 'shop': public"
 
 
-def test_one_sensor_per_source_connection_stopped_by_default(shop: Shop) -> None:
-    plain = load_project(shop.spec.parent)
+def test_one_sensor_per_source_connection_stopped_by_default(shop: Shop, tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "orders.yaml").write_text(EXPLICIT)
+    plain = load_project(tmp_path / "plain")
     names = {s.name for s in build_definitions(plain).sensors}
     assert SENSOR not in names  # no schema-wide spec: no catalog sensor
 
-    sensor = build_definitions(wildcard_project(shop)).resolve_sensor_def(SENSOR)
+    sensor = build_definitions(shop.project()).resolve_sensor_def(SENSOR)
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert sensor.minimum_interval_seconds == 60
     assert sensor.description and "'shop' (public)" in sensor.description
@@ -235,7 +244,7 @@ def test_one_sensor_per_source_connection_stopped_by_default(shop: Shop) -> None
 def test_the_tick_fails_without_the_secret_when_the_source_is_down(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = wildcard_project(shop)
+    project = shop.project()
     monkeypatch.setenv("PGFLOW_CONN_SHOP", "postgresql://u:s3cret-pw@127.0.0.1:1/db")
     with pytest.raises(Exception, match="could not connect to 'shop'") as raised:
         tick(shop, project)
@@ -243,14 +252,17 @@ def test_the_tick_fails_without_the_secret_when_the_source_is_down(
 
 
 def test_a_run_of_a_table_found_dropped_fails_before_touching_the_target(shop: Shop) -> None:
-    loaded = wildcard_project(shop)
+    loaded = shop.project()
     resources = build_definitions(loaded).resources
-    items = [p for p in loaded.pipelines if p.source.table and p.source.table.name == "items"]
-    assert dg.materialize([pipeline_asset(items[0])], resources=resources).success
-    write(shop.source_uri, "INSERT INTO items VALUES (21, 'new')")  # a load would copy it
+    [items] = [p for p in loaded.pipelines if p.asset_key == ("landing", "items")]
+    assert dg.materialize([pipeline_asset(items)], resources=resources).success
+    write(shop.source_uri, "DROP TABLE items")
+    refreshed = shop.project(refresh=True)
+    # Back with a new row: a load would copy it, so an unchanged target proves none ran.
+    write(shop.source_uri, "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (21)")
 
-    dropped = wildcard_project(shop, dropped_at="2026-12-04T21:00:00+00:00")
-    spec = next(p for p in dropped.pipelines if p.name == items[0].name)
+    [spec] = [p for p in refreshed.pipelines if p.asset_key == ("landing", "items")]
+    assert spec.expansion is not None and spec.expansion.dropped_at
     result = dg.materialize([pipeline_asset(spec)], resources=resources, raise_on_error=False)
 
     assert not result.success
@@ -258,7 +270,7 @@ def test_a_run_of_a_table_found_dropped_fails_before_touching_the_target(shop: S
     assert failure is not None and failure.error is not None
     assert failure.error.message.strip().endswith(
         f"pipeline '{spec.name}' ({shop.spec}): source table public.items was dropped (found at "
-        "2026-12-04T21:00:00+00:00); the warehouse copy landing.items is kept; add items to the "
-        "spec's exclude to retire the asset"
+        f"{spec.expansion.dropped_at}); the warehouse copy landing.items is kept; add items to "
+        "the spec's exclude to retire the asset"
     )
     assert fetch(shop.sink_uri, "SELECT count(*) FROM landing.items") == [(20,)]
