@@ -33,6 +33,7 @@ from pgflow.config.model import ConnectionType, PipelineSpec, Project, WildcardS
 from pgflow.config.naming import dagster_name
 from pgflow.config.wildcards import SchemaListing
 from pgflow.connections.resource import PostgresConnections
+from pgflow.sources.staleness import prepare_session
 from pgflow.sources.table_listing import list_schema
 
 DROPPED_KEY = "pgflow/source_dropped"
@@ -163,6 +164,7 @@ def evaluate(
 ) -> dg.SensorResult:
     # Connect errors from PostgresConnections are redacted; the tick fails showing them.
     with pg.connect(connection_id, connection_type, autocommit=True) as conn:
+        prepare_session(conn)  # the probes' timeouts: a tick never waits on a busy catalog
         live = {w.schema: list_schema(conn, connection_id, w.schema) for w in watched}
     now = Changes.between(watched, live)
     new = now.minus(_reported(context.cursor))

@@ -31,7 +31,7 @@ from pgflow.bindings.metadata import (
     load_summary,
 )
 from pgflow.bindings.row_counts import delta_counts, per_partition, postgres_counts
-from pgflow.bindings.step_errors import step_errors
+from pgflow.bindings.step_errors import refuse_dropped_source, step_errors
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -97,6 +97,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             )
         reset = _effective_reset(context, obj)
         with step_errors(spec):
+            refuse_dropped_source(spec)  # before anything touches the target
             if spec.source.type == "delta":
                 self._sync_delta(context, spec, reset)
             elif spec.source.options.incremental_strategy == "cdc":
@@ -303,6 +304,7 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             step_errors(spec),
             self.connections.connect(source.connection_id, source.connection_type) as conn,
         ):
+            refuse_dropped_source(spec)  # before anything touches the target
             modifications = _source_modifications(conn, source.table)
             from pgflow.flows.delta_load import load_delta
 

@@ -26,8 +26,14 @@ from pgflow.sources.catalog import TableNotFound
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.column_cursor import NullCursorRows
 
+
+class SourceTableDropped(Exception):
+    """The last refresh found the source table of an expanded pipeline gone; its asset stays."""
+
+
 # Errors that name their own cause and fix: shown as they are, without a traceback.
 _EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
+    SourceTableDropped,
     NullCursorRows,
     ReplicationError,
     CdcApplyError,
@@ -49,7 +55,6 @@ def _explained(exc: Exception) -> bool:
 @contextmanager
 def step_errors(spec: PipelineSpec) -> Iterator[None]:
     """Let transient errors through to the RetryPolicy; make every other one a final Failure."""
-    refuse_dropped_source(spec)
     try:
         yield
     except Exception as exc:
@@ -73,17 +78,15 @@ def step_errors(spec: PipelineSpec) -> Iterator[None]:
 
 
 def refuse_dropped_source(spec: PipelineSpec) -> None:
-    """Fail the run of a table the last refresh found dropped at the source, before the load
-    touches its target: the asset stays (and its warehouse copy) until the spec retires it."""
-    expansion, source, sink = spec.expansion, spec.source, spec.sink
-    if expansion is None or expansion.dropped_at is None or source.table is None:
+    """Stop the run of a table the last refresh found dropped at the source, before the load
+    touches its target: the asset (and its warehouse copy) stays until the spec retires it."""
+    expansion, table, sink = spec.expansion, spec.source.table, spec.sink
+    if expansion is None or expansion.dropped_at is None or table is None:
         return
-    copy = sink.table if sink.table else sink.path
-    raise dg.Failure(
-        f"pipeline '{spec.name}' ({spec.file}): source table {source.table} was dropped "
-        f"(found at {expansion.dropped_at}); the warehouse copy {copy} is kept; add "
-        f"{source.table.name} to the spec's exclude to retire the asset",
-        allow_retries=False,
+    raise SourceTableDropped(
+        f"source table {table} was dropped (found at {expansion.dropped_at}); the warehouse "
+        f"copy {sink.table or sink.path} is kept; add {table.name} to the spec's exclude to "
+        "retire the asset"
     )
 
 
