@@ -8,12 +8,15 @@ was built from (its assets, and the cached listing the wildcards were expanded a
 - a table a wildcard would take (glob, exclude, kinds) that has no asset yet is named in the
   tick's message with the fix: `pgflow specs refresh`, then reload the code location. The
   sensor does not reload it: Dagster gives a sensor no public way to reload its own code
-  location (only the webserver's GraphQL API, whose address a code location does not know).
+  location (only the webserver's GraphQL API, whose address a code location does not know),
+  and a reload alone would change nothing before the cache next to the spec is refreshed.
 - a table dropped at the source that still has an asset gets an `AssetObservation`
   (`pgflow/source_dropped: true`); its warehouse copy is kept.
+- a table the cached listing has as dropped that is back at the source is named: its runs
+  fail until a refresh.
 
-The cursor holds what was reported (added tables still without an asset, drops still gone), so
-each change is reported once; a table that comes back and is dropped again is reported again.
+The cursor holds what was reported, per kind, as long as it is still true, so each change is
+reported once; a table that comes back and is dropped again is reported again.
 
 No `from __future__ import annotations` here: Dagster inspects the sensor's resource params.
 """

@@ -180,6 +180,11 @@ def test_a_dropped_table_is_observed_on_its_asset_once(shop: Shop) -> None:
         "Dropped at the source, reported on their assets (warehouse copies kept):",
         "  public.items -> landing/items",
     ]
+    # As the daemon stores a tick's events: in the asset's history.
+    shop.instance.report_runless_asset_event(observation)
+    [stored] = shop.instance.fetch_observations(dg.AssetKey(["landing", "items"]), limit=5).records
+    assert stored.asset_observation is not None
+    assert stored.asset_observation.metadata[DROPPED_KEY].value is True
 
     again = tick(shop, project, first.cursor)
     assert again.observed == {}
