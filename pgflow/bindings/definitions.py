@@ -12,6 +12,7 @@ from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
 from pgflow.bindings.schedules import pipeline_schedules
+from pgflow.bindings.schema_assets import schema_asset, schema_steps
 from pgflow.bindings.sensors import staleness_sensors
 from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.model import Project
@@ -25,10 +26,12 @@ def build_definitions(project: Project) -> dg.Definitions:
     resources: dict[str, object] = {"pg": connections, "delta": delta}
     resources.update(io_managers(connections, delta))
     shared = [g for g in cdc_groups(project) if len(g.pipelines) > 1]
-    in_groups = {p.name for g in shared for p in g.pipelines}
+    schemas = schema_steps(project.pipelines)
+    in_groups = {p.name for g in shared for p in g.pipelines} | {p.name for s in schemas for p in s}
     alone = [pipeline_asset(p) for p in project.pipelines if p.name not in in_groups]
+    steps = [*(cdc_group_asset(g) for g in shared), *(schema_asset(s) for s in schemas)]
     return dg.Definitions(
-        assets=[*source_specs(project), *alone, *(cdc_group_asset(g) for g in shared)],
+        assets=[*source_specs(project), *alone, *steps],
         schedules=pipeline_schedules(project),
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
         asset_checks=pipeline_checks(project),

@@ -13,20 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from pgflow.config.model import ConnectionType, RelationKind
 from pgflow.config.wildcards import ListedTable, SchemaListing, TableLister
 from pgflow.connections.errors import is_transient
-from pgflow.connections.secrets import (
-    ConnectionConfigError,
-    VaultSettings,
-    conninfo_from_env,
-    conninfo_from_secret,
-    read_vault_secret,
-    redact,
-    secret_values,
-)
+from pgflow.connections.opening import open_conninfo, resolve_conninfo
+from pgflow.connections.secrets import ConnectionConfigError, redact, secret_values
 
 CONNECT_TIMEOUT_SECONDS = 10
 APPLICATION_NAME = "pgflow specs"
@@ -110,7 +102,13 @@ def live_lister(environ: Mapping[str, str] | None = None) -> TableLister:
 
     def lister(connection_id: str, connection_type: ConnectionType, schema: str) -> SchemaListing:
         conninfo = resolve_conninfo(connection_id, connection_type, env)
-        with _connect(conninfo, connection_id, connection_type) as conn:
+        connect = open_conninfo(
+            conninfo,
+            connection_id,
+            connection_type,
+            {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": APPLICATION_NAME},
+        )
+        with connect as conn:
             try:
                 conn.read_only = True
                 with conn.transaction():
@@ -123,39 +121,3 @@ def live_lister(environ: Mapping[str, str] | None = None) -> TableLister:
                 ) from None
 
     return lister
-
-
-def resolve_conninfo(connection_id: str, connection_type: str, environ: Mapping[str, str]) -> str:
-    """The conninfo of a connection (it holds secrets: never show it); the resource's rules."""
-    if connection_type == "env":
-        return conninfo_from_env(connection_id, environ)
-    if connection_type == "vault":
-        settings = VaultSettings.from_environ(environ)
-        path = f"{settings.mount}/{settings.secret_path(connection_id)}"
-        where = f"connection '{connection_id}' (Vault {path})"
-        return conninfo_from_secret(read_vault_secret(settings, connection_id), where)
-    raise ConnectionConfigError(
-        f"connection '{connection_id}': connection_type '{connection_type}' is unknown; use env or vault"
-    )
-
-
-def _connect(conninfo: str, connection_id: str, connection_type: str) -> psycopg.Connection[Any]:
-    given = conninfo_to_dict(conninfo)
-    # The connection's own settings win; a catalog listing should fail fast when the source is
-    # down, and talks UTF8 like every pgflow session.
-    options: dict[str, Any] = {}
-    for key, value in (
-        ("connect_timeout", CONNECT_TIMEOUT_SECONDS),
-        ("application_name", APPLICATION_NAME),
-        ("client_encoding", "UTF8"),
-    ):
-        if key not in given:
-            options[key] = value
-    try:
-        return psycopg.connect(conninfo, **options)
-    except psycopg.Error as exc:
-        message = redact(str(exc).strip(), secret_values(conninfo))
-        raise ConnectionConfigError(
-            f"could not connect to '{connection_id}' ({connection_type}): {message}",
-            transient=is_transient(exc),
-        ) from None

@@ -279,3 +279,33 @@ def test_a_run_of_a_table_found_dropped_fails_before_touching_the_target(shop: S
         "the spec's exclude to retire the asset"
     )
     assert fetch(shop.sink_uri, "SELECT count(*) FROM landing.items") == [(20,)]
+
+
+def test_a_schema_step_fails_only_the_table_found_dropped(shop: Shop) -> None:
+    write(shop.source_uri, "CREATE TABLE extra (id int PRIMARY KEY); INSERT INTO extra VALUES (1)")
+    assert materialize_all(shop.project()).success
+    write(shop.source_uri, "DROP TABLE items")
+    refreshed = shop.project(refresh=True)
+    write(
+        shop.source_uri,
+        "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (21);"
+        " INSERT INTO extra VALUES (2)",
+    )
+
+    result = materialize_all(refreshed)
+
+    assert not result.success
+    [failure] = [e.step_failure_data for e in result.all_events if e.is_step_failure]
+    assert failure.error is not None
+    assert (
+        f"'shop_all_items' ({shop.spec}): source table public.items was dropped (found at "
+        in failure.error.message
+    )
+    assert fetch(shop.sink_uri, "SELECT count(*) FROM landing.items") == [(20,)]
+    assert fetch(shop.sink_uri, "SELECT count(*) FROM landing.extra") == [(2,)]  # loaded
+
+
+def materialize_all(project: Project) -> dg.ExecuteInProcessResult:
+    defs = build_definitions(project)
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    return dg.materialize(assets, resources=defs.resources, raise_on_error=False)
