@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pgflow.bindings.assets import pipeline_asset, source_specs
+from pgflow.bindings.catalog_sensor import catalog_sensors
 from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.checks.definitions import pipeline_checks
 from pgflow.bindings.executor import pgflow_executor
@@ -32,7 +33,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     return dg.Definitions(
         assets=[*source_specs(project), *alone, *steps],
         schedules=pipeline_schedules(project),
-        sensors=[*staleness_sensors(project), *health_sensors(project)],
+        sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
         asset_checks=pipeline_checks(project),
         resources=resources,
         executor=pgflow_executor,

@@ -28,6 +28,7 @@ from pgflow.bindings.metadata import (
     load_summary,
 )
 from pgflow.bindings.row_counts import delta_counts, postgres_counts
+from pgflow.bindings.step_errors import refuse_dropped_source
 from pgflow.config.model import PipelineSpec, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -59,6 +60,7 @@ def load_pipeline(
     log: Log,
 ) -> Loaded:
     """Run `spec` once with the flow its source and sink call for; raise what the flow raises."""
+    refuse_dropped_source(spec)  # before anything touches the target
     if spec.sink.type == "delta":
         return _load_delta(connections, delta, spec, reset, window)
     if spec.source.type == "delta":
