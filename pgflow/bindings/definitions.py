@@ -7,10 +7,11 @@ import dagster as dg
 from pgflow.bindings.assets import pipeline_asset, source_specs
 from pgflow.bindings.catalog_sensor import catalog_sensors
 from pgflow.bindings.cdc_assets import cdc_group_asset
-from pgflow.bindings.checks.definitions import pipeline_checks
+from pgflow.bindings.checks.definitions import grouped_checks
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
+from pgflow.bindings.retries import retry_policy
 from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.bindings.schema_assets import schema_asset, schema_steps
 from pgflow.bindings.sensors import staleness_sensors
@@ -28,13 +29,14 @@ def build_definitions(project: Project) -> dg.Definitions:
     shared = [g for g in cdc_groups(project) if len(g.pipelines) > 1]
     schemas = schema_steps(project.pipelines)
     in_groups = {p.name for g in shared for p in g.pipelines} | {p.name for s in schemas for p in s}
-    alone = [pipeline_asset(p) for p in project.pipelines if p.name not in in_groups]
+    retries = retry_policy()
+    alone = [pipeline_asset(p, retries) for p in project.pipelines if p.name not in in_groups]
     steps = [*(cdc_group_asset(g) for g in shared), *(schema_asset(s) for s in schemas)]
     return dg.Definitions(
         assets=[*source_specs(project), *alone, *steps],
         schedules=pipeline_schedules(project),
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
-        asset_checks=pipeline_checks(project),
+        asset_checks=grouped_checks(project),
         resources=resources,
         executor=pgflow_executor,
     )

@@ -1,0 +1,153 @@
+"""A code location of many pipelines: 1,000 assets with all their checks, the checks of many
+pipelines in a few ops that give the results one op per pipeline gives, and one asset with
+its checks still a run of two steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+
+from pgflow.bindings.assets import asset_key, pipeline_asset
+from pgflow.bindings.checks.definitions import (
+    CHUNK_SIZE,
+    check_names,
+    grouped_checks,
+    pipeline_check,
+    pipeline_checks,
+)
+from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.executor import IN_PROCESS_MAX_STEPS
+from pgflow.config.loader import load_project
+from pgflow.config.model import Project
+from pgflow_tests.bindings.checks.support import MERGE, materialize, pipeline, project_of
+from pgflow_tests.bindings.conftest import Env
+
+ENVIRON = {
+    "PGFLOW_CONN_SHOP": "postgresql://nobody@localhost/shop",
+    "PGFLOW_CONN_WAREHOUSE": "postgresql://nobody@localhost/warehouse",
+}
+
+
+def many_pipelines(folder: Path, count: int) -> Path:
+    """One spec file of `count` incremental merges from shop into warehouse."""
+    lines = ["connections: {shop: {type: env}, warehouse: {type: env}}", "pipelines:"]
+    for i in range(count):
+        lines.append(
+            f"  - source: {{type: postgres, connection_id: shop, table: {{schema: public, "
+            f"name: t{i}}}, options: {{incremental_strategy: column, "
+            f"incremental_column: updated_at}}}}"
+        )
+        lines.append(
+            f"    sink: {{type: postgres, connection_id: warehouse, table: {{schema: landing, "
+            f"name: t{i}}}, strategy: {{mode: incremental_merge, unique_key: [id]}}}}"
+        )
+    spec = folder / "pipelines.yaml"
+    spec.write_text("\n".join(lines) + "\n")
+    return spec
+
+
+def all_check_keys(project: Project) -> set[dg.AssetCheckKey]:
+    return {
+        dg.AssetCheckKey(asset_key(p), name) for p in project.pipelines for name in check_names(p)
+    }
+
+
+def test_a_thousand_pipelines_define_a_thousand_assets_with_all_their_checks(
+    tmp_path: Path,
+) -> None:
+    project = load_project(many_pipelines(tmp_path, 1000), environ=ENVIRON)
+    defs = build_definitions(project)
+    graph = defs.get_repository_def().asset_graph
+
+    keys = {asset_key(p) for p in project.pipelines}
+    assert len(keys) == 1000
+    assert graph.materializable_asset_keys == keys
+    expected = all_check_keys(project)
+    assert len(expected) == 4000  # unique key, row count parity, schema, value parity
+    assert graph.asset_check_keys == expected
+
+    # In 20 ops of 50 pipelines, each check as one op per pipeline describes it.
+    chunks = grouped_checks(project)
+    assert len(chunks) == 1000 // CHUNK_SIZE
+    described = {s.key: s.description for c in chunks for s in c.check_specs}
+    for spec in project.pipelines[:3]:
+        alone = pipeline_check(spec)
+        assert {s.key: s.description for s in alone.check_specs}.items() <= described.items()
+
+    # One asset and its checks: two steps, which the executor runs in the run's process.
+    one = project.pipelines[137]
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection={asset_key(one)},
+        asset_check_selection={dg.AssetCheckKey(asset_key(one), n) for n in check_names(one)},
+    )
+    assert len(job.nodes) == 2 <= IN_PROCESS_MAX_STEPS
+
+
+def three_tables(env: Env) -> Project:
+    """items (50 rows), and parts and tools copied from it, loaded into landing."""
+    with psycopg.connect(env.source_uri, autocommit=True) as conn:
+        for table in ("parts", "tools"):
+            conn.execute(f"CREATE TABLE {table} (LIKE items INCLUDING ALL)")
+            conn.execute(f"INSERT INTO {table} SELECT * FROM items")
+    specs = [
+        {
+            **pipeline(
+                MERGE,
+                source={"table": {"schema": "public", "name": table}},
+                sink={"table": {"schema": "landing", "name": table}},
+            ),
+            "name": table,
+        }
+        for table in ("items", "parts", "tools")
+    ]
+    return project_of(env, *specs)
+
+
+def check_run(
+    project: Project,
+    instance: dg.DagsterInstance,
+    checks: list[dg.AssetChecksDefinition],
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*(pipeline_asset(p) for p in project.pipelines), *checks],
+        instance=instance,
+        resources=build_definitions(project).resources,
+        selection=dg.AssetSelection.checks(*all_check_keys(project)),
+        raise_on_error=raise_on_error,
+    )
+
+
+def outcomes(result: dg.ExecuteInProcessResult) -> dict[dg.AssetCheckKey, tuple[object, ...]]:
+    return {
+        e.asset_check_key: (e.passed, e.severity, e.description)
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def test_one_op_runs_the_checks_of_several_pipelines_as_their_own_ops_do(
+    env: Env, instance: dg.DagsterInstance
+) -> None:
+    project = three_tables(env)
+    materialize(project, instance)
+    with psycopg.connect(env.sink_uri, autocommit=True) as conn:
+        conn.execute("DELETE FROM landing.parts WHERE id <= 5")  # parts' parity fails
+
+    chunked = check_run(project, instance, grouped_checks(project))
+    one_by_one = check_run(project, instance, pipeline_checks(project))
+
+    assert len({e.step_key for e in chunked.get_step_success_events()}) == 1
+    assert len({e.step_key for e in one_by_one.get_step_success_events()}) == 3
+    found = outcomes(chunked)
+    assert set(found) == all_check_keys(project)
+    assert found == outcomes(one_by_one)
+    parts = dg.AssetKey(["landing", "parts"])
+    assert not found[dg.AssetCheckKey(parts, "row_count_parity")][0]
+    assert found[dg.AssetCheckKey(dg.AssetKey(["landing", "tools"]), "row_count_parity")][0]
+
+    # Chunks of two: two ops, the same results.
+    pairs = check_run(project, instance, grouped_checks(project, size=2))
+    assert len({e.step_key for e in pairs.get_step_success_events()}) == 2
+    assert outcomes(pairs) == found
