@@ -1,13 +1,16 @@
 """A code location of many pipelines: 1,000 assets with all their checks, the checks of many
-pipelines in a few ops that give the results one op per pipeline gives, and one asset with
-its checks still a run of two steps."""
+pipelines in a few ops that give the results one op per pipeline gives (a failure included),
+and one asset with its checks still a run of two steps."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import dagster as dg
 import psycopg
+import pytest
+from psycopg import sql
 
 from pgflow.bindings.assets import asset_key, pipeline_asset
 from pgflow.bindings.checks.definitions import (
@@ -89,8 +92,9 @@ def three_tables(env: Env) -> Project:
     """items (50 rows), and parts and tools copied from it, loaded into landing."""
     with psycopg.connect(env.source_uri, autocommit=True) as conn:
         for table in ("parts", "tools"):
-            conn.execute(f"CREATE TABLE {table} (LIKE items INCLUDING ALL)")
-            conn.execute(f"INSERT INTO {table} SELECT * FROM items")
+            name = sql.Identifier(table)
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE items INCLUDING ALL)").format(name))
+            conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM items").format(name))
     specs = [
         {
             **pipeline(
@@ -151,3 +155,28 @@ def test_one_op_runs_the_checks_of_several_pipelines_as_their_own_ops_do(
     pairs = check_run(project, instance, grouped_checks(project, size=2))
     assert len({e.step_key for e in pairs.get_step_success_events()}) == 2
     assert outcomes(pairs) == found
+
+
+def test_a_pipeline_whose_checks_raise_fails_the_step_after_the_others_results(
+    env: Env, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = three_tables(env)
+    materialize(project, instance)
+    # The checks read the source as a role that may not read parts: an error no check expects.
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(env.source_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'reader'").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON items, tools TO {}").format(sql.Identifier(role)))
+    reader = {**psycopg.conninfo.conninfo_to_dict(env.source_uri), "user": role}
+    reader["password"] = "reader"
+    monkeypatch.setenv("PGFLOW_CONN_SHOP", psycopg.conninfo.make_conninfo(**reader))
+
+    chunked = check_run(project, instance, grouped_checks(project), raise_on_error=False)
+    one_by_one = check_run(project, instance, pipeline_checks(project), raise_on_error=False)
+
+    (failure,) = chunked.get_step_failure_events()
+    assert "permission denied for table parts" in str(failure.event_specific_data.error)
+    found = outcomes(chunked)
+    assert {k.asset_key.path[-1] for k in found} == {"items", "tools"}
+    assert len(found) == 8 and all(passed for passed, _, _ in found.values())
+    assert found == outcomes(one_by_one)
