@@ -8,11 +8,13 @@ listed once and the cache written.
 
 import logging
 
-from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.definitions import build_definitions, collector_paused
 from pgflow.config.loader import load_project
 from pgflow.sources.table_listing import live_lister
 
-project = load_project(lister=live_lister())
-for note in project.notes:
-    logging.getLogger("pgflow").warning(note)
-defs = build_definitions(project)
+with collector_paused():
+    project = load_project(lister=live_lister())
+    for note in project.notes:
+        logging.getLogger("pgflow").warning(note)
+    defs = build_definitions(project)
+    defs.get_repository_def()  # resolved here, with the collector paused; Dagster reuses it

@@ -96,8 +96,10 @@ def grouped_checks(
 
 
 def check_chunks(pipelines: Sequence[PipelineSpec], size: int) -> list[list[PipelineSpec]]:
-    """The pipelines with checks, by group and source connection, in chunks of `size`."""
-    shared: dict[tuple[str, str | None], list[PipelineSpec]] = {}
+    """The pipelines with checks, by group, source connection and schema-wide spec, in chunks
+    of `size`. A checks step waits for the asset steps of its chunk in a run, and one that
+    failed abandons it: a wildcard's tables load in one step, so their chunks lose nothing."""
+    shared: dict[tuple[str, str | None, str | None], list[PipelineSpec]] = {}
     chunks: list[list[PipelineSpec]] = []
     for pipeline in pipelines:
         if not check_names(pipeline):
@@ -105,7 +107,9 @@ def check_chunks(pipelines: Sequence[PipelineSpec], size: int) -> list[list[Pipe
         if pipeline.partitions is not None:  # its own partitioned job
             chunks.append([pipeline])
             continue
-        shared.setdefault((pipeline.group, pipeline.source.connection_id), []).append(pipeline)
+        wildcard = pipeline.expansion.wildcard if pipeline.expansion else None
+        key = (pipeline.group, pipeline.source.connection_id, wildcard)
+        shared.setdefault(key, []).append(pipeline)
     for members in shared.values():
         chunks.extend(members[i : i + size] for i in range(0, len(members), size))
     return chunks
