@@ -5,6 +5,7 @@ and one asset with its checks still a run of two steps."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +24,7 @@ from pgflow.bindings.checks.definitions import (
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.executor import IN_PROCESS_MAX_STEPS
 from pgflow.config.loader import load_project
-from pgflow.config.model import Project
+from pgflow.config.model import Expansion, Project
 from pgflow_tests.bindings.checks.support import MERGE, materialize, pipeline, project_of
 from pgflow_tests.bindings.conftest import Env
 
@@ -109,6 +110,14 @@ def three_tables(env: Env) -> Project:
     return project_of(env, *specs)
 
 
+def as_wildcard(project: Project) -> Project:
+    """The same tables as one schema-wide spec's, checked two at a time in threads."""
+    wildcard = Expansion("shop_all", "table", parallel_tables=2)
+    return replace(
+        project, pipelines=tuple(replace(p, expansion=wildcard) for p in project.pipelines)
+    )
+
+
 def check_run(
     project: Project,
     instance: dg.DagsterInstance,
@@ -156,6 +165,12 @@ def test_one_op_runs_the_checks_of_several_pipelines_as_their_own_ops_do(
     assert len({e.step_key for e in pairs.get_step_success_events()}) == 2
     assert outcomes(pairs) == found
 
+    # A schema-wide spec's tables: checked two at a time in threads, the same results.
+    wildcard = as_wildcard(project)
+    threaded = check_run(wildcard, instance, grouped_checks(wildcard))
+    assert len({e.step_key for e in threaded.get_step_success_events()}) == 1
+    assert outcomes(threaded) == found
+
 
 def test_a_pipeline_whose_checks_raise_fails_the_step_after_the_others_results(
     env: Env, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
@@ -171,12 +186,15 @@ def test_a_pipeline_whose_checks_raise_fails_the_step_after_the_others_results(
     reader["password"] = "reader"
     monkeypatch.setenv("PGFLOW_CONN_SHOP", psycopg.conninfo.make_conninfo(**reader))
 
-    chunked = check_run(project, instance, grouped_checks(project), raise_on_error=False)
     one_by_one = check_run(project, instance, pipeline_checks(project), raise_on_error=False)
+    expected = outcomes(one_by_one)
+    assert {k.asset_key.path[-1] for k in expected} == {"items", "tools"}
+    assert len(expected) == 8 and all(passed for passed, _, _ in expected.values())
 
-    (failure,) = chunked.get_step_failure_events()
-    assert "permission denied for table parts" in str(failure.event_specific_data.error)
-    found = outcomes(chunked)
-    assert {k.asset_key.path[-1] for k in found} == {"items", "tools"}
-    assert len(found) == 8 and all(passed for passed, _, _ in found.values())
-    assert found == outcomes(one_by_one)
+    wildcard = as_wildcard(project)
+    for checked in (project, wildcard):  # one pipeline at a time, then two in threads
+        chunked = check_run(checked, instance, grouped_checks(checked), raise_on_error=False)
+        (failure,) = chunked.get_step_failure_events()
+        error = failure.event_specific_data.error  # type: ignore[union-attr]
+        assert "permission denied for table parts" in str(error)
+        assert outcomes(chunked) == expected

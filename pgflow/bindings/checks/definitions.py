@@ -74,9 +74,6 @@ _BY_NAME = {c.name: c for c in CHECKS}
 # Pipelines whose checks one op runs. Every op costs the code location's load about 1 ms and a
 # step's failure abandons only its own op's checks, so chunks stay modest.
 CHUNK_SIZE = 50
-# A chunk claims one slot of its source's pool and runs the checks of at most this many
-# pipelines at once (fewer when the pool's limit is lower).
-MAX_CHECK_THREADS = 4
 
 
 def pipeline_checks(project: Project, clock: Clock = time.time) -> list[dg.AssetChecksDefinition]:
@@ -164,6 +161,7 @@ def _checks_op(
     ]
     source_id = pipelines[0].source.connection_id
     pool = pool_for(source_id) if source_id else None
+    at_once = checked_at_once(pipelines[0])
 
     @dg.multi_asset_check(
         name=name,
@@ -181,7 +179,7 @@ def _checks_op(
         for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             selected.setdefault(key.asset_key, []).append(key.name)
         work = [(p, selected[k]) for k, p in by_key.items() if k in selected]
-        yield from _run_selected(work, _Runner(pg, delta, clock, context.instance), pool)
+        yield from _run_selected(work, _Runner(pg, delta, clock, context.instance), at_once)
 
     return _checks
 
@@ -206,40 +204,39 @@ class _Runner:
         return list(self.results(pipeline, names))
 
 
+def checked_at_once(pipeline: PipelineSpec) -> int:
+    """How many pipelines of a chunk have their checks run at once: as many as a schema-wide
+    spec loads at once (its step's bound on the source's connections), else one. A chunk
+    claims one slot of its source's pool, as one pipeline's checks did."""
+    return pipeline.expansion.parallel_tables if pipeline.expansion else 1
+
+
 def _run_selected(
-    work: list[tuple[PipelineSpec, list[str]]], runner: _Runner, pool: str | None
+    work: list[tuple[PipelineSpec, list[str]]], runner: _Runner, at_once: int
 ) -> Iterator[dg.AssetCheckResult]:
-    """One pipeline's checks run in the step's thread; several pipelines' in a bounded thread
-    pool, results in chunk order. A pipeline whose checks raise does not stop the others':
-    its error fails the step once they are done."""
-    if len(work) <= 1:
+    """The selected checks, pipeline by pipeline in chunk order, `at_once` pipelines at a
+    time in threads. A pipeline whose checks raise does not stop the others': its error fails
+    the step once they are done."""
+    failures: list[tuple[PipelineSpec, Exception]] = []
+    if len(work) <= 1 or at_once <= 1:
         for pipeline, names in work:
-            yield from runner.results(pipeline, names)
-        return
-    failure: BaseException | None = None
-    workers = _thread_count(runner.instance, pool, len(work))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgflow-checks") as threads:
-        futures = [threads.submit(runner.all_results, p, n) for p, n in work]
-        for future in futures:
-            error = future.exception()
-            if error is not None:
-                failure = failure or error
-                continue
-            yield from future.result()
-    if failure is not None:
-        raise failure
-
-
-def _thread_count(instance: dg.DagsterInstance, pool: str | None, pipelines: int) -> int:
-    """As many pipelines at once as the source pool lets loads run (its limit), at most
-    MAX_CHECK_THREADS."""
-    limit = MAX_CHECK_THREADS
-    storage = instance.event_log_storage
-    if pool is not None and storage.supports_global_concurrency_limits:
-        pool_limit = storage.get_concurrency_info(pool).limit
-        if pool_limit is not None and pool_limit > 0:
-            limit = min(limit, pool_limit)
-    return max(1, min(limit, pipelines))
+            try:
+                yield from runner.results(pipeline, names)
+            except Exception as exc:  # raised below, once the others' checks ran
+                failures.append((pipeline, exc))
+    else:
+        with ThreadPoolExecutor(at_once, thread_name_prefix="pgflow-checks") as threads:
+            futures = [(p, threads.submit(runner.all_results, p, n)) for p, n in work]
+            for pipeline, future in futures:
+                try:
+                    yield from future.result()
+                except Exception as exc:
+                    failures.append((pipeline, exc))
+    if failures:
+        _, first = failures[0]
+        for pipeline, other in failures[1:]:
+            first.add_note(f"the checks of pipeline '{pipeline.name}' failed too: {other!r}")
+        raise first
 
 
 def run_check(
