@@ -61,7 +61,7 @@ def all_check_keys(project: Project) -> set[dg.AssetCheckKey]:
 def test_a_thousand_pipelines_define_a_thousand_assets_with_all_their_checks(
     tmp_path: Path,
 ) -> None:
-    project = load_project(many_pipelines(tmp_path, 1000), environ=ENVIRON)
+    project = as_wildcard(load_project(many_pipelines(tmp_path, 1000), environ=ENVIRON))
     defs = build_definitions(project)
     graph = defs.get_repository_def().asset_graph
 
@@ -110,9 +110,9 @@ def three_tables(env: Env) -> Project:
     return project_of(env, *specs)
 
 
-def as_wildcard(project: Project) -> Project:
-    """The same tables as one schema-wide spec's, checked two at a time in threads."""
-    wildcard = Expansion("shop_all", "table", parallel_tables=2)
+def as_wildcard(project: Project, parallel: int = 2) -> Project:
+    """The same tables as one schema-wide spec's, checked `parallel` at a time."""
+    wildcard = Expansion("shop_all", "table", parallel_tables=parallel)
     return replace(
         project, pipelines=tuple(replace(p, expansion=wildcard) for p in project.pipelines)
     )
@@ -148,7 +148,10 @@ def test_one_op_runs_the_checks_of_several_pipelines_as_their_own_ops_do(
     with psycopg.connect(env.sink_uri, autocommit=True) as conn:
         conn.execute("DELETE FROM landing.parts WHERE id <= 5")  # parts' parity fails
 
-    chunked = check_run(project, instance, grouped_checks(project))
+    # Explicit pipelines keep an op each: one failed load never abandons another's checks.
+    assert len(grouped_checks(project)) == 3
+    serial = as_wildcard(project, parallel=1)
+    chunked = check_run(serial, instance, grouped_checks(serial))
     one_by_one = check_run(project, instance, pipeline_checks(project))
 
     assert len({e.step_key for e in chunked.get_step_success_events()}) == 1
@@ -161,7 +164,7 @@ def test_one_op_runs_the_checks_of_several_pipelines_as_their_own_ops_do(
     assert found[dg.AssetCheckKey(dg.AssetKey(["landing", "tools"]), "row_count_parity")][0]
 
     # Chunks of two: two ops, the same results.
-    pairs = check_run(project, instance, grouped_checks(project, size=2))
+    pairs = check_run(serial, instance, grouped_checks(serial, size=2))
     assert len({e.step_key for e in pairs.get_step_success_events()}) == 2
     assert outcomes(pairs) == found
 
@@ -191,8 +194,8 @@ def test_a_pipeline_whose_checks_raise_fails_the_step_after_the_others_results(
     assert {k.asset_key.path[-1] for k in expected} == {"items", "tools"}
     assert len(expected) == 8 and all(passed for passed, _, _ in expected.values())
 
-    wildcard = as_wildcard(project)
-    for checked in (project, wildcard):  # one pipeline at a time, then two in threads
+    for parallel in (1, 2):  # one pipeline at a time, then two in threads
+        checked = as_wildcard(project, parallel)
         chunked = check_run(checked, instance, grouped_checks(checked), raise_on_error=False)
         (failure,) = chunked.get_step_failure_events()
         error = failure.event_specific_data.error  # type: ignore[union-attr]

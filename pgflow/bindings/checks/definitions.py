@@ -84,8 +84,8 @@ def pipeline_checks(project: Project, clock: Clock = time.time) -> list[dg.Asset
 def grouped_checks(
     project: Project, clock: Clock = time.time, size: int = CHUNK_SIZE
 ) -> list[dg.AssetChecksDefinition]:
-    """The code location's checks: one op per `size` pipelines that share a group and a source
-    pool. A partitioned pipeline, or one alone in its group and pool, keeps its own op."""
+    """The code location's checks: one op per `size` tables of a schema-wide spec that share a
+    group and a source pool; any other pipeline keeps its own op."""
     return [
         pipeline_check(chunk[0], clock) if len(chunk) == 1 else chunk_check(chunk, index, clock)
         for index, chunk in enumerate(check_chunks(project.pipelines, size))
@@ -93,19 +93,20 @@ def grouped_checks(
 
 
 def check_chunks(pipelines: Sequence[PipelineSpec], size: int) -> list[list[PipelineSpec]]:
-    """The pipelines with checks, by group, source connection and schema-wide spec, in chunks
-    of `size`. A checks step waits for the asset steps of its chunk in a run, and one that
-    failed abandons it: a wildcard's tables load in one step, so their chunks lose nothing."""
-    shared: dict[tuple[str, str | None, str | None], list[PipelineSpec]] = {}
+    """The pipelines with checks: a schema-wide spec's tables by group and source connection,
+    in chunks of `size`; every other pipeline alone. A checks step waits for the asset steps
+    of its chunk in a run, and one that failed abandons it: a wildcard's tables load in one
+    step, so their chunks lose nothing, but explicit pipelines would lose their neighbours'
+    checks to one failed load."""
+    shared: dict[tuple[str, str | None, str], list[PipelineSpec]] = {}
     chunks: list[list[PipelineSpec]] = []
     for pipeline in pipelines:
         if not check_names(pipeline):
             continue
-        if pipeline.partitions is not None:  # its own partitioned job
+        if pipeline.partitions is not None or pipeline.expansion is None:
             chunks.append([pipeline])
             continue
-        wildcard = pipeline.expansion.wildcard if pipeline.expansion else None
-        key = (pipeline.group, pipeline.source.connection_id, wildcard)
+        key = (pipeline.group, pipeline.source.connection_id, pipeline.expansion.wildcard)
         shared.setdefault(key, []).append(pipeline)
     for members in shared.values():
         chunks.extend(members[i : i + size] for i in range(0, len(members), size))
