@@ -51,6 +51,7 @@ demo: localdb
 	$(BIN)/pgflow localdb seed --customers 2000
 	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
 	  --select 'landing/customers,landing/orders,landing/order_items,landing/payments,landing/customer_contacts'
+	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions --select 'group:catalog'
 	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
 	  --select landing/orders_monthly --partition-range 2024-01-01...2024-12-01
 	$(LOCAL_ENV) && $(BIN)/pgflow report

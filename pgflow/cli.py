@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pgflow.flows.cdc.cleanup import cleanup_main
 from pgflow.localdb.cli import localdb_main
 from pgflow.report import report_main
+from pgflow.specs_cli import specs_main
 
 Handler = Callable[[list[str]], int]
 
@@ -23,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "report", add_help=False, help="where each pipeline's data went (row counts per target)"
     ).set_defaults(handler=report_main)
+    commands.add_parser(
+        "specs",
+        add_help=False,
+        help="schema-wide specs: `pgflow specs refresh`, `pgflow specs show FILE`",
+    ).set_defaults(handler=specs_main)
     commands.add_parser(
         "cdc", add_help=False, help="CDC housekeeping: `pgflow cdc cleanup [--dry-run]`"
     ).set_defaults(handler=cdc_main)

@@ -12,6 +12,7 @@ from pgflow.config.model import PipelineSpec
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.sinks.postgres.state import read_position
+from pgflow.sources.table_listing import live_lister
 
 
 def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) -> str:
@@ -41,7 +42,7 @@ def report_main(argv: list[str]) -> int:
         "--config", help="spec file or folder (default: $PGFLOW_CONFIG or ./pipelines)"
     )
     args = parser.parse_args(argv)
-    project = load_project(args.config)
+    project = load_project(args.config, lister=live_lister())
     connections = PostgresConnections()
     print(f"pgflow: {len(project.pipelines)} pipeline(s); targets now hold:")
     for pipeline in project.pipelines:

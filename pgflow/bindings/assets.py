@@ -25,6 +25,11 @@ class PipelineRunConfig(dg.Config):
     )
 
 
+# Inferred once: Dagster would infer it from a `config: PipelineRunConfig` parameter again for
+# every asset, a fifth of what building one costs.
+RUN_CONFIG_SCHEMA = PipelineRunConfig.to_config_schema().as_field()
+
+
 def pool_for(connection_id: str) -> str:
     """One Dagster concurrency pool per source connection: caps loads hitting one OLTP database."""
     return f"pgflow/source/{connection_id}"
@@ -82,7 +87,11 @@ def freshness_policy(pipeline: PipelineSpec) -> dg.FreshnessPolicy | None:
     )
 
 
-def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
+def pipeline_asset(
+    pipeline: PipelineSpec, retries: dg.RetryPolicy | None = None
+) -> dg.AssetsDefinition:
+    """The pipeline's asset; `retries` (default: retry_policy()) lets a caller building many
+    assets read the environment once."""
     sink, source = pipeline.sink, pipeline.source
     freshness = freshness_policy(pipeline)
 
@@ -100,11 +109,13 @@ def pipeline_asset(pipeline: PipelineSpec) -> dg.AssetsDefinition:
         freshness_policy=freshness,
         metadata={"pgflow/pipeline": pipeline_metadata(pipeline)},
         op_tags={"pgflow/pipeline": pipeline.name},
-        retry_policy=retry_policy(),
+        retry_policy=retries or retry_policy(),
+        config_schema=RUN_CONFIG_SCHEMA,
         partitions_def=partitions_definition(pipeline.partitions),
         backfill_policy=_backfill_policy(pipeline),
     )
-    def _load(context: AssetExecutionContext, config: PipelineRunConfig) -> PipelineRead:
+    def _load(context: AssetExecutionContext) -> PipelineRead:
+        config = PipelineRunConfig(**(context.op_execution_context.op_config or {}))
         window = _time_window(context, pipeline)
         slice_text = f" [{window.start.isoformat()}, {window.end.isoformat()})" if window else ""
         context.log.info(

@@ -42,7 +42,7 @@ def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
         name=f"cdc_slot_{dagster_name(group.connection_id)}_{dagster_name(group.slot_name)}",
         description=f"Replication slot {group.slot_name} on '{group.connection_id}', read once "
         f"for {len(pipelines)} tables.",
-        outs={name: _out(p) for name, p in pipelines.items()},
+        outs={name: asset_out(p) for name, p in pipelines.items()},
         deps=[source_asset_key(p.source) for p in group.pipelines],
         internal_asset_deps={name: {source_asset_key(p.source)} for name, p in pipelines.items()},
         can_subset=True,
@@ -77,7 +77,8 @@ def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
     return _slot
 
 
-def _out(pipeline: PipelineSpec) -> dg.AssetOut:
+def asset_out(pipeline: PipelineSpec) -> dg.AssetOut:
+    """One table's asset in a multi-asset step (a shared slot's, a schema's): as its own."""
     sink = pipeline.sink
     return dg.AssetOut(
         key=asset_key(pipeline),

@@ -2,8 +2,10 @@
 
 An asset hands its IO manager a `PipelineRead` (what to read, not the rows); the IO manager
 picks the flow (a table load, CDC, a Delta -> Postgres sync), opens the source and the sink,
-runs it with the spec's strategy and attaches the run's metadata. Downstream assets receive a
-`TableRef` to the loaded table, never the rows in memory.
+runs it with the spec's strategy (bindings/loads.py) and attaches the run's metadata; a step
+that ran the load itself (a shared slot, a schema's tables) hands over the result to report
+(`CdcApplied`, `TableLoaded`). Downstream assets receive a `TableRef` to the loaded table,
+never the rows in memory.
 
 Each sink has one resource per mode (`io_manager_key`), so the UI's resource list names the
 mode; they are the one IO manager class of that sink.
@@ -11,36 +13,19 @@ mode; they are the one IO manager class of that sink.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, get_args
 
 import dagster as dg
 import psycopg
 
-from pgflow.bindings.cdc_runs import lone_group, run_cdc_group
-from pgflow.bindings.metadata import (
-    activity_metadata,
-    cdc_metadata,
-    cdc_summary,
-    delta_load_metadata,
-    delta_sync_metadata,
-    delta_sync_summary,
-    load_metadata,
-    load_summary,
-)
-from pgflow.bindings.row_counts import delta_counts, per_partition, postgres_counts
+from pgflow.bindings.loads import Loaded, cdc_loaded, load_pipeline
+from pgflow.bindings.row_counts import per_partition
 from pgflow.bindings.step_errors import step_errors
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.flows.cdc.model import CdcResult
-from pgflow.flows.postgres_load import load_table
-from pgflow.sinks.postgres.parallel_exchange import Streams
-from pgflow.sources.activity import table_modifications
-from pgflow.sources.catalog import describe_table
-from pgflow.sources.select import table_source
 from pgflow.sources.window import TimeWindow
 
 if TYPE_CHECKING:
@@ -69,6 +54,15 @@ class CdcApplied:
 
 
 @dataclass(frozen=True)
+class TableLoaded:
+    """A schema step's output for one of its tables: loaded already (bindings/loads.py); the
+    IO manager only reports it."""
+
+    pipeline: PipelineSpec
+    loaded: Loaded
+
+
+@dataclass(frozen=True)
 class TableRef:
     """What a downstream asset gets: where the table lives; connect with the `pg` resource."""
 
@@ -84,10 +78,15 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
     delta: DeltaStorage
     mode: SinkMode
 
-    def handle_output(self, context: dg.OutputContext, obj: PipelineRead | CdcApplied) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, obj: PipelineRead | CdcApplied | TableLoaded
+    ) -> None:
+        if isinstance(obj, TableLoaded):  # a schema step loaded it already
+            _report(context, obj.loaded)
+            return
         if isinstance(obj, CdcApplied):  # a shared slot's group step applied it already
             with step_errors(obj.pipeline):
-                self._report_cdc(context, obj)
+                _report(context, cdc_loaded(self.connections, obj.pipeline, obj.result))
             return
         spec = obj.pipeline
         if spec.sink.strategy.mode != self.mode:
@@ -97,117 +96,10 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             )
         reset = _effective_reset(context, obj)
         with step_errors(spec):
-            if spec.source.type == "delta":
-                self._sync_delta(context, spec, reset)
-            elif spec.source.options.incremental_strategy == "cdc":
-                self._replicate(context, spec, reset)
-            else:
-                self._load(context, spec, reset, obj.window)
-
-    def _load(
-        self,
-        context: dg.OutputContext,
-        spec: PipelineSpec,
-        reset: bool,
-        window: TimeWindow | None,
-    ) -> None:
-        source, sink = spec.source, spec.sink
-        assert source.connection_id and source.table and sink.connection_id and sink.table
-        with (
-            self.connections.connect(source.connection_id, source.connection_type) as src_conn,
-            self.connections.connect(
-                sink.connection_id, sink.connection_type, autocommit=True
-            ) as dst_conn,
-        ):
-            modifications = _source_modifications(src_conn, source.table)
-            reader = table_source(src_conn, source, window)
-            progress = _progress_logger(context, sink.table, lambda: reader.info.estimated_rows)
-            result = load_table(
-                dst_conn,
-                reader,
-                sink.table,
-                sink.strategy,
-                progress,
-                pipeline=spec.name,
-                reset=reset,
-                streams=self._streams(spec),
+            loaded = load_pipeline(
+                self.connections, self.delta, spec, reset, obj.window, context.log.info
             )
-            database = dst_conn.info.dbname
-            counts = postgres_counts(dst_conn, result.target_info, window)
-        context.log.info(load_summary(result))
-        metadata = {**load_metadata(result, database), **per_partition(context, counts)}
-        exact = _exact_source_rows(spec, result.rows_read, reset, result.duplicates_dropped)
-        metadata.update(activity_metadata(modifications, exact))
-        if window is not None:
-            metadata["pgflow/partition_slice"] = dg.MetadataValue.text(
-                f"[{window.start.isoformat()}, {window.end.isoformat()}) of {window.column}"
-            )
-        context.add_output_metadata(metadata)
-
-    def _streams(self, spec: PipelineSpec) -> Streams | None:
-        """How a `parallelism` > 1 load opens its further connections."""
-        source, sink = spec.source, spec.sink
-        if sink.strategy.parallelism < 2:
-            return None
-        assert source.connection_id and sink.connection_id
-        return Streams(
-            sink.strategy.parallelism,
-            connect_source=partial(
-                self.connections.open, source.connection_id, source.connection_type
-            ),
-            connect_sink=partial(
-                self.connections.open, sink.connection_id, sink.connection_type, autocommit=True
-            ),
-        )
-
-    def _replicate(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
-        """A pipeline with a slot of its own: a group of one."""
-        outcome = run_cdc_group(self.connections, lone_group(spec), [spec.name], reset)
-        result = outcome[spec.name]
-        if isinstance(result, BaseException):
-            raise result
-        self._report_cdc(context, CdcApplied(spec, result))
-
-    def _report_cdc(self, context: dg.OutputContext, applied: CdcApplied) -> None:
-        sink = applied.pipeline.sink
-        assert sink.connection_id and sink.table
-        with self.connections.connect(sink.connection_id, sink.connection_type) as conn:
-            target_info = describe_table(conn, sink.table)
-            database = conn.info.dbname
-            counts = postgres_counts(conn, target_info)
-        context.log.info(cdc_summary(applied.result, sink.table))
-        metadata = cdc_metadata(applied.result, target_info, database)
-        context.add_output_metadata({**metadata, **counts})
-
-    def _sync_delta(self, context: dg.OutputContext, spec: PipelineSpec, reset: bool) -> None:
-        source, sink = spec.source, spec.sink
-        assert source.path and sink.connection_id and sink.table
-
-        def connect() -> psycopg.Connection:
-            assert sink.connection_id
-            return self.connections.open(sink.connection_id, sink.connection_type)
-
-        from pgflow.flows.delta_sync.run import sync_delta
-
-        result = sync_delta(
-            connect,
-            source.path,
-            sink.table,
-            sink.strategy.unique_key,
-            pipeline=spec.name,
-            storage_options=self.delta.storage_options(),
-            deletes=source.options.deletes,
-            full_pass=reset,
-            fillfactor=sink.strategy.fillfactor,
-        )
-        with self.connections.connect(sink.connection_id, sink.connection_type) as conn:
-            target_info = describe_table(conn, sink.table)
-            database = conn.info.dbname
-            counts = postgres_counts(conn, target_info)
-        context.log.info(delta_sync_summary(result))
-        context.add_output_metadata(
-            {**delta_sync_metadata(result, target_info, database), **counts}
-        )
+        _report(context, loaded)
 
     def load_input(self, context: dg.InputContext) -> TableRef | pl.LazyFrame:
         """A TableRef, or a LazyFrame when the input is annotated `pl.LazyFrame`."""
@@ -247,22 +139,9 @@ def _effective_reset(context: dg.OutputContext, obj: PipelineRead) -> bool:
     return reset
 
 
-def _source_modifications(conn: psycopg.Connection, table: TableName) -> int | None:
-    """The source's write counter before the read (the staleness sensors compare with it)."""
-    try:
-        return table_modifications(conn, table)
-    finally:
-        conn.rollback()  # the read opens its own snapshot transaction
-
-
-def _exact_source_rows(
-    spec: PipelineSpec, rows_read: int, reset: bool, duplicates_dropped: int = 0
-) -> int | None:
-    """The source's row count when the target must now equal one consistent snapshot of it:
-    a full read into full_refresh, or a reset (unless duplicate keys were dropped)."""
-    full_read = spec.source.options.incremental_strategy == "full"
-    whole = full_read and spec.sink.strategy.mode == "full_refresh"
-    return rows_read if (whole or reset) and duplicates_dropped == 0 else None
+def _report(context: dg.OutputContext, loaded: Loaded) -> None:
+    context.log.info(loaded.summary)
+    context.add_output_metadata(per_partition(context, loaded.metadata))
 
 
 def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
@@ -276,17 +155,6 @@ def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
     return pipeline
 
 
-def _progress_logger(
-    context: dg.OutputContext, table: TableName, estimated_rows: Callable[[], int | None]
-) -> Callable[[int, int], None]:
-    def report(rows: int, bytes_so_far: int) -> None:
-        estimated = estimated_rows()
-        total = f" of ~{estimated:,} (catalog estimate)" if estimated else ""
-        context.log.info(f"{table}: ~{rows:,} rows{total}, {bytes_so_far / 1e6:,.1f} MB so far")
-
-    return report
-
-
 class DeltaSinkIOManager(dg.ConfigurableIOManager):
     """Postgres -> Delta, for every mode: the mode is the spec's; one IO manager per mode keeps
     the UI's resource list the same as for Postgres sinks."""
@@ -294,40 +162,16 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
     connections: PostgresConnections
     delta: DeltaStorage
 
-    def handle_output(self, context: dg.OutputContext, obj: PipelineRead) -> None:
-        spec = obj.pipeline
-        source, sink = spec.source, spec.sink
-        assert source.connection_id and source.table and sink.path
-        reset = _effective_reset(context, obj)
-        with (
-            step_errors(spec),
-            self.connections.connect(source.connection_id, source.connection_type) as conn,
-        ):
-            modifications = _source_modifications(conn, source.table)
-            from pgflow.flows.delta_load import load_delta
-
-            reader = table_source(conn, source, obj.window)
-            options = self.delta.storage_options()
-            result = load_delta(
-                reader,
-                sink.path,
-                sink.strategy,
-                storage_options=options,
-                pipeline=spec.name,
-                reset=reset,
-                numeric_as=sink.numeric_as,
-            )
-        context.log.info(
-            f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "
-            f"in {result.seconds:.1f}s"
-        )
-        exact = _exact_source_rows(spec, result.rows_read, reset)
-        bounds = reader.window_bounds()
-        window = None if obj.window is None or bounds is None else (obj.window.column, *bounds)
-        counts = delta_counts(sink.path, result.version_after, options, window)
-        metadata = {**delta_load_metadata(result), **per_partition(context, counts)}
-        metadata.update(activity_metadata(modifications, exact))
-        context.add_output_metadata(metadata)
+    def handle_output(self, context: dg.OutputContext, obj: PipelineRead | TableLoaded) -> None:
+        if isinstance(obj, TableLoaded):  # a schema step loaded it already
+            loaded = obj.loaded
+        else:
+            reset = _effective_reset(context, obj)
+            with step_errors(obj.pipeline):
+                loaded = load_pipeline(
+                    self.connections, self.delta, obj.pipeline, reset, obj.window, context.log.info
+                )
+        _report(context, loaded)
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
         from pgflow.sinks.delta.scan import scan_delta_table

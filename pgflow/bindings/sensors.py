@@ -66,7 +66,14 @@ def sensor_name(connection_id: str) -> str:
 def staleness_sensors(project: Project) -> list[dg.SensorDefinition]:
     sensors = []
     for connection_id in project.source_connection_ids():
-        pipelines = [p for p in project.pipelines if p.source.connection_id == connection_id]
+        # A table found dropped at the source has nothing to probe: the catalog sensor
+        # reports it on its asset.
+        pipelines = [
+            p
+            for p in project.pipelines
+            if p.source.connection_id == connection_id
+            and not (p.expansion and p.expansion.dropped_at)
+        ]
         description = (
             f"Requests a run of each pgflow asset reading connection '{connection_id}' whose "
             "source changed since its last load (cursor column max, table statistics or CDC "

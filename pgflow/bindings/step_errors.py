@@ -26,8 +26,14 @@ from pgflow.sources.catalog import TableNotFound
 from pgflow.sources.cdc import ReplicationError
 from pgflow.sources.column_cursor import NullCursorRows
 
+
+class SourceTableDropped(Exception):
+    """The last refresh found the source table of an expanded pipeline gone; its asset stays."""
+
+
 # Errors that name their own cause and fix: shown as they are, without a traceback.
 _EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
+    SourceTableDropped,
     NullCursorRows,
     ReplicationError,
     CdcApplyError,
@@ -69,6 +75,19 @@ def step_errors(spec: PipelineSpec) -> Iterator[None]:
             # Unexpected: keep the traceback (raised from exc) for whoever debugs it.
             raise dg.Failure(f"{where}: {type(exc).__name__}: {exc}", allow_retries=False) from exc
         raise dg.Failure(description, allow_retries=False) from None
+
+
+def refuse_dropped_source(spec: PipelineSpec) -> None:
+    """Stop the run of a table the last refresh found dropped at the source, before the load
+    touches its target: the asset (and its warehouse copy) stays until the spec retires it."""
+    expansion, table, sink = spec.expansion, spec.source.table, spec.sink
+    if expansion is None or expansion.dropped_at is None or table is None:
+        return
+    raise SourceTableDropped(
+        f"source table {table} was dropped (found at {expansion.dropped_at}); the warehouse "
+        f"copy {sink.table or sink.path} is kept; add {table.name} to the spec's exclude to "
+        "retire the asset"
+    )
 
 
 def _plain(exc: Exception) -> str:

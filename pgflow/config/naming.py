@@ -98,7 +98,7 @@ def key_problems(pipelines: Iterable[PipelineSpec]) -> list[SpecProblem]:
             first = owners.setdefault(text, (what, pipeline))
             if first[0] == what:
                 continue  # the same table: two pipelines may read one source
-            fix = fix or (_DELTA_FIX if pipeline.source.type == "delta" else _SOURCE_FIX)
+            fix = fix or _source_fix(pipeline)
             problems.append(
                 SpecProblem(
                     pipeline.file,
@@ -117,6 +117,13 @@ _SOURCE_FIX = (
     "key's first part)"
 )
 _DELTA_FIX = "give one of the Delta folders another name (its last path part is the key)"
+_WILDCARD_FIX = "add one of them to the glob's exclude (and give it a spec of its own if needed)"
+
+
+def _source_fix(pipeline: PipelineSpec) -> str:
+    if pipeline.source.type == "delta":
+        return _DELTA_FIX
+    return _WILDCARD_FIX if pipeline.expansion else _SOURCE_FIX
 
 
 def _target(pipeline: PipelineSpec) -> str:

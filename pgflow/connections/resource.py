@@ -14,22 +14,10 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, PrivateAttr
 
-from pgflow.connections.errors import is_transient
-from pgflow.connections.secrets import (
-    ConnectionConfigError,
-    VaultSettings,
-    conninfo_from_env,
-    conninfo_from_secret,
-    read_vault_secret,
-    redact,
-    secret_values,
-)
-
-# Every pgflow session talks UTF8, whatever its database stores (see open()).
-CLIENT_ENCODING = "UTF8"
+from pgflow.connections.opening import open_conninfo, resolve_conninfo
+from pgflow.connections.secrets import VaultSettings
 
 
 class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
@@ -54,40 +42,21 @@ class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
         return self._cache[key]
 
     def _resolve(self, connection_id: str, connection_type: str) -> str:
-        if connection_type == "env":
-            return conninfo_from_env(connection_id, os.environ)
+        vault = None
         if connection_type == "vault":
-            settings = VaultSettings.from_environ(
+            vault = VaultSettings.from_environ(
                 os.environ, addr=self.vault_addr, mount=self.vault_mount, prefix=self.vault_prefix
             )
-            where = f"connection '{connection_id}' (Vault {settings.mount}/{settings.secret_path(connection_id)})"
-            return conninfo_from_secret(read_vault_secret(settings, connection_id), where)
-        raise ConnectionConfigError(
-            f"connection '{connection_id}': connection_type '{connection_type}' is unknown; use env or vault"
-        )
+        return resolve_conninfo(connection_id, connection_type, os.environ, vault)
 
     def open(
         self, connection_id: str, connection_type: str = "env", **kwargs: Any
     ) -> psycopg.Connection:
-        """A new connection the caller closes; failures are re-raised without any secret."""
+        """A new connection the caller closes; failures are re-raised without any secret.
+        A connection's own application_name (secret key or URI parameter) beats the default."""
         conninfo = self.conninfo(connection_id, connection_type)
-        given = conninfo_to_dict(conninfo)
-        # A connection's own application_name (secret key or URI parameter) beats the default.
-        if "application_name" not in given:
-            kwargs.setdefault("application_name", self.application_name)
-        # Text crosses between databases in the client encoding (binary COPY and pgoutput
-        # included): one encoding on every session, or a LATIN1 source's bytes would reach a
-        # UTF8 sink unconverted. libpq's default is each database's own encoding.
-        if "client_encoding" not in given:
-            kwargs.setdefault("client_encoding", CLIENT_ENCODING)
-        try:
-            return psycopg.connect(conninfo, **kwargs)
-        except psycopg.Error as exc:
-            message = redact(str(exc).strip(), secret_values(conninfo))
-            raise ConnectionConfigError(
-                f"could not connect to '{connection_id}' ({connection_type}): {message}",
-                transient=is_transient(exc),
-            ) from None
+        defaults = {"application_name": self.application_name}
+        return open_conninfo(conninfo, connection_id, connection_type, defaults, **kwargs)
 
     @contextmanager
     def connect(

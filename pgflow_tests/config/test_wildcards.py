@@ -275,3 +275,14 @@ def test_ten_thousand_tables_load(tmp_path: Path) -> None:
     project = load(tmp_path, wildcard(), Lister(many))
     assert len(project.pipelines) == 10_000
     assert len(load(tmp_path, wildcard()).pipelines) == 10_000  # and again from the cache
+
+
+def test_tables_mapping_to_one_asset_key_are_refused_naming_both(tmp_path: Path) -> None:
+    tables = (ListedTable("Orders", "table", ("id",)), ListedTable("orders", "table", ("id",)))
+    message = problems(tmp_path, wildcard(), Lister(tables))
+    assert "has the asset key landing/orders" in message
+    assert '"Orders"' in message and "landing.orders" in message
+    spec = wildcard()
+    spec["source"]["table"]["exclude"] = ["Orders"]
+    project = load(tmp_path, spec, Lister(tables), refresh=True)
+    assert [p.source.table.name for p in project.pipelines if p.source.table] == ["orders"]

@@ -1,11 +1,13 @@
-"""Which checks each pipeline gets, and the one multi-asset check per pipeline that runs them
-(subsettable: a run executes only the selected checks).
+"""Which checks each pipeline gets, and the multi-asset checks that run them (subsettable: a
+run executes only the selected checks). The code location builds one per chunk of pipelines
+sharing a group and a source pool, not one per pipeline: each op costs its load about 1 ms.
 
 No `from __future__ import annotations` here: Dagster inspects the resource annotations.
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -69,8 +71,46 @@ CHECKS = (
 _BY_NAME = {c.name: c for c in CHECKS}
 
 
+# Pipelines whose checks one op runs. Every op costs the code location's load about 1 ms and a
+# step's failure abandons only its own op's checks, so chunks stay modest.
+CHUNK_SIZE = 50
+
+
 def pipeline_checks(project: Project, clock: Clock = time.time) -> list[dg.AssetChecksDefinition]:
+    """One checks op per pipeline."""
     return [pipeline_check(p, clock) for p in project.pipelines if check_names(p)]
+
+
+def grouped_checks(
+    project: Project, clock: Clock = time.time, size: int = CHUNK_SIZE
+) -> list[dg.AssetChecksDefinition]:
+    """The code location's checks: one op per `size` tables of a schema-wide spec that share a
+    group and a source pool; any other pipeline keeps its own op."""
+    return [
+        pipeline_check(chunk[0], clock) if len(chunk) == 1 else chunk_check(chunk, index, clock)
+        for index, chunk in enumerate(check_chunks(project.pipelines, size))
+    ]
+
+
+def check_chunks(pipelines: Sequence[PipelineSpec], size: int) -> list[list[PipelineSpec]]:
+    """The pipelines with checks: a schema-wide spec's tables by group and source connection,
+    in chunks of `size`; every other pipeline alone. A checks step waits for the asset steps
+    of its chunk in a run, and one that failed abandons it: a wildcard's tables load in one
+    step, so their chunks lose nothing, but explicit pipelines would lose their neighbours'
+    checks to one failed load."""
+    shared: dict[tuple[str, str | None, str], list[PipelineSpec]] = {}
+    chunks: list[list[PipelineSpec]] = []
+    for pipeline in pipelines:
+        if not check_names(pipeline):
+            continue
+        if pipeline.partitions is not None or pipeline.expansion is None:
+            chunks.append([pipeline])
+            continue
+        key = (pipeline.group, pipeline.source.connection_id, pipeline.expansion.wildcard)
+        shared.setdefault(key, []).append(pipeline)
+    for members in shared.values():
+        chunks.extend(members[i : i + size] for i in range(0, len(members), size))
+    return chunks
 
 
 def check_names(pipeline: PipelineSpec) -> list[str]:
@@ -79,32 +119,125 @@ def check_names(pipeline: PipelineSpec) -> list[str]:
 
 
 def pipeline_check(pipeline: PipelineSpec, clock: Clock = time.time) -> dg.AssetChecksDefinition:
+    return _checks_op(
+        f"{dagster_name(pipeline.name)}_checks",
+        [pipeline],
+        f"pgflow checks of pipeline '{pipeline.name}' ({pipeline.file}).",
+        {"pgflow/pipeline": pipeline.name},
+        clock,
+    )
+
+
+def chunk_check(
+    pipelines: Sequence[PipelineSpec], index: int, clock: Clock = time.time
+) -> dg.AssetChecksDefinition:
+    first, last = pipelines[0], pipelines[-1]
+    source = first.source.connection_id or "delta"
+    # The index (over the project's chunks) makes the name unique; the rest makes it readable.
+    where = first.group if source == first.group else f"{first.group}__{source}"
+    return _checks_op(
+        f"{dagster_name(where)}__checks_{index}",
+        pipelines,
+        f"pgflow checks of {len(pipelines)} pipelines of group '{first.group}' "
+        f"('{first.name}' to '{last.name}').",
+        {"pgflow/group": first.group},
+        clock,
+    )
+
+
+def _checks_op(
+    name: str,
+    pipelines: Sequence[PipelineSpec],
+    description: str,
+    tags: dict[str, str],
+    clock: Clock,
+) -> dg.AssetChecksDefinition:
+    """One subsettable op over the checks of `pipelines`: a run executes only the selected
+    checks, pipeline by pipeline, each pipeline's in name order."""
+    by_key = {asset_key(p): p for p in pipelines}
     specs = [
-        dg.AssetCheckSpec(
-            name, asset=asset_key(pipeline), description=_BY_NAME[name].describe(pipeline)
-        )
-        for name in check_names(pipeline)
+        dg.AssetCheckSpec(check, asset=asset_key(p), description=_BY_NAME[check].describe(p))
+        for p in pipelines
+        for check in check_names(p)
     ]
-    source_id = pipeline.source.connection_id
+    source_id = pipelines[0].source.connection_id
+    pool = pool_for(source_id) if source_id else None
+    at_once = checked_at_once(pipelines[0])
 
     @dg.multi_asset_check(
-        name=f"{dagster_name(pipeline.name)}_checks",
+        name=name,
         specs=specs,
         can_subset=True,
-        description=f"pgflow checks of pipeline '{pipeline.name}' ({pipeline.file}).",
-        op_tags={"pgflow/pipeline": pipeline.name},
+        description=description,
+        op_tags=tags,
         # A source count scans the table like a load does: same cap on the OLTP database.
-        pool=pool_for(source_id) if source_id else None,
+        pool=pool,
     )
     def _checks(
         context: dg.AssetCheckExecutionContext, pg: PostgresConnections, delta: DeltaStorage
     ) -> Iterator[dg.AssetCheckResult]:
-        with ExitStack() as stack:
-            run = CheckRun(pipeline, pg, delta, stack, clock)
-            for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
-                yield run_check(key.name, pipeline, run, context.instance)
+        selected: dict[dg.AssetKey, list[str]] = {}
+        for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
+            selected.setdefault(key.asset_key, []).append(key.name)
+        work = [(p, selected[k]) for k, p in by_key.items() if k in selected]
+        yield from _run_selected(work, _Runner(pg, delta, clock, context.instance), at_once)
 
     return _checks
+
+
+@dataclass(frozen=True)
+class _Runner:
+    """What every pipeline's checks in one step use."""
+
+    pg: PostgresConnections
+    delta: DeltaStorage
+    clock: Clock
+    instance: dg.DagsterInstance
+
+    def results(self, pipeline: PipelineSpec, names: list[str]) -> Iterator[dg.AssetCheckResult]:
+        """The named checks of `pipeline`, on connections opened on first use, closed at the end."""
+        with ExitStack() as stack:
+            run = CheckRun(pipeline, self.pg, self.delta, stack, self.clock)
+            for name in names:
+                yield run_check(name, pipeline, run, self.instance)
+
+    def all_results(self, pipeline: PipelineSpec, names: list[str]) -> list[dg.AssetCheckResult]:
+        return list(self.results(pipeline, names))
+
+
+def checked_at_once(pipeline: PipelineSpec) -> int:
+    """How many pipelines of a chunk have their checks run at once: as many as a schema-wide
+    spec loads at once (its step's bound on the source's connections), else one. A chunk
+    claims one slot of its source's pool, as one pipeline's checks did."""
+    return pipeline.expansion.parallel_tables if pipeline.expansion else 1
+
+
+def _run_selected(
+    work: list[tuple[PipelineSpec, list[str]]], runner: _Runner, at_once: int
+) -> Iterator[dg.AssetCheckResult]:
+    """The selected checks, pipeline by pipeline in chunk order, `at_once` pipelines at a
+    time in threads. A pipeline whose checks raise does not stop the others': its error fails
+    the step once they are done."""
+    failures: list[tuple[PipelineSpec, Exception]] = []
+    if len(work) <= 1 or at_once <= 1:
+        for pipeline, names in work:
+            try:
+                yield from runner.results(pipeline, names)
+            except Exception as exc:  # raised below, once the others' checks ran
+                failures.append((pipeline, exc))
+    else:
+        with ThreadPoolExecutor(at_once, thread_name_prefix="pgflow-checks") as threads:
+            futures = [(p, threads.submit(runner.all_results, p, n)) for p, n in work]
+            for pipeline, future in futures:
+                try:
+                    yield from future.result()
+                except Exception as exc:
+                    failures.append((pipeline, exc))
+    if failures:
+        _, first = failures[0]
+        for pipeline, other in failures[1:]:
+            first.add_note(f"the checks of pipeline '{pipeline.name}' failed too: {other!r}")
+        raise first
 
 
 def run_check(

@@ -19,6 +19,7 @@ from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections
 from pgflow.sources import cdc
 from pgflow.sources.publication import drop_publication, owned_publications
+from pgflow.sources.table_listing import live_lister
 
 
 def cleanup_main(argv: list[str]) -> int:
@@ -32,7 +33,7 @@ def cleanup_main(argv: list[str]) -> int:
         help="also scan this source connection id (one no remaining pipeline uses)",
     )
     args = parser.parse_args(argv)
-    project = load_project(args.config)
+    project = load_project(args.config, lister=live_lister())
     connections = PostgresConnections()
     scanned = sorted({*project.source_connection_ids(), *args.connection})
     for connection_id in scanned:

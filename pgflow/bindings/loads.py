@@ -1,0 +1,241 @@
+"""One pipeline's run without a Dagster context: what the IO managers report, from anywhere.
+
+The IO managers call `load_pipeline` for a lone asset; a schema step (schema_assets.py) calls
+it from its worker threads, one table each, and hands the result to the IO manager to report.
+`log` receives progress lines; the caller decides where they go (the step's log, or a queue
+the step drains from its own thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import dagster as dg
+import psycopg
+
+from pgflow.bindings.cdc_runs import lone_group, run_cdc_group
+from pgflow.bindings.metadata import (
+    activity_metadata,
+    cdc_metadata,
+    cdc_summary,
+    delta_load_metadata,
+    delta_sync_metadata,
+    delta_sync_summary,
+    load_metadata,
+    load_summary,
+)
+from pgflow.bindings.row_counts import delta_counts, postgres_counts
+from pgflow.bindings.step_errors import refuse_dropped_source
+from pgflow.config.model import PipelineSpec, TableName
+from pgflow.connections.delta_storage import DeltaStorage
+from pgflow.connections.resource import PostgresConnections
+from pgflow.flows.cdc.model import CdcResult
+from pgflow.flows.postgres_load import load_table
+from pgflow.sinks.postgres.parallel_exchange import Streams
+from pgflow.sources.activity import table_modifications
+from pgflow.sources.catalog import describe_table
+from pgflow.sources.select import table_source
+from pgflow.sources.window import TimeWindow
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A finished run of one pipeline: its materialization's metadata and a one-line summary."""
+
+    metadata: dict[str, Any]
+    summary: str
+
+
+def load_pipeline(
+    connections: PostgresConnections,
+    delta: DeltaStorage,
+    spec: PipelineSpec,
+    reset: bool,
+    window: TimeWindow | None,
+    log: Log,
+) -> Loaded:
+    """Run `spec` once with the flow its source and sink call for; raise what the flow raises."""
+    refuse_dropped_source(spec)  # before anything touches the target
+    if spec.sink.type == "delta":
+        return _load_delta(connections, delta, spec, reset, window)
+    if spec.source.type == "delta":
+        return _sync_delta(connections, delta, spec, reset)
+    if spec.source.options.incremental_strategy == "cdc":
+        return _replicate(connections, spec, reset)
+    return _load_postgres(connections, spec, reset, window, log)
+
+
+def _load_postgres(
+    connections: PostgresConnections,
+    spec: PipelineSpec,
+    reset: bool,
+    window: TimeWindow | None,
+    log: Log,
+) -> Loaded:
+    source, sink = spec.source, spec.sink
+    assert source.connection_id and source.table and sink.connection_id and sink.table
+    with (
+        connections.connect(source.connection_id, source.connection_type) as src_conn,
+        connections.connect(sink.connection_id, sink.connection_type, autocommit=True) as dst_conn,
+    ):
+        modifications = _source_modifications(src_conn, source.table)
+        reader = table_source(src_conn, source, window)
+        progress = _progress_logger(log, sink.table, lambda: reader.info.estimated_rows)
+        result = load_table(
+            dst_conn,
+            reader,
+            sink.table,
+            sink.strategy,
+            progress,
+            pipeline=spec.name,
+            reset=reset,
+            streams=_streams(connections, spec),
+        )
+        database = dst_conn.info.dbname
+        counts = postgres_counts(dst_conn, result.target_info, window)
+    metadata = {**load_metadata(result, database), **counts}
+    exact = _exact_source_rows(spec, result.rows_read, reset, result.duplicates_dropped)
+    metadata.update(activity_metadata(modifications, exact))
+    if window is not None:
+        metadata["pgflow/partition_slice"] = dg.MetadataValue.text(
+            f"[{window.start.isoformat()}, {window.end.isoformat()}) of {window.column}"
+        )
+    return Loaded(metadata, load_summary(result))
+
+
+def _streams(connections: PostgresConnections, spec: PipelineSpec) -> Streams | None:
+    """How a `parallelism` > 1 load opens its further connections."""
+    source, sink = spec.source, spec.sink
+    if sink.strategy.parallelism < 2:
+        return None
+    assert source.connection_id and sink.connection_id
+    return Streams(
+        sink.strategy.parallelism,
+        connect_source=partial(connections.open, source.connection_id, source.connection_type),
+        connect_sink=partial(
+            connections.open, sink.connection_id, sink.connection_type, autocommit=True
+        ),
+    )
+
+
+def _replicate(connections: PostgresConnections, spec: PipelineSpec, reset: bool) -> Loaded:
+    """A pipeline with a slot of its own: a group of one."""
+    result = run_cdc_group(connections, lone_group(spec), [spec.name], reset)[spec.name]
+    if isinstance(result, BaseException):
+        raise result
+    return cdc_loaded(connections, spec, result)
+
+
+def cdc_loaded(connections: PostgresConnections, spec: PipelineSpec, result: CdcResult) -> Loaded:
+    """What a CDC run applied to `spec`'s target, with the target's rows after it."""
+    sink = spec.sink
+    assert sink.connection_id and sink.table
+    with connections.connect(sink.connection_id, sink.connection_type) as conn:
+        target_info = describe_table(conn, sink.table)
+        database = conn.info.dbname
+        counts = postgres_counts(conn, target_info)
+    metadata = cdc_metadata(result, target_info, database)
+    return Loaded({**metadata, **counts}, cdc_summary(result, sink.table))
+
+
+def _sync_delta(
+    connections: PostgresConnections, delta: DeltaStorage, spec: PipelineSpec, reset: bool
+) -> Loaded:
+    source, sink = spec.source, spec.sink
+    assert source.path and sink.connection_id and sink.table
+
+    def connect() -> psycopg.Connection:
+        assert sink.connection_id
+        return connections.open(sink.connection_id, sink.connection_type)
+
+    from pgflow.flows.delta_sync.run import sync_delta
+
+    result = sync_delta(
+        connect,
+        source.path,
+        sink.table,
+        sink.strategy.unique_key,
+        pipeline=spec.name,
+        storage_options=delta.storage_options(),
+        deletes=source.options.deletes,
+        full_pass=reset,
+        fillfactor=sink.strategy.fillfactor,
+    )
+    with connections.connect(sink.connection_id, sink.connection_type) as conn:
+        target_info = describe_table(conn, sink.table)
+        database = conn.info.dbname
+        counts = postgres_counts(conn, target_info)
+    metadata = {**delta_sync_metadata(result, target_info, database), **counts}
+    return Loaded(metadata, delta_sync_summary(result))
+
+
+def _load_delta(
+    connections: PostgresConnections,
+    delta: DeltaStorage,
+    spec: PipelineSpec,
+    reset: bool,
+    window: TimeWindow | None,
+) -> Loaded:
+    """Postgres -> Delta (the Delta code paths are imported here: see io_managers.py)."""
+    source, sink = spec.source, spec.sink
+    assert source.connection_id and source.table and sink.path
+    with connections.connect(source.connection_id, source.connection_type) as conn:
+        modifications = _source_modifications(conn, source.table)
+        from pgflow.flows.delta_load import load_delta
+
+        reader = table_source(conn, source, window)
+        options = delta.storage_options()
+        result = load_delta(
+            reader,
+            sink.path,
+            sink.strategy,
+            storage_options=options,
+            pipeline=spec.name,
+            reset=reset,
+            numeric_as=sink.numeric_as,
+        )
+    summary = (
+        f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "
+        f"in {result.seconds:.1f}s"
+    )
+    exact = _exact_source_rows(spec, result.rows_read, reset)
+    bounds = reader.window_bounds()
+    sliced = None if window is None or bounds is None else (window.column, *bounds)
+    counts = delta_counts(sink.path, result.version_after, options, sliced)
+    metadata = {**delta_load_metadata(result), **counts}
+    metadata.update(activity_metadata(modifications, exact))
+    return Loaded(metadata, summary)
+
+
+def _source_modifications(conn: psycopg.Connection, table: TableName) -> int | None:
+    """The source's write counter before the read (the staleness sensors compare with it)."""
+    try:
+        return table_modifications(conn, table)
+    finally:
+        conn.rollback()  # the read opens its own snapshot transaction
+
+
+def _exact_source_rows(
+    spec: PipelineSpec, rows_read: int, reset: bool, duplicates_dropped: int = 0
+) -> int | None:
+    """The source's row count when the target must now equal one consistent snapshot of it:
+    a full read into full_refresh, or a reset (unless duplicate keys were dropped)."""
+    full_read = spec.source.options.incremental_strategy == "full"
+    whole = full_read and spec.sink.strategy.mode == "full_refresh"
+    return rows_read if (whole or reset) and duplicates_dropped == 0 else None
+
+
+def _progress_logger(
+    log: Log, table: TableName, estimated_rows: Callable[[], int | None]
+) -> Callable[[int, int], None]:
+    def report(rows: int, bytes_so_far: int) -> None:
+        estimated = estimated_rows()
+        total = f" of ~{estimated:,} (catalog estimate)" if estimated else ""
+        log(f"{table}: ~{rows:,} rows{total}, {bytes_so_far / 1e6:,.1f} MB so far")
+
+    return report
