@@ -131,7 +131,8 @@ with dg.DagsterInstance.get() as instance:
 
 def step_figures(steps: dict[str, float]) -> dict[str, Any]:
     """The run's load steps (own_s: their seconds, summed) and its check steps."""
-    checks = {k: v for k, v in steps.items() if k.endswith("_checks")}
+    # A pipeline's own `<name>_checks`, or a schema-wide spec's shared `<where>__checks_<i>`.
+    checks = {k: v for k, v in steps.items() if "_checks" in k}
     loads = {k: v for k, v in steps.items() if k not in checks}
     return {
         "own_s": sum(loads.values()),
