@@ -30,7 +30,6 @@ from typing import TypeVar
 import dagster as dg
 
 from pgflow.bindings.assets import asset_key
-from pgflow.config.catalog_cache import read_cache
 from pgflow.config.expand import matches
 from pgflow.config.model import ConnectionType, PipelineSpec, Project, WildcardSpec
 from pgflow.config.naming import dagster_name
@@ -67,13 +66,10 @@ class Watched:
     cached: frozenset[str] = frozenset()
 
 
-def catalog_sensors(
-    project: Project, listings: Listings | None = None
-) -> list[dg.SensorDefinition]:
-    """One sensor per source connection that a schema-wide spec reads. `listings`: the cached
-    listings the project was expanded from; read from each spec's cache file when None."""
-    if listings is None:
-        listings = _cached_listings(project)
+def catalog_sensors(project: Project) -> list[dg.SensorDefinition]:
+    """One sensor per source connection that a schema-wide spec reads, comparing the source
+    with the listings the project was expanded from."""
+    listings = {listing.cache_key: listing for listing in project.listings}
     by_connection: dict[str, list[WildcardSpec]] = defaultdict(list)
     for wildcard in project.wildcards:
         by_connection[wildcard.connection_id].append(wildcard)
@@ -81,13 +77,6 @@ def catalog_sensors(
         _sensor(project, connection_id, wildcards, listings)
         for connection_id, wildcards in sorted(by_connection.items())
     ]
-
-
-def _cached_listings(project: Project) -> dict[tuple[str, str], SchemaListing]:
-    found: dict[tuple[str, str], SchemaListing] = {}
-    for spec_file in sorted({w.file for w in project.wildcards}):
-        found.update(read_cache(spec_file))
-    return found
 
 
 def watched_schemas(

@@ -129,6 +129,7 @@ def load_tables(
     """Load `pipelines`, `parallel` at a time, each yielded with its result or error as it
     finishes. `log` is called from the caller's thread only: Dagster's log belongs to it."""
     lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    order = {p.name: position for position, p in enumerate(pipelines)}  # report in spec order
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pgflow-table") as pool:
         running: dict[Future[Loaded], PipelineSpec] = {
             pool.submit(_load_one, connections, delta, p, reset, lines.put): p for p in pipelines
@@ -137,7 +138,7 @@ def load_tables(
             while running:
                 done, _ = wait(running, timeout=_LOG_INTERVAL_SECONDS, return_when=FIRST_COMPLETED)
                 _drain(lines, log)
-                for future in sorted(done, key=lambda f: pipelines.index(running[f])):
+                for future in sorted(done, key=lambda f: order[running[f].name]):
                     pipeline = running.pop(future)
                     error = future.exception()
                     if error is not None and not isinstance(error, Exception):

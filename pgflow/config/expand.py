@@ -18,8 +18,10 @@ from pgflow.config.errors import SpecProblem
 from pgflow.config.model import Expansion, PipelineSpec, RelationKind
 from pgflow.config.naming import key_part, quote_name
 from pgflow.config.read_pipeline import read_pipeline
+from pgflow.config.read_sink import read_strategy
 from pgflow.config.read_source import default_slot_name
 from pgflow.config.read_wildcard import TABLE_PLACEHOLDER, WildcardEntry
+from pgflow.config.reader import Section
 from pgflow.config.wildcards import ListedTable, SchemaListing
 
 _LISTED_AT_MOST = 10  # table names a message lists before "and N more"
@@ -206,13 +208,12 @@ def _merged(base: Mapping[str, Any], top: object) -> Any:
 
 
 def _keyed(strategy: object) -> bool:
-    """Whether the strategy matches rows by key (StrategySpec.keyed, on the raw mapping)."""
+    """Whether the strategy matches rows by key: StrategySpec.keyed of the raw mapping (its
+    mistakes are reported when the table's pipeline is read)."""
     if not isinstance(strategy, Mapping):
         return False
-    mode = strategy.get("mode")
-    return mode == "incremental_merge" or (
-        mode == "incremental_append" and strategy.get("only_new_rows") is True
-    )
+    read = read_strategy(Section(strategy, "", lambda field, message: None))
+    return read is not None and read.keyed
 
 
 # Source options that only an incremental read uses: a full_refresh load drops them.

@@ -141,6 +141,7 @@ def load_project(
         project.groups,
         tuple(expansions.notes),
         tuple(expansions.wildcards),
+        tuple(expansions.listings.values()),
     )
 
 

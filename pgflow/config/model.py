@@ -16,6 +16,7 @@ from psycopg import sql
 
 if TYPE_CHECKING:
     from pgflow.config.cdc_groups import CdcGroupSpec
+    from pgflow.config.wildcards import SchemaListing
 
 ConnectionType = Literal["env", "vault"]
 SourceType = Literal["postgres", "delta"]
@@ -297,6 +298,8 @@ class Project:
     # specs that win over a wildcard. Logged as warnings when the code location loads.
     notes: tuple[str, ...] = ()
     wildcards: tuple[WildcardSpec, ...] = ()
+    # The source schemas the wildcards were expanded against (cached or listed at load).
+    listings: tuple[SchemaListing, ...] = ()
 
     def source_connection_ids(self) -> list[str]:
         ids = {p.source.connection_id for p in self.pipelines if p.source.connection_id}

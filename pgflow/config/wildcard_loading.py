@@ -26,6 +26,7 @@ class Expansions:
     problems: list[SpecProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     wildcards: list[WildcardSpec] = field(default_factory=list)
+    listings: dict[ListingKey, SchemaListing] = field(default_factory=dict)
 
 
 def expand_wildcards(
@@ -39,6 +40,7 @@ def expand_wildcards(
         for entry in of_file:
             listing = listings.get(_key(entry))
             if listing is not None:
+                result.listings[_key(entry)] = listing
                 expanded = expand(entry, listing)
                 result.pipelines.extend(expanded.pipelines)
                 result.problems.extend(expanded.problems)
