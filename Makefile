@@ -49,8 +49,12 @@ localdb: install $(DAGSTER_HOME)/dagster.yaml
 
 demo: localdb
 	$(BIN)/pgflow localdb seed --customers 2000
-	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
-	  --select 'landing/customers,landing/orders,landing/order_items,landing/payments,landing/customer_contacts'
+	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -f pipelines/definitions.py --select \
+	  'landing/customers,landing/orders,landing/order_items,landing/payments,landing/customer_contacts,delta/orders,reports/daily_revenue'
+	@# Some orders change; the slot streams them into the Delta table, one commit per batch.
+	$(BIN)/pgflow localdb activity
+	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -f pipelines/definitions.py \
+	  --select 'delta/orders,reports/daily_revenue'
 	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions --select 'group:catalog'
 	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
 	  --select landing/orders_monthly --partition-range 2024-01-01...2024-12-01
@@ -58,14 +62,15 @@ demo: localdb
 	@echo "Browse it in the Dagster UI: make dev   |   query it: eval \"\$$($(BIN)/pgflow localdb env)\" && psql \"\$$PGFLOW_CONN_WAREHOUSE\""
 
 dev: localdb
-	$(LOCAL_ENV) && $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(LOCAL_ENV) && $(BIN)/dagster dev -f pipelines/definitions.py -h 127.0.0.1 -p 3000
 
 test: install
 	$(BIN)/pytest -n 2 --durations=15 -m "not faults"
 
-# The slow half of pgflow_tests/reliability (README "Guarantees"); CI runs it after make test.
+# The slow half of the suite (README "Guarantees": kill sweeps, restarts, concurrent runs, the
+# Delta maintenance kills, a 100k-change CDC batch into Delta); CI runs it after make test.
 test-faults: install
-	$(BIN)/pytest -n 2 --durations=15 -m faults pgflow_tests/reliability
+	$(BIN)/pytest -n 2 --durations=15 -m faults pgflow_tests
 
 lint: install
 	$(BIN)/ruff check .
@@ -86,10 +91,12 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 
 # The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
 # BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SERVER_SETTINGS size it. Deeper benches:
-# python -m bench.cdc | .merge | .delta_sync. Then the schema-wide bench (BENCH_SCENARIOS `schema`).
+# python -m bench.cdc | .merge | .delta_sync. Then the schema-wide bench (BENCH_SCENARIOS `schema`)
+# and CDC into Delta (`cdc_delta`).
 bench: install $(BIN)/.bench-installed
 	$(BIN)/python -m bench.suite
 	$(BIN)/python -m bench.schema_wide --if-asked
+	$(BIN)/python -m bench.cdc_delta --if-asked
 
 stop:
 	-$(BIN)/pgflow localdb stop

@@ -99,7 +99,9 @@ def instrument(timers: Timers) -> None:
     routed = group_stream.group_changes
     group_stream.group_changes = lambda *a: timers.timed_iterator("events", routed(*a))
     group_changes.decode = timers.timed_call("decode", group_changes.decode)
-    group_applier.apply_staged = timers.timed_call("apply", group_applier.apply_staged)
+    # Per member and batch, whatever its target (Postgres or Delta: the applier's one seam).
+    applier = group_applier.GroupApplier
+    applier._apply_member = timers.timed_call("apply", applier._apply_member)  # type: ignore[method-assign]
     submit, drain = group_applier.GroupApplier.submit, group_applier.GroupApplier.drain
     group_applier.GroupApplier.submit = timers.timed_call("wait_apply", submit)  # type: ignore[method-assign]
     group_applier.GroupApplier.drain = timers.timed_call("wait_apply", drain)  # type: ignore[method-assign]
@@ -163,7 +165,7 @@ def breakdown(total: float, s: dict[str, float]) -> dict[str, float]:
     stage_sql: other statements on the staging connection (creating staging tables);
     wait_apply: the reader waiting for the applier (a staged batch waits while one applies);
     other: the rest (catalog reads, positions, connections, routing the stager's events);
-    apply: the applying thread busy (apply_staged: one sink transaction per table and batch);
+    apply: the applying thread busy (_apply_member: one sink transaction per table and batch);
     apply_sql: of which the SQL statements (merge, deletes, position, drop of staging).
     """
     parts = {

@@ -24,11 +24,15 @@ GROUP_SCENARIO = "cdc_group"
 # bench/schema_wide.py (one spec for a whole schema): its own clusters and results too; `make
 # bench` runs it after the suite.
 SCHEMA_SCENARIO = "schema"
-_DEFAULT = ",".join((*ALL_SCENARIOS, GROUP_SCENARIO, SCHEMA_SCENARIO))
+# bench/cdc_delta.py (CDC into Delta next to CDC into Postgres): its own clusters and results.
+DELTA_CDC_SCENARIO = "cdc_delta"
+_OWN = (GROUP_SCENARIO, SCHEMA_SCENARIO, DELTA_CDC_SCENARIO)
+_DEFAULT = ",".join((*ALL_SCENARIOS, *_OWN))
 _ASKED = tuple(s for s in os.environ.get("BENCH_SCENARIOS", _DEFAULT).split(",") if s)
-SCENARIOS = tuple(s for s in _ASKED if s not in (GROUP_SCENARIO, SCHEMA_SCENARIO))
+SCENARIOS = tuple(s for s in _ASKED if s not in _OWN)
 RUN_GROUP = GROUP_SCENARIO in _ASKED
 RUN_SCHEMA = SCHEMA_SCENARIO in _ASKED
+RUN_DELTA_CDC = DELTA_CDC_SCENARIO in _ASKED
 CDC_SCENARIO = os.environ.get("BENCH_SUITE_CDC_SCENARIO", "mixed")
 # Tools to run, by the first word of their name (psql, pgflow, dlt, sling); default all.
 TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,sling").split(","))

@@ -227,13 +227,19 @@ def delta_check(bench: Bench, path: str) -> str:
     equal, else what differs."""
     import polars as pl
 
-    frame = pl.read_delta(path).select(
-        pl.len().alias("rows"),
-        pl.col("id").sum().alias("ids"),
-        pl.col("customer_id").cast(pl.Int64).sum().alias("customers"),
-        pl.col("amount").cast(pl.Float64).sum().round(2).alias("amount"),
-        pl.col("note").count().alias("notes"),
-        pl.col("paid").cast(pl.Int64).sum().alias("paid"),
+    from pgflow.sinks.delta.scan import scan_delta_table
+
+    frame = (
+        scan_delta_table(path)
+        .select(
+            pl.len().alias("rows"),
+            pl.col("id").sum().alias("ids"),
+            pl.col("customer_id").cast(pl.Int64).sum().alias("customers"),
+            pl.col("amount").cast(pl.Float64).sum().round(2).alias("amount"),
+            pl.col("note").count().alias("notes"),
+            pl.col("paid").cast(pl.Int64).sum().alias("paid"),
+        )
+        .collect()
     )
     got = tuple(frame.row(0))
     with psycopg.connect(bench.source_uri) as conn:

@@ -21,8 +21,8 @@ def postmaster_pid(uri: str) -> int:
     """The postmaster of the cluster at `uri`: the parent of a backend of ours."""
     with psycopg.connect(uri) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return _stat(int(row[0]))[1]
+        assert row is not None
+        return _stat(int(row[0]))[1]  # while the backend lives: it exits with the connection
 
 
 def cluster_cpu_s(postmaster: int) -> float:

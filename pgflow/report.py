@@ -8,14 +8,21 @@ import psycopg
 from psycopg import sql
 
 from pgflow.config.loader import load_project
-from pgflow.config.model import PipelineSpec
+from pgflow.config.model import PipelineSpec, Project
+from pgflow.connections.delta_storage import storage_options_from_env
 from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.sinks.postgres.state import read_position
 from pgflow.sources.table_listing import live_lister
 
 
-def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) -> str:
+def describe_target(
+    connections: PostgresConnections, project: Project, pipeline: PipelineSpec
+) -> str:
+    if pipeline.sink.type == "delta":
+        group = project.cdc_group_of(pipeline.name)
+        slot = group.slot_name if group else None
+        return describe_delta_target(pipeline, storage_options_from_env(), slot)
     sink = pipeline.sink
     assert sink.connection_id and sink.table
     where = f"{sink.connection_id}:{sink.table}"
@@ -36,6 +43,35 @@ def describe_target(connections: PostgresConnections, pipeline: PipelineSpec) ->
     return text
 
 
+def describe_delta_target(
+    pipeline: PipelineSpec, storage_options: dict[str, str] | None, slot: str | None = None
+) -> str:
+    """A Delta target's rows and version, and for CDC (`slot`: its group's) the LSN its last
+    commit carries (deltalake is imported here: only when a Delta target exists)."""
+    from deltalake.exceptions import DeltaError
+
+    from pgflow.flows.cdc.model import position_source
+    from pgflow.sinks.delta.cdc_state import stored_lsn
+    from pgflow.sinks.delta.table import open_table
+    from pgflow.sources.delta import open_snapshot
+    from pgflow.sources.pgoutput import lsn_to_text
+
+    path, label = pipeline.sink.path, "/".join(pipeline.asset_key)
+    assert path
+    try:
+        snapshot = open_snapshot(path, None, storage_options)
+    except (DeltaError, OSError, ValueError) as exc:
+        return f"{label:<28} -> {path}: unavailable ({type(exc).__name__}: {exc})"
+    rows = f"{snapshot.rows:,} rows" if snapshot.rows is not None else "rows not in the log"
+    text = f"{label:<28} -> {path}: {rows}, Delta version {snapshot.version}"
+    if slot is not None and pipeline.source.table is not None:
+        identity = position_source(pipeline.source.table, slot)
+        lsn = stored_lsn(open_table(path, storage_options), pipeline.name, identity)
+        if lsn is not None:
+            text += f"; cdc position {lsn_to_text(lsn)}"
+    return text
+
+
 def report_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pgflow report", description=__doc__)
     parser.add_argument(
@@ -46,5 +82,5 @@ def report_main(argv: list[str]) -> int:
     connections = PostgresConnections()
     print(f"pgflow: {len(project.pipelines)} pipeline(s); targets now hold:")
     for pipeline in project.pipelines:
-        print("  " + describe_target(connections, pipeline))
+        print("  " + describe_target(connections, project, pipeline))
     return 0

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 from pgflow_tests.makefile import JEMALLOC_SETTING, exported_default
+from pgflow_tests.s3_server import S3Delta, S3Server
 
 # The deployment's jemalloc setting (README "Memory"; `make test` exports it), set before any
 # test module loads polars or deltalake: jemalloc reads it then. A value set by the user wins.
@@ -94,3 +95,20 @@ def fresh_db(make_database: Callable[[], str]) -> str:
 def _admin_execute(info: ClusterInfo, statement: sql.Composed) -> None:
     with psycopg.connect(info.uri("postgres"), autocommit=True) as conn:
         conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A local S3 protocol server (moto, 127.0.0.1, free port) for the session; killed after."""
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_delta(s3_server: S3Server) -> S3Delta:
+    """A new bucket: (uri_prefix, storage_options, env), env being the PGFLOW_DELTA_* form."""
+    bucket = s3_server.bucket()
+    return S3Delta(bucket.uri_prefix, bucket.storage_options(), bucket.env(), bucket)

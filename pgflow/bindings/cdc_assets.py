@@ -28,6 +28,7 @@ from pgflow.bindings.step_errors import step_errors
 from pgflow.config.cdc_groups import CdcGroupSpec
 from pgflow.config.model import PipelineSpec
 from pgflow.config.naming import dagster_name
+from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 
 
@@ -51,7 +52,10 @@ def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
         retry_policy=retry_policy(),
     )
     def _slot(
-        context: AssetExecutionContext, config: PipelineRunConfig, pg: PostgresConnections
+        context: AssetExecutionContext,
+        config: PipelineRunConfig,
+        pg: PostgresConnections,
+        delta: DeltaStorage,
     ) -> Iterator[dg.Output[CdcApplied]]:
         selected = [p for p in group.pipelines if asset_key(p) in context.selected_asset_keys]
         names = [p.name for p in selected]
@@ -60,7 +64,7 @@ def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
             + (" (reset requested: re-snapshot)" if config.reset else "")
         )
         with step_errors(selected[0]):  # the slot's own errors: the server, the slot
-            outcome = run_cdc_group(pg, group, names, config.reset)
+            outcome = run_cdc_group(pg, delta, group, names, config.reset)
         failed = []
         for pipeline in selected:
             result = outcome[pipeline.name]

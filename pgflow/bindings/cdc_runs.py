@@ -1,5 +1,6 @@
 """A CDC group's run from its specs: the slot's settings, one member per pipeline, and every
-connection opened through the connection resource (secrets stay with it)."""
+connection opened through the connection resource (secrets stay with it). A member into Delta
+gets the DeltaStorage resource's options; its changes are typed on the source database."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ import psycopg
 
 from pgflow.config.cdc_groups import CdcGroupSpec, cdc_groups
 from pgflow.config.model import PipelineSpec, Project
+from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.flows.cdc.group_model import GroupMember, GroupSettings
 from pgflow.flows.cdc.group_run import GroupOutcome, replicate_group
-from pgflow.flows.cdc.model import DEFAULT_BATCH_CHANGES, CdcTarget
+from pgflow.flows.cdc.model import (
+    DEFAULT_BATCH_CHANGES,
+    AnyCdcTarget,
+    CdcTarget,
+    ConnectSink,
+    DeltaCdcTarget,
+)
+
+# Every Delta member of a run shares one set of source connections (the DeltaCdcTarget's).
+DELTA_SINK_ID = "delta"
 
 
 def lone_group(pipeline: PipelineSpec) -> CdcGroupSpec:
@@ -26,6 +37,7 @@ def lone_group(pipeline: PipelineSpec) -> CdcGroupSpec:
 
 def run_cdc_group(
     connections: PostgresConnections,
+    delta: DeltaStorage,
     group: CdcGroupSpec,
     selected: Collection[str],
     reset: bool,
@@ -35,7 +47,9 @@ def run_cdc_group(
     def connect_source(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
         return connections.connect(group.connection_id, group.connection_type, **kwargs)
 
-    members = [_member(connections, p, reset and p.name in selected) for p in group.pipelines]
+    members = [
+        _member(connections, delta, p, reset and p.name in selected) for p in group.pipelines
+    ]
     return replicate_group(connect_source, group_settings(group), members, selected)
 
 
@@ -52,17 +66,44 @@ def group_settings(group: CdcGroupSpec) -> GroupSettings:
     )
 
 
-def _member(connections: PostgresConnections, pipeline: PipelineSpec, reset: bool) -> GroupMember:
-    source, sink = pipeline.source, pipeline.sink
-    options = source.options
-    assert source.table and sink.connection_id and sink.table  # checked by the loader
+def _member(
+    connections: PostgresConnections, delta: DeltaStorage, pipeline: PipelineSpec, reset: bool
+) -> GroupMember:
+    options = pipeline.source.options
+    target, connect_sink, sink_id = _target(connections, delta, pipeline)
+    assert pipeline.source.table  # checked by the loader
     return GroupMember(
         pipeline=pipeline.name,
-        table=source.table,
-        target=CdcTarget(sink.table, sink.strategy, options.deleted_column, options.on_truncate),
-        connect_sink=partial(connections.connect, sink.connection_id, sink.connection_type),
-        sink_id=f"{sink.connection_type}:{sink.connection_id}",
+        table=pipeline.source.table,
+        target=target,
+        connect_sink=connect_sink,
+        sink_id=sink_id,
         snapshot=options.snapshot,
         reset=reset or options.reset,
         include_columns=options.include_columns,
     )
+
+
+def _target(
+    connections: PostgresConnections, delta: DeltaStorage, pipeline: PipelineSpec
+) -> tuple[AnyCdcTarget, ConnectSink, str]:
+    """The member's target, how its sink connections open, and which members share them."""
+    source, sink = pipeline.source, pipeline.sink
+    options = source.options
+    if sink.type == "delta":
+        assert sink.path and source.connection_id  # checked by the loader
+        target: AnyCdcTarget = DeltaCdcTarget(
+            path=sink.path,
+            strategy=sink.strategy,
+            storage_options=delta.storage_options(),
+            deleted_column=options.deleted_column,
+            on_truncate=options.on_truncate,
+            numeric_as=sink.numeric_as,
+        )
+        # The changes are typed on the source database (DeltaCdcTarget says why).
+        connect = partial(connections.connect, source.connection_id, source.connection_type)
+        return target, connect, DELTA_SINK_ID
+    assert sink.connection_id and sink.table  # checked by the loader
+    target = CdcTarget(sink.table, sink.strategy, options.deleted_column, options.on_truncate)
+    connect = partial(connections.connect, sink.connection_id, sink.connection_type)
+    return target, connect, f"{sink.connection_type}:{sink.connection_id}"

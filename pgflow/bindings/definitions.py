@@ -15,6 +15,7 @@ from pgflow.bindings.checks.definitions import grouped_checks
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
+from pgflow.bindings.maintenance import maintenance_job, maintenance_schedules
 from pgflow.bindings.retries import retry_policy
 from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.bindings.schema_assets import schema_asset, schema_steps
@@ -36,9 +37,11 @@ def build_definitions(project: Project) -> dg.Definitions:
     retries = retry_policy()
     alone = [pipeline_asset(p, retries) for p in project.pipelines if p.name not in in_groups]
     steps = [*(cdc_group_asset(g) for g in shared), *(schema_asset(s) for s in schemas)]
+    maintenance = maintenance_job(project)  # None without Delta sinks
     return dg.Definitions(
         assets=[*source_specs(project), *alone, *steps],
-        schedules=pipeline_schedules(project),
+        jobs=[maintenance] if maintenance is not None else [],
+        schedules=[*pipeline_schedules(project), *maintenance_schedules(project, maintenance)],
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
         asset_checks=grouped_checks(project),
         resources=resources,

@@ -86,7 +86,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
             return
         if isinstance(obj, CdcApplied):  # a shared slot's group step applied it already
             with step_errors(obj.pipeline):
-                _report(context, cdc_loaded(self.connections, obj.pipeline, obj.result))
+                _report(context, cdc_loaded(self.connections, self.delta, obj.pipeline, obj.result))
             return
         spec = obj.pipeline
         if spec.sink.strategy.mode != self.mode:
@@ -162,9 +162,14 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
     connections: PostgresConnections
     delta: DeltaStorage
 
-    def handle_output(self, context: dg.OutputContext, obj: PipelineRead | TableLoaded) -> None:
+    def handle_output(
+        self, context: dg.OutputContext, obj: PipelineRead | CdcApplied | TableLoaded
+    ) -> None:
         if isinstance(obj, TableLoaded):  # a schema step loaded it already
             loaded = obj.loaded
+        elif isinstance(obj, CdcApplied):  # a shared slot's group step applied it already
+            with step_errors(obj.pipeline):
+                loaded = cdc_loaded(self.connections, self.delta, obj.pipeline, obj.result)
         else:
             reset = _effective_reset(context, obj)
             with step_errors(obj.pipeline):

@@ -19,6 +19,7 @@ import psycopg
 from pgflow.bindings.cdc_runs import lone_group, run_cdc_group
 from pgflow.bindings.metadata import (
     activity_metadata,
+    cdc_delta_metadata,
     cdc_metadata,
     cdc_summary,
     delta_load_metadata,
@@ -61,12 +62,12 @@ def load_pipeline(
 ) -> Loaded:
     """Run `spec` once with the flow its source and sink call for; raise what the flow raises."""
     refuse_dropped_source(spec)  # before anything touches the target
+    if spec.source.options.incremental_strategy == "cdc":
+        return _replicate(connections, delta, spec, reset)
     if spec.sink.type == "delta":
         return _load_delta(connections, delta, spec, reset, window)
     if spec.source.type == "delta":
         return _sync_delta(connections, delta, spec, reset)
-    if spec.source.options.incremental_strategy == "cdc":
-        return _replicate(connections, spec, reset)
     return _load_postgres(connections, spec, reset, window, log)
 
 
@@ -123,17 +124,23 @@ def _streams(connections: PostgresConnections, spec: PipelineSpec) -> Streams | 
     )
 
 
-def _replicate(connections: PostgresConnections, spec: PipelineSpec, reset: bool) -> Loaded:
+def _replicate(
+    connections: PostgresConnections, delta: DeltaStorage, spec: PipelineSpec, reset: bool
+) -> Loaded:
     """A pipeline with a slot of its own: a group of one."""
-    result = run_cdc_group(connections, lone_group(spec), [spec.name], reset)[spec.name]
+    result = run_cdc_group(connections, delta, lone_group(spec), [spec.name], reset)[spec.name]
     if isinstance(result, BaseException):
         raise result
-    return cdc_loaded(connections, spec, result)
+    return cdc_loaded(connections, delta, spec, result)
 
 
-def cdc_loaded(connections: PostgresConnections, spec: PipelineSpec, result: CdcResult) -> Loaded:
+def cdc_loaded(
+    connections: PostgresConnections, delta: DeltaStorage, spec: PipelineSpec, result: CdcResult
+) -> Loaded:
     """What a CDC run applied to `spec`'s target, with the target's rows after it."""
     sink = spec.sink
+    if sink.type == "delta":
+        return _cdc_delta_loaded(delta, spec, result)
     assert sink.connection_id and sink.table
     with connections.connect(sink.connection_id, sink.connection_type) as conn:
         target_info = describe_table(conn, sink.table)
@@ -141,6 +148,25 @@ def cdc_loaded(connections: PostgresConnections, spec: PipelineSpec, result: Cdc
         counts = postgres_counts(conn, target_info)
     metadata = cdc_metadata(result, target_info, database)
     return Loaded({**metadata, **counts}, cdc_summary(result, sink.table))
+
+
+def _cdc_delta_loaded(delta: DeltaStorage, spec: PipelineSpec, result: CdcResult) -> Loaded:
+    """A CDC run into Delta: the columns and rows of the version the run left (its last
+    commit; the latest when it committed nothing)."""
+    from pgflow.sources.delta import open_snapshot
+
+    sink = spec.sink
+    assert sink.path
+    options = delta.storage_options()
+    snapshot = open_snapshot(sink.path, result.delta_version, options)
+    counts = delta_counts(sink.path, snapshot.version, options, None)
+    metadata = cdc_delta_metadata(result, snapshot, sink.path, sink.strategy.unique_key)
+    from pgflow.bindings.maintenance import maintenance_after_load
+
+    # After the run's commits (a shared slot's step has finished writing): CDC's batches are
+    # what makes the small files.
+    metadata.update(maintenance_after_load(spec, options))  # when optimize_every is due
+    return Loaded({**metadata, **counts}, cdc_summary(result, sink.path))
 
 
 def _sync_delta(
@@ -209,6 +235,9 @@ def _load_delta(
     counts = delta_counts(sink.path, result.version_after, options, sliced)
     metadata = {**delta_load_metadata(result), **counts}
     metadata.update(activity_metadata(modifications, exact))
+    from pgflow.bindings.maintenance import maintenance_after_load
+
+    metadata.update(maintenance_after_load(spec, options))  # when optimize_every is due
     return Loaded(metadata, summary)
 
 

@@ -6,6 +6,7 @@ run) comes from pgflow.bindings.row_counts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and po
     from pgflow.flows.delta_load import DeltaLoadResult
     from pgflow.flows.delta_sync.result import SyncResult
     from pgflow.flows.postgres_load import LoadResult
+    from pgflow.sources.delta import DeltaSnapshot
 
 
 def column_schema(info: TableInfo) -> dg.TableSchema:
@@ -104,7 +106,7 @@ def position_reset_metadata(reason: str | None) -> dict[str, Any]:
     return {} if reason is None else {"pgflow/position_reset": dg.MetadataValue.text(reason)}
 
 
-def cdc_summary(result: CdcResult, target: TableName) -> str:
+def cdc_summary(result: CdcResult, target: TableName | str) -> str:
     snapshot = f"snapshot of {result.snapshot.rows:,} rows, " if result.snapshot else ""
     return (
         f"{target}: {snapshot}{result.changes:,} changes in {len(result.batches)} batch(es), "
@@ -113,6 +115,44 @@ def cdc_summary(result: CdcResult, target: TableName) -> str:
 
 
 def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[str, Any]:
+    """What a CDC run applied to a Postgres table, and where the stream stands."""
+    return {
+        "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
+        **_cdc_figures(result),
+    }
+
+
+def cdc_delta_metadata(
+    result: CdcResult, table: DeltaSnapshot, path: str, key: Sequence[str]
+) -> dict[str, Any]:
+    """What a CDC run applied to a Delta table (`table`: the version it left), and where the
+    stream stands."""
+    return {
+        "dagster/uri": dg.MetadataValue.path(path),
+        "dagster/column_schema": dg.MetadataValue.table_schema(delta_column_schema(table, key)),
+        "pgflow/delta_version": dg.MetadataValue.int(table.version),
+        **_cdc_figures(result),
+    }
+
+
+def delta_column_schema(table: DeltaSnapshot, key: Sequence[str]) -> dg.TableSchema:
+    """A Delta table's columns, typed as the Postgres types pgflow recorded in the fields."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.pg_type or str(c.dtype),
+                constraints=dg.TableColumnConstraints(
+                    nullable=c.nullable, unique=set(key) == {c.name}
+                ),
+            )
+            for c in table.columns
+        ]
+    )
+
+
+def _cdc_figures(result: CdcResult) -> dict[str, Any]:
     """What a CDC run applied, where the stream stands, and what the slot holds back."""
     before = result.position_before.value if result.position_before else ""
     after = result.position_after.value if result.position_after else ""
@@ -121,8 +161,6 @@ def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[st
     read = f"snapshot ({result.snapshot_reason}), then stream" if result.snapshot else "stream"
     metadata: dict[str, Any] = {
         "pgflow/rows_written": dg.MetadataValue.int(result.rows_applied + snapshot_rows),
-        "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
-        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
         "pgflow/strategy": dg.MetadataValue.text("cdc"),
         "pgflow/read": dg.MetadataValue.text(read),
         "pgflow/cursor_before": dg.MetadataValue.text(before),
@@ -135,6 +173,7 @@ def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[st
         "pgflow/transactions": dg.MetadataValue.int(sum(b.transactions for b in batches)),
         "pgflow/batches": dg.MetadataValue.int(len(batches)),
         "pgflow/rows_applied": dg.MetadataValue.int(result.rows_applied),
+        "pgflow/rows_deleted": dg.MetadataValue.int(sum(b.rows_deleted for b in batches)),
         "pgflow/slot_caught_up": dg.MetadataValue.bool(result.caught_up_slot),
         **position_reset_metadata(result.position_reset),
     }

@@ -293,6 +293,8 @@ def _stored_position(
 ) -> Position | None:
     """The position the target was loaded to: in `_pgflow.pipeline_state`, or the Delta commit."""
     sink = pipeline.sink
+    if sink.type == "delta" and pipeline.source.options.incremental_strategy == "cdc":
+        return _delta_cdc_position(pipeline, delta)
     if sink.type == "delta":
         assert sink.path
         from pgflow.sinks.delta.state import stored_position  # imports deltalake: on use only
@@ -300,6 +302,20 @@ def _stored_position(
         return stored_position(sink.path, pipeline.name, delta.storage_options())
     assert sink.connection_id and sink.table
     return state.read_position(sessions.get(sink.connection_id, sink.connection_type), sink.table)
+
+
+def _delta_cdc_position(pipeline: PipelineSpec, delta: DeltaStorage) -> Position | None:
+    """CDC into Delta: the LSN the table's last CDC commit carries (its app transaction), not
+    the snapshot load's position."""
+    from pgflow.flows.cdc.model import position_source  # imports deltalake: on use only
+    from pgflow.sinks.delta.cdc_state import stored_cdc_position
+    from pgflow.sinks.delta.table import open_table
+
+    source, path = pipeline.source, pipeline.sink.path
+    assert source.table and source.options.slot_name and path  # defaulted by the loader
+    identity = position_source(source.table, source.options.slot_name)
+    table = open_table(path, delta.storage_options())
+    return stored_cdc_position(table, pipeline.name, identity)
 
 
 def _stored_lsn(pipeline: PipelineSpec, sessions: _Sessions, delta: DeltaStorage) -> int | None:

@@ -145,6 +145,27 @@ class StrategySpec:
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    cron: str
+    timezone: str = "UTC"
+
+
+DEFAULT_VACUUM_RETENTION = timedelta(days=7)  # delta's own deletedFileRetentionDuration
+
+
+@dataclass(frozen=True)
+class DeltaMaintenance:
+    """`sink.options.maintenance` of a Delta sink: compaction, vacuum and checkpoints."""
+
+    optimize_every: int = 0  # after a load, when this many commits since the last; 0: never
+    target_file_size: int | None = None  # bytes; None: the table's delta.targetFileSize
+    vacuum_retention: timedelta = DEFAULT_VACUUM_RETENTION
+    allow_short_retention: bool = False  # below the table's own retention check
+    checkpoint: bool = True
+    schedule: ScheduleSpec | None = None  # the maintenance job's own schedule
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     type: SinkType
     connection_id: str | None
@@ -154,6 +175,7 @@ class SinkSpec:
     path: str | None = None
     # Delta sinks: how an unconstrained numeric is written (exact decimal, or its text)
     numeric_as: NumericAs = "decimal"
+    maintenance: DeltaMaintenance | None = None  # Delta sinks only
 
     @property
     def target_id(self) -> str:
@@ -161,12 +183,6 @@ class SinkSpec:
         if self.type == "delta":
             return f"delta:{self.path}"
         return f"postgres:{self.connection_id}:{self.table}"
-
-
-@dataclass(frozen=True)
-class ScheduleSpec:
-    cron: str
-    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pgflow.config.model import (
     TableName,
 )
 from pgflow.config.read_endpoint import read_endpoint, read_table
+from pgflow.config.read_maintenance import read_maintenance
 from pgflow.config.reader import Section
 from pgflow.config.sink_options import read_sink_options
 
@@ -30,7 +31,9 @@ def read_sink(section: Section | None) -> SinkSpec | None:
     table = _read_target_table(section, required=endpoint.type == "postgres")
     strategy_section = section.section("strategy", required=True)
     strategy = read_strategy(strategy_section) if strategy_section else None
-    numeric_as = read_sink_options(section.section("options"), endpoint.type)
+    options = section.section("options")
+    maintenance = read_maintenance(options, endpoint.type)  # before options.finish()
+    numeric_as = read_sink_options(options, endpoint.type)
     section.finish()
     if endpoint.type is None or strategy is None:
         return None
@@ -42,6 +45,7 @@ def read_sink(section: Section | None) -> SinkSpec | None:
         strategy,
         endpoint.path,
         numeric_as,
+        maintenance,
     )
 
 

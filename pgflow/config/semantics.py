@@ -91,7 +91,7 @@ def _check_source(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
             "is required with incremental_strategy: column: name the cursor column, e.g. updated_at",
         )
     if source.type == "postgres":
-        _check_incremental_read(options, sink.strategy, report)
+        _check_incremental_read(options, sink.strategy, sink.type, report)
     if source.type == "delta":
         _check_delta_source(options, sink, report)
     elif options.deletes != "none":
@@ -116,12 +116,17 @@ def _check_delta_source(options: SourceOptions, sink: SinkSpec, report: Report) 
         )
 
 
-def _check_incremental_read(options: SourceOptions, strategy: StrategySpec, report: Report) -> None:
+def _check_incremental_read(
+    options: SourceOptions, strategy: StrategySpec, sink_type: str, report: Report
+) -> None:
     kind = options.incremental_strategy
     _check_strategy_only_options(options, report)
     if kind == "cdc":
         _check_replication_names(options, report)
     if kind == "full":
+        return
+    if kind == "cdc" and sink_type == "delta":
+        _check_delta_cdc(strategy, report)
         return
     if strategy.mode == "incremental_append" and not strategy.only_new_rows:
         why = (
@@ -140,6 +145,18 @@ def _check_incremental_read(options: SourceOptions, strategy: StrategySpec, repo
             f"{strategy.mode} cannot take an incremental read (incremental_strategy: {kind}): "
             "the read holds only the changed rows, and this mode would drop the rest; use "
             f"{_KEYED_FOR_INCREMENTAL}, or incremental_strategy: full",
+        )
+
+
+def _check_delta_cdc(strategy: StrategySpec, report: Report) -> None:
+    """CDC into Delta applies each batch as ONE merge on the key; nothing else keeps the table
+    equal to the source (an append would add every update as a second row)."""
+    if strategy.mode != "incremental_merge":
+        report(
+            "sink.strategy.mode",
+            f"{strategy.mode} cannot take CDC into a delta sink: each batch is one Delta merge "
+            "on the key (updates, inserts, deletes); use mode incremental_merge with "
+            "unique_key (the source table's primary key)",
         )
 
 

@@ -52,10 +52,6 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
             f"{sink.type} sink with {described} is not supported yet; supported now: "
             f"{_describe_sinks()}"
         )
-    if sink.type == "delta" and source.options.incremental_strategy == "cdc":
-        return "source.options.incremental_strategy", (
-            "cdc into a delta sink is not supported yet; use column or xmin, or a postgres sink"
-        )
     return None
 
 

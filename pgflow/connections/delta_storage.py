@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import dagster as dg
 from pydantic import Field
 
-PREFIX = "PGFLOW_DELTA_"
+from pgflow.connections.delta_writes import PREFIX, UnsafeDeltaStorage, write_storage_options
+
+__all__ = ["PREFIX", "DeltaStorage", "UnsafeDeltaStorage", "write_storage_options"]
 
 
 def storage_options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

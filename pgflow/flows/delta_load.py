@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deltalake import DeltaTable, WriterProperties
+from deltalake import DeltaTable, Transaction, WriterProperties
 from psycopg import sql
 
 from pgflow.config.model import NumericAs, StrategySpec
@@ -95,6 +96,7 @@ class _DeltaLoad:
     reset: bool
     numeric_as: NumericAs
     writer_properties: WriterProperties
+    transactions: Sequence[Transaction] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def load_delta(
     partition_slice: PartitionSlice | None = None,
     writer_properties: WriterProperties | None = None,
     numeric_as: NumericAs = "decimal",
+    transactions: Sequence[Transaction] = (),
 ) -> DeltaLoadResult:
     """Load `source` (a Postgres source, not yet opened) into the Delta table at `path`.
 
@@ -137,6 +140,8 @@ def load_delta(
     `partition_slice` (partition_replace only) is the slice the run replaces.
     `writer_properties` replaces pgflow's Parquet settings (snappy, row groups of 64Ki rows).
     `numeric_as` is how unconstrained numerics are written (numerics.py).
+    `transactions` are further app transactions the load's one commit carries (a CDC
+    snapshot's start LSN, sinks/delta/cdc_state.py).
     """
     if not isinstance(source, PostgresTableSource):
         raise TypeError(f"a Delta load reads a Postgres table; got {type(source).__name__}")
@@ -144,7 +149,7 @@ def load_delta(
         raise ValueError("pipeline: a Delta load needs the pipeline's name to store its position")
     load = _DeltaLoad(
         str(path), storage_options, pipeline, strategy, strategy_for(strategy), reset,
-        numeric_as, writer_properties or default_writer_properties(),
+        numeric_as, writer_properties or default_writer_properties(), tuple(transactions),
     )  # fmt: skip
     started = time.monotonic()
     with first_write(load.path, storage_options):  # a failed first load leaves no folder
@@ -200,7 +205,7 @@ def _write_read(
         read=read,
         source=source,
         strategy=load.spec,
-        commit=commit_properties(load.pipeline, before.state.run + 1, position),
+        commit=commit_properties(load.pipeline, before.state.run + 1, position, load.transactions),
         pipeline=load.pipeline,
         partition_slice=partition_slice,
         writer_properties=load.writer_properties,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 from pgflow.localdb.errors import LocalDbError
-from pgflow.localdb.seed import seed_shop
+from pgflow.localdb.seed import seed_shop, shop_activity
 
 DIR_ENV = "PGFLOW_LOCALDB_DIR"
 DEFAULT_DIR = Path(".pgflow") / "localdb"
@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", parents=[common], help="(re)create the demo shop data")
     seed.add_argument("--customers", type=int, default=1000, help="scale (default: 1000)")
     seed.set_defaults(handler=_seed)
+    commands.add_parser(
+        "activity", parents=[common], help="change some of the demo shop's orders (for CDC)"
+    ).set_defaults(handler=_activity)
     return parser
 
 
@@ -138,6 +141,13 @@ def _seed(cluster: LocalPostgres, args: argparse.Namespace) -> int:
     counts = seed_shop(info.uri(SHOP_DB), customers=args.customers)
     summary = ", ".join(f"{table}={count}" for table, count in counts.items())
     print(f"seeded database {SHOP_DB}: {summary}")
+    return 0
+
+
+def _activity(cluster: LocalPostgres, args: argparse.Namespace) -> int:
+    info = _require_running(cluster)
+    counts = shop_activity(info.uri(SHOP_DB))
+    print(f"database {SHOP_DB}: orders " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
 

@@ -37,3 +37,39 @@ def _count(conn: psycopg.Connection, table: str) -> int:
     row = conn.execute(query).fetchone()
     assert row is not None
     return int(row[0])
+
+
+# A little business since the last run, for the demo's CDC pipelines to stream: payments
+# arrive, pending orders change, orders cancelled without a payment are deleted, new ones come.
+ACTIVITY = (
+    (
+        "shipped",
+        "UPDATE public.orders SET status = 'shipped', updated_at = now() WHERE id IN "
+        "(SELECT id FROM public.orders WHERE status = 'paid' ORDER BY id LIMIT 50)",
+    ),
+    (
+        "repriced",
+        "UPDATE public.orders SET total = total + 1, updated_at = now() WHERE id IN "
+        "(SELECT id FROM public.orders WHERE status = 'pending' ORDER BY id LIMIT 50)",
+    ),
+    (
+        "deleted",
+        "DELETE FROM public.orders WHERE id IN (SELECT o.id FROM public.orders o "
+        "WHERE o.status = 'cancelled' AND NOT EXISTS "
+        "(SELECT FROM public.payments p WHERE p.order_id = o.id) ORDER BY o.id LIMIT 20)",
+    ),
+    (
+        "placed",
+        "INSERT INTO public.orders (id, customer_id, status, total, currency, placed_at, "
+        "updated_at) SELECT m.id + g, c.id, 'pending', 10 * g, 'EUR', now(), now() "
+        "FROM (SELECT coalesce(max(id), 0) AS id FROM public.orders) m, "
+        "(SELECT min(id) AS id FROM public.customers) c, generate_series(1, 30) g "
+        "WHERE c.id IS NOT NULL",
+    ),
+)
+
+
+def shop_activity(uri: str) -> dict[str, int]:
+    """Change some orders of a seeded shop, in one transaction; the rows each change touched."""
+    with psycopg.connect(uri) as conn, conn.transaction():
+        return {name: conn.execute(statement).rowcount for name, statement in ACTIVITY}

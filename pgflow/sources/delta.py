@@ -31,6 +31,7 @@ import polars as pl
 from arro3.core import Table
 from deltalake import DeltaTable
 
+from pgflow.sources.delta_paths import file_uris
 from pgflow.sources.pg_types import PG_TYPE_KEY
 
 CHANGE_TYPE = "_change_type"
@@ -158,7 +159,7 @@ def _check_readable(table: DeltaTable, configuration: Mapping[str, str]) -> None
 
 def _files(table: DeltaTable, partition_columns: Sequence[str]) -> tuple[DeltaFile, ...]:
     actions = pl.DataFrame(table.get_add_actions(flatten=False))
-    uris = table.file_uris()  # same order as the add actions, paths decoded
+    uris = file_uris(table)  # same order as the add actions, paths decoded, real local root
     if len(uris) != actions.height:
         raise RuntimeError(
             f"Delta table {table.table_uri}: {len(uris)} file URIs for {actions.height} add actions"

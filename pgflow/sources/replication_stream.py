@@ -50,6 +50,9 @@ _STATUS = struct.Struct("!cQQQqB")
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 _CHECK_EVERY = 512  # messages between clock reads while data flows
 EXIT_TIMEOUT = 5.0  # seconds __exit__ drains the stream before it just closes it
+# Seconds an undrained exit waits for the walsender to let the slot go (it exits a moment
+# after the close), however short the drain was: else the final confirmation is lost.
+RELEASE_TIMEOUT = 10.0
 
 
 class ReplicationStream:
@@ -151,7 +154,7 @@ class ReplicationStream:
             confirmed = self._confirmed
         try:
             with self._connect(autocommit=True) as conn:
-                wait_slot_released(conn, self._slot, EXIT_TIMEOUT)
+                wait_slot_released(conn, self._slot, RELEASE_TIMEOUT)
                 info = slot_info(conn, self._slot)
                 if info is not None and (info.confirmed_flush or 0) < confirmed:
                     advance_slot(conn, self._slot, confirmed)

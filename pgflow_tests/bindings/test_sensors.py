@@ -18,8 +18,10 @@ import psycopg
 import pytest
 from deltalake import write_deltalake
 
+from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.sensors import DELTA_SENSOR, StalenessCheckFailed
+from pgflow.config.cdc_groups import cdc_groups
 from pgflow_tests.bindings.sensors_support import (
     COLUMN,
     FULL,
@@ -344,3 +346,29 @@ def test_time_partitioned_assets_are_reported_not_requested(shop: Shop) -> None:
     materialize(shop, project, "landing/products")
     skipped = tick(shop, project)
     assert "landing/daily_events: time-partitioned: loaded per partition" in (skipped.skip or "")
+
+
+def test_a_delta_cdc_table_is_fresh_once_its_own_commit_holds_its_changes(
+    shop: Shop, slot: str
+) -> None:
+    """The Delta table's position is its last CDC commit's LSN (its app transaction), not the
+    snapshot's: after a run of the Delta table alone (the shared slot waits at the idle
+    Postgres table's position) its changes are applied, so it is not stale."""
+    cdc = f"{{incremental_strategy: cdc, slot_name: {slot}}}"
+    lake = f"""
+  - name: lake_orders
+    source: {{type: postgres, connection_id: shop, table: {{schema: public, name: orders}},
+              options: {cdc}}}
+    sink: {{type: delta, path: {shop.lake / "orders"}, strategy: {MERGE}}}"""
+    project = shop.project(lake, pipeline("payments", cdc))
+    (group,) = cdc_groups(project)
+    step, resources = cdc_group_asset(group), build_definitions(project).resources
+    assert dg.materialize([step], instance=shop.instance, resources=resources).success
+
+    write(shop.source_uri, "UPDATE orders SET amount = 0 WHERE id = 1")
+    assert list(tick(shop, project).requested) == ["delta/orders"]
+    only_lake = [dg.AssetKey(["delta", "orders"])]
+    done = dg.materialize([step], instance=shop.instance, resources=resources, selection=only_lake)
+    assert done.success
+    fresh = tick(shop, project)
+    assert fresh.requested == {}, fresh.skip

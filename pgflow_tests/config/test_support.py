@@ -15,18 +15,21 @@ from pgflow_tests.config.specs import DROP, only_problem, pipeline, write
     [
         pytest.param(
             {
-                "source": {"options": {"incremental_strategy": "cdc"}},
                 "sink": {
                     "type": "delta",
                     "connection_id": DROP,
                     "table": DROP,
                     "path": "s3://lake/landing/orders/",
-                    "strategy": {"mode": "incremental_merge", "unique_key": ["id"]},
+                    "strategy": {
+                        "mode": "incremental_merge",
+                        "unique_key": ["id"],
+                        "merge_policy": "upsert",
+                    },
                 },
             },
-            "source.options.incremental_strategy",
-            "cdc into a delta sink is not supported yet; use column or xmin, or a postgres sink",
-            id="cdc-into-delta",
+            "sink.type",
+            "delta sink with mode 'incremental_merge' (upsert) is not supported yet",
+            id="delta-upsert",
         ),
     ],
 )

@@ -103,6 +103,8 @@ def _absorbed_text(pipeline: PipelineSpec) -> str:
     if pipeline.sink.type == "delta":
         if strategy.mode == "full_refresh":
             return "the next load absorbs it (full_refresh overwrites the Delta table's schema)"
+        if pipeline.source.options.incremental_strategy == "cdc":
+            return "the next CDC run adds the new columns in its merge (schema evolution)"
         return (
             "the next load absorbs it: new columns are added, values of retyped columns are "
             "cast to the table's existing types (a value that does not cast fails the load; "
@@ -119,7 +121,7 @@ def _absorbed_text(pipeline: PipelineSpec) -> str:
 def _schema_fix(pipeline: PipelineSpec, comparison: SchemaComparison) -> str:
     policy = pipeline.sink.strategy.on_schema_change
     if pipeline.sink.type == "delta":
-        if comparison.dropped:
+        if comparison.dropped or comparison.retyped:  # retyped: refused by CDC only
             return (
                 "Fix: materialize once with run config reset: true to rebuild the Delta table "
                 "from the source"

@@ -4,6 +4,7 @@ place that knows which reads each sink type needs; and the result when there is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import dagster as dg
@@ -105,7 +106,17 @@ class DeltaReads:
     def row_count(self) -> int:
         from pgflow.sinks.delta.inspect import delta_row_count
 
-        return delta_row_count(self._path, self._run.storage_options)
+        deleted = self._run.pipeline.source.options.deleted_column
+        if deleted is None:
+            return delta_row_count(self._path, self._run.storage_options)
+        import polars as pl
+
+        from pgflow.sinks.delta.scan import scan_delta_table
+
+        # CDC's soft deletes: rows stamped in deleted_column are gone at the source.
+        live = scan_delta_table(self._path, self._run.storage_options)
+        count = live.filter(pl.col(deleted).is_null()).select(pl.len())
+        return int(count.collect(engine="streaming").item())
 
     def enforcing_index(self, key: Sequence[str]) -> str | None:
         return None  # Delta tables have no indexes
@@ -116,10 +127,22 @@ class DeltaReads:
         return delta_duplicate_keys(self._path, key, self._run.storage_options)
 
     def compare(self, source: TableInfo) -> SchemaComparison:
+        import polars as pl
+
         from pgflow.sinks.delta.inspect import compare_delta_columns, delta_columns
 
         table = delta_columns(self._path, self._run.storage_options)
-        return compare_delta_columns(source, table, self._run.pipeline.sink.strategy)
+        options = self._run.pipeline.source.options
+        deleted = options.deleted_column
+        if deleted in table and source.column(deleted or "") is None:
+            # pgflow's soft-delete column, not one the source dropped.
+            table = pl.Schema({name: t for name, t in table.items() if name != deleted})
+        comparison = compare_delta_columns(source, table, self._run.pipeline.sink.strategy)
+        if options.incremental_strategy == "cdc" and comparison.retyped:
+            # A load casts into the table's types; CDC stops instead (flows/cdc/delta_schema).
+            stop = f"CDC stops on retyped column(s) {', '.join(comparison.retyped)}"
+            comparison = replace(comparison, refused=(*comparison.refused, stop))
+        return comparison
 
 
 def missing_target(

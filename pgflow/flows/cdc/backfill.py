@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import os
 
-import psycopg
-
-from pgflow.flows.cdc.apply import create_missing_target
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
-from pgflow.flows.postgres_load import LoadResult, load_table
-from pgflow.sinks.postgres import ddl, state
-from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.flows.cdc.member_sink import member_sink
 from pgflow.sources import cdc
 
 
@@ -46,7 +41,7 @@ def _start_in_snapshot(run: GroupRun, members: list[MemberRun], slot: str, tempo
     ):
         for member in members:
             try:
-                start_member(run, member, run.sinks.applying(member.member), start_lsn, snapshot)
+                start_member(run, member, start_lsn, snapshot)
             except Exception as error:  # this member's sink or table; the others go on
                 run.fail(member, error)
 
@@ -56,56 +51,9 @@ def temporary_slot_name(slot: str) -> str:
 
 
 def start_member(
-    run: GroupRun, member: MemberRun, sink: psycopg.Connection, start_lsn: int, snapshot: str
+    run: GroupRun, member: MemberRun, start_lsn: int, snapshot: str, joining: bool = False
 ) -> None:
-    """Load `member` as of `snapshot` on `sink` (or only store the start, snapshot: never)."""
-    reason = member.snapshot_reason or ""
-    member.result.snapshot_reason = reason
-    if member.member.snapshot == "never":
-        _store_start(sink, member, start_lsn)
-    else:
-        member.result.snapshot = _load_snapshot(run, member, sink, start_lsn, snapshot, reason)
+    """Load `member` as of `snapshot` (or only store the start, snapshot: never)."""
+    member.result.snapshot_reason = member.snapshot_reason or ""
+    member_sink(member).start(run, member, start_lsn, snapshot, joining=joining)
     member.position = start_lsn
-
-
-def _load_snapshot(
-    run: GroupRun,
-    member: MemberRun,
-    sink: psycopg.Connection,
-    start_lsn: int,
-    snapshot: str,
-    reason: str,
-) -> LoadResult:
-    target = member.member.target
-    extra = (target.deleted_column,) if target.deleted_column else ()
-    with run.connect_source() as reader:
-        source = cdc.SnapshotSource(
-            reader,
-            member.member.table,
-            member.identity,
-            snapshot,
-            start_lsn,
-            f"initial snapshot ({reason})",
-            extra_null_columns=extra,
-            include_columns=member.member.include_columns,
-        )
-        return load_table(
-            sink,
-            source,
-            target.table,
-            target.strategy,
-            pipeline=member.pipeline,
-            reset=True,
-        )
-
-
-def _store_start(sink: psycopg.Connection, member: MemberRun, start_lsn: int) -> None:
-    """snapshot: never: the target as it is (created if missing), streaming from the slot."""
-    target = member.member.target
-    assert member.info is not None
-    log = SqlLog(sink)
-    with sink.transaction():
-        ddl.lock_target(log, target.table)
-        create_missing_target(log, target, member.info)
-        position = cdc.lsn_position(member.identity, start_lsn)
-        state.write_position(log, target.table, member.pipeline, position)

@@ -1,6 +1,7 @@
 """The apply thread of a group run: staged batches applied in order, each member's part in its
-own sink transaction with the batch's end LSN, then the slot confirmed to the lowest position
-of the group. A member whose apply fails stops there; the others go on."""
+own sink transaction (a Delta member's: one commit) with the batch's end LSN, then the slot
+confirmed to the lowest position of the group. A member whose apply fails stops there; the
+others go on. The batch's own sessions (Delta members' staging) close after its apply."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from pgflow.flows.cdc.apply import apply_staged
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun, low_position
-from pgflow.flows.cdc.stage import StagedBatch, drop_staged
-from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.flows.cdc.member_sink import Staged, member_sink
+from pgflow.flows.cdc.sink_connections import BatchConnections
 
 # How long the reading thread waits on the applier before it tells the server it is alive.
 WAIT_SECONDS = 1.0
@@ -25,7 +25,9 @@ class GroupBatch:
     """Whole transactions of the stream, staged per member that had changes in them."""
 
     end_lsn: int
-    staged: list[tuple[MemberRun, StagedBatch]] = field(default_factory=list)
+    staged: list[tuple[MemberRun, Staged]] = field(default_factory=list)
+    # Open while the batch is staged and applied; closed by the applier after its apply.
+    connections: BatchConnections = field(default_factory=BatchConnections)
 
 
 class GroupApplier:
@@ -94,41 +96,35 @@ class GroupApplier:
         while batch.staged:
             member, staged = batch.staged[0]
             if self.run.failures.failed(member):
-                _drop_quietly(self.run, member, staged)
+                member_sink(member).discard(self.run, member, staged)
             else:
                 self._apply_member(member, staged)
             batch.staged.pop(0)  # applied (its staging dropped with it) or the member failed
         self._pending.remove(batch)
+        with suppress(Exception):  # a lost session had nothing left to keep
+            batch.connections.close()
         low = low_position(self.run.members)
         if low is not None:
             self._confirm(low)
 
-    def _apply_member(self, member: MemberRun, staged: StagedBatch) -> None:
-        run, spec = self.run, member.member
-        assert member.info is not None
+    def _apply_member(self, member: MemberRun, staged: Staged) -> None:
+        run, sink = self.run, member_sink(member)
         try:
-            conn = run.sinks.applying(spec)
-            done = apply_staged(
-                conn, spec.target, member.info, staged, member.identity, spec.pipeline
-            )
+            done = sink.apply(run, member, staged)
         except Exception as error:  # this member's sink or data: the others go on
             run.fail(member, error)
-            _drop_quietly(run, member, staged)
+            sink.discard(run, member, staged)
             return
         member.result.batches.append(done)
         assert done.end_lsn is not None
         member.position = done.end_lsn
 
     def _drop_unapplied(self) -> None:
-        """Staging tables are committed on the stager: drop those no apply consumed."""
+        """Staging tables are committed on the stager: drop those no apply consumed (a Delta
+        member's die with the batch's sessions, closed here)."""
         for batch in self._pending:
             for member, staged in batch.staged:
-                _drop_quietly(self.run, member, staged)
+                member_sink(member).discard(self.run, member, staged)
+            with suppress(Exception):  # best effort: the run's own error is the one to report
+                batch.connections.close()
         self._pending.clear()
-
-
-def _drop_quietly(run: GroupRun, member: MemberRun, staged: StagedBatch) -> None:
-    # Best effort, whatever stops it: the run's own error is the one to report, and the next
-    # run drops tagged leftovers.
-    with suppress(Exception), member.member.connect_sink(autocommit=True) as conn:
-        drop_staged(SqlLog(conn), staged)

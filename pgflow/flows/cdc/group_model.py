@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pgflow.config.model import TableName
 from pgflow.flows.cdc.model import (
     DEFAULT_BATCH_CHANGES,
+    AnyCdcTarget,
     CdcResult,
-    CdcTarget,
     ConnectSink,
     position_source,
 )
@@ -43,8 +43,10 @@ class GroupMember:
 
     pipeline: str
     table: TableName  # the source table
-    target: CdcTarget
-    connect_sink: ConnectSink  # opens this member's sink connections (the resource's way)
+    target: AnyCdcTarget
+    # Opens this member's sink connections (the resource's way); for a Delta target, source
+    # connections (DeltaCdcTarget says why).
+    connect_sink: ConnectSink
     sink_id: str  # members with the same sink_id share the run's sink connections
     snapshot: str = "initial"  # initial | never: how a new member starts
     reset: bool = False  # re-snapshot this member

@@ -15,7 +15,6 @@ from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import replace
 
-from pgflow.flows.cdc.apply import prepare_target
 from pgflow.flows.cdc.backfill import backfill
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import (
@@ -29,9 +28,9 @@ from pgflow.flows.cdc.group_publication import ensure_publication
 from pgflow.flows.cdc.group_setup import check_slot, needs_snapshot, read_members
 from pgflow.flows.cdc.group_stream import drop_leftover_staging, stream_group
 from pgflow.flows.cdc.live_add import backfilling
+from pgflow.flows.cdc.member_sink import member_sink
 from pgflow.flows.cdc.model import CdcResult
 from pgflow.flows.cdc.sink_connections import SinkConnections
-from pgflow.sinks.postgres import ddl, state
 from pgflow.sources import cdc, publication
 
 GroupOutcome = dict[str, CdcResult | BaseException]
@@ -68,8 +67,7 @@ def replicate_group(
 def _hold_targets(run: GroupRun, stack: ExitStack) -> None:
     for member in run.selected:
         try:
-            conn = run.sinks.applying(member.member)
-            stack.enter_context(ddl.holding_target(conn, member.member.target.table))
+            member_sink(member).hold(run, member, stack)
         except Exception as error:
             run.fail(member, error)
 
@@ -136,10 +134,8 @@ def _prepare_targets(run: GroupRun) -> None:
     for member in run.members:
         if not member.streaming:
             continue
-        assert member.info is not None
         try:
-            conn = run.sinks.applying(member.member)
-            prepare_target(conn, member.member.target, member.info)
+            member_sink(member).prepare(run, member)
         except Exception as error:
             run.fail(member, error)
 
@@ -152,7 +148,7 @@ def _outcome(run: GroupRun) -> GroupOutcome:
             outcome[member.pipeline] = member.error
             continue
         member.result.slot = slot
-        sink = run.sinks.applying(member.member)
-        member.result.position_after = state.read_position(sink, member.member.target.table)
+        after = member_sink(member).position_after(run, member)
+        member.result.position_after, member.result.delta_version = after
         outcome[member.pipeline] = member.result
     return outcome

@@ -11,8 +11,8 @@ import psycopg
 
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
+from pgflow.flows.cdc.member_sink import member_sink
 from pgflow.flows.cdc.model import CdcResult
-from pgflow.sinks.postgres import position_owner
 from pgflow.sources import cdc
 from pgflow.sources.base import Position, SourceConfigError
 from pgflow.sources.catalog import TableInfo, describe_table, restrict_columns
@@ -61,8 +61,7 @@ def _check_key_is_identity(conn: psycopg.Connection, member: MemberRun) -> None:
 
 
 def _read_position(run: GroupRun, member: MemberRun) -> None:
-    sink = run.sinks.applying(member.member)
-    owned = position_owner.owned_position(sink, member.member.target.table)
+    owned = member_sink(member).read_position(run, member)
     stored = owned.position
     member.result = CdcResult(position_before=stored, position_reset=owned.reset)
     ours = stored is not None and stored.source == member.identity
@@ -150,7 +149,7 @@ def _fail_positions_behind(run: GroupRun, confirmed: int) -> None:
                 member,
                 cdc.ReplicationError(
                     f"replication slot {run.settings.slot} is at {lsn_to_text(confirmed)}, ahead "
-                    f"of the position stored with {member.member.target.table} "
+                    f"of the position stored with {member_sink(member).describe(member)} "
                     f"({lsn_to_text(position)}): changes in between were consumed but never "
                     f"applied here (a restored target, or another consumer?); {cdc.RESNAPSHOT}"
                 ),

@@ -1,5 +1,6 @@
 """Stream a group's changes: read the slot once (START_REPLICATION), route each change to its
-member, stage batches of whole transactions per member on its sink's staging connection, and
+member, stage batches of whole transactions per member (a Postgres target: on its sink's staging
+connection; a Delta target: in temporary tables of a source session of the batch's own), and
 hand each batch to the applier while the next one is read.
 
 A run catches up to where the WAL was when it started (`upto`), so it ends even while the
@@ -14,9 +15,9 @@ from collections.abc import Iterator
 from pgflow.flows.cdc.group_applier import GroupApplier, GroupBatch
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun, low_position
-from pgflow.flows.cdc.stage import Stager, follow_relation
-from pgflow.sinks.postgres import ddl, staging, state
-from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.flows.cdc.member_sink import MemberStager, member_sink
+from pgflow.flows.cdc.sink_connections import BatchConnections
+from pgflow.flows.cdc.stage import follow_relation
 from pgflow.sources import cdc
 from pgflow.sources.changes import ChangeEvent, RelationSeen, TransactionEnd
 from pgflow.sources.group_changes import StreamedTable, group_changes
@@ -32,7 +33,11 @@ def stream_group(run: GroupRun, start: int) -> None:
         run.connect_source, settings.slot, settings.publication, start, upto
     ) as stream:
         with GroupApplier(run, stream.confirm, stream.keep_alive) as applier:
-            reached = _Batches(run, members, applier).read(stream.messages(), start, upto)
+            batches = _Batches(run, members, applier)
+            try:
+                reached = batches.read(stream.messages(), start, upto)
+            finally:
+                batches.close()
             applier.drain()
         _store_reached(run, members, reached)
         low = low_position(run.members)
@@ -46,7 +51,8 @@ class _Batches:
     def __init__(self, run: GroupRun, members: list[MemberRun], applier: GroupApplier) -> None:
         self.run, self.members, self.applier = run, members, applier
         self.relations: dict[int, RelationSeen] = {}  # the shape each member streams with
-        self.stagers: dict[int, Stager] = {}
+        self.stagers: dict[int, MemberStager] = {}
+        self.connections = BatchConnections()  # the open batch's own (Delta members)
         self.in_transaction: set[int] = set()
         self.messages_at_start = 0
         self.changes = 0
@@ -96,14 +102,13 @@ class _Batches:
             follow_relation(member.info, event.relation.columns)
         self.relations[index] = event
 
-    def _stager(self, index: int) -> Stager:
+    def _stager(self, index: int) -> MemberStager:
         stager = self.stagers.get(index)
         if stager is None:
             member = self.members[index]
-            assert member.info is not None
-            log = self.run.sinks.staging(member.member)
             relation = self.relations.get(index)
-            stager = Stager(log, member.member.target, member.info, relation)
+            sink = member_sink(member)
+            stager = sink.stager(self.run, member, relation, self.connections)
             self.stagers[index] = stager
         return stager
 
@@ -129,7 +134,8 @@ class _Batches:
         return end.messages - self.messages_at_start >= size * len(self.members)
 
     def _submit(self, end_lsn: int) -> None:
-        batch = GroupBatch(end_lsn)
+        batch = GroupBatch(end_lsn, connections=self.connections)
+        self.connections = BatchConnections()
         for index, stager in self.stagers.items():
             try:
                 staged = stager.finish()
@@ -142,8 +148,14 @@ class _Batches:
         self.batch_changes.clear()
         if batch.staged:
             self.applier.submit(batch)
+        else:
+            batch.connections.close()
 
-    def _fail(self, index: int, error: Exception, stager: Stager | None = None) -> None:
+    def close(self) -> None:
+        """Close what the batch being staged holds (a stopped read: it is never applied)."""
+        self.connections.close()
+
+    def _fail(self, index: int, error: Exception, stager: MemberStager | None = None) -> None:
         self.run.fail(self.members[index], error)
         stager = stager or self.stagers.pop(index, None)
         self.stagers.pop(index, None)
@@ -160,13 +172,8 @@ def _store_reached(run: GroupRun, members: list[MemberRun], reached: int) -> Non
         if member.position >= reached:
             continue
         try:
-            sink = run.sinks.applying(member.member)
-            log = SqlLog(sink)
-            with sink.transaction():
-                ddl.lock_target(log, member.member.target.table)
-                position = cdc.lsn_position(member.identity, reached)
-                state.write_position(log, member.member.target.table, member.pipeline, position)
-            member.position = reached
+            if member_sink(member).store_reached(run, member, reached):
+                member.position = reached
         except Exception as error:
             run.fail(member, error)
 
@@ -177,7 +184,6 @@ def drop_leftover_staging(run: GroupRun) -> None:
         if not member.streaming:
             continue
         try:
-            log = run.sinks.staging(member.member)
-            staging.drop_orphaned_staging(log, member.member.target.table)
+            member_sink(member).drop_leftovers(run, member)
         except Exception as error:
             run.fail(member, error)

@@ -3,8 +3,8 @@
 The joining tables' boundary is a TEMPORARY slot's start L (backfill.py says why it is exact).
 L becomes their position at once, before a row is loaded: the slot is never confirmed past it,
 so their changes after L stay in the slot. Their loads run in a thread, each on a sink
-connection of its own that holds the target's lock (taken over from the run's applying
-connection, whose applies go on meanwhile). The other tables stream in rounds until the loads
+connection of its own that holds the target's lock (a Postgres target's, taken over from the
+run's applying connection, whose applies go on meanwhile). The other tables stream in rounds until the loads
 are done; then the joined tables take their place in the stream.
 """
 
@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from pgflow.flows.cdc import backfill
 from pgflow.flows.cdc.group_context import GroupRun
 from pgflow.flows.cdc.group_model import MemberRun
-from pgflow.sinks.postgres import ddl
+from pgflow.flows.cdc.member_sink import member_sink
 from pgflow.sources import cdc
 
 
@@ -37,8 +37,7 @@ def backfilling(run: GroupRun, members: list[MemberRun]) -> Iterator[threading.T
             return
         for member in members:
             member.position, member.backfilling = start_lsn, True  # holds the slot at L
-            conn = run.sinks.applying(member.member)
-            stack.enter_context(ddl.lending_target(conn, member.member.target.table))
+            member_sink(member).lend(run, member, stack)
         stack.callback(_streaming_again, members)
         loads = threading.Thread(
             target=_load_all,
@@ -61,10 +60,6 @@ def _streaming_again(members: list[MemberRun]) -> None:
 def _load_all(run: GroupRun, members: list[MemberRun], start_lsn: int, snapshot: str) -> None:
     for member in members:
         try:
-            with (
-                member.member.connect_sink(autocommit=True) as sink,
-                ddl.holding_target(sink, member.member.target.table),
-            ):
-                backfill.start_member(run, member, sink, start_lsn, snapshot)
+            backfill.start_member(run, member, start_lsn, snapshot, True)  # joining
         except Exception as error:  # this member's sink or table; the others go on
             run.fail(member, error)

@@ -6,13 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 
-from pgflow.config.model import StrategySpec, TableName
+from pgflow.config.model import NumericAs, StrategySpec, TableName
 from pgflow.flows.postgres_load import LoadResult
 from pgflow.sources import cdc
 from pgflow.sources.base import Position
+
+if TYPE_CHECKING:  # deltalake and polars load only for runs that write Delta (memory)
+    from pgflow.flows.delta_load import DeltaLoadResult
 
 DEFAULT_BATCH_CHANGES = 100_000
 # Opens a further sink connection (keyword arguments as for psycopg.connect, e.g.
@@ -43,6 +47,24 @@ class CdcTarget:
     on_truncate: str = "apply"
 
 
+@dataclass(frozen=True)
+class DeltaCdcTarget:
+    """A Delta table a CDC member writes: each batch ONE Delta commit (a merge) carrying the
+    batch's end LSN as an app transaction (`delta_cdc_app_id`), so a retry skips what the
+    table already holds. The member's `connect_sink` opens connections to the SOURCE
+    database: the changes are typed there, in temporary tables of the run's own session."""
+
+    path: str
+    strategy: StrategySpec  # incremental_merge on unique_key (the source's key by default)
+    storage_options: dict[str, str] | None = field(default=None, repr=False)  # secrets
+    deleted_column: str | None = None  # soft deletes: the commit time of the delete
+    on_truncate: str = "apply"  # apply: the table is emptied at that place in the stream
+    numeric_as: NumericAs = "decimal"
+
+
+AnyCdcTarget = CdcTarget | DeltaCdcTarget
+
+
 @dataclass
 class BatchResult:
     """One applied batch: the changes it held, and what they did to the target."""
@@ -65,13 +87,14 @@ class BatchResult:
 class CdcResult:
     position_before: Position | None
     position_after: Position | None = None
-    snapshot: LoadResult | None = None
+    snapshot: LoadResult | DeltaLoadResult | None = None
     snapshot_reason: str = ""
     batches: list[BatchResult] = field(default_factory=list)
     slot: cdc.SlotInfo | None = None
     publication_changed: bool = False
     caught_up_slot: bool = False  # the slot was behind the sink (a run died before advancing)
     position_reset: str | None = None  # why the stored LSN was discarded (position_owner)
+    delta_version: int | None = None  # a Delta target: the table's version after the run
 
     @property
     def changes(self) -> int:

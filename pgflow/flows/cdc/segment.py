@@ -19,7 +19,7 @@ from psycopg import sql
 
 from pgflow.config.model import TableName
 from pgflow.flows.cdc.copy_lines import ESCAPES, NULL_FIELD, array_literal, copy_escaped, plain_line
-from pgflow.flows.cdc.model import BatchResult, CdcTarget
+from pgflow.flows.cdc.model import AnyCdcTarget, BatchResult, CdcTarget
 from pgflow.sinks.postgres import keys, staging
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo
@@ -44,17 +44,32 @@ class StagedSegment:
 
 
 class Segment:
-    """Changes staged since the last flush, all with the same table shape."""
+    """Changes staged since the last flush, all with the same table shape.
 
-    def __init__(self, log: SqlLog, target: CdcTarget, source: TableInfo, result: BatchResult):
+    Without `stage` it creates its own staging table (a Postgres target's); with one it COPYs
+    into that table, which has every column it stages (a Delta member's batch table, shared
+    by the batch's shapes), numbering on from `first_seq`."""
+
+    def __init__(
+        self,
+        log: SqlLog,
+        target: AnyCdcTarget,
+        source: TableInfo,
+        result: BatchResult,
+        stage: TableName | None = None,
+        first_seq: int = 0,
+    ):
         self.log, self.target, self.source, self.result = log, target, source, result
         self.columns = source.column_names
         self.soft = bool(target.deleted_column and target.deleted_column in self.columns)
         # Generated columns the stream lacks, staged NULL and computed before the apply.
         self.computed = sum(1 for c in source.columns if c.generation)
-        self.stage = self._create_stage()
-        self._add_change_columns()
-        self.seq = 0
+        if stage is None:
+            self.stage = self._create_stage()
+            self._add_change_columns()
+        else:
+            self.stage = stage
+        self.seq = first_seq
         self.unchanged: set[int] = set()
         self.key_changed_with_unchanged = False
         self.buffer: list[str] = []
@@ -63,6 +78,7 @@ class Segment:
 
     def _create_stage(self) -> TableName:
         log, target = self.log, self.target
+        assert isinstance(target, CdcTarget), "a Delta member's stage is made by its stager"
         if not log.conn.autocommit:
             return staging.create_staging(log, target.table, self.columns)
         # Committed outside the apply: the table and its tag commit together, so a killed

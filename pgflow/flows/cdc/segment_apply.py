@@ -97,101 +97,12 @@ class _SegmentApply:
         self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
 
     def _resolve_unchanged(self) -> None:
-        if not self.unchanged:
-            return
-        names = [self.columns[i] for i in sorted(self.unchanged)]
-        self.log.execute(
-            sql.SQL("CREATE INDEX ON {} ({}, {})").format(
-                self.ctx.staging_sql, keys.key_list(self.ctx), sql.Identifier(keys.ORDER_COLUMN)
-            )
-        )
-        if self.key_changed_with_unchanged:
-            for seq in self._key_changes_with_unchanged():
-                self._fill_from_previous_version(names, seq)
-        self._fill_from_previous_version(names, None)
-
-    def _key_changes_with_unchanged(self) -> list[int]:
-        """The staged rows whose key changed and that lack a value, in order."""
-        rows = self.log.execute(
-            sql.SQL(
-                "SELECT {seq} FROM {s} WHERE {origin} IS NOT NULL AND {u} IS NOT NULL"
-                " ORDER BY {seq}"
-            ).format(
-                seq=sql.Identifier(keys.ORDER_COLUMN),
-                s=self.ctx.staging_sql,
-                origin=sql.Identifier(FROM),
-                u=sql.Identifier(UNCHANGED_COLUMNS),
-            )
-        ).fetchall()
-        return [seq for (seq,) in rows]
-
-    def _fill_from_previous_version(self, names: list[str], key_change_seq: int | None) -> None:
-        """Fill UNCHANGED columns from the latest earlier staged version that knows the value,
-        else from the target's row. A row whose key changed looks up its old key (row `d`, the
-        staged delete of that key), one at a time in order so chains of key changes resolve;
-        the other rows look up their own key (`r`), all at once."""
-        ctx = self.ctx
-        alias = "r" if key_change_seq is None else "d"
-        seq, u, origin = (sql.Identifier(n) for n in (keys.ORDER_COLUMN, UNCHANGED_COLUMNS, FROM))
-        assignments = [
-            sql.SQL(
-                "{c} = CASE WHEN {name} = ANY(r.{u}) THEN coalesce("
-                "(SELECT p.{c} FROM {s} p WHERE {p_match} AND p.{seq} < {a}.{seq} AND p.{op} = 'U'"
-                " AND NOT ({name} = ANY(coalesce(p.{u}, '{{}}'))) ORDER BY p.{seq} DESC LIMIT 1),"
-                " (SELECT t.{c} FROM {t} t WHERE {t_match})) ELSE r.{c} END"
-            ).format(
-                c=sql.Identifier(name),
-                name=sql.Literal(name),
-                u=u,
-                s=ctx.staging_sql,
-                p_match=keys.key_match(ctx, "p", alias),
-                seq=seq,
-                a=sql.Identifier(alias),
-                op=sql.Identifier(OP),
-                t=ctx.target_sql,
-                t_match=keys.key_match(ctx, "t", alias),
-            )
-            for name in names
-        ]
-        if key_change_seq is None:
-            rows = sql.SQL(" WHERE r.{u} IS NOT NULL AND r.{origin} IS NULL").format(
-                u=u, origin=origin
-            )
-        else:
-            rows = sql.SQL(" FROM {s} d WHERE d.{seq} = r.{origin} AND r.{seq} = {n}").format(
-                s=ctx.staging_sql, seq=seq, origin=origin, n=sql.Literal(key_change_seq)
-            )
-        self.log.execute(
-            sql.SQL("UPDATE {} r SET {}, {} = NULL{}").format(
-                ctx.staging_sql, sql.SQL(", ").join(assignments), u, rows
-            )
-        )
+        if self.unchanged:
+            names = [self.columns[i] for i in sorted(self.unchanged)]
+            resolve_unchanged(self.ctx, names, self.key_changed_with_unchanged, from_target=True)
 
     def _compute_generated(self) -> None:
-        """Compute the source's generated columns (which logical replication does not send)
-        from their expressions, once every other value of the row is known."""
-        computed = [c for c in self.ctx.source.columns if c.generation]
-        if not computed:
-            return
-        # The expressions come from the source catalog (pg_get_expr): trusted SQL.
-        assignments = sql.SQL(", ").join(
-            sql.SQL("{} = ({})").format(sql.Identifier(c.name), sql.SQL(c.generation))
-            for c in computed
-        )
-        statement = sql.SQL("UPDATE {} SET {} WHERE {} = 'U'").format(
-            self.ctx.staging_sql, assignments, sql.Identifier(OP)
-        )
-        try:
-            with self.log.conn.transaction():
-                self.log.execute(statement)
-        except psycopg.Error as error:
-            names = ", ".join(f"{c.name} (GENERATED ALWAYS AS ({c.generation}))" for c in computed)
-            raise CdcApplyError(
-                f"logical replication does not send the source's generated column(s) {names}; "
-                f"pgflow computes them in the sink, where this failed: {error}. Create the "
-                "functions and types the expression uses in the sink, or re-snapshot with "
-                "reset: true after making the column a plain one"
-            ) from error
+        compute_generated(self.ctx)
 
     def _apply_deletes(self) -> None:
         ctx = self.ctx
@@ -213,3 +124,123 @@ class _SegmentApply:
             )
         self.result.rows_deleted += self.log.execute(statement).rowcount
         self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
+
+
+def resolve_unchanged(
+    ctx: ApplyContext, names: list[str], key_changed: bool, *, from_target: bool
+) -> None:
+    """Fill the staged rows' UNCHANGED columns `names` from the latest earlier staged version
+    that knows the value; `from_target`: else from the target's row (a Postgres target), so
+    none stays unknown. Without it a value no earlier version knows stays listed in
+    UNCHANGED_COLUMNS (a Delta target's merge takes it from the table's row)."""
+    ctx.log.execute(
+        sql.SQL("CREATE INDEX ON {} ({}, {})").format(
+            ctx.staging_sql, keys.key_list(ctx), sql.Identifier(keys.ORDER_COLUMN)
+        )
+    )
+    if key_changed:
+        for seq in _key_changes_with_unchanged(ctx):
+            _fill_from_previous_version(ctx, names, seq, from_target)
+    _fill_from_previous_version(ctx, names, None, from_target)
+
+
+def _key_changes_with_unchanged(ctx: ApplyContext) -> list[int]:
+    """The staged rows whose key changed and that lack a value, in order."""
+    rows = ctx.log.execute(
+        sql.SQL(
+            "SELECT {seq} FROM {s} WHERE {origin} IS NOT NULL AND {u} IS NOT NULL ORDER BY {seq}"
+        ).format(
+            seq=sql.Identifier(keys.ORDER_COLUMN),
+            s=ctx.staging_sql,
+            origin=sql.Identifier(FROM),
+            u=sql.Identifier(UNCHANGED_COLUMNS),
+        )
+    ).fetchall()
+    return [seq for (seq,) in rows]
+
+
+_EARLIER = (
+    "SELECT {what} FROM {s} p WHERE {p_match} AND p.{seq} < {a}.{seq} AND p.{op} = 'U'"
+    " AND NOT ({name} = ANY(coalesce(p.{u}, '{{}}')))"
+)
+
+
+def _fill_from_previous_version(
+    ctx: ApplyContext, names: list[str], key_change_seq: int | None, from_target: bool
+) -> None:
+    """A row whose key changed looks up its old key (row `d`, the staged delete of that key),
+    one at a time in order so chains of key changes resolve; the other rows look up their own
+    key (`r`), all at once."""
+    alias = "r" if key_change_seq is None else "d"
+    seq, u, origin = (sql.Identifier(n) for n in (keys.ORDER_COLUMN, UNCHANGED_COLUMNS, FROM))
+    common = {
+        "s": ctx.staging_sql,
+        "p_match": keys.key_match(ctx, "p", alias),
+        "seq": seq,
+        "a": sql.Identifier(alias),
+        "op": sql.Identifier(OP),
+        "u": u,
+    }
+    fallback = (
+        sql.SQL("(SELECT t.{c} FROM {t} t WHERE {t_match})") if from_target else sql.SQL("r.{c}")
+    )
+    template = sql.SQL(
+        "{c} = CASE WHEN {name} = ANY(r.{u}) THEN coalesce(("
+        + _EARLIER
+        + " ORDER BY p.{seq} DESC LIMIT 1), {fallback}) ELSE r.{c} END"
+    )
+    assignments = [
+        template.format(
+            c=sql.Identifier(name),
+            name=sql.Literal(name),
+            what=sql.SQL("p.{}").format(sql.Identifier(name)),
+            fallback=fallback.format(
+                c=sql.Identifier(name), t=ctx.target_sql, t_match=keys.key_match(ctx, "t", alias)
+            ),
+            **common,
+        )
+        for name in names
+    ]
+    if from_target:
+        still_unknown: sql.Composable = sql.SQL("NULL")
+    else:  # the names no earlier version knows
+        still_unknown = sql.SQL(
+            "(SELECT array_agg(x) FROM unnest(r.{u}) AS x WHERE NOT EXISTS (" + _EARLIER + "))"
+        ).format(what=sql.SQL("1"), name=sql.SQL("x"), **common)
+    if key_change_seq is None:
+        rows = sql.SQL(" WHERE r.{u} IS NOT NULL AND r.{origin} IS NULL").format(u=u, origin=origin)
+    else:
+        rows = sql.SQL(" FROM {s} d WHERE d.{seq} = r.{origin} AND r.{seq} = {n}").format(
+            s=ctx.staging_sql, seq=seq, origin=origin, n=sql.Literal(key_change_seq)
+        )
+    ctx.log.execute(
+        sql.SQL("UPDATE {} r SET {}, {} = {}{}").format(
+            ctx.staging_sql, sql.SQL(", ").join(assignments), u, still_unknown, rows
+        )
+    )
+
+
+def compute_generated(ctx: ApplyContext) -> None:
+    """Compute the source's generated columns (which logical replication does not send)
+    from their expressions, once every other value of the row is known."""
+    computed = [c for c in ctx.source.columns if c.generation]
+    if not computed:
+        return
+    # The expressions come from the source catalog (pg_get_expr): trusted SQL.
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = ({})").format(sql.Identifier(c.name), sql.SQL(c.generation)) for c in computed
+    )
+    statement = sql.SQL("UPDATE {} SET {} WHERE {} = 'U'").format(
+        ctx.staging_sql, assignments, sql.Identifier(OP)
+    )
+    try:
+        with ctx.log.conn.transaction():
+            ctx.log.execute(statement)
+    except psycopg.Error as error:
+        names = ", ".join(f"{c.name} (GENERATED ALWAYS AS ({c.generation}))" for c in computed)
+        raise CdcApplyError(
+            f"logical replication does not send the source's generated column(s) {names}; "
+            f"pgflow computes them in the sink, where this failed: {error}. Create the "
+            "functions and types the expression uses in the sink, or re-snapshot with "
+            "reset: true after making the column a plain one"
+        ) from error

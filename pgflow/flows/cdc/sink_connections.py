@@ -40,3 +40,27 @@ class SinkConnections:
             apply_settings(conn, PORTABLE_TEXT_SETTINGS, local=False)
             log = self._staging[member.sink_id] = SqlLog(conn)
         return log
+
+
+class BatchConnections:
+    """Connections that live for one batch: opened while it is staged, closed after its apply
+    (in the applier thread). A Delta member stages its batch in TEMPORARY tables of such a
+    source session, shared by the batch's Delta members of one sink_id: whatever stops the
+    run, they die with it and nothing is left behind."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._logs: dict[str, SqlLog] = {}
+        self.tables = 0  # temporary tables made so far, for their names
+
+    def staging(self, member: GroupMember) -> SqlLog:
+        log = self._logs.get(member.sink_id)
+        if log is None:
+            conn = self._stack.enter_context(member.connect_sink(autocommit=True))
+            apply_settings(conn, PORTABLE_TEXT_SETTINGS, local=False)
+            log = self._logs[member.sink_id] = SqlLog(conn)
+        return log
+
+    def close(self) -> None:
+        self._logs.clear()
+        self._stack.close()

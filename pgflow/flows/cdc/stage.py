@@ -11,7 +11,7 @@ import psycopg
 from psycopg import pq
 
 from pgflow.config.model import TableName
-from pgflow.flows.cdc.model import BatchResult, CdcApplyError, CdcTarget
+from pgflow.flows.cdc.model import AnyCdcTarget, BatchResult, CdcApplyError, CdcTarget
 from pgflow.flows.cdc.segment import Segment, StagedSegment
 from pgflow.sinks.postgres import staging
 from pgflow.sinks.postgres.sql_log import SqlLog
@@ -67,12 +67,14 @@ def drop_staged(log: SqlLog, batch: StagedBatch) -> None:
         staging.drop_staging(log, stage)
 
 
-class Stager:
-    """Sorts one batch's events of one table into segments: a new one on TRUNCATE or a new
-    table shape. Events are taken one at a time, so that a group's tables stage side by side."""
+class SegmentedStager:
+    """Sorts one batch's events of one table into segments: a new one on a new table shape
+    (and what a TRUNCATE does: `_truncate`). Events are taken one at a time, so that a group's
+    tables stage side by side. Subclasses say where segments go (Stager: a staging table each,
+    for a Postgres target; delta_stage.DeltaStager: one temporary table)."""
 
     def __init__(
-        self, log: SqlLog, target: CdcTarget, source: TableInfo, relation: RelationSeen | None
+        self, log: SqlLog, target: AnyCdcTarget, source: TableInfo, relation: RelationSeen | None
     ) -> None:
         self.log, self.target = log, target
         self.catalog = with_deleted_column(source, target.deleted_column)
@@ -92,9 +94,7 @@ class Stager:
             self.batch.result.transactions += 1
             self.batch.result.end_lsn = event.end_lsn
         elif isinstance(event, Truncation):
-            self._close_segment()
-            self.batch.steps.append(event)
-            self.segment = self._new_segment()
+            self._truncate(event)
         elif isinstance(event, RelationSeen):
             self.batch.relation = event
             if event.relation.columns != self.shape:
@@ -102,6 +102,24 @@ class Stager:
                 self.shape = event.relation.columns
                 follow_relation(self.catalog, self.shape)
                 self.segment = self._new_segment()
+
+    def _truncate(self, event: Truncation) -> None:
+        raise NotImplementedError
+
+    def _close_segment(self) -> None:
+        raise NotImplementedError
+
+    def _new_segment(self) -> Segment:
+        raise NotImplementedError
+
+    def _current(self) -> Segment:
+        assert self.segment is not None, "pgoutput sends a Relation before changes"
+        return self.segment
+
+
+class Stager(SegmentedStager):
+    """Segments staged for a Postgres target, one staging table each; a TRUNCATE is a step
+    between them."""
 
     def finish(self) -> StagedBatch:
         """The staged batch, every segment's lines copied."""
@@ -117,9 +135,11 @@ class Stager:
             with suppress(psycopg.Error):  # the error that stopped the staging matters
                 drop_staged(self.log, self.batch)
 
-    def _current(self) -> Segment:
-        assert self.segment is not None, "pgoutput sends a Relation before changes"
-        return self.segment
+    def _truncate(self, event: Truncation) -> None:
+        """A TRUNCATE ends the segment and is applied where it stood in the stream."""
+        self._close_segment()
+        self.batch.steps.append(event)
+        self.segment = self._new_segment()
 
     def _close_segment(self) -> None:
         if self.segment is not None:
@@ -133,7 +153,7 @@ class Stager:
 
 
 def segment_info(
-    catalog: TableInfo, shape: tuple[RelationColumn, ...], target: CdcTarget
+    catalog: TableInfo, shape: tuple[RelationColumn, ...], target: AnyCdcTarget
 ) -> TableInfo:
     """The columns changes arrive with (the stream's Relation), typed from the catalog, then
     the generated columns the stream lacks, then the soft-delete column."""

@@ -17,6 +17,8 @@ from deltalake import CommitProperties, DeltaTable, WriterProperties, write_delt
 from deltalake.exceptions import CommitFailedError
 
 from pgflow.config.model import StrategySpec
+from pgflow.connections.delta_writes import write_storage_options
+from pgflow.sinks.delta.table import is_refused, is_storage_failure, storage_error
 from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sources.arrow import ArrowRead
 from pgflow.sources.arrow_columns import arrow_schema
@@ -77,8 +79,15 @@ class GuardedBatches:
     kept here and re-raised in its place.
     """
 
-    def __init__(self, read: ArrowRead):
+    def __init__(
+        self,
+        read: ArrowRead,
+        path: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ):
         self._read = read
+        self._path = path  # the table written: named in an object-store failure
+        self._storage_options = storage_options
         self.error: BaseException | None = None
 
     def _batches(self) -> Iterator[RecordBatch]:
@@ -92,14 +101,19 @@ class GuardedBatches:
         return RecordBatchReader.from_batches(arrow_schema(self._read.columns), self._batches())
 
     def reraise(self, error: BaseException) -> None:
-        """Raise the read's own error if it caused `error`; a lost commit race as such."""
+        """Raise the read's own error if it caused `error`; an object-store failure (secrets
+        left out) or a lost commit race as such."""
         if self.error is not None:
             raise self.error from error
+        if self._path is not None and (is_storage_failure(error) or is_refused(error)):
+            raise storage_error(self._path, error, self._storage_options) from None
         if isinstance(error, CommitFailedError):
             raise ConcurrentDeltaLoad(
-                f"the Delta table changed while this load wrote it (delta-rs: {error}); nothing "
-                "was committed by this run. Another run of the same pipeline (or a writer whose "
-                "changes conflict) committed first; run again"
+                f"the Delta table changed while this load wrote it (delta-rs: {error}); this "
+                "commit was refused. Another run of the same pipeline (or a writer whose "
+                "changes conflict) committed first, or on an object store whose answer to "
+                "this commit was lost, this run's own commit landed; either way the table "
+                "holds a whole commit and its position: run again"
             ) from error
 
 
@@ -113,7 +127,7 @@ def write(
     empty: bool = False,
 ) -> DeltaWrite:
     """Stream the read (or nothing, when `empty`) into the table in one commit."""
-    batches = GuardedBatches(ctx.read)
+    batches = GuardedBatches(ctx.read, ctx.path, ctx.storage_options)
     data = (
         RecordBatchReader.from_batches(arrow_schema(ctx.read.columns), [])
         if empty
@@ -122,7 +136,10 @@ def write(
     options = _WriteOptions(
         partition_by=partition_by,
         schema_mode=schema_mode,
-        storage_options=ctx.storage_options if ctx.table is None else None,
+        # The first write creates the table: with the options that keep S3 commits safe.
+        storage_options=(
+            write_storage_options(ctx.path, ctx.storage_options) if ctx.table is None else None
+        ),
         commit_properties=ctx.commit,
         writer_properties=ctx.writer_properties,
     )

@@ -14,6 +14,7 @@ from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.delta.numerics import fits_unconstrained
+from pgflow.sinks.delta.scan import scan_delta_table
 from pgflow.sinks.postgres.inspect import SAMPLE_KEYS, DuplicateKeys, SchemaComparison
 from pgflow.sources.arrow_columns import arrow_column
 from pgflow.sources.catalog import TableInfo
@@ -31,7 +32,7 @@ def delta_row_count(path: str, storage_options: dict[str, str] | None = None) ->
     rows = open_snapshot(str(path), storage_options=storage_options).rows
     if rows is not None:
         return rows
-    scan = pl.scan_delta(str(path), storage_options=storage_options)
+    scan = scan_delta_table(path, storage_options)
     return int(scan.select(pl.len()).collect(engine="streaming").item())
 
 
@@ -43,7 +44,7 @@ def delta_duplicate_keys(
 ) -> DuplicateKeys:
     """Key values held by more than one row (nulls group together, as in a Delta merge's
     null-safe key match)."""
-    scan = pl.scan_delta(str(path), storage_options=storage_options).select(list(key))
+    scan = scan_delta_table(path, storage_options).select(list(key))
     repeated = scan.group_by(list(key)).agg(pl.len().alias(_ROWS)).filter(pl.col(_ROWS) > 1)
     totals, examples = pl.collect_all(
         [
@@ -62,7 +63,7 @@ def delta_duplicate_keys(
 
 def delta_columns(path: str, storage_options: dict[str, str] | None = None) -> pl.Schema:
     """The table's columns as polars types (what a scan of it returns)."""
-    return pl.scan_delta(str(path), storage_options=storage_options).collect_schema()
+    return scan_delta_table(path, storage_options).collect_schema()
 
 
 def compare_delta_columns(

@@ -34,7 +34,7 @@ def run_merge(ctx: DeltaContext, *, update_changed: bool) -> DeltaWrite:
     table = ctx.table
     assert table is not None, "the load creates the table before any merge"
     version = table.version()
-    batches = GuardedBatches(ctx.read)
+    batches = GuardedBatches(ctx.read, ctx.path, ctx.storage_options)
     try:
         merger = table.merge(
             batches.reader(),

@@ -23,6 +23,7 @@ checkpoint, the position is reported as lost and the next read is full.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,14 +78,19 @@ def stored_position(
     return read_state(DeltaTable(path, storage_options=storage_options), pipeline).position
 
 
-def commit_properties(pipeline: str, run: int, position: Position | None) -> CommitProperties:
+def commit_properties(
+    pipeline: str, run: int, position: Position | None, extra: Sequence[Transaction] = ()
+) -> CommitProperties:
+    """The commit's metadata and the pipeline's run; `extra`: further app transactions the
+    same commit stores (a CDC snapshot's start position)."""
     metadata: dict[str, Any] = {
         PIPELINE_KEY: pipeline,
         RUN_KEY: run,
         POSITION_KEY: None if position is None else json.dumps(asdict(position)),
     }
     return CommitProperties(
-        custom_metadata=metadata, app_transactions=[Transaction(app_id(pipeline), run)]
+        custom_metadata=metadata,
+        app_transactions=[Transaction(app_id(pipeline), run), *extra],
     )
 
 

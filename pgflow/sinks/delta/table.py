@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import re
+
 from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec
+from pgflow.connections.delta_writes import write_storage_options
+from pgflow.sinks.delta.first_write import LOG_DIR, local_folder
 from pgflow.sources.arrow import ArrowRead
+
+# Data files as writers name them (part-<n>-<uuid>...): what a failed first load may leave.
+# A data file a failed first load left; on a local disk also while it was being written
+# (object_store writes `<name>#<n>` and renames it once complete).
+DATA_FILE = re.compile(r"^part-[^/]*\.parquet(#\d+)?$")
+# Words in object-store errors that mean the credentials were refused.
+REFUSED = ("403", "forbidden", "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied")
+SECRET_OPTIONS = ("secret", "token", "password", "key")
+STORE_ERROR = re.compile(r"Generic \w+ error|error sending request")
 
 
 class SchemaChanged(ValueError):
     """The source's columns no longer fit the Delta table; nothing was written."""
+
+
+class NotADeltaTable(ValueError):
+    """The path holds files but no Delta table: pgflow does not write a table over them."""
+
+
+class DeltaStorageError(RuntimeError):
+    """The object store could not be reached or refused the request (secrets left out).
+
+    `transient`: a network failure, worth a retry of the run (connections.errors); refused
+    credentials are not.
+    """
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def check_columns(table: DeltaTable, read: ArrowRead, strategy: StrategySpec, path: str) -> None:
@@ -35,10 +64,115 @@ def check_columns(table: DeltaTable, read: ArrowRead, strategy: StrategySpec, pa
 
 
 def open_table(path: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
-    """The Delta table at `path`, or None when there is none yet."""
-    if not DeltaTable.is_deltatable(path, storage_options):
-        return None
-    return DeltaTable(path, storage_options=storage_options)
+    """The Delta table at `path` opened for writing, or None when there is none yet.
+
+    An s3:// table gets the options that keep its commits safe (write_storage_options).
+    A local folder with other files in it is refused, not written over; object stores are
+    not listed (pgflow has no listing client), only their Delta log is looked at.
+    """
+    options = write_storage_options(path, storage_options)
+    try:
+        if not DeltaTable.is_deltatable(path, options):
+            check_no_foreign_files(path, storage_options)
+            return None
+        return DeltaTable(path, storage_options=options)
+    except NotADeltaTable:
+        raise
+    except Exception as error:
+        if is_storage_failure(error) or is_refused(error):
+            raise storage_error(path, error, options) from None
+        detail = scrub(str(error).splitlines()[0] if str(error) else "", options)
+        raise NotADeltaTable(
+            f"the Delta path {path} has a _delta_log that delta-rs cannot read as a table "
+            f"({detail[:300]}); pgflow does not write over it. Point sink.path at a new or "
+            "empty location, or repair or remove that _delta_log"
+        ) from None
+
+
+def check_no_foreign_files(path: str, storage_options: dict[str, str] | None) -> None:
+    """Refuse a location that holds files no failed first load of pgflow leaves."""
+    foreign = sorted(name for name in _listing(path, storage_options) if _foreign(name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise NotADeltaTable(
+            f"the Delta path {path} exists and holds {len(foreign)} file(s) ({shown}) but no "
+            "Delta table; pgflow does not write a table over other files. Point sink.path "
+            "at a new or empty location, or move those files away"
+        )
+
+
+def _listing(path: str, storage_options: dict[str, str] | None) -> list[str]:
+    """The files under `path`, relative to it (an object store that cannot be listed: none)."""
+    folder = local_folder(path, storage_options)
+    if folder is None:
+        return _store_listing(path, storage_options)
+    if not folder.is_dir():
+        return []
+    return [f.relative_to(folder).as_posix() for f in folder.rglob("*") if f.is_file()]
+
+
+def _store_listing(path: str, storage_options: dict[str, str] | None) -> list[str]:
+    root = path.rstrip("/")
+    if any(char in root for char in "*?[]{}"):  # the listing would read it as a pattern
+        return []
+    try:
+        # polars' path expansion is the one object-store listing pgflow has (no pyarrow, no
+        # boto3); it is private and leaves out empty objects. Missing or failing: no check
+        # (the write itself then reports an unreachable store).
+        from polars.io._expand_paths import _expand_paths
+
+        listed = _expand_paths(f"{root}/**/*", storage_options=storage_options).collect()
+    except Exception:
+        return []
+    return [p[len(root) + 1 :] for p in listed.get_column("path").to_list() if p.startswith(root)]
+
+
+def _foreign(name: str) -> bool:
+    parts = name.split("/")
+    return parts[0] != LOG_DIR and DATA_FILE.match(parts[-1]) is None
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """An object store's failure, as delta-rs reports it (an OSError, or object_store's
+    "Generic <store> error" inside a DeltaError, e.g. a data file's upload)."""
+    return isinstance(error, OSError) or STORE_ERROR.search(str(error)) is not None
+
+
+def is_refused(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(word in text for word in REFUSED)
+
+
+def storage_error(
+    path: str, error: BaseException, storage_options: dict[str, str] | None
+) -> DeltaStorageError:
+    """A clear error for an object store that failed, its detail without any secret."""
+    detail = scrub(
+        str(error).splitlines()[0] if str(error) else type(error).__name__, storage_options
+    )
+    if is_refused(error):
+        return DeltaStorageError(
+            f"the object store refused the credentials for the Delta table at {path} "
+            f"({detail[:300]}). Check PGFLOW_DELTA_AWS_ACCESS_KEY_ID, "
+            "PGFLOW_DELTA_AWS_SECRET_ACCESS_KEY (and PGFLOW_DELTA_AWS_SESSION_TOKEN, "
+            "PGFLOW_DELTA_AWS_REGION, PGFLOW_DELTA_AWS_ENDPOINT_URL) for this bucket",
+            transient=False,
+        )
+    return DeltaStorageError(
+        f"the object store of the Delta table at {path} failed ({detail[:300]}). A Delta "
+        "commit is one object: the table holds this load's commit whole or not at all, and "
+        "the next run goes on from the position it holds. Check PGFLOW_DELTA_AWS_ENDPOINT_URL "
+        "and the network, then run again",
+        transient=True,
+    )
+
+
+def scrub(text: str, storage_options: dict[str, str] | None) -> str:
+    """`text` with the value of every secret-like storage option replaced by ***."""
+    for name, value in (storage_options or {}).items():
+        if value and any(word in name.lower() for word in SECRET_OPTIONS) and "_id" not in name:
+            text = text.replace(value, "***")
+    return text
 
 
 def data_files(table: DeltaTable | None) -> dict[str, int]:

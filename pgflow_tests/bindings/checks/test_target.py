@@ -3,11 +3,14 @@ behind pgflow's back."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import dagster as dg
 import polars as pl
+import pytest
 from deltalake import write_deltalake
 
-from pgflow.bindings.checks.names import ROW_COUNT_PARITY, SCHEMA, UNIQUE_KEY
+from pgflow.bindings.checks.names import ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH, UNIQUE_KEY
 from pgflow_tests.bindings.checks.support import (
     MERGE,
     delta_pipeline,
@@ -18,7 +21,14 @@ from pgflow_tests.bindings.checks.support import (
     run_checks,
 )
 from pgflow_tests.bindings.conftest import Env
-from pgflow_tests.pg import execute
+from pgflow_tests.pg import drop_slots, execute, slot_name_for
+
+
+@pytest.fixture
+def slot(env: Env) -> Iterator[str]:
+    name = slot_name_for(env.source_uri)
+    yield name
+    drop_slots(env.source_uri, name)
 
 
 def test_a_dropped_target_after_a_load_is_an_error(env: Env, instance: dg.DagsterInstance) -> None:
@@ -59,3 +69,27 @@ def test_delta_target_checks(env: Env, instance: dg.DagsterInstance) -> None:
     assert not dropped.passed and dropped.severity == dg.AssetCheckSeverity.ERROR
     assert "dropped at the source: name" in (dropped.description or "")
     assert "reset: true" in (dropped.description or "")
+
+
+def test_delta_cdc_target_checks_with_soft_deletes(
+    env: Env, instance: dg.DagsterInstance, slot: str
+) -> None:
+    """The soft-delete column is pgflow's, not a column the source dropped; stamped rows are
+    not counted; a retyped source column stops CDC, so it is an ERROR."""
+    options = {"incremental_strategy": "cdc", "slot_name": slot, "deleted_column": "_deleted_at"}
+    spec = delta_pipeline(env, MERGE)
+    spec["source"]["options"] = options
+    project = project_of(env, spec)
+    materialize(project, instance)
+    execute(env.source_uri, "DELETE FROM items WHERE id > 40")
+    materialize(project, instance)
+    found = run_checks(project, instance)
+    assert set(found) == {UNIQUE_KEY, ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH}
+    assert all(e.passed for e in found.values()), {n: e.description for n, e in found.items()}
+    assert figures(found[ROW_COUNT_PARITY])["target_rows"] == 40
+
+    execute(env.source_uri, "ALTER TABLE items ALTER COLUMN price TYPE numeric(12,3)")
+    retyped = run_checks(project, instance, SCHEMA)[SCHEMA]
+    assert not retyped.passed and retyped.severity == dg.AssetCheckSeverity.ERROR
+    description = retyped.description or ""
+    assert "retyped at the source: price" in description and "reset: true" in description

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 
 import pgflow.flows.cdc.backfill as backfill
-import pgflow.flows.cdc.group_applier as group_applier
 import pgflow.flows.cdc.group_stream as group_stream
+import pgflow.flows.cdc.postgres_member as postgres_member
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.cdc.group_model import GroupMember, GroupSettings
 from pgflow.flows.cdc.group_run import replicate_group
@@ -109,7 +109,7 @@ def _install(ticker: GroupTicker, job: GroupJob) -> None:
     the member tags around the engine's per-member steps."""
     hook_job = child.ChildJob("", {}, job.app_name, job.sink_dbname, job.record_path)
     child._hook_psycopg(ticker, hook_job)  # type: ignore[arg-type]
-    apply_staged = getattr(group_applier, "apply_staged")  # noqa: B009 (imported there)
+    apply_staged = getattr(postgres_member, "apply_staged")  # noqa: B009 (imported there)
     start_member = backfill.start_member
     store_reached = group_stream._store_reached
     confirm = ReplicationStream.confirm
@@ -132,7 +132,7 @@ def _install(ticker: GroupTicker, job: GroupJob) -> None:
 
     # Module attributes looked up at call time: the engine's own functions, wrapped.
     for module, name, wrapper in (
-        (group_applier, "apply_staged", tagged_apply),
+        (postgres_member, "apply_staged", tagged_apply),
         (backfill, "start_member", tagged_start),
         (group_stream, "_store_reached", tagged_reached),
         (ReplicationStream, "confirm", ticking_confirm),
