@@ -15,8 +15,10 @@ from pgflow.sources.arrow import ArrowRead
 # A data file a failed first load left; on a local disk also while it was being written
 # (object_store writes `<name>#<n>` and renames it once complete).
 DATA_FILE = re.compile(r"^part-[^/]*\.parquet(#\d+)?$")
-# Words in object-store errors that mean the credentials were refused.
-REFUSED = ("403", "forbidden", "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied")
+# Words in object-store errors that mean the credentials were refused; HTTP 403 only as a
+# status on its own, not inside a port (127.0.0.1:40312), a bucket or a duration (1.403s).
+REFUSED = ("forbidden", "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied")
+REFUSED_STATUS = re.compile(r"(?<![\w.:/-])403(?![\w.:])")
 SECRET_OPTIONS = ("secret", "token", "password", "key")
 STORE_ERROR = re.compile(r"Generic \w+ error|error sending request")
 
@@ -140,7 +142,7 @@ def is_storage_failure(error: BaseException) -> bool:
 
 def is_refused(error: BaseException) -> bool:
     text = str(error).lower()
-    return any(word in text for word in REFUSED)
+    return any(word in text for word in REFUSED) or REFUSED_STATUS.search(text) is not None
 
 
 def storage_error(
