@@ -1,7 +1,8 @@
 """pgflow as a user runs it: the whole `dagster asset materialize -m pgflow.definitions` process
-for one spec (incremental_strategy: column on updated_at, incremental_merge upsert on
-id), with Dagster's storage in a Postgres database of the bench cluster; the load's own
-figures read back from the materialization's metadata."""
+for one spec (INCREMENTAL_SPEC: incremental_strategy column on updated_at, incremental_merge
+upsert on id; FULL_SPEC: full_refresh with the default method), with Dagster's storage in a
+Postgres database of the bench cluster; the load's own figures read back from the
+materialization's metadata."""
 
 from __future__ import annotations
 
@@ -26,13 +27,18 @@ source:
   type: postgres
   connection_id: bench_source
   table: {{schema: public, name: {table}}}
-  options: {{incremental_strategy: column, incremental_column: updated_at}}
+  {options}
 sink:
   type: postgres
   connection_id: bench_sink
   table: {{schema: {target.schema}, name: {target.name}}}
-  strategy: {{mode: incremental_merge, unique_key: [id], merge_policy: upsert}}
+  strategy: {strategy}
 """
+INCREMENTAL_SPEC = (
+    "options: {incremental_strategy: column, incremental_column: updated_at}",
+    "{mode: incremental_merge, unique_key: [id], merge_policy: upsert}",
+)
+FULL_SPEC = ("", "{mode: full_refresh}")  # the defaults a user gets
 # Read in a process of its own: the bench process never imports Dagster.
 # `steps`: each step of the run (the asset's, its checks') from its start to its success.
 METADATA = """
@@ -67,11 +73,12 @@ class DagsterCli:
         sink_uri: str,
         table: str,
         target: TableName,
+        spec: tuple[str, str] = INCREMENTAL_SPEC,
     ) -> DagsterCli:
         """Specs and a DAGSTER_HOME in `work`; Dagster's storage in sink's bench_dagster."""
         specs = work / "specs"
         specs.mkdir()
-        (specs / f"{table}.yaml").write_text(SPEC_YAML.format(table=table, target=target))
+        (specs / f"{table}.yaml").write_text(SPEC_YAML.format(table=table, target=target, options=spec[0], strategy=spec[1]))
         home = work / "dagster_home"
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
