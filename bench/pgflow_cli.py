@@ -78,7 +78,9 @@ class DagsterCli:
         """Specs and a DAGSTER_HOME in `work`; Dagster's storage in sink's bench_dagster."""
         specs = work / "specs"
         specs.mkdir()
-        (specs / f"{table}.yaml").write_text(SPEC_YAML.format(table=table, target=target, options=spec[0], strategy=spec[1]))
+        (specs / f"{table}.yaml").write_text(
+            SPEC_YAML.format(table=table, target=target, options=spec[0], strategy=spec[1])
+        )
         home = work / "dagster_home"
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
