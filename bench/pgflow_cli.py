@@ -47,7 +47,8 @@ with dg.DagsterInstance.get() as instance:
     event = instance.get_latest_materialization_event(dg.AssetKey({key!r}))
     meta = event.asset_materialization.metadata
     figures = {{k.split("/")[1]: meta[k].value for k in
-        ("pgflow/rows_read", "pgflow/rows_applied", "pgflow/duration_seconds")}}
+        ("pgflow/rows_written", "pgflow/rows_read", "pgflow/rows_applied",
+         "pgflow/duration_seconds") if k in meta}}
     started, steps = {{}}, {{}}
     for entry in instance.all_logs(event.run_id):
         kind = entry.dagster_event_type
@@ -99,8 +100,9 @@ class DagsterCli:
         return cls(env, target)
 
     def run(self) -> tuple[Finished, dict[str, Any]]:
-        """One materialization: the finished process and pgflow's metadata (rows_read,
-        rows_applied, duration_seconds), with the run's `steps` and their seconds."""
+        """One materialization: the finished process and pgflow's metadata (rows_written,
+        duration_seconds; an incremental run's rows_read and rows_applied), with the run's
+        `steps` and their seconds."""
         key = [self.target.schema, self.target.name]
         cmd = [
             DAGSTER,

@@ -190,7 +190,7 @@ def cli_run(cli: DagsterCli, scenario: str, tool: str) -> Callable[[int], Run]:
         steps = ", ".join(f"{step} {seconds:.2f} s" for step, seconds in meta["steps"].items())
         print(f"    the run's steps: {steps}", flush=True)
         return Run(
-            scenario, tool, rep, done.wall, int(meta["rows_applied"]), done.rss_mb, True,
+            scenario, tool, rep, done.wall, int(meta.get("rows_applied", meta["rows_written"])), done.rss_mb, True,
             float(meta["duration_seconds"]),
         )  # fmt: skip
 
