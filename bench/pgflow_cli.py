@@ -1,7 +1,8 @@
 """pgflow as a user runs it: the whole `dagster asset materialize -m pgflow.definitions` process
-for one spec (incremental_strategy: column on updated_at, incremental_merge upsert on
-id), with Dagster's storage in a Postgres database of the bench cluster; the load's own
-figures read back from the materialization's metadata."""
+for one spec (INCREMENTAL_SPEC: incremental_strategy column on updated_at, incremental_merge
+upsert on id; FULL_SPEC: full_refresh with the default method), with Dagster's storage in a
+Postgres database of the bench cluster; the load's own figures read back from the
+materialization's metadata."""
 
 from __future__ import annotations
 
@@ -26,13 +27,18 @@ source:
   type: postgres
   connection_id: bench_source
   table: {{schema: public, name: {table}}}
-  options: {{incremental_strategy: column, incremental_column: updated_at}}
+  {options}
 sink:
   type: postgres
   connection_id: bench_sink
   table: {{schema: {target.schema}, name: {target.name}}}
-  strategy: {{mode: incremental_merge, unique_key: [id], merge_policy: upsert}}
+  strategy: {strategy}
 """
+INCREMENTAL_SPEC = (
+    "options: {incremental_strategy: column, incremental_column: updated_at}",
+    "{mode: incremental_merge, unique_key: [id], merge_policy: upsert}",
+)
+FULL_SPEC = ("", "{mode: full_refresh}")  # the defaults a user gets
 # Read in a process of its own: the bench process never imports Dagster.
 # `steps`: each step of the run (the asset's, its checks') from its start to its success.
 METADATA = """
@@ -41,7 +47,8 @@ with dg.DagsterInstance.get() as instance:
     event = instance.get_latest_materialization_event(dg.AssetKey({key!r}))
     meta = event.asset_materialization.metadata
     figures = {{k.split("/")[1]: meta[k].value for k in
-        ("pgflow/rows_read", "pgflow/rows_applied", "pgflow/duration_seconds")}}
+        ("pgflow/rows_written", "pgflow/rows_read", "pgflow/rows_applied",
+         "pgflow/duration_seconds") if k in meta}}
     started, steps = {{}}, {{}}
     for entry in instance.all_logs(event.run_id):
         kind = entry.dagster_event_type
@@ -67,11 +74,14 @@ class DagsterCli:
         sink_uri: str,
         table: str,
         target: TableName,
+        spec: tuple[str, str] = INCREMENTAL_SPEC,
     ) -> DagsterCli:
         """Specs and a DAGSTER_HOME in `work`; Dagster's storage in sink's bench_dagster."""
         specs = work / "specs"
         specs.mkdir()
-        (specs / f"{table}.yaml").write_text(SPEC_YAML.format(table=table, target=target))
+        (specs / f"{table}.yaml").write_text(
+            SPEC_YAML.format(table=table, target=target, options=spec[0], strategy=spec[1])
+        )
         home = work / "dagster_home"
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
@@ -90,8 +100,9 @@ class DagsterCli:
         return cls(env, target)
 
     def run(self) -> tuple[Finished, dict[str, Any]]:
-        """One materialization: the finished process and pgflow's metadata (rows_read,
-        rows_applied, duration_seconds), with the run's `steps` and their seconds."""
+        """One materialization: the finished process and pgflow's metadata (rows_written,
+        duration_seconds; an incremental run's rows_read and rows_applied), with the run's
+        `steps` and their seconds."""
         key = [self.target.schema, self.target.name]
         cmd = [
             DAGSTER,

@@ -11,7 +11,8 @@ BENCH_REPEAT times (default 3; the order of the tools rotates), medians (BENCH_T
 a subset of psql,pgflow,dlt,sling):
 
 - full_refresh: the psql binary COPY pipe (the physical limit), pgflow full_refresh
-  truncate_insert and exchange, dlt replace (sql_table, pyarrow backend), Sling full-refresh;
+  truncate_insert and exchange, the pgflow CLI (the whole `dagster asset materialize` process
+  of a full_refresh spec with the default method), dlt replace (sql_table, pyarrow backend), Sling full-refresh;
 - incremental: 1% of the rows change, then pgflow in-process (ColumnCursorSource, merge
   policies upsert and delete_insert), the pgflow CLI (the whole `dagster asset materialize`
   process, and its load time from the metadata), dlt merge, Sling incremental (primary key
@@ -211,7 +212,7 @@ def suite() -> None:
         )
         bench = Bench(source_uri, sink_uri, Path(tmp), table_bytes / ROWS)
         steps: dict[str, Callable[[], None]] = {
-            "full_refresh": lambda: full_refresh(bench),
+            "full_refresh": lambda: full_refresh(bench, sink_info),
             "incremental": lambda: incremental(bench, sink_info),
             "cdc": lambda: cdc_scenario(bench),
             "delta": lambda: delta(bench),

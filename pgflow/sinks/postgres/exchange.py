@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.rows import DictRow, TupleRow, class_row, dict_row
 
 from pgflow.config.model import TableName
-from pgflow.sinks.postgres import staging
+from pgflow.sinks.postgres import index_rebuild, staging
 from pgflow.sinks.postgres.ddl import with_suffix
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sinks.postgres.strategy import DirectStrategy, Fill
@@ -110,6 +110,8 @@ def swap(log: SqlLog, target: TableName, shadow: TableName, plan: ExchangePlan, 
     """Index the filled `shadow` (in the target's schema) and put it in the target's place."""
     identity_names = _identity_sequence_names(log.conn, plan)
     backup = TableName(target.schema, with_suffix(target.name, f"__pgflow_old_{tag}"))
+    if plan.indexes:
+        index_rebuild.raise_build_memory(log)
     build_indexes(log, shadow, plan.indexes, plan.foreign_keys, lambda i: _temp_index(tag, i))
     log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
     log.execute(_rename(target, backup.name))

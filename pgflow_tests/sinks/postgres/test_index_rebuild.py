@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import closing
 
+import psycopg
 import pytest
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.sinks.postgres import index_rebuild
+from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow_tests.sinks.postgres.conftest import execute, fetch, run_load, table_text
 
 SOURCE, TARGET = TableName("public", "events"), TableName("landing", "events")
@@ -155,3 +158,38 @@ def test_duplicate_keys_fail_the_load_when_the_key_is_built(source_uri: str, sin
         "SELECT count(*) FROM pg_constraint WHERE conrelid = 'landing.events'::regclass"
         " AND contype = 'p'",
     ) == [(1,)]
+
+
+def memory(conn: psycopg.Connection) -> str:
+    row = conn.execute("SHOW maintenance_work_mem").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.mark.parametrize(("session", "during"), [("64MB", "256MB"), ("1GB", "1GB")])
+def test_the_builds_get_more_memory_for_the_load_s_transaction_only(
+    sink_uri: str, session: str, during: str
+) -> None:
+    """A sort of a large key spills to disk at the default 64MB; a higher server or session
+    setting is kept; the raise ends with the transaction (SET LOCAL)."""
+    with psycopg.connect(sink_uri, autocommit=True) as conn:
+        conn.execute(f"SET maintenance_work_mem = '{session}'")
+        with conn.transaction():
+            index_rebuild.raise_build_memory(SqlLog(conn))
+            assert memory(conn) == during
+        assert memory(conn) == session
+
+
+@pytest.mark.parametrize("method", ["truncate_insert", "exchange"])
+def test_a_full_refresh_raises_the_build_memory_before_building_the_key(
+    loaded: tuple[str, str], method: str
+) -> None:
+    source_uri, sink_uri = loaded
+    result = run_load(
+        source_uri, sink_uri, SOURCE, TARGET, StrategySpec(mode="full_refresh", method=method)
+    )
+    raised = next(i for i, s in enumerate(result.statements) if "maintenance_work_mem" in s)
+    built = next(i for i, s in enumerate(result.statements) if "PRIMARY KEY" in s)
+    copied = next(i for i, s in enumerate(result.statements) if s.startswith("COPY "))
+    assert copied < raised < built
+    assert table_text(sink_uri, "landing.events") == table_text(source_uri, "public.events")
