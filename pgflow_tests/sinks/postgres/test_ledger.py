@@ -229,3 +229,19 @@ def test_a_state_table_of_an_older_pgflow_gets_the_ledger(
     load()
     assert changes[-1] == RowChange.added(1)
     assert ledger(sink_uri) == counted(sink_uri) == 2011
+
+
+def test_a_full_refresh_state_row_is_no_position_for_an_incremental_load(
+    source_uri: str, sink_uri: str
+) -> None:
+    """A spec changed from full_refresh to a cursor: its first run reads everything (the row a
+    full_refresh stored holds no position), then continues from its own position."""
+    execute(source_uri, ORDERS)
+    full_load(source_uri, sink_uri, StrategySpec(mode="full_refresh"))
+    cursor = lambda conn: ColumnCursorSource(conn, SOURCE, "updated_at")  # noqa: E731
+    first = incremental_load(source_uri, sink_uri, cursor, KEYED["delete_insert"])
+    assert first.read is not None and first.read.full and first.position_reset is None
+    execute(source_uri, CHANGES)
+    second = incremental_load(source_uri, sink_uri, cursor, KEYED["delete_insert"])
+    assert second.read is not None and not second.read.full
+    assert ledger(sink_uri) == counted(sink_uri) == 2010
