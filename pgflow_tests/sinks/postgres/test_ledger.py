@@ -245,3 +245,28 @@ def test_a_full_refresh_state_row_is_no_position_for_an_incremental_load(
     second = incremental_load(source_uri, sink_uri, cursor, KEYED["delete_insert"])
     assert second.read is not None and not second.read.full
     assert ledger(sink_uri) == counted(sink_uri) == 2010
+
+
+def test_an_upsert_into_a_partitioned_target_tells_inserts_from_updates(
+    source_uri: str, sink_uri: str, changes: list[RowChange]
+) -> None:
+    """`xmax = 0` tells an inserted row from an updated one on a partitioned target too."""
+    execute(source_uri, ORDERS)
+    execute(
+        sink_uri,
+        "CREATE SCHEMA landing; CREATE TABLE landing.orders (id bigint PRIMARY KEY, status text,"
+        " amount numeric(10,2), updated_at timestamptz NOT NULL) PARTITION BY HASH (id);"
+        " CREATE TABLE landing.orders_0 PARTITION OF landing.orders"
+        " FOR VALUES WITH (MODULUS 2, REMAINDER 0);"
+        " CREATE TABLE landing.orders_1 PARTITION OF landing.orders"
+        " FOR VALUES WITH (MODULUS 2, REMAINDER 1);"
+        " INSERT INTO landing.orders SELECT g, 'old', 0, now() FROM generate_series(1, 10) g",
+    )
+    cursor = lambda conn: ColumnCursorSource(conn, SOURCE, "updated_at")  # noqa: E731
+    incremental_load(source_uri, sink_uri, cursor, KEYED["upsert"])
+    assert changes[-1] == RowChange.added(1990)  # 10 keys were there: updated, not added
+    assert ledger(sink_uri) == counted(sink_uri) == 2000
+    execute(source_uri, CHANGES)
+    incremental_load(source_uri, sink_uri, cursor, KEYED["upsert"])
+    assert changes[-1] == RowChange.added(10)  # 40 updated, 10 new
+    assert ledger(sink_uri) == counted(sink_uri) == 2010
