@@ -169,8 +169,8 @@ def _add_identity_column(log: SqlLog) -> None:
 
 def _ensure_state_table(log: SqlLog, *, required: bool) -> bool:
     """Create the state table (or add the columns an older pgflow's lacks). A load without a
-    position (full_refresh) that may not create it goes on without a ledger: its runs count
-    the target, as before; such loads never needed CREATE on the sink database."""
+    position (full_refresh) that may not create it goes on without a ledger and its runs count
+    the target, as before: reloading an existing target never needed CREATE on the database."""
     if not _state_table_exists(log.conn):
         schema = sql.Identifier(STATE_TABLE.schema)
         try:

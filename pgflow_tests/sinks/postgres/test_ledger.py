@@ -270,3 +270,33 @@ def test_an_upsert_into_a_partitioned_target_tells_inserts_from_updates(
     incremental_load(source_uri, sink_uri, cursor, KEYED["upsert"])
     assert changes[-1] == RowChange.added(10)  # 40 updated, 10 new
     assert ledger(sink_uri) == counted(sink_uri) == 2010
+
+
+def test_a_full_refresh_by_a_role_that_cannot_create_the_state_table_loads_without_a_ledger(
+    source_uri: str, sink_uri: str
+) -> None:
+    """A full_refresh of an existing target never needed CREATE on the sink database; without
+    it there is no state table, and the load goes on (its runs count the target instead)."""
+    execute(source_uri, ORDERS)
+    database = psycopg.conninfo.conninfo_to_dict(sink_uri)["dbname"]
+    role = f"ledger_{database}"[:60]
+    execute(
+        sink_uri,
+        f'CREATE ROLE "{role}"; CREATE SCHEMA landing AUTHORIZATION "{role}";'
+        " CREATE TABLE landing.orders (id bigint PRIMARY KEY, status text, amount numeric(10,2),"
+        f' updated_at timestamptz NOT NULL); ALTER TABLE landing.orders OWNER TO "{role}"',
+    )
+    try:
+        with (
+            psycopg.connect(source_uri) as src,
+            psycopg.connect(sink_uri, autocommit=True) as dst,
+        ):
+            dst.execute(f'SET ROLE "{role}"')
+            source = PostgresTableSource(src, SOURCE)
+            load_table(dst, source, TARGET, StrategySpec(mode="full_refresh"), pipeline="o")
+        assert counted(sink_uri) == 2000 and ledger(sink_uri) is None
+        assert fetch(sink_uri, "SELECT to_regclass('_pgflow.pipeline_state')") == [(None,)]
+    finally:
+        execute(
+            sink_uri, f'DROP SCHEMA landing CASCADE; DROP OWNED BY "{role}"; DROP ROLE "{role}"'
+        )
