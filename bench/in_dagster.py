@@ -53,7 +53,7 @@ from bench.common import (
     throwaway_cluster,
     vacuum_analyze,
 )
-from bench.peers import clean_env, venv_python
+from bench.peers import clean_env, venv_python, with_sslmode
 from bench.pgflow_cli import DagsterCli
 from bench.runs import (
     LIMIT,
@@ -193,6 +193,9 @@ def peer_tool(s: Setting, peer: str, name: str, target: str, settings: dict[str,
         }
         if peer == "dagster-sling":  # the `sling` package's documented setting for its binary
             env["SLING_BINARY"] = sling_binary(python)
+            # Sling's Postgres driver asks for TLS unless told; the local clusters have none.
+            env["BENCH_SOURCE_URI"] = with_sslmode(s.bench.source_uri)
+            env["BENCH_SINK_URI"] = with_sslmode(s.bench.sink_uri)
         cmd = [str(python.with_name("dagster")), "asset", "materialize", "-f", str(defs)]
         done = run_tree([*cmd, "--select", "*"], env, work)
         if done.returncode != 0:

@@ -133,7 +133,7 @@ def table(results: dict[str, Any]) -> str:
         )
     lines += ["", "| target | figures | result |", "|---|---|---|", *verdicts(results, med)]
     for failure in results["failures"]:
-        reason = failure["reason"].strip().splitlines()[0][:200]
+        reason = " ".join(failure["reason"].split())[:300]
         lines.append(f"\n{failure['tool']} failed ({failure['scenario']}): {reason}")
     peers = "; ".join(f"{p}: {' '.join(r)}" for p, r in results["peers"].items())
     lines += ["", f"Peer venvs: {peers}.", ""]
