@@ -30,8 +30,10 @@ and the generated section of bench/README.md (in_dagster_report.py).
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +64,7 @@ from bench.runs import (
     ROWS,
     SERVER_SETTINGS,
     SOURCE,
+    TOOLS,
     Bench,
     Run,
     Tool,
@@ -99,8 +102,8 @@ sink:
   table: {{schema: {target.schema}, name: {target.name}}}
   strategy: {{mode: full_refresh, method: truncate_insert}}
 """
-# The run's pgflow metadata (numbers only) and each step's seconds; a process of its own, as
-# pgflow_cli.METADATA (the bench process never imports Dagster).
+# The run's pgflow metadata (its numbers), read in a process of its own as pgflow_cli.METADATA
+# is (the bench process never imports Dagster).
 METADATA = """
 import json, dagster as dg
 with dg.DagsterInstance.get() as instance:
@@ -153,9 +156,6 @@ def cli_dagster() -> str:
 
 
 def read_metadata(env: dict[str, str], key: list[str], python: str) -> dict[str, float]:
-    import json
-    import subprocess
-
     done = subprocess.run(
         [python, "-c", METADATA.format(key=key)], env=env, cwd=REPO, capture_output=True, text=True
     )
@@ -208,8 +208,6 @@ def peer_tool(s: Setting, peer: str, name: str, target: str, settings: dict[str,
 
 
 def sling_binary(python: Path) -> str:
-    import subprocess
-
     code = "import sling_linux_amd64 as s; print(s.SLING_BIN)"
     return subprocess.run(
         [str(python), "-c", code], capture_output=True, text=True, check=True
@@ -290,20 +288,20 @@ def incremental(s: Setting) -> None:
 
 
 def import_times() -> dict[str, list[float]]:
-    """`python -c "import dagster"`, BENCH_REPEAT times in each tool's interpreter."""
+    """`python -c "import dagster"` in each chosen tool's interpreter, BENCH_REPEAT (at least 3)
+    times: the Dagster start-up every tool pays alike."""
     pythons: dict[str, Callable[[], str]] = {"pgflow": lambda: sys.executable}
     for peer, (venv, requirements, check) in PEER_VENVS.items():
         pythons[peer] = lambda v=venv, r=requirements, c=check: str(venv_python(v, r, c))
     times: dict[str, list[float]] = {}
     for tool, python in pythons.items():
-        if not chosen([(tool, "", lambda rep: None)]):  # type: ignore[arg-type, return-value]
+        if tool not in TOOLS:
             continue
-        walls = [
-            run_tree([python(), "-c", "import dagster"], clean_env()).wall
-            for _ in range(max(REPEAT, 3))
-        ]
-        times[tool] = walls
-        print(f" import dagster ({tool}): median {statistics.median(walls):.2f} s", flush=True)
+        command = [python(), "-c", "import dagster"]
+        times[tool] = [run_tree(command, clean_env()).wall for _ in range(max(REPEAT, 3))]
+        print(
+            f" import dagster ({tool}): median {statistics.median(times[tool]):.2f} s", flush=True
+        )
     return times
 
 
