@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -321,7 +322,7 @@ def main() -> None:
         s = Setting(bench, sink_info, {})
         imports = import_times()
 
-        def results() -> dict[str, object]:
+        def results() -> dict[str, Any]:
             return {
                 "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
                 "duration_s": round(time.time() - started),
