@@ -92,11 +92,13 @@ $(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
 # The suite (bench/README.md): one dataset, every tool side by side. BENCH_ROWS, BENCH_REPEAT,
 # BENCH_SCENARIOS, BENCH_TOOLS, BENCH_CDC_CHANGES, BENCH_SERVER_SETTINGS size it. Deeper benches:
 # python -m bench.cdc | .merge | .delta_sync. Then the schema-wide bench (BENCH_SCENARIOS `schema`)
-# and CDC into Delta (`cdc_delta`).
+# and CDC into Delta (`cdc_delta`), then pgflow against dagster-sling and dagster-dlt, each a
+# whole Dagster process (`in_dagster`).
 bench: install $(BIN)/.bench-installed
 	$(BIN)/python -m bench.suite
 	$(BIN)/python -m bench.schema_wide --if-asked
 	$(BIN)/python -m bench.cdc_delta --if-asked
+	$(BIN)/python -m bench.in_dagster --if-asked
 
 stop:
 	-$(BIN)/pgflow localdb stop

@@ -26,16 +26,22 @@ GROUP_SCENARIO = "cdc_group"
 SCHEMA_SCENARIO = "schema"
 # bench/cdc_delta.py (CDC into Delta next to CDC into Postgres): its own clusters and results.
 DELTA_CDC_SCENARIO = "cdc_delta"
-_OWN = (GROUP_SCENARIO, SCHEMA_SCENARIO, DELTA_CDC_SCENARIO)
+# bench/in_dagster.py (pgflow against dagster-sling and dagster-dlt, each a whole Dagster
+# process): its own clusters and results.
+IN_DAGSTER_SCENARIO = "in_dagster"
+_OWN = (GROUP_SCENARIO, SCHEMA_SCENARIO, DELTA_CDC_SCENARIO, IN_DAGSTER_SCENARIO)
 _DEFAULT = ",".join((*ALL_SCENARIOS, *_OWN))
 _ASKED = tuple(s for s in os.environ.get("BENCH_SCENARIOS", _DEFAULT).split(",") if s)
 SCENARIOS = tuple(s for s in _ASKED if s not in _OWN)
 RUN_GROUP = GROUP_SCENARIO in _ASKED
 RUN_SCHEMA = SCHEMA_SCENARIO in _ASKED
 RUN_DELTA_CDC = DELTA_CDC_SCENARIO in _ASKED
+RUN_IN_DAGSTER = IN_DAGSTER_SCENARIO in _ASKED
 CDC_SCENARIO = os.environ.get("BENCH_SUITE_CDC_SCENARIO", "mixed")
-# Tools to run, by the first word of their name (psql, pgflow, dlt, sling); default all.
-TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", "psql,pgflow,dlt,sling").split(","))
+# Tools to run, by the first word of their name (psql, pgflow, dlt, sling, and in_dagster's
+# dagster-sling, dagster-dlt); default all.
+_ALL_TOOLS = "psql,pgflow,dlt,sling,dagster-sling,dagster-dlt"
+TOOLS = tuple(t.lower() for t in os.environ.get("BENCH_TOOLS", _ALL_TOOLS).split(","))
 # Server settings for both clusters, "name=value,name=value" (e.g. shared_buffers=2GB,
 # random_page_cost=1.1, a warehouse's); default LocalPostgres's. A run with settings gets a
 # results section of its own, beside the default one.
