@@ -4,13 +4,16 @@ process of its own with the shipped dagster.yaml (Postgres storage)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import time
+import weakref
 
 import psycopg
 
+from pgflow.bindings.definitions import collector_paused
 from pgflow_tests.bindings.conftest import REPO, DagsterSetup
 
 # `dagster asset materialize` as the console script runs it, reporting at the end which of
@@ -95,3 +98,27 @@ def test_the_run_keeps_its_storage_connections_instead_of_one_per_event(
             "(SELECT run_id FROM runs ORDER BY create_timestamp DESC LIMIT 1)"
         ).fetchone()
         assert events is not None and events[0] >= 20  # the run wrote its events all the same
+
+
+class Node:
+    peer: Node | None = None
+
+
+def test_a_load_with_the_collector_paused_leaves_its_cycles_collected_and_the_rest_frozen():
+    assert gc.isenabled()
+    gc.unfreeze()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+            first, second, kept = Node(), Node(), Node()
+            first.peer, second.peer = second, first  # garbage the load leaves behind
+            probe = weakref.ref(first)
+            del first, second
+            assert probe() is not None  # nothing collects it while the load runs
+        assert gc.isenabled()
+        assert probe() is None
+        # What stays is frozen: in none of the three generations a collection walks.
+        assert gc.get_freeze_count() > 0
+        assert not any(any(o is kept for o in gc.get_objects(g)) for g in range(3))
+    finally:
+        gc.unfreeze()
