@@ -56,13 +56,16 @@ def collector_paused() -> Iterator[None]:
     growing heap again and again (a third of the load's CPU). Then the few cycles left behind
     are collected once and what stays is frozen (`gc.freeze`): the definitions live as long as
     the process, and later collections, and the interpreter's exit, skip them (a run worker
-    with 1,000 assets otherwise spends most of a second exiting)."""
+    with 1,000 assets otherwise spends most of a second exiting). With the collector paused,
+    everything the load allocated is still in the youngest generation, so collecting that one
+    finds the load's cycles without walking Dagster's whole heap (a full collection: 85 ms of
+    CPU in every one-asset `dagster asset materialize`)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
-            gc.collect()
+            gc.collect(0)
             gc.freeze()
             gc.enable()

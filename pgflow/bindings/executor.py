@@ -6,6 +6,10 @@ than a small incremental load takes. So a run of one pgflow asset and its checks
 the run's own process, and a run of more assets (a group schedule, a UI selection) gets a
 process per step, so their loads overlap as with Dagster's default. Run config chooses as the
 multiprocess executor's does (`execution: {config: {max_concurrent: 4}}`).
+
+The run's process also keeps its storage connections: Dagster's Postgres storage opens a new
+connection for every event it writes or reads (about 120 in a one-asset run, each a TCP
+connect and a SCRAM handshake); pooled as the webserver pools them, it opens one per storage.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ if TYPE_CHECKING:  # Dagster exports these types only from its private modules
 
 # One asset step plus its checks step.
 IN_PROCESS_MAX_STEPS = 2
+# A pooled storage connection is replaced at its first use after this many seconds, so one
+# left idle through a long load is never reused (servers and firewalls drop idle sessions).
+STORAGE_POOL_RECYCLE_SECONDS = 60
+# Extra connections for threads that write at the same moment; closed when given back.
+STORAGE_POOL_MAX_OVERFLOW = 10
 
 
 class _BySize(dg.Executor):
@@ -46,6 +55,7 @@ class _BySize(dg.Executor):
 
 
 def _create(init_context: dg.InitExecutorContext) -> dg.Executor:
+    _pool_storage_connections(init_context.instance)
     multi = _creation_fn(dg.multiprocess_executor)(init_context)
     in_process_config = {"retries": init_context.executor_config.get("retries", {"enabled": {}})}
     single = _creation_fn(dg.in_process_executor)(
@@ -57,6 +67,17 @@ def _create(init_context: dg.InitExecutorContext) -> dg.Executor:
         )
     )
     return _BySize(single, multi)
+
+
+def _pool_storage_connections(instance: dg.DagsterInstance) -> None:
+    """One kept connection per storage (runs, events, schedules) for the rest of this process,
+    instead of one per query; the instance closes them when the run's process disposes it.
+    Storages other than Postgres ignore it. Statement timeout 0 is Postgres' own default."""
+    instance.optimize_for_webserver(
+        statement_timeout=0,
+        pool_recycle=STORAGE_POOL_RECYCLE_SECONDS,
+        max_overflow=STORAGE_POOL_MAX_OVERFLOW,
+    )
 
 
 def _creation_fn(

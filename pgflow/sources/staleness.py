@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import psycopg
-from deltalake import DeltaTable
 from psycopg import errors, sql
 
 from pgflow.config.model import TableName
@@ -334,6 +333,8 @@ class DeltaVersion:
 
 def delta_version(path: str, storage_options: Mapping[str, str] | None = None) -> DeltaVersion:
     """The Delta table's latest version, read from its log (no data file is opened)."""
+    from deltalake import DeltaTable  # here: a code location without Delta never imports it
+
     table = DeltaTable(path, storage_options=dict(storage_options) if storage_options else None)
     return DeltaVersion(table.table_uri, table.version())
 
