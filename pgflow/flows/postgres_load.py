@@ -42,6 +42,7 @@ from pgflow.sinks.postgres import (
 )
 from pgflow.sinks.postgres.apply import ApplyContext
 from pgflow.sinks.postgres.parallel_exchange import Streams
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sinks.postgres.strategies import strategy_for
 from pgflow.sinks.postgres.strategy import (
@@ -113,7 +114,7 @@ def load_table(
         raise UnsupportedStrategy("a parallel load reads a whole Postgres table")
     with ddl.holding_target(conn, target):  # from the snapshot to the swap
         started = time.monotonic()
-        parallel = load_in_parallel(conn, source, target, strategy, streams, progress)
+        parallel = load_in_parallel(conn, source, target, strategy, streams, progress, pipeline)
         if isinstance(parallel, ParallelCopy):
             return _parallel_result(target, strategy, parallel, started)
         result = load.run(partition_slice, reset)
@@ -195,6 +196,10 @@ class _TableLoad:
                 )
             target = self._prepare_target()
             written = self._write(target, partition_slice, reset)
+            # The position and the ledger (the target's row count) commit with the rows.
+            state.write_position(
+                self.log, self.target, self.pipeline, written.position, written.applied.change
+            )
             rows = written.applied.rows
             if reset or needs_analyze(self.strategy, target.created, rows, target.info):
                 statistics.analyze(self.log, self.target)
@@ -223,10 +228,11 @@ class _TableLoad:
         strategy = self.strategy
         if target.created and fills_new_target_directly(self.spec, strategy):
             rows = self._fill_new_target(target.fmt)
-            return _Written(Applied(rows), position=self._store_position(self.target))
-        if isinstance(strategy, DirectStrategy):
+            applied = Applied(rows, change=RowChange.exact(rows))
+            return _Written(applied, position=self._position_read(self.target))
+        if isinstance(strategy, DirectStrategy):  # the rows copied into an emptied or new table
             rows = strategy.fill_target(self.log, self.target, self._fill(target.fmt))
-            return _Written(Applied(rows))
+            return _Written(Applied(rows, change=RowChange.exact(rows)))
         assert isinstance(strategy, StagedStrategy)
         return self._apply_staged(strategy, target, partition_slice, reset)
 
@@ -289,12 +295,11 @@ class _TableLoad:
         dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
         if target.created:
             applied = strategy.first_load(ctx)  # a new table has nothing to merge or replace
-        elif reset:
-            applied = Applied(full_refresh.truncate_insert(ctx))  # a reset rebuilds the target
+        elif reset:  # a reset rebuilds the target
+            rows = full_refresh.truncate_insert(ctx)
+            applied = Applied(rows, change=RowChange.exact(rows))
         else:
             applied = strategy.apply(ctx)
-        if self.incremental:
-            state.write_position(log, self.target, self.pipeline, position)
         staging.drop_staging(log, stage)
         return _Written(applied, dropped, position)
 
@@ -307,13 +312,6 @@ class _TableLoad:
         column = incremental.cursor_column
         largest = staging.max_value(self.log, table, column) if column else None
         return incremental.position_after(largest)
-
-    def _store_position(self, table: TableName) -> Position | None:
-        """Read the position from `table` and store it for the target (incremental loads)."""
-        position = self._position_read(table)
-        if self.incremental:
-            state.write_position(self.log, self.target, self.pipeline, position)
-        return position
 
     def _result(self, target: _Target, written: _Written) -> LoadResult:
         copied = self.copies[0]

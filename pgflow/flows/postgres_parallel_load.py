@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
-from pgflow.sinks.postgres import parallel_exchange, staging, statistics
+from pgflow.sinks.postgres import parallel_exchange, staging, state, statistics
 from pgflow.sinks.postgres.parallel_exchange import Streams
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import CopyFormat
 from pgflow.sources.catalog import TableInfo
@@ -41,6 +42,7 @@ def load_in_parallel(
     strategy: StrategySpec,
     streams: Streams,
     progress: staging.ProgressCallback | None,
+    pipeline: str = "",
 ) -> ParallelCopy | str:
     """The exchange filled by `streams`, or why the load must stay one stream (nothing was
     written then, and the source is open)."""
@@ -63,6 +65,8 @@ def load_in_parallel(
         with conn.transaction():
             set_portable_text_format(conn)
             parallel_exchange.swap(log, target, prepared)
+            # The ledger: the swapped-in table holds exactly the rows the streams copied.
+            state.write_position(log, target, pipeline, None, RowChange.exact(copied.rows))
             statistics.analyze(log, target)
     except BaseException:
         parallel_exchange.drop_unswapped(log, prepared.shadow)

@@ -22,19 +22,22 @@ from pgflow.sinks.postgres.apply import (
     insert_from_staging,
     prefer_index_probes,
 )
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
-def delete_insert(ctx: ApplyContext) -> int:
-    """Delete the target rows of the staged keys, insert all staged rows; rows inserted."""
+def delete_insert(ctx: ApplyContext) -> Applied:
+    """Delete the target rows of the staged keys, insert all staged rows; rows inserted, and
+    inserted minus deleted for the ledger."""
     if few_staged_rows(ctx):
         prefer_index_probes(ctx)
-    ctx.log.execute(
+    deleted = ctx.log.execute(
         sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
             ctx.target_sql, ctx.staging_sql, keys.key_match(ctx, "t", "s")
         )
-    )
-    return insert_from_staging(ctx)
+    ).rowcount
+    inserted = insert_from_staging(ctx)
+    return Applied(inserted, change=RowChange.added(inserted - deleted))
 
 
 class DeleteInsert(StagedStrategy):
@@ -42,4 +45,4 @@ class DeleteInsert(StagedStrategy):
     in_place = True
 
     def apply(self, ctx: ApplyContext) -> Applied:
-        return Applied(delete_insert(ctx))
+        return delete_insert(ctx)

@@ -49,6 +49,7 @@ from pgflow.sinks.postgres.partition_bounds import (
     unrouted_values,
 )
 from pgflow.sinks.postgres.partition_swap import partition_blocker, swap_partitions
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
@@ -68,8 +69,9 @@ class PartitionMissing(ValueError):
     """Staged values that no partition of the target accepts; nothing was written."""
 
 
-def partition_replace(ctx: ApplyContext) -> int:
-    """Replace the slice, the touched partitions or the staged values; rows inserted."""
+def partition_replace(ctx: ApplyContext) -> Applied:
+    """Replace the slice, the touched partitions or the staged values; rows inserted, and
+    inserted minus replaced for the ledger."""
     column = _partition_column(ctx)
     window = ctx.partition_slice
     if window is not None:
@@ -83,14 +85,15 @@ def partition_replace(ctx: ApplyContext) -> int:
     if isinstance(planned, Blocker):
         _refuse_if_required(ctx, planned)
         return _delete_insert(ctx, column, window, touched, planned.reason)
-    return swap_partitions(ctx, planned)
+    inserted, removed = swap_partitions(ctx, planned)
+    return Applied(inserted, change=RowChange.added(inserted - removed))
 
 
 class PartitionReplace(StagedStrategy):
     key = "partition_replace"
 
     def apply(self, ctx: ApplyContext) -> Applied:
-        return Applied(partition_replace(ctx))
+        return partition_replace(ctx)
 
 
 # --- checks shared by both paths ---------------------------------------------------------
@@ -225,46 +228,49 @@ def _delete_insert(
     window: PartitionSlice | None,
     touched: list[Partition] | None,
     reason: str,
-) -> int:
+) -> Applied:
     """Delete what is replaced (the slice, the touched partitions' bounds, or the staged
     values when the target is not partitioned by the column), then insert every staged row."""
     ctx.log.record(_comment(f"partition_replace: delete/insert, no partition swap: {reason}"))
     target_col = sql.Identifier("t", column)
     if window is not None:
-        ctx.log.execute(
+        deleted = ctx.log.execute(
             sql.SQL("DELETE FROM {} AS t WHERE {}").format(
                 ctx.target_sql, _in_slice(target_col, window)
             )
-        )
+        ).rowcount
     elif touched is not None:
+        deleted = 0
         for partition in touched:  # by its bound, not by the staged values: all of it goes
-            ctx.log.execute(
+            deleted += ctx.log.execute(
                 sql.SQL("DELETE FROM {} AS t WHERE {}").format(
                     ctx.target_sql, sql.SQL(partition.constraint)
                 )
-            )
+            ).rowcount
     else:
-        _delete_staged_values(ctx, column)
-    return insert_from_staging(ctx)
+        deleted = _delete_staged_values(ctx, column)
+    inserted = insert_from_staging(ctx)
+    return Applied(inserted, change=RowChange.added(inserted - deleted))
 
 
-def _delete_staged_values(ctx: ApplyContext, column: str) -> None:
+def _delete_staged_values(ctx: ApplyContext, column: str) -> int:
     target_col = sql.Identifier("t", column)
     # Typed, and null-safe in two statements so that the first stays a hashable semi-join.
-    ctx.log.execute(
+    deleted = ctx.log.execute(
         sql.SQL("DELETE FROM {} AS t WHERE {} IN (SELECT {} FROM {} AS s)").format(
             ctx.target_sql, target_col, sql.Identifier("s", column), ctx.staging_sql
         )
-    )
+    ).rowcount
     staged_null = ctx.conn.execute(
         sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {} IS NULL)").format(
             ctx.staging_sql, sql.Identifier(column)
         )
     ).fetchone()
     if staged_null and staged_null[0]:
-        ctx.log.execute(
+        deleted += ctx.log.execute(
             sql.SQL("DELETE FROM {} AS t WHERE {} IS NULL").format(ctx.target_sql, target_col)
-        )
+        ).rowcount
+    return deleted
 
 
 def _comment(text: str) -> str:

@@ -70,8 +70,9 @@ def partition_blocker(ctx: ApplyContext, parent_oid: int, partition: Partition) 
     return None
 
 
-def swap_partitions(ctx: ApplyContext, partitions: list[Partition]) -> int:
-    """Swap each partition for a new one holding its staged rows; rows inserted."""
+def swap_partitions(ctx: ApplyContext, partitions: list[Partition]) -> tuple[int, int]:
+    """Swap each partition for a new one holding its staged rows; rows inserted, and the rows
+    the old partitions held (counted once detached: O(partition), for the ledger)."""
     tag = secrets.token_hex(4)
     check = sql.Identifier(f"pgflow_bound_{tag}")
     built: list[tuple[Partition, SwapPlan, TableName]] = []
@@ -84,9 +85,10 @@ def swap_partitions(ctx: ApplyContext, partitions: list[Partition]) -> int:
         _build_indexes(ctx.log, new, plan, _index_prefix(tag, p_i))
         built.append((partition, plan, new))
     ctx.log.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT)))
+    removed = 0
     for p_i, (partition, plan, new) in enumerate(built):
-        _switch(ctx, partition, plan, new, check, _index_prefix(tag, p_i))
-    return rows
+        removed += _switch(ctx, partition, plan, new, check, _index_prefix(tag, p_i))
+    return rows, removed
 
 
 def _build_new(
@@ -129,13 +131,17 @@ def _switch(
     new: TableName,
     check: sql.Identifier,
     prefix: str,
-) -> None:
+) -> int:
+    """Put `new` in the place of `partition`; the rows the old one held."""
     log = ctx.log
     log.execute(
         sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
             ctx.target_sql, partition.table.identifier()
         )
     )
+    counted = log.conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(partition.table.identifier())
+    ).fetchone()
     log.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} {}").format(
             ctx.target_sql, new.identifier(), sql.SQL(partition.bound)
@@ -158,6 +164,7 @@ def _switch(
         sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(partition.table.identifier(), check)
     )
     _restore_properties(log, partition.table, plan)
+    return int(counted[0]) if counted else 0
 
 
 def _plan_swap(conn: psycopg.Connection, partition: Partition) -> SwapPlan:

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 FIELD = "sink.strategy.custom_predicate"
@@ -69,7 +70,8 @@ def replace(ctx: ApplyContext) -> Applied:
             f'Postgres says "{_reason(error)}". Make it valid for every row, {EXAMPLE}. '
             f"Nothing was deleted."
         ) from error
-    return Applied(insert_from_staging(ctx), deleted=deleted)
+    inserted = insert_from_staging(ctx)
+    return Applied(inserted, deleted=deleted, change=RowChange.added(inserted - deleted))
 
 
 def check_predicate(ctx: ApplyContext) -> sql.Composed:

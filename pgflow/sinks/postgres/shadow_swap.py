@@ -20,14 +20,17 @@ from psycopg import sql
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import exchange, keys
 from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
-def shadow_swap(ctx: ApplyContext) -> int:
-    """Swap in target rows of unstaged keys + all staged rows; returns the staged rows merged.
+def shadow_swap(ctx: ApplyContext) -> Applied:
+    """Swap in target rows of unstaged keys + all staged rows.
 
-    The count is the staged rows written (what delete_insert and upsert report too), not the
+    Its rows are the staged rows written (what delete_insert and upsert report too), not the
     size of the new table: materialization metadata shows it as rows written by this load.
+    The new table's size, kept plus staged rows, is the ledger's exact count (the SHARE lock
+    keeps other writers out until the swap).
     """
     ctx.log.execute(
         sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(exchange.SWAP_LOCK_TIMEOUT))
@@ -36,21 +39,24 @@ def shadow_swap(ctx: ApplyContext) -> int:
     _index_staged_keys_if_all_nullable(ctx)
     kept = _copyable_columns(ctx)
     identity_only = _target_only_identities(ctx)
+    kept_rows: list[int] = []
 
     def fill(shadow: TableName) -> int:
         new = shadow.identifier()
-        ctx.log.execute(
-            sql.SQL(
-                "INSERT INTO {new} ({cols}) OVERRIDING SYSTEM VALUE SELECT {t_cols} FROM {target}"
-                " AS t WHERE NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {match})"
-            ).format(
-                new=new,
-                cols=sql.SQL(", ").join(map(sql.Identifier, kept)),
-                t_cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in kept),
-                target=ctx.target_sql,
-                staging=ctx.staging_sql,
-                match=keys.key_match(ctx, "t", "s"),
-            )
+        kept_rows.append(
+            ctx.log.execute(
+                sql.SQL(
+                    "INSERT INTO {new} ({cols}) OVERRIDING SYSTEM VALUE SELECT {t_cols} FROM {target}"
+                    " AS t WHERE NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {match})"
+                ).format(
+                    new=new,
+                    cols=sql.SQL(", ").join(map(sql.Identifier, kept)),
+                    t_cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in kept),
+                    target=ctx.target_sql,
+                    staging=ctx.staging_sql,
+                    match=keys.key_match(ctx, "t", "s"),
+                )
+            ).rowcount
         )
         # A target-only identity column draws from the target's sequence, which the swap
         # carries over: the shadow's own copy restarts at its START value, and its numbers
@@ -71,7 +77,8 @@ def shadow_swap(ctx: ApplyContext) -> int:
         ).rowcount
 
     try:
-        return exchange.swap_in(ctx.log, ctx.target, fill)
+        staged = exchange.swap_in(ctx.log, ctx.target, fill)
+        return Applied(staged, change=RowChange.exact(kept_rows[0] + staged))
     except exchange.ExchangeRefused as refused:
         # exchange's advice (full_refresh truncate_insert) would drop every unstaged row here.
         raise exchange.ExchangeRefused(
@@ -86,7 +93,7 @@ class ShadowSwap(StagedStrategy):
     key = "incremental_merge/shadow_swap"
 
     def apply(self, ctx: ApplyContext) -> Applied:
-        return Applied(shadow_swap(ctx))
+        return shadow_swap(ctx)
 
 
 def _index_staged_keys_if_all_nullable(ctx: ApplyContext) -> None:

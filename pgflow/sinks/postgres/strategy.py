@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.row_change import UNKNOWN, RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 
 # The COPY into a table the strategy prepared; returns the rows copied.
@@ -37,6 +38,7 @@ class Applied:
 
     rows: int  # rows written (inserted, or inserted + updated)
     deleted: int | None = None  # rows a replace deleted by its predicate before inserting
+    change: RowChange = UNKNOWN  # what it did to the target's row count (the ledger)
 
 
 class PostgresStrategy(ABC):
@@ -62,7 +64,8 @@ class StagedStrategy(PostgresStrategy):
 
     def first_load(self, ctx: ApplyContext) -> Applied:
         """A staged first load: the new target has nothing to merge, replace or swap."""
-        return Applied(insert_from_staging(ctx))
+        rows = insert_from_staging(ctx)
+        return Applied(rows, change=RowChange.exact(rows))
 
 
 class DirectStrategy(PostgresStrategy):

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from pgflow.sinks.postgres import keys
 from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
@@ -31,8 +32,9 @@ class UpsertNeedsUniqueIndex(keys.UniqueKeyMismatch):
     """The target has no unique index ON CONFLICT can use for the key; nothing was written."""
 
 
-def upsert(ctx: ApplyContext) -> int:
-    """Insert new keys, update changed rows of existing keys; rows inserted + updated."""
+def upsert(ctx: ApplyContext) -> Applied:
+    """Insert new keys, update changed rows of existing keys; rows inserted + updated, and
+    inserted for the ledger (an updated or unchanged key keeps the count)."""
     _check_arbiter_index(ctx)
     always = _identity_always_columns(ctx)
     not_key = [c for c in always if c not in ctx.strategy.unique_key]
@@ -67,7 +69,15 @@ def upsert(ctx: ApplyContext) -> int:
         keys.key_list(ctx),
         action,
     )
-    return ctx.log.execute(query).rowcount
+    # A row version this statement inserted has no xmax; one it updated carries the locking
+    # transaction's: the rows returned tell the inserts from the updates, in the same pass.
+    counted = sql.SQL(
+        "WITH w AS ({} RETURNING t.xmax = 0 AS inserted)"
+        " SELECT count(*), count(*) FILTER (WHERE inserted) FROM w"
+    ).format(query)
+    row = ctx.log.execute(counted).fetchone()
+    written, inserted = (int(row[0]), int(row[1])) if row else (0, 0)
+    return Applied(written, change=RowChange.added(inserted))
 
 
 class Upsert(StagedStrategy):
@@ -75,7 +85,7 @@ class Upsert(StagedStrategy):
     in_place = True
 
     def apply(self, ctx: ApplyContext) -> Applied:
-        return Applied(upsert(ctx))
+        return upsert(ctx)
 
 
 def _check_arbiter_index(ctx: ApplyContext) -> None:
