@@ -2,8 +2,11 @@
 
 Dagster defines `dagster/row_count` as the number of rows in the table, and
 `dagster/partition_row_count` as the rows of the materialized partition; what the run wrote
-goes under pgflow's own keys (`pgflow/rows_written`, ...). A Postgres target is counted
-(count(*)) right after the run's commit; a Delta table from its log's per-file row counts.
+goes under pgflow's own keys (`pgflow/rows_written`, ...). A Postgres target's count comes
+from the ledger its loads keep in `_pgflow.pipeline_state` (exact after a full load, plus
+inserted minus deleted after an in-place one: no scan), else from a count(*) right after the
+run's commit (`pgflow/row_count_from` says which); a Delta table's from its log's per-file
+row counts. A time partition's rows are always counted: a scan of the window only.
 The count is bounded by COUNT_TIMEOUT_SECONDS: past it the run keeps its committed data and
 the metadata says why the count is missing instead of carrying a wrong one.
 """
@@ -18,6 +21,7 @@ from psycopg import errors, sql
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres.inspect import row_count
+from pgflow.sinks.postgres.state import read_target_rows
 from pgflow.sources.catalog import TableInfo
 from pgflow.sources.postgres import set_timeout
 from pgflow.sources.window import TimeWindow
@@ -28,6 +32,7 @@ COUNT_TIMEOUT_SECONDS = 120.0
 ROW_COUNT = "dagster/row_count"
 PARTITION_ROW_COUNT = "dagster/partition_row_count"
 SKIPPED = "pgflow/row_count_skipped"
+ROW_COUNT_FROM = "pgflow/row_count_from"  # "ledger" or "count"
 # A run of several partitions (a backfill range) gets one metadata set, copied to each
 # partition's materialization: the window's count is then the range's, not a partition's.
 RANGE_ROW_COUNT = "pgflow/partition_range_row_count"
@@ -46,7 +51,12 @@ def postgres_counts(
 ) -> dict[str, Any]:
     """Rows in `target` now, and in `window` of it for a time-partitioned run."""
     try:
-        counts = {ROW_COUNT: dg.MetadataValue.int(_count(conn, target.table))}
+        ledger = read_target_rows(conn, target.table)
+        rows = ledger if ledger is not None else _count(conn, target.table)
+        counts = {
+            ROW_COUNT: dg.MetadataValue.int(rows),
+            ROW_COUNT_FROM: dg.MetadataValue.text("count" if ledger is None else "ledger"),
+        }
         if window is not None:
             rows = _count(conn, target.table, window, target)
             counts[PARTITION_ROW_COUNT] = dg.MetadataValue.int(rows)

@@ -34,6 +34,7 @@ from pgflow.sinks.postgres import (
     full_refresh,
     index_rebuild,
     keys,
+    ledger,
     position_owner,
     schema_drift,
     staging,
@@ -197,9 +198,8 @@ class _TableLoad:
             target = self._prepare_target()
             written = self._write(target, partition_slice, reset)
             # The position and the ledger (the target's row count) commit with the rows.
-            state.write_position(
-                self.log, self.target, self.pipeline, written.position, written.applied.change
-            )
+            change = ledger.settled(self.log, self.target, written.applied.change)
+            state.write_position(self.log, self.target, self.pipeline, written.position, change)
             rows = written.applied.rows
             if reset or needs_analyze(self.strategy, target.created, rows, target.info):
                 statistics.analyze(self.log, self.target)

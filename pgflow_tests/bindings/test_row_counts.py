@@ -86,6 +86,29 @@ def test_an_incremental_merge_reports_the_rows_of_the_target(env: Env, instance)
     # target keeps row 50: 52 rows.
     assert second["dagster/row_count"] == count(env.sink_uri, TARGET) == 52
     assert second["pgflow/rows_written"] == 5
+    assert second["pgflow/row_count_from"] == "ledger"  # no scan of the target
+
+
+def test_a_target_replaced_by_another_table_is_counted_not_taken_from_the_ledger(
+    env: Env, instance
+) -> None:
+    """The ledger belongs to the table it counted: under the same name another table (here
+    with 7 rows) is counted, and the load then rebuilds it and keeps a ledger again."""
+    spread_cursor(env)
+    (env.specs / "p.yaml").write_text(
+        SOURCE.format(options=CURSOR) + POSTGRES_SINK.format(extra="")
+    )
+    assert materialize(env, KEY, instance)["pgflow/row_count_from"] == "ledger"
+    conn_target = TableName("landing", "Zähl Tabelle")
+    execute(env.sink_uri, f"DROP TABLE {TARGET}; CREATE TABLE {TARGET} (id int)")
+    execute(env.sink_uri, f"INSERT INTO {TARGET} SELECT generate_series(1, 7)")
+    with psycopg.connect(env.sink_uri, autocommit=True) as conn:
+        counts = row_counts.postgres_counts(conn, describe_table(conn, conn_target))
+    assert counts["dagster/row_count"].value == 7
+    assert counts["pgflow/row_count_from"].value == "count"
+    again = materialize(env, KEY, instance)  # another table: rebuilt from a full read
+    assert again["dagster/row_count"] == count(env.sink_uri, TARGET) == 50
+    assert again["pgflow/row_count_from"] == "ledger"
 
 
 @pytest.fixture
@@ -107,6 +130,7 @@ def test_cdc_reports_the_rows_of_the_target(env: Env, instance, slot: str) -> No
     second = materialize(env, KEY, instance)
     assert (second["pgflow/upserts"], second["pgflow/deletes"]) == (5, 1)
     assert second["dagster/row_count"] == count(env.sink_uri, TARGET) == 51
+    assert second["pgflow/row_count_from"] == "ledger"
     assert second["pgflow/rows_written"] == 5  # rows inserted or updated; deletes are apart
 
 

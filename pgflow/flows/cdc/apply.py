@@ -20,7 +20,8 @@ from psycopg import sql
 from pgflow.flows.cdc.model import BatchResult, CdcApplyError, CdcTarget
 from pgflow.flows.cdc.segment_apply import apply_segment
 from pgflow.flows.cdc.stage import StagedBatch, stage_batch
-from pgflow.sinks.postgres import ddl, schema_drift, state
+from pgflow.sinks.postgres import ddl, ledger, schema_drift, state
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.catalog import TableInfo, describe_table, table_exists
 from pgflow.sources.cdc import lsn_position, with_deleted_column
@@ -90,7 +91,8 @@ def _apply_steps(
             apply_segment(log, target, step, result)
     if result.end_lsn is not None:
         position = lsn_position(position_source, result.end_lsn)
-        state.write_position(log, target.table, pipeline, position)
+        change = ledger.settled(log, target.table, result.row_change)
+        state.write_position(log, target.table, pipeline, position, change)
     result.statements = log.statements
     return result
 
@@ -127,7 +129,8 @@ def _truncate(log: SqlLog, target: CdcTarget, commit_time: datetime, result: Bat
     table = target.table.identifier()
     if target.deleted_column is None:
         log.execute(sql.SQL("TRUNCATE {}").format(table))
-    else:
+        result.row_change = RowChange.exact(0)
+    else:  # soft: every row stays, marked
         log.execute(
             sql.SQL("UPDATE {} SET {d} = {} WHERE {d} IS NULL").format(
                 table, sql.Literal(commit_time), d=sql.Identifier(target.deleted_column)

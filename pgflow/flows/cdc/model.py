@@ -12,6 +12,7 @@ import psycopg
 
 from pgflow.config.model import NumericAs, StrategySpec, TableName
 from pgflow.flows.postgres_load import LoadResult
+from pgflow.sinks.postgres.row_change import NO_CHANGE, RowChange
 from pgflow.sources import cdc
 from pgflow.sources.base import Position
 
@@ -76,6 +77,7 @@ class BatchResult:
     rows_applied: int = 0  # target rows written (inserted or updated)
     rows_deleted: int = 0  # target rows deleted (or soft-deleted)
     end_lsn: int | None = None  # stored with the batch, in its transaction
+    row_change: RowChange = NO_CHANGE  # a Postgres target's row count after it (the ledger)
     statements: list[str] = field(default_factory=list)
 
     @property

@@ -16,6 +16,7 @@ from pgflow.flows.cdc.sink_connections import BatchConnections
 from pgflow.flows.cdc.stage import StagedBatch, Stager, drop_staged
 from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres import ddl, position_owner, staging, state
+from pgflow.sinks.postgres.row_change import NO_CHANGE
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources import cdc
 from pgflow.sources.base import Position
@@ -81,9 +82,8 @@ class PostgresMemberSink:
         log = SqlLog(sink)
         with sink.transaction():
             ddl.lock_target(log, table)
-            state.write_position(
-                log, table, member.pipeline, cdc.lsn_position(member.identity, lsn)
-            )
+            position = cdc.lsn_position(member.identity, lsn)
+            state.write_position(log, table, member.pipeline, position, NO_CHANGE)
         return True
 
     def start(

@@ -17,6 +17,7 @@ from pgflow.sinks.postgres.apply import (
     insert_from_staging,
     prefer_index_probes,
 )
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sinks.postgres.strategies import staged_strategy_for
 from pgflow.sources.catalog import describe_table
@@ -65,13 +66,18 @@ class _SegmentApply:
         self._compute_generated()
         keys.keep_last(self.ctx)
         if self._deletes_in_the_merge_pass():
-            self._delete_every_staged_key()
-            self.result.rows_applied += insert_from_staging(self.ctx)
+            removed = self._delete_every_staged_key()
+            inserted = insert_from_staging(self.ctx)
+            self.result.rows_applied += inserted
+            self._changed(RowChange.added(inserted - removed))
         else:
-            self._apply_deletes()
-            self.result.rows_applied += (
-                staged_strategy_for(self.target.strategy).apply(self.ctx).rows
-            )
+            self._changed(RowChange.added(-self._apply_deletes()))
+            applied = staged_strategy_for(self.target.strategy).apply(self.ctx)
+            self.result.rows_applied += applied.rows
+            self._changed(applied.change)
+
+    def _changed(self, change: RowChange) -> None:
+        self.result.row_change = self.result.row_change.then(change)
 
     def _deletes_in_the_merge_pass(self) -> bool:
         """delete_insert with hard deletes: the target rows a staged delete removes and those
@@ -83,18 +89,20 @@ class _SegmentApply:
             and strategy.merge_policy == "delete_insert"
         )
 
-    def _delete_every_staged_key(self) -> None:
+    def _delete_every_staged_key(self) -> int:
+        """Rows removed: those a staged delete removes and those a staged row replaces."""
         ctx = self.ctx
         if few_staged_rows(ctx):
             prefer_index_probes(ctx)
         op = sql.Identifier(OP)
         statement = sql.SQL(
             "WITH gone AS (DELETE FROM {} t USING {} s WHERE {} RETURNING s.{})"
-            " SELECT count(*) FILTER (WHERE {} = 'D') FROM gone"
+            " SELECT count(*) FILTER (WHERE {} = 'D'), count(*) FROM gone"
         ).format(ctx.target_sql, ctx.staging_sql, keys.key_match(ctx, "t", "s"), op, op)
         row = self.log.execute(statement).fetchone()
         self.result.rows_deleted += row[0] if row else 0
         self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
+        return int(row[1]) if row else 0
 
     def _resolve_unchanged(self) -> None:
         if self.unchanged:
@@ -104,7 +112,8 @@ class _SegmentApply:
     def _compute_generated(self) -> None:
         compute_generated(self.ctx)
 
-    def _apply_deletes(self) -> None:
+    def _apply_deletes(self) -> int:
+        """Apply the staged deletes; rows removed (a soft delete keeps its row)."""
         ctx = self.ctx
         op = sql.Identifier(OP)
         deleted = self.target.deleted_column
@@ -122,8 +131,10 @@ class _SegmentApply:
                 keys.key_match(ctx, "t", "s"),
                 d=sql.Identifier(deleted),
             )
-        self.result.rows_deleted += self.log.execute(statement).rowcount
+        affected = self.log.execute(statement).rowcount
+        self.result.rows_deleted += affected
         self.log.execute(sql.SQL("DELETE FROM {} WHERE {} = 'D'").format(ctx.staging_sql, op))
+        return affected if deleted is None else 0
 
 
 def resolve_unchanged(

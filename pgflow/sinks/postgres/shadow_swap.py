@@ -43,21 +43,7 @@ def shadow_swap(ctx: ApplyContext) -> Applied:
 
     def fill(shadow: TableName) -> int:
         new = shadow.identifier()
-        kept_rows.append(
-            ctx.log.execute(
-                sql.SQL(
-                    "INSERT INTO {new} ({cols}) OVERRIDING SYSTEM VALUE SELECT {t_cols} FROM {target}"
-                    " AS t WHERE NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {match})"
-                ).format(
-                    new=new,
-                    cols=sql.SQL(", ").join(map(sql.Identifier, kept)),
-                    t_cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in kept),
-                    target=ctx.target_sql,
-                    staging=ctx.staging_sql,
-                    match=keys.key_match(ctx, "t", "s"),
-                )
-            ).rowcount
-        )
+        kept_rows.append(_copy_kept_rows(ctx, new, kept))
         # A target-only identity column draws from the target's sequence, which the swap
         # carries over: the shadow's own copy restarts at its START value, and its numbers
         # would collide with the kept rows'.
@@ -87,6 +73,23 @@ def shadow_swap(ctx: ApplyContext) -> Applied:
             f"(or upsert) for this table, or remove the blocker.",
             refused.reasons,
         ) from None
+
+
+def _copy_kept_rows(ctx: ApplyContext, new: sql.Identifier, kept: list[str]) -> int:
+    """Copy the target rows whose key is not staged into the new table; how many."""
+    return ctx.log.execute(
+        sql.SQL(
+            "INSERT INTO {new} ({cols}) OVERRIDING SYSTEM VALUE SELECT {t_cols} FROM {target}"
+            " AS t WHERE NOT EXISTS (SELECT 1 FROM {staging} AS s WHERE {match})"
+        ).format(
+            new=new,
+            cols=sql.SQL(", ").join(map(sql.Identifier, kept)),
+            t_cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in kept),
+            target=ctx.target_sql,
+            staging=ctx.staging_sql,
+            match=keys.key_match(ctx, "t", "s"),
+        )
+    ).rowcount
 
 
 class ShadowSwap(StagedStrategy):

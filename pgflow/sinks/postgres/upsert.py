@@ -69,6 +69,11 @@ def upsert(ctx: ApplyContext) -> Applied:
         keys.key_list(ctx),
         action,
     )
+    if ctx.target_info.is_partitioned:
+        # RETURNING cannot read a partitioned table's system columns: count the staged keys
+        # the target lacks first (index probes, O(staged rows)).
+        new_keys = _new_keys(ctx)
+        return Applied(ctx.log.execute(query).rowcount, change=RowChange.added(new_keys))
     # A row version this statement inserted has no xmax; one it updated carries the locking
     # transaction's: the rows returned tell the inserts from the updates, in the same pass.
     counted = sql.SQL(
@@ -78,6 +83,15 @@ def upsert(ctx: ApplyContext) -> Applied:
     row = ctx.log.execute(counted).fetchone()
     written, inserted = (int(row[0]), int(row[1])) if row else (0, 0)
     return Applied(written, change=RowChange.added(inserted))
+
+
+def _new_keys(ctx: ApplyContext) -> int:
+    row = ctx.log.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {} AS s WHERE NOT EXISTS (SELECT FROM {} AS t WHERE {})"
+        ).format(ctx.staging_sql, ctx.target_sql, keys.key_match(ctx, "t", "s"))
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class Upsert(StagedStrategy):

@@ -21,6 +21,7 @@ from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres import parallel_exchange, staging
 from pgflow.sinks.postgres.parallel_exchange import Streams
 from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sinks.postgres.state import read_target_rows
 from pgflow.sources import snapshot_slices
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch, table_text
@@ -267,3 +268,15 @@ def test_block_ranges_cover_every_block_once() -> None:
     assert snapshot_slices.slices_for(blocks=5000, wanted=4) == 2
     assert snapshot_slices.slices_for(blocks=100, wanted=4) == 1
     assert snapshot_slices.slices_for(blocks=10**6, wanted=4) == 4
+
+
+def test_the_parallel_swap_stores_the_ledger_with_the_new_table(
+    orders: str, sink_uri: str, small_slices: None
+) -> None:
+    first_load(orders, sink_uri)
+    execute(orders, "DELETE FROM orders WHERE id % 4 = 0")
+    result = load(orders, sink_uri)
+    assert result.streams == 3
+    with psycopg.connect(sink_uri) as conn:
+        stored = read_target_rows(conn, TARGET)
+    assert stored == fetch(sink_uri, "SELECT count(*) FROM landing.orders")[0][0] == ROWS * 3 // 4
