@@ -3,6 +3,7 @@ target changed behind pgflow's back, and each `checks.scan_schedule` ticks its o
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -20,13 +21,17 @@ from pgflow.bindings.definitions import build_definitions
 from pgflow.config.model import ScheduleSpec
 from pgflow_tests.bindings.checks.support import (
     BY_ADDED,
+    ITEMS_KEY,
     UPSERT,
     figures,
     materialize,
     pipeline,
     project_of,
 )
-from pgflow_tests.bindings.conftest import Env
+from pgflow_tests.bindings.conftest import REPO, DagsterSetup, Env
+from pgflow_tests.bindings.test_definitions_cli import DAGSTER
+from pgflow_tests.bindings.test_definitions_cli import instance as cli_instance
+from pgflow_tests.bindings.test_definitions_cli import materialize as materialize_cli
 from pgflow_tests.pg import execute
 
 SCANS = {UNIQUE_KEY, ROW_COUNT_PARITY, VALUE_PARITY}
@@ -135,3 +140,28 @@ def test_without_scan_schedules_the_job_stays_for_runs_by_hand(
     defs = build_definitions(project_of(env, pipeline(UPSERT, checks={"scan_schedule": False})))
     assert not [s for s in defs.schedules if s.name.startswith(SCAN_JOB)]
     assert defs.resolve_job_def(SCAN_JOB).name == SCAN_JOB
+
+
+def test_the_scan_job_runs_by_hand_from_the_cli(dagster_setup: DagsterSetup) -> None:
+    """`dagster job execute -m pgflow.definitions -j pgflow_scan_checks`, as the README says."""
+    setup = dagster_setup  # landing.items, a full_refresh spec: row_count_parity, value_parity
+    assert materialize_cli(setup, "landing/items").returncode == 0
+    done = subprocess.run(
+        [DAGSTER, "job", "execute", "-m", "pgflow.definitions", "-j", SCAN_JOB],
+        env=setup.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with cli_instance(setup) as inst:
+        for name in (ROW_COUNT_PARITY, VALUE_PARITY):
+            record = inst.get_latest_asset_check_evaluation_record(
+                dg.AssetCheckKey(ITEMS_KEY, name)
+            )
+            assert record is not None and record.event is not None
+            run = inst.get_run_by_id(record.event.run_id)
+            assert run is not None and run.job_name == SCAN_JOB
+            evaluation = record.event.dagster_event.asset_check_evaluation_data  # type: ignore[union-attr]
+            assert evaluation.passed, evaluation.description
