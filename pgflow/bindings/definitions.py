@@ -12,6 +12,7 @@ from pgflow.bindings.assets import pipeline_asset, source_specs
 from pgflow.bindings.catalog_sensor import catalog_sensors
 from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.checks.definitions import grouped_checks
+from pgflow.bindings.checks.scan_job import scan_job, scan_schedules
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
@@ -38,10 +39,15 @@ def build_definitions(project: Project) -> dg.Definitions:
     alone = [pipeline_asset(p, retries) for p in project.pipelines if p.name not in in_groups]
     steps = [*(cdc_group_asset(g) for g in shared), *(schema_asset(s) for s in schemas)]
     maintenance = maintenance_job(project)  # None without Delta sinks
+    scans = scan_job(project)  # None without scan checks
     return dg.Definitions(
         assets=[*source_specs(project), *alone, *steps],
-        jobs=[maintenance] if maintenance is not None else [],
-        schedules=[*pipeline_schedules(project), *maintenance_schedules(project, maintenance)],
+        jobs=[job for job in (maintenance, scans) if job is not None],
+        schedules=[
+            *pipeline_schedules(project),
+            *maintenance_schedules(project, maintenance),
+            *scan_schedules(project, scans),
+        ],
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
         asset_checks=grouped_checks(project),
         resources=resources,

@@ -5,13 +5,15 @@ checks:
   row_count_tolerance: 0.01
   retained_wal_warn: 1GB
   value_parity: {sample: 0.1, timeout: 10m}   # or false to leave the check out
+  scan_schedule: "0 3 * * *"   # default; {cron, timezone}, or false: the scan checks by hand only
 ```
 """
 
 from __future__ import annotations
 
 from pgflow.config.durations import parse_duration
-from pgflow.config.model import ChecksSpec, ValueParitySpec
+from pgflow.config.model import DEFAULT_SCAN_SCHEDULE, ChecksSpec, ScheduleSpec, ValueParitySpec
+from pgflow.config.read_schedule import read_schedule
 from pgflow.config.reader import Section
 from pgflow.config.sizes import parse_size
 
@@ -42,8 +44,25 @@ def read_checks(section: Section | None, unique_key: tuple[str, ...] = ()) -> Ch
         except ValueError as exc:
             section.problem("retained_wal_warn", str(exc))
     parity = _read_value_parity(section, unique_key)
+    scan_schedule = _read_scan_schedule(section)
     section.finish()
-    return ChecksSpec(float(tolerance), warn_bytes, parity)
+    return ChecksSpec(float(tolerance), warn_bytes, parity, scan_schedule)
+
+
+def _read_scan_schedule(checks: Section) -> ScheduleSpec | None:
+    raw = checks.raw("scan_schedule")
+    if raw is None:
+        return DEFAULT_SCAN_SCHEDULE
+    if raw is False:
+        return None
+    if raw is True or raw == "":
+        checks.problem(
+            "scan_schedule",
+            f"must be a cron string, a mapping with `cron` and `timezone`, or false (the scan "
+            f"checks then run only by hand), got {raw!r}",
+        )
+        return None
+    return read_schedule(checks, "scan_schedule")
 
 
 def _read_value_parity(checks: Section, unique_key: tuple[str, ...]) -> ValueParitySpec:

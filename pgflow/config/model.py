@@ -218,15 +218,22 @@ class ValueParitySpec:
     timeout: timedelta = DEFAULT_VALUE_PARITY_TIMEOUT
 
 
+# The scan checks (those that read a whole table) run daily on their own unless the spec says
+# otherwise: incremental loads leave them out, and without a schedule they would never run.
+DEFAULT_SCAN_SCHEDULE = ScheduleSpec("0 3 * * *", "UTC")
+
+
 @dataclass(frozen=True)
 class ChecksSpec:
-    """Thresholds of the pipeline's asset checks."""
+    """Thresholds of the pipeline's asset checks, and when its scan checks run on their own."""
 
     # Allowed |target - source| / source rows where the load is not one consistent snapshot.
     row_count_tolerance: float = 0.01
     # A CDC slot retaining more WAL than this makes the slot check warn.
     retained_wal_warn_bytes: int = DEFAULT_RETAINED_WAL_WARN
     value_parity: ValueParitySpec = field(default_factory=ValueParitySpec)
+    # The scan checks' own schedule (pgflow_scan_checks job); None: only by hand.
+    scan_schedule: ScheduleSpec | None = DEFAULT_SCAN_SCHEDULE
 
 
 # Tables of one schema-wide spec loaded at once in its step, unless it says `parallel_tables`.

@@ -17,30 +17,28 @@ _FRESHNESS_FORMS = (
 )
 
 
-def read_schedule(spec: Section) -> ScheduleSpec | None:
-    """`schedule:` as a cron string (UTC) or `{cron, timezone}`."""
-    raw = spec.raw("schedule")
+def read_schedule(spec: Section, key: str = "schedule") -> ScheduleSpec | None:
+    """`schedule:` (or `key`) as a cron string (UTC) or `{cron, timezone}`."""
+    raw = spec.raw(key)
     if raw is None:
         return None
     if isinstance(raw, str):
         cron, timezone = raw, "UTC"
     elif isinstance(raw, Mapping):
-        section = spec.section("schedule")
+        section = spec.section(key)
         assert section is not None
         cron = section.text("cron", required=True) or ""
         timezone = section.text("timezone", default="UTC") or "UTC"
         section.finish()
     else:
-        spec.problem("schedule", "must be a cron string or a mapping with `cron` and `timezone`")
+        spec.problem(key, "must be a cron string or a mapping with `cron` and `timezone`")
         return None
     if cron and not is_valid_cron_string(cron):
-        spec.problem(
-            "schedule", f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)"
-        )
+        spec.problem(key, f"'{cron}' is not a valid cron expression, e.g. '0 * * * *' (hourly)")
         return None
     if not valid_timezone(timezone):
         spec.problem(
-            "schedule",
+            key,
             f"timezone '{timezone}' is unknown; use an IANA name such as UTC or Europe/Berlin",
         )
         return None

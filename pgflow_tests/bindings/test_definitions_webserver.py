@@ -108,12 +108,19 @@ def test_webserver_loads_the_pgflow_location_with_its_assets(dagster_setup: Dags
 
     sensors = {s["name"]: s["minIntervalSeconds"] for s in repository["sensors"]}
     assert sensors == {"pgflow_stale_shop": 60, "pgflow_freshness": 60}
-    assert repository["schedules"] == [
+    schedules = sorted(repository["schedules"], key=lambda s: s["name"])
+    assert schedules == [
         {
             "name": "landing_items_schedule",
             "cronSchedule": "15 3 * * *",
             "executionTimezone": "Europe/Berlin",
-        }
+        },
+        # The scan checks' own schedule: checks.scan_schedule's default.
+        {
+            "name": "pgflow_scan_checks_schedule",
+            "cronSchedule": "0 3 * * *",
+            "executionTimezone": "UTC",
+        },
     ]
 
 

@@ -92,8 +92,14 @@ def run(
 
 def test_the_names_and_targets_of_the_schedules(scheduled: dg.Definitions) -> None:
     names = {s.name for s in scheduled.schedules}
-    # The group's partitioned asset gets its own schedule from the group's cron.
-    assert names == {"items_hourly_schedule", "shop_group_schedule", "events_schedule"}
+    # The group's partitioned asset gets its own schedule from the group's cron; the scan
+    # checks theirs (test_scan_job.py).
+    assert names == {
+        "items_hourly_schedule",
+        "shop_group_schedule",
+        "events_schedule",
+        "pgflow_scan_checks_schedule",
+    }
     group_job = scheduled.resolve_job_def(
         scheduled.resolve_schedule_def("shop_group_schedule").job_name
     )

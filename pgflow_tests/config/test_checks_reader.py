@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pgflow.config.checks_reader import read_checks
-from pgflow.config.model import ChecksSpec, ValueParitySpec
+from pgflow.config.model import ChecksSpec, ScheduleSpec, ValueParitySpec
 from pgflow.config.reader import Section
 from pgflow_tests.config.specs import load_one, only_problem, pipeline, write
 
@@ -89,3 +89,43 @@ def test_check_threshold_mistakes(tmp_path: Path) -> None:
     for number, (checks, field, hint) in enumerate(cases):
         problem = only_problem(write(tmp_path / f"{number}" / "p.yaml", pipeline(checks=checks)))
         assert field in problem and hint in problem, problem
+
+
+def test_scan_schedule_defaults_to_daily_and_takes_a_cron_a_mapping_or_false(
+    tmp_path: Path,
+) -> None:
+    assert read({})[0].scan_schedule == ScheduleSpec("0 3 * * *", "UTC")
+    assert read({"scan_schedule": "*/30 * * * *"}) == (
+        ChecksSpec(scan_schedule=ScheduleSpec("*/30 * * * *", "UTC")),
+        [],
+    )
+    berlin = {"cron": "0 1 * * 0", "timezone": "Europe/Berlin"}
+    assert read({"scan_schedule": berlin})[0].scan_schedule == ScheduleSpec(
+        "0 1 * * 0", "Europe/Berlin"
+    )
+    assert read({"scan_schedule": False}) == (ChecksSpec(scan_schedule=None), [])
+    p = load_one(write(tmp_path / "p.yaml", pipeline(checks={"scan_schedule": "0 4 * * *"})))
+    assert p.checks.scan_schedule == ScheduleSpec("0 4 * * *", "UTC")
+
+
+def test_scan_schedule_mistakes_name_the_file_the_pipeline_the_field_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    cases = [
+        ("daily", "'daily' is not a valid cron expression, e.g. '0 * * * *' (hourly)"),
+        (True, "must be a cron string, a mapping with `cron` and `timezone`, or false"),
+        ("", "or false (the scan checks then run only by hand), got ''"),
+        ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "timezone 'Mars/Olympus' is unknown"),
+        (
+            {"cron": "0 3 * * *", "tz": "UTC"},
+            "field 'checks.scan_schedule.tz': is not a known field; allowed here: cron, timezone",
+        ),
+        (7, "must be a cron string or a mapping with `cron` and `timezone`"),
+    ]
+    for number, (value, hint) in enumerate(cases):
+        path = write(tmp_path / f"{number}" / "p.yaml", pipeline(checks={"scan_schedule": value}))
+        problem = only_problem(path)
+        assert problem.startswith(
+            f"{path}: pipeline 'landing_orders': field 'checks.scan_schedule"
+        ), problem
+        assert hint in problem, problem

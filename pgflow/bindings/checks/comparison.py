@@ -14,6 +14,7 @@ from pgflow.bindings.assets import latest_materialization
 from pgflow.bindings.checks.context import (
     WARN,
     CheckRun,
+    RunLoad,
     result,
     source_name,
 )
@@ -22,6 +23,9 @@ from pgflow.config.model import PipelineSpec
 
 # Materialization metadata of a load whose target must equal one source snapshot.
 EXACT_ROWS = "pgflow/source_rows_exact"
+# ... of a load that created its target, and of a CDC run's initial snapshot (bindings/metadata).
+CREATED_TARGET = "pgflow/created_target"
+SNAPSHOT_ROWS = "pgflow/snapshot_rows"
 
 SourceResult = TypeVar("SourceResult")
 TargetResult = TypeVar("TargetResult")
@@ -44,12 +48,36 @@ class LastLoad:
     @property
     def exact_rows(self) -> int | None:
         """The source rows of the snapshot the load made the target equal to, if it did."""
-        materialization = self.entry.asset_materialization
-        value = materialization.metadata.get(EXACT_ROWS) if materialization else None
+        value = self._value(EXACT_ROWS)
         if value is None:
             return None
-        assert isinstance(value.value, int)  # an IntMetadataValue
-        return value.value
+        assert isinstance(value, int)  # an IntMetadataValue
+        return value
+
+    @property
+    def whole(self) -> bool:
+        """The load read the whole source table: a consistent snapshot load (above), a first
+        load (it created the target), or a CDC run's initial snapshot."""
+        snapshot = self._value(SNAPSHOT_ROWS)
+        return (
+            self.exact_rows is not None
+            or self._value(CREATED_TARGET) is True
+            or (isinstance(snapshot, int) and snapshot > 0)
+        )
+
+    def _value(self, key: str) -> object:
+        materialization = self.entry.asset_materialization
+        value = materialization.metadata.get(key) if materialization else None
+        return None if value is None else value.value
+
+
+def run_load(pipeline: PipelineSpec, instance: dg.DagsterInstance, run_id: str) -> RunLoad:
+    """What the run `run_id` did to the asset before its checks: its latest materialization is
+    this run's (a whole or an incremental load), or an earlier run's (none)."""
+    latest = latest_materialization(instance, pipeline)
+    if latest is None or latest.run_id != run_id:
+        return "none"
+    return "whole" if LastLoad(latest).whole else "incremental"
 
 
 def last_load(

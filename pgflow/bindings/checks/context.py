@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import psycopg
@@ -24,6 +24,10 @@ ERROR = dg.AssetCheckSeverity.ERROR
 # What time it is for the freshness rule: a parameter so tests can move it, not sleep.
 Clock = Callable[[], float]
 
+# What the run did to the asset before its checks: nothing (a run of checks only: on demand,
+# the scan job), a load that read the whole source table, or an incremental load.
+RunLoad = Literal["none", "whole", "incremental"]
+
 
 class CheckRun:
     """What the checks of one run share: the connections, opened on first use and closed with
@@ -40,8 +44,10 @@ class CheckRun:
         delta: DeltaStorage,
         stack: ExitStack,
         clock: Clock = time.time,
+        load: RunLoad = "none",
     ):
         self.pipeline, self._pg, self._stack, self.clock = pipeline, pg, stack, clock
+        self.load = load
         self.storage_options = delta.storage_options()
         self._open: dict[str, psycopg.Connection] = {}
 

@@ -2,6 +2,12 @@
 run executes only the selected checks). The code location builds one per chunk of pipelines
 sharing a group and a source pool, not one per pipeline: each op costs its load about 1 ms.
 
+A scan check (it reads a whole table) is left out of a run whose incremental load it follows:
+that run costs what changed, a scan what the table holds. The op does not yield it, which
+Dagster records as skipped (the check's op is subsettable, so its outputs are optional); the
+scan job (scan_job.py) runs it on its own schedule, and after a whole load it runs as part of
+the load's run.
+
 No `from __future__ import annotations` here: Dagster inspects the resource annotations.
 """
 
@@ -24,17 +30,20 @@ from pgflow.bindings.checks import (
     unique_key,
     value_parity,
 )
+from pgflow.bindings.checks.comparison import run_load
 from pgflow.bindings.checks.context import (
     COUNT_TIMEOUT_SECONDS,
     ERROR,
     WARN,
     CheckRun,
     Clock,
+    RunLoad,
     result,
 )
 from pgflow.bindings.checks.names import (
     FRESHNESS,
     ROW_COUNT_PARITY,
+    SCAN_JOB,
     SCHEMA,
     SLOT_HEALTH,
     UNIQUE_KEY,
@@ -47,26 +56,40 @@ from pgflow.connections.resource import PostgresConnections
 from pgflow.connections.secrets import ConnectionConfigError
 
 RunCheck = Callable[[PipelineSpec, CheckRun, dg.DagsterInstance], dg.AssetCheckResult]
+# A scan check's result where it needs no scan, else None.
+WithoutScan = Callable[[PipelineSpec, CheckRun, dg.DagsterInstance], dg.AssetCheckResult | None]
 
 
 @dataclass(frozen=True)
 class Check:
-    """One kind of check: the pipelines it means something for, its description, its run."""
+    """One kind of check: the pipelines it means something for, its description, its run, and
+    whether it may read a whole table (a scan check) or only catalogs, state and event logs."""
 
     name: str
     offered: Callable[[PipelineSpec], bool]
     describe: Callable[[PipelineSpec], str]
     run: RunCheck
+    scans: bool
+    without_scan: WithoutScan | None = None
 
 
 # In the order a pipeline lists them.
 CHECKS = (
-    Check(UNIQUE_KEY, unique_key.offered, unique_key.describe, unique_key.check),
-    Check(ROW_COUNT_PARITY, row_count.offered, row_count.describe, row_count.check),
-    Check(SCHEMA, schema.offered, schema.describe, schema.check),
-    Check(FRESHNESS, freshness.offered, freshness.describe, freshness.check),
-    Check(SLOT_HEALTH, slot.offered, slot.describe, slot.check),
-    Check(VALUE_PARITY, value_parity.offered, value_parity.describe, value_parity.check),
+    Check(
+        UNIQUE_KEY,
+        unique_key.offered,
+        unique_key.describe,
+        unique_key.check,
+        scans=True,
+        without_scan=unique_key.from_catalog,  # a unique index settles it
+    ),
+    Check(ROW_COUNT_PARITY, row_count.offered, row_count.describe, row_count.check, scans=True),
+    Check(SCHEMA, schema.offered, schema.describe, schema.check, scans=False),
+    Check(FRESHNESS, freshness.offered, freshness.describe, freshness.check, scans=False),
+    Check(SLOT_HEALTH, slot.offered, slot.describe, slot.check, scans=False),
+    Check(
+        VALUE_PARITY, value_parity.offered, value_parity.describe, value_parity.check, scans=True
+    ),
 )
 _BY_NAME = {c.name: c for c in CHECKS}
 
@@ -116,6 +139,11 @@ def check_chunks(pipelines: Sequence[PipelineSpec], size: int) -> list[list[Pipe
 def check_names(pipeline: PipelineSpec) -> list[str]:
     """The checks that mean something for `pipeline`."""
     return [c.name for c in CHECKS if c.offered(pipeline)]
+
+
+def scan_check_names(pipeline: PipelineSpec) -> list[str]:
+    """The scan checks of `pipeline`: those the scan job runs."""
+    return [c.name for c in CHECKS if c.scans and c.offered(pipeline)]
 
 
 def pipeline_check(pipeline: PipelineSpec, clock: Clock = time.time) -> dg.AssetChecksDefinition:
@@ -180,7 +208,8 @@ def _checks_op(
         for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             selected.setdefault(key.asset_key, []).append(key.name)
         work = [(p, selected[k]) for k, p in by_key.items() if k in selected]
-        yield from _run_selected(work, _Runner(pg, delta, clock, context.instance), at_once)
+        runner = _Runner(pg, delta, clock, context.instance, context.run.run_id, context.log.info)
+        yield from _run_selected(work, runner, at_once)
 
     return _checks
 
@@ -193,13 +222,24 @@ class _Runner:
     delta: DeltaStorage
     clock: Clock
     instance: dg.DagsterInstance
+    run_id: str
+    log: Callable[[str], None]
 
     def results(self, pipeline: PipelineSpec, names: list[str]) -> Iterator[dg.AssetCheckResult]:
-        """The named checks of `pipeline`, on connections opened on first use, closed at the end."""
+        """The named checks of `pipeline`, on connections opened on first use, closed at the
+        end; after an incremental load, without the scans."""
+        load = run_load(pipeline, self.instance, self.run_id)
+        left: list[str] = []
         with ExitStack() as stack:
-            run = CheckRun(pipeline, self.pg, self.delta, stack, self.clock)
+            run = CheckRun(pipeline, self.pg, self.delta, stack, self.clock, load)
             for name in names:
-                yield run_check(name, pipeline, run, self.instance)
+                outcome = run_check(name, pipeline, run, self.instance)
+                if outcome is None:
+                    left.append(name)
+                else:
+                    yield outcome
+        if left:
+            self.log(_left_text(pipeline, left))
 
     def all_results(self, pipeline: PipelineSpec, names: list[str]) -> list[dg.AssetCheckResult]:
         return list(self.results(pipeline, names))
@@ -240,12 +280,24 @@ def _run_selected(
         raise first
 
 
+def _left_text(pipeline: PipelineSpec, names: list[str]) -> str:
+    return (
+        f"{pipeline.name}: {', '.join(names)} not run (skipped) after an incremental load: they "
+        f"read whole tables; the job {SCAN_JOB} runs them"
+        + (f" ({pipeline.checks.scan_schedule.cron})" if pipeline.checks.scan_schedule else "")
+    )
+
+
 def run_check(
     name: str, pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
-) -> dg.AssetCheckResult:
-    """One check's result; errors a check can meet in normal operation become failed results."""
+) -> dg.AssetCheckResult | None:
+    """One check's result, None for a scan check this run leaves out; errors a check can meet
+    in normal operation become failed results."""
+    check = _BY_NAME[name]
     try:
-        return _BY_NAME[name].run(pipeline, run, instance)
+        if check.scans and not may_scan(run.load):
+            return check.without_scan(pipeline, run, instance) if check.without_scan else None
+        return check.run(pipeline, run, instance)
     except ConnectionConfigError as exc:  # already free of secrets
         return result(pipeline, name, False, ERROR, f"{exc}; the check could not run")
     except errors.QueryCanceled:
@@ -259,6 +311,11 @@ def run_check(
         )
     except (psycopg.OperationalError, _unsupported_delta()) as exc:
         return result(pipeline, name, False, ERROR, f"the check could not run: {exc}")
+
+
+def may_scan(load: RunLoad) -> bool:
+    """A run may scan unless it is the run of an incremental load: that run costs what changed."""
+    return load != "incremental"
 
 
 def _unsupported_delta() -> type[Exception]:

@@ -15,6 +15,9 @@ FRESHNESS = "freshness"
 SLOT_HEALTH = "slot_health"
 VALUE_PARITY = "value_parity"
 
+# The job of the scan checks (those that read whole tables), with their schedules.
+SCAN_JOB = "pgflow_scan_checks"
+
 
 def check_key(pipeline: PipelineSpec, name: str) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(asset_key(pipeline), name)

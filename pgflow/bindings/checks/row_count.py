@@ -1,11 +1,16 @@
 """The `row_count_parity` check: target rows vs source rows; exact when the last load made the
 target one consistent snapshot of the source (ERROR), within `checks.row_count_tolerance` of
-the source's live count otherwise (WARN)."""
+the source's live count otherwise (WARN).
+
+The target's rows: right after a whole load in the same run, the ledger that load kept in
+pgflow's state (no scan); otherwise (the scan job, on demand) an exact count, compared with the
+ledger: a difference means someone else changed the target (ERROR).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -24,7 +29,7 @@ from pgflow.bindings.checks.context import (
     target_name,
 )
 from pgflow.bindings.checks.names import ROW_COUNT_PARITY
-from pgflow.bindings.checks.target import DeltaReads, target_table
+from pgflow.bindings.checks.target import Audit, DeltaReads, target_table
 from pgflow.config.model import PipelineSpec
 from pgflow.sinks.postgres import inspect as pg_inspect
 from pgflow.sources.catalog import TableNotFound
@@ -50,6 +55,19 @@ class Counts:
         return abs(self.difference) <= self.allowed
 
 
+@dataclass(frozen=True)
+class TargetRows:
+    live: int  # not counting soft-deleted rows
+    source: Literal["ledger", "count"]
+    audit: Audit | None  # the count, with the ledger it was compared with
+
+    @property
+    def tampered(self) -> bool:
+        """Counted rows the ledger does not account for: written or deleted by someone else."""
+        audit = self.audit
+        return audit is not None and audit.ledger is not None and audit.rows != audit.ledger
+
+
 def offered(pipeline: PipelineSpec) -> bool:
     return counts_comparable(pipeline)
 
@@ -72,26 +90,39 @@ def check(
         return loaded
     exact_rows = loaded.exact_rows
     if exact_rows is not None:
-        counts = Counts(target_table(run).row_count(), exact_rows, exact=True, tolerance=0.0)
+        found = _target_rows(pipeline, run)
+        counts = Counts(found.live, exact_rows, exact=True, tolerance=0.0)
     else:
         try:
-            source_rows, target_rows = both_sides(
+            source_rows, found = both_sides(
                 run,
                 lambda: _source_rows(pipeline, run),
-                target_table(run).row_count,
+                lambda: _target_rows(pipeline, run),
                 "pgflow-source-count",
             )
         except TableNotFound:
             return source_not_found(pipeline, ROW_COUNT_PARITY)
-        counts = Counts(target_rows, source_rows, False, pipeline.checks.row_count_tolerance)
-    return result(
-        pipeline,
-        ROW_COUNT_PARITY,
-        counts.passed,
-        ERROR if counts.exact else WARN,
-        _counts_text(pipeline, counts),
-        _counts_metadata(pipeline, counts),
-    )
+        counts = Counts(found.live, source_rows, False, pipeline.checks.row_count_tolerance)
+    metadata = _counts_metadata(pipeline, counts, found)
+    if found.tampered:
+        return result(
+            pipeline, ROW_COUNT_PARITY, False, ERROR, _tampered_text(pipeline, found), metadata
+        )
+    text = _counts_text(pipeline, counts)
+    severity = ERROR if counts.exact else WARN
+    return result(pipeline, ROW_COUNT_PARITY, counts.passed, severity, text, metadata)
+
+
+def _target_rows(pipeline: PipelineSpec, run: CheckRun) -> TargetRows:
+    target = target_table(run)
+    if run.load == "whole" and not pipeline.source.options.deleted_column:
+        # This run's load wrote the ledger with the rows: counting them again is the scan the
+        # ledger saves. Other runs count, and so verify the ledger.
+        ledger = target.ledger_rows()
+        if ledger is not None:
+            return TargetRows(ledger, "ledger", None)
+    audit = target.audit()
+    return TargetRows(audit.live, "count", audit)
 
 
 def _source_rows(pipeline: PipelineSpec, run: CheckRun) -> int:
@@ -133,8 +164,22 @@ def _counts_text(pipeline: PipelineSpec, counts: Counts) -> str:
     )
 
 
-def _counts_metadata(pipeline: PipelineSpec, counts: Counts) -> dict[str, Any]:
+def _tampered_text(pipeline: PipelineSpec, found: TargetRows) -> str:
+    assert found.audit is not None and found.audit.rows is not None
+    rows, ledger = found.audit.rows, found.audit.ledger or 0
+    return (
+        f"{target_name(pipeline)} has {rows:,} rows, but pgflow's state counts {ledger:,} after the last "
+        f"load ({rows - ledger:+,}): rows were written to or deleted from the target outside "
+        "pgflow. Fix: materialize the asset with run config reset: true, which rebuilds the "
+        "target from the source and counts it anew"
+    )
+
+
+def _counts_metadata(pipeline: PipelineSpec, counts: Counts, found: TargetRows) -> dict[str, Any]:
+    ledger = found.audit.ledger if found.audit else None
     return {
+        "target_rows_from": dg.MetadataValue.text(found.source),
+        "ledger_rows": dg.MetadataValue.int(ledger) if ledger is not None else None,
         "target_rows": dg.MetadataValue.int(counts.target),
         "source_rows": dg.MetadataValue.int(counts.source),
         "difference": dg.MetadataValue.int(counts.difference),

@@ -4,10 +4,11 @@ place that knows which reads each sink type needs; and the result when there is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import dagster as dg
+from psycopg import sql
 
 from pgflow.bindings.assets import latest_materialization
 from pgflow.bindings.checks import context
@@ -15,7 +16,18 @@ from pgflow.bindings.checks.context import result, target_name
 from pgflow.config.model import PipelineSpec
 from pgflow.sinks.postgres import inspect as pg_inspect
 from pgflow.sinks.postgres.inspect import DuplicateKeys, SchemaComparison
+from pgflow.sinks.postgres.state import read_target_rows
 from pgflow.sources.catalog import TableInfo, describe_table
+from pgflow.sources.postgres import set_timeout
+
+
+@dataclass(frozen=True)
+class Audit:
+    """The target counted, and the rows pgflow's state says it holds, in one snapshot."""
+
+    live: int  # not counting soft-deleted rows
+    rows: int | None = None  # every row; None where there is no ledger to compare with
+    ledger: int | None = None
 
 
 class TargetTable(Protocol):
@@ -25,6 +37,15 @@ class TargetTable(Protocol):
 
     def row_count(self) -> int:
         """Rows of the target, not counting soft-deleted ones."""
+        ...
+
+    def ledger_rows(self) -> int | None:
+        """Every row of the target (soft-deleted ones too) as pgflow's state counts them with
+        each load, no scan; None where unknown (then only a count can tell)."""
+        ...
+
+    def audit(self) -> Audit:
+        """A count of the target next to the ledger's rows, read in one snapshot."""
         ...
 
     def enforcing_index(self, key: Sequence[str]) -> str | None:
@@ -62,6 +83,25 @@ class PostgresTarget:
         return pg_inspect.row_count(
             self._run.target(), self._table, deleted, context.COUNT_TIMEOUT_SECONDS
         )
+
+    def ledger_rows(self) -> int | None:
+        return read_target_rows(self._run.target(), self._table)
+
+    def audit(self) -> Audit:
+        deleted = self._run.pipeline.source.options.deleted_column
+        live: sql.Composable = sql.SQL("count(*)")
+        if deleted and deleted in self.column_names():
+            live = sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(sql.Identifier(deleted))
+        query = sql.SQL("SELECT count(*), {} FROM {}").format(live, self._table.identifier())
+        conn = self._run.target()
+        with conn.transaction():
+            # One snapshot: a load writes the ledger in the transaction of the rows it counts.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            set_timeout(conn, context.COUNT_TIMEOUT_SECONDS)
+            ledger = read_target_rows(conn, self._table)
+            row = conn.execute(query).fetchone()
+        assert row is not None
+        return Audit(live=int(row[1]), rows=int(row[0]), ledger=ledger)
 
     def enforcing_index(self, key: Sequence[str]) -> str | None:
         return pg_inspect.index_enforcing_unique(self._run.target(), self._table, key)
@@ -117,6 +157,12 @@ class DeltaReads:
         live = scan_delta_table(self._path, self._run.storage_options)
         count = live.filter(pl.col(deleted).is_null()).select(pl.len())
         return int(count.collect(engine="streaming").item())
+
+    def ledger_rows(self) -> int | None:
+        return None  # a Delta table's log counts its rows: row_count reads no data
+
+    def audit(self) -> Audit:
+        return Audit(live=self.row_count())
 
     def enforcing_index(self, key: Sequence[str]) -> str | None:
         return None  # Delta tables have no indexes

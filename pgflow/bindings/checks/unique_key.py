@@ -26,6 +26,22 @@ def describe(pipeline: PipelineSpec) -> str:
 def check(
     pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
 ) -> dg.AssetCheckResult:
+    found = _check(pipeline, run, instance, scan=True)
+    assert found is not None
+    return found
+
+
+def from_catalog(
+    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance
+) -> dg.AssetCheckResult | None:
+    """The check where the catalog settles it (a unique index, a missing key column), None
+    where only grouping every row could."""
+    return _check(pipeline, run, instance, scan=False)
+
+
+def _check(
+    pipeline: PipelineSpec, run: CheckRun, instance: dg.DagsterInstance, scan: bool
+) -> dg.AssetCheckResult | None:
     key = pipeline.sink.strategy.unique_key
     target = target_table(run)
     if not target.exists():
@@ -45,6 +61,8 @@ def check(
     index = target.enforcing_index(key)
     if index is not None:
         return _enforced_unique(pipeline, index)
+    if not scan:
+        return None
     found = target.duplicate_keys(key)
     metadata = {
         "unique_key": dg.MetadataValue.text(", ".join(key)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import dagster as dg
+import psycopg
 import yaml
 
 from pgflow.bindings.assets import pipeline_asset
@@ -19,6 +20,7 @@ from pgflow_tests.bindings.conftest import Env
 ITEMS_KEY = dg.AssetKey(["landing", "items"])
 MERGE = {"mode": "incremental_merge", "unique_key": ["id"]}
 UPSERT = {**MERGE, "merge_policy": "upsert"}
+BY_ADDED = {"incremental_strategy": "column", "incremental_column": "added"}
 
 
 def pipeline(strategy: dict, **extra: object) -> dict:
@@ -80,6 +82,40 @@ def materialize(
         selection=dg.AssetSelection.assets(*keys).without_checks(),
         raise_on_error=raise_on_error,
     )
+
+
+def load_and_check(project: Project, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The project's only asset with all its checks: a materialization as the UI or the CLI
+    starts it."""
+    (spec,) = project.pipelines
+    return dg.materialize(
+        [pipeline_asset(spec), *pipeline_checks(project)],
+        instance=instance,
+        resources=build_definitions(project).resources,
+        selection=dg.AssetSelection.assets(dg.AssetKey(list(spec.asset_key))),
+    )
+
+
+def evaluated(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def seq_scans(uri: str, table: str) -> int:
+    """Sequential scans of `table` so far, once every other session of its database ended (a
+    backend reports its counts when it ends, if not before)."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        deadline = time.monotonic() + 30
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "sessions of the run still open"
+            time.sleep(0.05)
+        row = conn.execute(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = %s::regclass", (table,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def run_checks(

@@ -26,17 +26,21 @@ from pgflow_tests.pg import execute
 def test_row_count_tolerance_comes_from_the_spec(env: Env, instance: dg.DagsterInstance) -> None:
     project = project_of(env, pipeline(MERGE, checks={"row_count_tolerance": 0.05}))
     materialize(project, instance)
-    execute(env.sink_uri, "DELETE FROM landing.items WHERE id <= 2")  # 4% of 50
+    # Rows deleted at the source stay in the target of an incremental merge.
+    execute(env.source_uri, "DELETE FROM items WHERE id <= 2")  # 2 of 48: 4.2%
     within = run_checks(project, instance, ROW_COUNT_PARITY)[ROW_COUNT_PARITY]
     assert within.passed, within.description
     assert "within tolerance" in (within.description or "")
-    execute(env.sink_uri, "DELETE FROM landing.items WHERE id = 3")  # 6%
+    execute(env.source_uri, "DELETE FROM items WHERE id = 3")  # 3 of 47: 6.4%
     outside = run_checks(project, instance, ROW_COUNT_PARITY)[ROW_COUNT_PARITY]
     assert not outside.passed and outside.severity == dg.AssetCheckSeverity.WARN
+    # A run of checks alone counts the target, and the ledger of the loads agrees.
     assert figures(outside) == {
-        "target_rows": 47,
-        "source_rows": 50,
-        "difference": -3,
+        "target_rows_from": "count",
+        "ledger_rows": 50,
+        "target_rows": 50,
+        "source_rows": 47,
+        "difference": 3,
         "tolerance": 0.05,
         "mode": "tolerance",
     }
@@ -75,12 +79,34 @@ def test_row_count_is_exact_after_a_full_refresh(env: Env, instance: dg.DagsterI
     broken = run_checks(project, instance, ROW_COUNT_PARITY)[ROW_COUNT_PARITY]
     assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
     assert figures(broken) == {
+        "target_rows_from": "count",
+        "ledger_rows": 50,
         "target_rows": 49,
         "source_rows": 50,
         "difference": -1,
         "tolerance": 0.0,
         "mode": "exact",
     }
+    # The ledger kept with the load's rows knows better than a mismatch: someone else did it.
+    assert broken.description == (
+        "target landing.items has 49 rows, but pgflow's state counts 50 after the last load "
+        "(-1): rows were written to or deleted from the target outside pgflow. Fix: materialize "
+        "the asset with run config reset: true, which rebuilds the target from the source and "
+        "counts it anew"
+    )
+
+
+def test_an_exact_mismatch_without_a_ledger_says_the_target_changed(
+    env: Env, instance: dg.DagsterInstance
+) -> None:
+    project = project_of(env, pipeline({"mode": "full_refresh"}))
+    materialize(project, instance)
+    # A state table of an older pgflow: no count kept with the rows.
+    execute(env.sink_uri, "UPDATE _pgflow.pipeline_state SET target_rows = NULL")
+    execute(env.sink_uri, "DELETE FROM landing.items WHERE id = 1")
+    broken = run_checks(project, instance, ROW_COUNT_PARITY)[ROW_COUNT_PARITY]
+    assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
+    assert "ledger_rows" not in figures(broken) and figures(broken)["target_rows"] == 49
     assert "the source snapshot of the last load had 50" in (broken.description or "")
 
 
@@ -92,6 +118,7 @@ def test_delta_full_refresh_counts_exactly(env: Env, instance: dg.DagsterInstanc
     assert exact.passed and figures(exact)["mode"] == "exact", exact.description
     materialize(project, instance)
     assert figures(run_checks(project, instance, ROW_COUNT_PARITY)[ROW_COUNT_PARITY]) == {
+        "target_rows_from": "count",  # the Delta log's per-file counts: no data read
         "target_rows": 45,
         "source_rows": 45,
         "difference": 0,
