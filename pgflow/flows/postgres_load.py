@@ -30,6 +30,7 @@ from pgflow.flows.postgres_parallel_load import ParallelCopy, load_in_parallel
 from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres import (
     copy_format,
+    cursor_boundary,
     ddl,
     full_refresh,
     index_rebuild,
@@ -84,6 +85,7 @@ class LoadResult:
     position_reset: str | None = None  # why the stored position was discarded (position_owner)
     # What the strategy did beyond the rows written (PostgresStrategy.metadata: rows_deleted)
     strategy_metadata: dict[str, int] = field(default_factory=dict)
+    boundary_rows: int | None = None  # column cursors: rows at the new mark kept to skip next
 
 
 def load_table(
@@ -152,6 +154,7 @@ class _Written:
     applied: Applied
     duplicates_dropped: int = 0
     position: Position | None = None
+    boundary_rows: int | None = None
 
 
 class _TableLoad:
@@ -193,6 +196,7 @@ class _TableLoad:
                 read, reset, position_reset = position_owner.plan_read(
                     conn, self.target, self.incremental, reset
                 )
+                cursor_boundary.skip_applied(conn, self.target, source, self.spec.keyed)
             target = self._prepare_target()
             written = self._write(target, partition_slice, reset)
             rows = written.applied.rows
@@ -223,7 +227,9 @@ class _TableLoad:
         strategy = self.strategy
         if target.created and fills_new_target_directly(self.spec, strategy):
             rows = self._fill_new_target(target.fmt)
-            return _Written(Applied(rows), position=self._store_position(self.target))
+            position = self._position_read(self.target)
+            boundary = self._store_position(self.target, position)
+            return _Written(Applied(rows), position=position, boundary_rows=boundary)
         if isinstance(strategy, DirectStrategy):
             rows = strategy.fill_target(self.log, self.target, self._fill(target.fmt))
             return _Written(Applied(rows))
@@ -293,10 +299,9 @@ class _TableLoad:
             applied = Applied(full_refresh.truncate_insert(ctx))  # a reset rebuilds the target
         else:
             applied = strategy.apply(ctx)
-        if self.incremental:
-            state.write_position(log, self.target, self.pipeline, position)
+        boundary = self._store_position(stage, position)
         staging.drop_staging(log, stage)
-        return _Written(applied, dropped, position)
+        return _Written(applied, dropped, position, boundary)
 
     def _position_read(self, table: TableName) -> Position | None:
         """The incremental position after this read: from the largest cursor value in `table`,
@@ -308,12 +313,15 @@ class _TableLoad:
         largest = staging.max_value(self.log, table, column) if column else None
         return incremental.position_after(largest)
 
-    def _store_position(self, table: TableName) -> Position | None:
-        """Read the position from `table` and store it for the target (incremental loads)."""
-        position = self._position_read(table)
-        if self.incremental:
-            state.write_position(self.log, self.target, self.pipeline, position)
-        return position
+    def _store_position(self, table: TableName, position: Position | None) -> int | None:
+        """Store `position` for the target, with the rows of `table` (the rows read) at its
+        value that a keyed read skips next time; how many (incremental loads)."""
+        if not self.incremental:
+            return None
+        state.write_position(self.log, self.target, self.pipeline, position)
+        return cursor_boundary.store_applied(
+            self.log, self.target, table, self.source, self.spec.keyed, position
+        )
 
     def _result(self, target: _Target, written: _Written) -> LoadResult:
         copied = self.copies[0]
@@ -331,6 +339,7 @@ class _TableLoad:
             duplicates_dropped=written.duplicates_dropped,
             rows_read=copied.rows,
             position_after=written.position,
+            boundary_rows=written.boundary_rows,
             strategy_metadata=self.strategy.metadata(written.applied),
         )
 
