@@ -3,6 +3,7 @@ the next read, and no row committed later at that value (new key, or changed row
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
 import psycopg
@@ -158,20 +159,19 @@ def test_above_the_cap_no_rows_are_kept_and_the_mark_is_read_again(
 def test_with_lookback_only_the_rows_at_the_mark_are_skipped(
     source_uri: str, sink_uri: str
 ) -> None:
-    from datetime import timedelta
+    early = f"INSERT INTO public.orders VALUES (1, 'early', '{T1}'::timestamptz - interval '1 min')"
+    execute(source_uri, ORDERS + early)
 
-    execute(
-        source_uri,
-        ORDERS
-        + f"INSERT INTO public.orders VALUES (1, 'early', '{T1}'::timestamptz - interval '1 minute')",
-    )
-    make = lambda conn: ColumnCursorSource(
-        conn, SOURCE, "updated_at", lookback=timedelta(minutes=5)
-    )
+    def make(conn: psycopg.Connection) -> ColumnCursorSource:
+        return ColumnCursorSource(conn, SOURCE, "updated_at", lookback=timedelta(minutes=5))
+
     load = partial(incremental_load, source_uri, sink_uri, make)
-    load()
-    # The row a minute before the mark is inside the lookback window: read again on purpose.
-    assert load().rows_read == 1
+    assert load().boundary_rows == 5000
+    # The row a minute before the mark is inside the lookback window: read again on purpose;
+    # the 5,000 at the mark are skipped.
+    again = load()
+    assert again.read and again.read.lower_bound == "2026-03-01 11:55:00+00"
+    assert again.rows_read == 1
 
 
 def test_a_keyless_append_keeps_no_boundary(source_uri: str, sink_uri: str) -> None:
