@@ -11,6 +11,7 @@ import pytest
 
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.postgres import cursor_boundary, staging
+from pgflow.sources import column_cursor
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow_tests.pg import execute, table_text
 from pgflow_tests.sources.conftest import MERGE, SOURCE, TARGET, incremental_load, stored_position
@@ -229,3 +230,15 @@ def test_a_reset_replaces_the_stored_rows(source_uri: str, sink_uri: str) -> Non
     assert reset.read and reset.read.full and reset.boundary_rows == 1
     boundary = stored_boundary(sink_uri)
     assert boundary is not None and (boundary.value, len(boundary.rows)) == (T2, 1)
+
+
+def test_a_server_without_hashed_not_in_reads_the_mark_again(
+    source_uri: str, sink_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(column_cursor, "HASHED_NOT_IN_SINCE", 10**9)  # as on PostgreSQL 14
+    execute(source_uri, ORDERS)
+    load = partial(incremental_load, source_uri, sink_uri, cursor)
+    assert load().boundary_rows == 5000
+    again = load()
+    assert (again.rows_read, again.boundary_rows) == (5000, 5000)
+    assert same_as_source(source_uri, sink_uri)
