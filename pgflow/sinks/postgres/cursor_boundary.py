@@ -122,8 +122,9 @@ def write_boundary(
                 (target.schema, target.name),
             )
         return
-    create_shared_object(log, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-    create_shared_object(log, _CREATE)
+    if not _table_exists(log.conn):  # one round trip, not two savepoints, on every later run
+        create_shared_object(log, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        create_shared_object(log, _CREATE)
     log.execute(
         sql.SQL(
             "INSERT INTO {} (target_schema, target_table, source, value, rows)"
