@@ -144,7 +144,7 @@ class ColumnCursorSource(PostgresTableSource):
     def _boundary_skipped(self, bound: sql.Composable, kind: Column) -> sql.Composable:
         """`bound`, less the boundary rows already applied. `<> ALL` of a constant array is a
         hash lookup (HASHED_NOT_IN_SINCE), and the OR hashes only the rows at the boundary
-        value: 100,000 rows at it against 100,000 hashes cost ~0.9 s on PostgreSQL 15."""
+        value (100,000 rows at it against 100,000 hashes: ~0.9 s, best of 3, shared machine)."""
         if self._boundary is None:
             return bound
         hashes = "{" + ",".join(self._boundary.rows) + "}"  # uuid text: hex digits and dashes
