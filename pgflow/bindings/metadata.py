@@ -98,7 +98,14 @@ def position_metadata(result: LoadResult) -> dict[str, Any]:
         "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),
         "pgflow/rows_applied": dg.MetadataValue.int(result.rows),
         **position_reset_metadata(result.position_reset),
+        **boundary_metadata(result.boundary_rows),
     }
+
+
+def boundary_metadata(rows: int | None) -> dict[str, Any]:
+    """`pgflow/cursor_boundary_keys`: the rows at the new high-water mark the next read skips
+    (cursor_boundary); 0 when none are kept (a keyless load, or above the cap)."""
+    return {} if rows is None else {"pgflow/cursor_boundary_keys": dg.MetadataValue.int(rows)}
 
 
 def position_reset_metadata(reason: str | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pgflow.flows.postgres_parallel_load import ParallelCopy, load_in_parallel
 from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres import (
     copy_format,
+    cursor_boundary,
     ddl,
     full_refresh,
     index_rebuild,
@@ -86,6 +87,7 @@ class LoadResult:
     position_reset: str | None = None  # why the stored position was discarded (position_owner)
     # What the strategy did beyond the rows written (PostgresStrategy.metadata: rows_deleted)
     strategy_metadata: dict[str, int] = field(default_factory=dict)
+    boundary_rows: int | None = None  # column cursors: rows at the new mark kept to skip next
 
 
 def load_table(
@@ -154,6 +156,7 @@ class _Written:
     applied: Applied
     duplicates_dropped: int = 0
     position: Position | None = None
+    boundary_rows: int | None = None
 
 
 class _TableLoad:
@@ -195,6 +198,7 @@ class _TableLoad:
                 read, reset, position_reset = position_owner.plan_read(
                     conn, self.target, self.incremental, reset
                 )
+                cursor_boundary.skip_applied(conn, self.target, source, self.spec.keyed)
             target = self._prepare_target()
             written = self._write(target, partition_slice, reset)
             # The position and the ledger (the target's row count) commit with the rows.
@@ -229,7 +233,9 @@ class _TableLoad:
         if target.created and fills_new_target_directly(self.spec, strategy):
             rows = self._fill_new_target(target.fmt)
             applied = Applied(rows, change=RowChange.exact(rows))
-            return _Written(applied, position=self._position_read(self.target))
+            position = self._position_read(self.target)
+            boundary = self._store_boundary(self.target, position)
+            return _Written(applied, position=position, boundary_rows=boundary)
         if isinstance(strategy, DirectStrategy):  # the rows copied into an emptied or new table
             rows = strategy.fill_target(self.log, self.target, self._fill(target.fmt))
             return _Written(Applied(rows, change=RowChange.exact(rows)))
@@ -300,8 +306,9 @@ class _TableLoad:
             applied = Applied(rows, change=RowChange.exact(rows))
         else:
             applied = strategy.apply(ctx)
+        boundary = self._store_boundary(stage, position)
         staging.drop_staging(log, stage)
-        return _Written(applied, dropped, position)
+        return _Written(applied, dropped, position, boundary)
 
     def _position_read(self, table: TableName) -> Position | None:
         """The incremental position after this read: from the largest cursor value in `table`,
@@ -312,6 +319,15 @@ class _TableLoad:
         column = incremental.cursor_column
         largest = staging.max_value(self.log, table, column) if column else None
         return incremental.position_after(largest)
+
+    def _store_boundary(self, table: TableName, position: Position | None) -> int | None:
+        """Store the rows of `table` (the rows read) at `position`'s value, which a keyed read
+        skips next time (run() stores the position itself); how many (incremental loads)."""
+        if not self.incremental:
+            return None
+        return cursor_boundary.store_applied(
+            self.log, self.target, table, self.source, self.spec.keyed, position
+        )
 
     def _result(self, target: _Target, written: _Written) -> LoadResult:
         copied = self.copies[0]
@@ -329,6 +345,7 @@ class _TableLoad:
             duplicates_dropped=written.duplicates_dropped,
             rows_read=copied.rows,
             position_after=written.position,
+            boundary_rows=written.boundary_rows,
             strategy_metadata=self.strategy.metadata(written.applied),
         )
 

@@ -58,14 +58,18 @@ def test_positions_advance_run_by_run_and_show_in_metadata(dagster_setup: Dagste
     assert cursor["pgflow/read"] == "full read (first run: no stored position)"
     assert (cursor["pgflow/cursor_before"], cursor["pgflow/rows_read"]) == ("", 200)
     assert cursor["pgflow/cursor_after"] == high_water
+    assert (cursor["pgflow/rows_written"], cursor["pgflow/cursor_boundary_keys"]) == (200, 1)
 
     execute(setup.source_uri, "UPDATE items SET price = price + 1, added = now() WHERE id <= 3")
     second = materialize(setup, "landing/by_cursor,landing/by_xmin")
     assert second.returncode == 0, second.stderr[-3000:]
     cursor_run, xmin_run = metadata_of(setup, "by_cursor"), metadata_of(setup, "by_xmin")
     assert cursor_run["pgflow/cursor_before"] == cursor["pgflow/cursor_after"]
-    # The 3 updated rows, and row 200, which sits on the old high-water mark.
-    assert cursor_run["pgflow/rows_read"] == 4 and cursor_run["pgflow/rows_applied"] == 4
+    # The 3 updated rows; row 200, on the old high-water mark, was applied and is not read.
+    assert cursor_run["pgflow/rows_read"] == 3 and cursor_run["pgflow/rows_applied"] == 3
+    # All 3 share one now(): the next run skips them (cursor_boundary).
+    assert cursor_run["pgflow/cursor_boundary_keys"] == 3
+    assert "pgflow/cursor_boundary_keys" not in xmin_run
     assert xmin_run["pgflow/rows_read"] == 3
     assert int(xmin_run["pgflow/cursor_after"]) > int(xmin_run["pgflow/cursor_before"])
     source = rows(setup.source_uri, SAME.format("items"))

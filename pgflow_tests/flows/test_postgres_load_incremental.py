@@ -60,7 +60,7 @@ def test_each_incremental_source_into_each_keyed_strategy(
     execute(source_uri, CHANGES)
     second = load()
     assert second.read and not second.read.full
-    assert second.rows_read >= 50, "40 updated + 10 inserted rows, plus any boundary rows"
+    assert second.rows_read == 50, "40 updated + 10 inserted rows, no boundary row again"
     target = table_text(sink_uri, "landing.orders")
     if strategy.only_new_rows:
         # New keys only: the 10 inserted rows land, updated rows keep their first version.
@@ -102,11 +102,9 @@ def test_a_failure_after_apply_keeps_data_and_position_then_the_next_run_applies
     assert retry.read and retry.read.since == position_before
     assert table_text(sink_uri, "landing.orders") == source_text(source_uri)
     assert stored_position(sink_uri) == retry.position_after
-    # The retry moved the position once: the next run reads only what sits at the new mark.
-    at_mark = fetch(
-        source_uri, "SELECT count(*) FROM public.orders WHERE updated_at = '2026-02-02'"
-    )
-    assert load().rows_read == (at_mark[0][0] if kind == "column" else 0)
+    # The retry moved the position once, with the rows at the new mark it applied: the next
+    # run reads nothing.
+    assert load().rows_read == 0
 
 
 def test_runs_of_one_target_read_in_the_order_they_commit(source_uri: str, sink_uri: str) -> None:

@@ -55,8 +55,9 @@ def test_first_run_is_full_then_new_and_updated_rows_are_read(
     second = load()
     assert second.read and not second.read.full
     assert second.read.lower_bound == "2026-01-01 01:40:00+00"
-    # 2 inserted + 2 updated + row 100, which sits exactly on the old high-water mark.
-    assert (second.rows_read, second.rows) == (5, 5)
+    # 2 inserted + 2 updated; row 100, exactly on the old high-water mark, was applied by the
+    # first run and is skipped (cursor_boundary), not read again.
+    assert (second.rows_read, second.rows) == (4, 4)
     assert second.position_after and second.position_after.value == "2026-01-01 02:02:00+00"
     assert same_as_source(source_uri, sink_uri)
     position = stored_position(sink_uri)
@@ -111,7 +112,7 @@ def test_null_cursors_are_excluded_by_default(source_uri: str, sink_uri: str) ->
     execute(source_uri, ORDERS + NULLS)
     load = partial(incremental_load, source_uri, sink_uri, cursor())
     assert load().rows_read == 100
-    assert load().rows_read == 1  # the row at the high-water mark
+    assert load().rows_read == 0  # the row at the high-water mark was applied: skipped
     assert fetch(sink_uri, "SELECT count(*) FROM landing.orders WHERE id >= 900") == [(0,)]
 
 
@@ -120,8 +121,8 @@ def test_null_cursors_are_read_on_every_run_with_include(source_uri: str, sink_u
     load = partial(incremental_load, source_uri, sink_uri, cursor(on_null_cursor="include"))
     assert load().rows_read == 102
     execute(source_uri, "UPDATE public.orders SET status = 'seen' WHERE id = 900")
-    # Both NULL rows again (they have no cursor to skip them by), plus the boundary row.
-    assert load().rows_read == 3
+    # Both NULL rows again (they have no cursor to skip them by); the boundary row is skipped.
+    assert load().rows_read == 2
     assert same_as_source(source_uri, sink_uri)
 
 
@@ -180,7 +181,7 @@ def test_every_cursor_type_reads_from_the_high_water_mark_minus_lookback(
     execute(source_uri, f"INSERT INTO public.orders VALUES (3, 'c', {later})")
     second = load()
     assert second.read and second.read.lower_bound == bound
-    assert second.rows_read == 2  # the new row and the one at the old mark
+    assert second.rows_read == 1  # the new row; the one at the old mark was applied
     assert fetch(sink_uri, "SELECT id FROM landing.orders ORDER BY id") == [(1,), (3,)]
     expected = fetch(source_uri, "SELECT max(updated_at)::text FROM public.orders")[0][0]
     assert second.position_after and second.position_after.value == expected
@@ -233,7 +234,7 @@ def test_reset_reads_everything_and_rebuilds_the_target(source_uri: str, sink_ur
     load()
     # A cursor cannot see deletes; a reset is how a user brings the target back in line.
     execute(source_uri, "DELETE FROM public.orders WHERE id <= 10")
-    assert load().rows_read == 1
+    assert load().rows_read == 0
     assert fetch(sink_uri, "SELECT count(*) FROM landing.orders") == [(100,)]
     reset = load(reset=True)
     assert reset.read and reset.read.full and reset.read.reason == "reset requested"
