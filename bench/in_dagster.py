@@ -31,6 +31,7 @@ and the generated section of bench/README.md (in_dagster_report.py).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -310,6 +311,7 @@ def main() -> None:
     from bench.suite import machine
 
     started = time.time()
+    load_at_start = os.getloadavg()[0]  # others' work on the machine, said with the figures
     with (
         throwaway_cluster(["bench_source"], SERVER_SETTINGS) as source_info,
         throwaway_cluster(["bench_sink", "bench_dagster"], SERVER_SETTINGS) as sink_info,
@@ -327,6 +329,7 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
                 "duration_s": round(time.time() - started),
                 "machine": machine(source_uri),
+                "load_average_at_start": round(load_at_start, 2),
                 "rows": ROWS,
                 "repeat": REPEAT,
                 "server_settings": SERVER_SETTINGS,

@@ -108,6 +108,13 @@ def row(target: str, figures: str, met: bool) -> str:
     return f"| {target} | {figures} | {'**met**' if met else '**NOT met**'} |"
 
 
+def _machine_load(results: dict[str, Any]) -> str:
+    load = results.get("load_average_at_start")
+    if load is None:  # an older results file: its run did not record it
+        return "the machine's load not recorded"
+    return f"load average {load:.2f} when it started (2 CPUs: above ~1, others' work shared them)"
+
+
 def table(results: dict[str, Any]) -> str:
     med = medians(results)
     m = results["machine"]
@@ -117,8 +124,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"Run: {results['rows']:,} rows, median of {results['repeat']}; {results['date']};"
         f" {m['cpus']} CPUs ({m['cpu']}), {m['memory_gb']} GB, PostgreSQL {m['postgres']},"
-        f" Python {m['python']}; the machine was shared with other engineers' work (timings"
-        f' are noisy). `python -c "import dagster"` (median): {imports}.',
+        f" Python {m['python']}; {_machine_load(results)}."
+        f' `python -c "import dagster"` (median): {imports}.',
         "",
         "| scenario | tool | wall s (runs) | after import dagster s | pgflow's own s | rows |"
         " rows/s | peak RSS MB | check |",
