@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import change_rows, checkpoint, create_orders, run_tree, tail, throwaway_cluster
-from bench.pgflow_cli import METADATA, SPEC_YAML
+from bench.pgflow_cli import INCREMENTAL_SPEC, METADATA, SPEC_YAML
 from pgflow.config.model import TableName
 from pgflow.localdb.cluster import ClusterInfo
 
@@ -55,7 +55,9 @@ with dg.DagsterInstance.get() as instance:
 def environment(work: Path, cluster: ClusterInfo, tree: Path) -> dict[str, str]:
     specs = work / "specs"
     specs.mkdir()
-    spec = SPEC_YAML.format(table="orders", target=TARGET) + "checks: {value_parity: false}\n"
+    options, strategy = INCREMENTAL_SPEC
+    spec = SPEC_YAML.format(table="orders", target=TARGET, options=options, strategy=strategy)
+    spec += "checks: {value_parity: false}\n"
     (specs / "orders.yaml").write_text(spec)
     home = work / "dagster_home"
     home.mkdir()
