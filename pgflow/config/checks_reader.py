@@ -6,6 +6,7 @@ checks:
   retained_wal_warn: 1GB
   value_parity: {sample: 0.1, timeout: 10m}   # or false to leave the check out
   scan_schedule: "0 3 * * *"   # default; {cron, timezone}, or false: the scan checks by hand only
+  scan_after_load: false       # true: the scan checks also run after every whole load
 ```
 """
 
@@ -45,8 +46,23 @@ def read_checks(section: Section | None, unique_key: tuple[str, ...] = ()) -> Ch
             section.problem("retained_wal_warn", str(exc))
     parity = _read_value_parity(section, unique_key)
     scan_schedule = _read_scan_schedule(section)
+    scan_after_load = _read_scan_after_load(section)
     section.finish()
-    return ChecksSpec(float(tolerance), warn_bytes, parity, scan_schedule)
+    return ChecksSpec(float(tolerance), warn_bytes, parity, scan_schedule, scan_after_load)
+
+
+def _read_scan_after_load(checks: Section) -> bool:
+    raw = checks.raw("scan_after_load")
+    if raw is None:
+        return ChecksSpec().scan_after_load
+    if not isinstance(raw, bool):
+        checks.problem(
+            "scan_after_load",
+            f"must be true (the scan checks also run after every whole load) or false (only "
+            f"on scan_schedule and by hand), got {raw!r}",
+        )
+        return False
+    return raw
 
 
 def _read_scan_schedule(checks: Section) -> ScheduleSpec | None:

@@ -234,6 +234,8 @@ class ChecksSpec:
     value_parity: ValueParitySpec = field(default_factory=ValueParitySpec)
     # The scan checks' own schedule (pgflow_scan_checks job); None: only by hand.
     scan_schedule: ScheduleSpec | None = DEFAULT_SCAN_SCHEDULE
+    # Also run them in the run of every whole load (a full read, a reset, a CDC snapshot).
+    scan_after_load: bool = False
 
 
 # Tables of one schema-wide spec loaded at once in its step, unless it says `parallel_tables`.

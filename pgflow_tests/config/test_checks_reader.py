@@ -129,3 +129,18 @@ def test_scan_schedule_mistakes_name_the_file_the_pipeline_the_field_and_the_fix
             f"{path}: pipeline 'landing_orders': field 'checks.scan_schedule"
         ), problem
         assert hint in problem, problem
+
+
+def test_scan_after_load_defaults_to_false_and_takes_only_a_boolean(tmp_path: Path) -> None:
+    assert read({})[0].scan_after_load is False
+    assert read({"scan_after_load": True}) == (ChecksSpec(scan_after_load=True), [])
+    for number, value in enumerate(["yes", 1, {"whole": True}]):
+        path = write(tmp_path / f"{number}" / "p.yaml", pipeline(checks={"scan_after_load": value}))
+        problem = only_problem(path)
+        assert problem.startswith(
+            f"{path}: pipeline 'landing_orders': field 'checks.scan_after_load'"
+        ), problem
+        assert "must be true (the scan checks also run after every whole load) or false" in (
+            problem
+        ), problem
+        assert f"got {value!r}" in problem, problem

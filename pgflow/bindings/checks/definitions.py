@@ -83,7 +83,14 @@ CHECKS = (
         scans=True,
         without_scan=unique_key.from_catalog,  # a unique index settles it
     ),
-    Check(ROW_COUNT_PARITY, row_count.offered, row_count.describe, row_count.check, scans=True),
+    Check(
+        ROW_COUNT_PARITY,
+        row_count.offered,
+        row_count.describe,
+        row_count.check,
+        scans=True,
+        without_scan=row_count.after_snapshot_load,  # the ledger against the snapshot's rows
+    ),
     Check(SCHEMA, schema.offered, schema.describe, schema.check, scans=False),
     Check(FRESHNESS, freshness.offered, freshness.describe, freshness.check, scans=False),
     Check(SLOT_HEALTH, slot.offered, slot.describe, slot.check, scans=False),
@@ -239,7 +246,7 @@ class _Runner:
                 else:
                     yield outcome
         if left:
-            self.log(_left_text(pipeline, left))
+            self.log(_left_text(pipeline, left, load))
 
     def all_results(self, pipeline: PipelineSpec, names: list[str]) -> list[dg.AssetCheckResult]:
         return list(self.results(pipeline, names))
@@ -280,12 +287,27 @@ def _run_selected(
         raise first
 
 
-def _left_text(pipeline: PipelineSpec, names: list[str]) -> str:
+def _left_text(pipeline: PipelineSpec, names: list[str], load: RunLoad) -> str:
+    it, reads = ("they", "read") if len(names) > 1 else ("it", "reads")
+    schedule = pipeline.checks.scan_schedule
     return (
-        f"{pipeline.name}: {', '.join(names)} not run (skipped) after an incremental load: they "
-        f"read whole tables; the job {SCAN_JOB} runs them"
-        + (f" ({pipeline.checks.scan_schedule.cron})" if pipeline.checks.scan_schedule else "")
+        f"{pipeline.name}: {', '.join(names)} not run (skipped) after {_LOADS[load]}: {it} "
+        f"{reads} whole tables; the job {SCAN_JOB} runs {'them' if it == 'they' else 'it'}"
+        + (f" ({schedule.cron})" if schedule else "")
+        + (
+            ""
+            if load == "incremental"
+            else _AFTER_WHOLE.format(it="them" if it == "they" else "it")
+        )
     )
+
+
+_AFTER_WHOLE = "; `checks.scan_after_load: true` runs {it} after whole loads too"
+_LOADS: dict[RunLoad, str] = {
+    "incremental": "an incremental load",
+    "whole": "a whole load",
+    "none": "no load",
+}
 
 
 def run_check(
@@ -295,7 +317,7 @@ def run_check(
     in normal operation become failed results."""
     check = _BY_NAME[name]
     try:
-        if check.scans and not may_scan(run.load):
+        if check.scans and not may_scan(pipeline, run.load):
             return check.without_scan(pipeline, run, instance) if check.without_scan else None
         return check.run(pipeline, run, instance)
     except ConnectionConfigError as exc:  # already free of secrets
@@ -313,9 +335,10 @@ def run_check(
         return result(pipeline, name, False, ERROR, f"the check could not run: {exc}")
 
 
-def may_scan(load: RunLoad) -> bool:
-    """A run may scan unless it is the run of an incremental load: that run costs what changed."""
-    return load != "incremental"
+def may_scan(pipeline: PipelineSpec, load: RunLoad) -> bool:
+    """A run of checks alone may scan; a load's run costs what the load read, so it scans only
+    after a whole load, and only where the spec asks (`checks.scan_after_load`)."""
+    return load == "none" or (load == "whole" and pipeline.checks.scan_after_load)
 
 
 def _unsupported_delta() -> type[Exception]:

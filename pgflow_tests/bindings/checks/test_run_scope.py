@@ -1,5 +1,6 @@
-"""Which checks a materialization runs: after an incremental load only the cheap ones (the scan
-checks are skipped, and nothing more reads the target), after a whole load all of them."""
+"""Which checks a materialization runs: the cheap ones, never the scan checks (skipped, and
+nothing more reads the target), except after a whole load where the spec asks for them
+(`checks.scan_after_load`); `row_count_parity` runs after a snapshot load from the ledger."""
 
 from __future__ import annotations
 
@@ -49,8 +50,12 @@ def change_one_and_add_one(env: Env, changed: int, added: int) -> None:
 def test_an_incremental_run_skips_the_scan_checks_and_scans_nothing_more(
     env: Env, instance: dg.DagsterInstance
 ) -> None:
-    project = project_of(env, pipeline(UPSERT, source={"options": BY_ADDED}, freshness="1h"))
-    # The first load reads the whole table and creates the target: every check runs.
+    spec = pipeline(
+        UPSERT, source={"options": BY_ADDED}, freshness="1h", checks={"scan_after_load": True}
+    )
+    project = project_of(env, spec)
+    # The first load reads the whole table and creates the target: with scan_after_load every
+    # check runs.
     first = load_and_check(project, instance)
     assert set(evaluated(first)) == EVERY
     assert all(e.passed for e in evaluated(first).values())
@@ -92,13 +97,14 @@ def test_an_incremental_run_skips_the_scan_checks_and_scans_nothing_more(
         status = asyncio.run(record.resolve_status(LoadingContextForTest(instance)))
         assert status == AssetCheckExecutionResolvedStatus.SKIPPED
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    # scan_after_load never reaches incremental loads.
     assert (
         "landing_items: row_count_parity, value_parity not run (skipped) after an incremental "
         "load: they read whole tables; the job pgflow_scan_checks runs them (0 3 * * *)"
     ) in logs
 
 
-def test_a_full_load_runs_every_check_and_counts_the_target_from_the_ledger(
+def test_a_full_load_leaves_the_scans_to_their_schedule_and_counts_from_the_ledger(
     env: Env, instance: dg.DagsterInstance
 ) -> None:
     project = project_of(env, pipeline({"mode": "full_refresh"}))
@@ -106,9 +112,9 @@ def test_a_full_load_runs_every_check_and_counts_the_target_from_the_ledger(
     execute(env.source_uri, "DELETE FROM items WHERE id > 45")
     result = load_and_check(project, instance)
     ran = evaluated(result)
-    assert set(ran) == {ROW_COUNT_PARITY, SCHEMA, VALUE_PARITY}
+    assert set(ran) == {ROW_COUNT_PARITY, SCHEMA}
     assert all(e.passed for e in ran.values()), {n: e.description for n, e in ran.items()}
-    # The load's own ledger, exact after a full load: no count(*) of the target.
+    # The load's own ledger against its snapshot's rows: exact, and no count(*) of the target.
     assert figures(ran[ROW_COUNT_PARITY]) == {
         "target_rows_from": "ledger",
         "target_rows": 45,
@@ -117,4 +123,22 @@ def test_a_full_load_runs_every_check_and_counts_the_target_from_the_ledger(
         "tolerance": 0.0,
         "mode": "exact",
     }
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert (
+        "landing_items: value_parity not run (skipped) after a whole load: it reads whole "
+        "tables; the job pgflow_scan_checks runs it (0 3 * * *); `checks.scan_after_load: "
+        "true` runs it after whole loads too"
+    ) in logs
+
+
+def test_scan_after_load_runs_every_check_after_a_full_load(
+    env: Env, instance: dg.DagsterInstance
+) -> None:
+    project = project_of(env, pipeline({"mode": "full_refresh"}, checks={"scan_after_load": True}))
+    load_and_check(project, instance)
+    execute(env.source_uri, "DELETE FROM items WHERE id > 45")
+    ran = evaluated(load_and_check(project, instance))
+    assert set(ran) == {ROW_COUNT_PARITY, SCHEMA, VALUE_PARITY}
+    assert all(e.passed for e in ran.values()), {n: e.description for n, e in ran.items()}
+    assert figures(ran[ROW_COUNT_PARITY])["target_rows_from"] == "ledger"
     assert figures(ran[VALUE_PARITY])["target_rows"] == 45  # hashed every row: a scan
