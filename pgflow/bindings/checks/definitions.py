@@ -2,11 +2,10 @@
 run executes only the selected checks). The code location builds one per chunk of pipelines
 sharing a group and a source pool, not one per pipeline: each op costs its load about 1 ms.
 
-A scan check (it reads a whole table) is left out of a run whose incremental load it follows:
-that run costs what changed, a scan what the table holds. The op does not yield it, which
-Dagster records as skipped (the check's op is subsettable, so its outputs are optional); the
-scan job (scan_job.py) runs it on its own schedule, and after a whole load it runs as part of
-the load's run.
+A scan check (it reads a whole table) is left out of a load's run: that run costs what the load
+read, a scan as much again. The op does not yield it, which Dagster records as skipped (the
+check's op is subsettable, so its outputs are optional); the scan job (scan_job.py) runs it on
+its own schedule, and a spec with `checks.scan_after_load` has it run after whole loads too.
 
 No `from __future__ import annotations` here: Dagster inspects the resource annotations.
 """

@@ -1,13 +1,14 @@
 """The scan checks' own job and schedules.
 
 A scan check reads a whole table (the source or the target): `row_count_parity`'s counts,
-`value_parity`'s hashes, `unique_key` where no unique index proves it. Incremental loads leave
-them out of their runs (definitions.py), so they run here: one job of the code location,
+`value_parity`'s hashes, `unique_key` where no unique index proves it. Loads leave them out
+of their runs (definitions.py; whole loads run them only with `checks.scan_after_load`), so
+they run here: one job of the code location,
 `pgflow_scan_checks`, selecting every pipeline's scan checks (by hand from the UI's Jobs page,
 or `dagster job execute -m pgflow.definitions -j pgflow_scan_checks`), and one schedule per
 `checks.scan_schedule` that the specs name (default daily at 03:00 UTC), each running the scan
 checks of its own pipelines. The schedules start running: without them the scan checks would
-run only after whole loads.
+not run at all unless asked for.
 """
 
 from __future__ import annotations
