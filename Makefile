@@ -29,6 +29,9 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The bytecode pip writes for installed packages but not for an editable one (each run
+	@# would otherwise compile pgflow again where PYTHONDONTWRITEBYTECODE is set).
+	$(BIN)/python -m compileall -q pgflow
 	touch $@
 
 install: $(BIN)/.installed postgres-check

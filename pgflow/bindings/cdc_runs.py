@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from contextlib import AbstractContextManager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -16,7 +16,6 @@ from pgflow.config.model import PipelineSpec, Project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.flows.cdc.group_model import GroupMember, GroupSettings
-from pgflow.flows.cdc.group_run import GroupOutcome, replicate_group
 from pgflow.flows.cdc.model import (
     DEFAULT_BATCH_CHANGES,
     AnyCdcTarget,
@@ -24,6 +23,9 @@ from pgflow.flows.cdc.model import (
     ConnectSink,
     DeltaCdcTarget,
 )
+
+if TYPE_CHECKING:
+    from pgflow.flows.cdc.group_run import GroupOutcome
 
 # Every Delta member of a run shares one set of source connections (the DeltaCdcTarget's).
 DELTA_SINK_ID = "delta"
@@ -43,6 +45,8 @@ def run_cdc_group(
     reset: bool,
 ) -> GroupOutcome:
     """Replicate the `selected` pipelines of `group` (by name); `reset` re-snapshots them."""
+    # Imported by the runs that stream: every other run's process skips the CDC machinery.
+    from pgflow.flows.cdc.group_run import replicate_group
 
     def connect_source(**kwargs: Any) -> AbstractContextManager[psycopg.Connection]:
         return connections.connect(group.connection_id, group.connection_type, **kwargs)
