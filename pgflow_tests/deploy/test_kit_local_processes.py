@@ -1,0 +1,195 @@
+"""The kit's services as local processes, started with the kit's own commands and files: the
+user-code server (the image's CMD), the webserver and the daemon (the Compose commands) on
+deploy/workspace.yaml (host and port rewritten) and deploy/dagster.local.yaml (the kit's instance
+with the default run launcher) on a throwaway Postgres. A materialization launched through the
+webserver's GraphQL API waits in the queue, the daemon starts it, and it loads the table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+import yaml
+
+from pgflow.localdb.cluster import ClusterInfo
+from pgflow_tests.bindings.conftest import PIPELINE_YAML, items_table
+from pgflow_tests.bindings.test_definitions_webserver import free_port
+from pgflow_tests.deploy import kit
+from pgflow_tests.deploy.test_kit_instance import storage_env
+
+BIN = Path(sys.executable).parent
+ITEMS = ["landing", "items"]
+
+LOCATION = """
+{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+    locationOrLoadError { __typename
+      ... on RepositoryLocation { repositories { name assetNodes { assetKey { path } jobNames } } }
+      ... on PythonError { message } } } } } }
+"""
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on InvalidSubsetError { message } } }
+"""
+RUN = """
+query Run($id: ID!) { runOrError(runId: $id) { __typename
+    ... on Run { status tags { key value } } } }
+"""
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def with_options(argv: list[str], **values: str) -> list[str]:
+    """`argv` with the values of its options replaced (`h="127.0.0.1"` replaces `-h 0.0.0.0`)."""
+    out = list(argv)
+    for name, value in values.items():
+        out[out.index(f"-{name}") + 1] = value
+    return [str(BIN / out[0]), *out[1:]]
+
+
+@contextmanager
+def service(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Path]:
+    """A process in its own process group; the whole group is stopped at the end."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield log
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)  # each Dagster process shuts down cleanly
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+        # Whatever is left in the group (the code server's gRPC child, run workers) is killed.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for(what: str, check: Callable[[], Any], logs: list[Path], timeout: float = 180) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+def graphql(url: str, query: str, **variables: Any) -> dict[str, Any]:
+    response = requests.post(
+        f"{url}/graphql", json={"query": query, "variables": variables}, timeout=30
+    )
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def grpc_serving(port: int, env: dict[str, str]) -> bool:
+    check = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)]
+    return subprocess.run(check, env=env, capture_output=True, timeout=30).returncode == 0
+
+
+def webserver_up(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/server_info", timeout=2).ok
+    except requests.ConnectionError:
+        return False
+
+
+def loaded_location(url: str) -> dict[str, Any] | None:
+    entries = graphql(url, LOCATION)["workspaceOrError"]["locationEntries"]
+    return entries[0] if entries and entries[0]["loadStatus"] == "LOADED" else None
+
+
+# About 20 s (three Dagster processes and a run worker): fast enough for `make test`.
+def test_kit_services_run_a_queued_materialization(
+    local_pg: ClusterInfo, make_database: Callable[[], str], tmp_path: Path
+):
+    source_uri, sink_uri, storage_uri = make_database(), make_database(), make_database()
+    items_table(source_uri, rows=300)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "items.yaml").write_text(PIPELINE_YAML.format(method="truncate_insert"))
+    home = tmp_path / "dagster_home"  # as in the images: DAGSTER_HOME is the services' cwd
+    home.mkdir()
+    (home / "dagster.yaml").write_text(kit.LOCAL_INSTANCE.read_text())
+    grpc_port, web_port = free_port(), free_port()
+    workspace = kit.load_yaml(kit.WORKSPACE)
+    workspace["load_from"][0]["grpc_server"].update(host="127.0.0.1", port=grpc_port)
+    (home / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    env = {
+        **os.environ,
+        **storage_env(local_pg, storage_uri),
+        "DAGSTER_HOME": str(home),
+        "PGFLOW_CONFIG": str(specs),
+        "PGFLOW_CONN_SHOP": source_uri,
+        "PGFLOW_CONN_WAREHOUSE": sink_uri,
+    }
+    compose = kit.load_yaml(kit.COMPOSE)["services"]
+    code_server = with_options(
+        kit.dockerfile_stages()["user-code"].exec_form("CMD"), h="127.0.0.1", p=str(grpc_port)
+    )
+    webserver = with_options(compose["webserver"]["command"], h="127.0.0.1", p=str(web_port))
+    daemon = with_options(compose["daemon"]["command"])
+    url = f"http://127.0.0.1:{web_port}"
+
+    with ExitStack() as stack:
+        logs = [stack.enter_context(service(code_server, env, home, tmp_path / "code_server.log"))]
+        wait_for("the code server", lambda: grpc_serving(grpc_port, env), logs)
+        logs.append(stack.enter_context(service(webserver, env, home, tmp_path / "web.log")))
+        logs.append(stack.enter_context(service(daemon, env, home, tmp_path / "daemon.log")))
+        wait_for("the webserver", lambda: webserver_up(url), logs)
+        location = wait_for("the pgflow location", lambda: loaded_location(url), logs)
+        assert location["name"] == "pgflow"
+        (repository,) = location["locationOrLoadError"]["repositories"]
+        (items,) = [n for n in repository["assetNodes"] if n["assetKey"]["path"] == ITEMS]
+
+        params = {
+            "selector": {
+                "repositoryLocationName": "pgflow",
+                "repositoryName": repository["name"],
+                "jobName": items["jobNames"][0],
+                "assetSelection": [{"path": ITEMS}],
+                "assetCheckSelection": [],
+            },
+            # As pgflow's sensors tag their runs: the queue limits `shop` to 1 at a time.
+            "executionMetadata": {"tags": [{"key": "pgflow/source", "value": "shop"}]},
+        }
+        launched = graphql(url, LAUNCH, params=params)["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        seen = [launched["run"]["status"]]
+
+        def finished() -> dict[str, Any] | None:
+            run = graphql(url, RUN, id=run_id)["runOrError"]
+            if run["status"] != seen[-1]:
+                seen.append(run["status"])
+            return run if run["status"] in TERMINAL else None
+
+        run = wait_for("the run", finished, logs, timeout=300)
+
+    assert seen[0] == "QUEUED" and seen[-1] == "SUCCESS", (
+        seen,
+        [p.read_text()[-3000:] for p in logs],
+    )
+    assert {"key": "pgflow/source", "value": "shop"} in run["tags"]
+    query = "SELECT id, name, price FROM {} ORDER BY id"
+    with psycopg.connect(source_uri) as source, psycopg.connect(sink_uri) as sink:
+        expected = source.execute(query.format("public.items")).fetchall()
+        assert len(expected) == 300
+        assert sink.execute(query.format("landing.items")).fetchall() == expected
