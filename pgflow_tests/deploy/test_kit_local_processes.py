@@ -156,6 +156,7 @@ def test_kit_services_run_a_queued_materialization(
         wait_for("the webserver", lambda: webserver_up(url), logs)
         location = wait_for("the pgflow location", lambda: loaded_location(url), logs)
         assert location["name"] == "pgflow"
+        assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
         (repository,) = location["locationOrLoadError"]["repositories"]
         (items,) = [n for n in repository["assetNodes"] if n["assetKey"]["path"] == ITEMS]
 
