@@ -243,31 +243,39 @@ def test_dockerignore_sends_exactly_what_the_dockerfile_copies(stages):
     assert {s.rstrip("/") for s in sources} == allowed
 
 
-def test_runs_share_the_compose_network_and_the_delta_volume(compose, instance, stages):
+def test_runs_share_the_compose_network_and_volumes(compose, instance, stages):
     launcher = instance["run_launcher"]
     assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
     config = launcher["config"]
     network = compose["networks"]["pgflow"]["name"]
     assert config["network"] == network
+    services = compose["services"]
     for service in ("dagster_postgres", "user_code", "webserver", "daemon"):
-        assert compose["services"][service]["networks"] == ["pgflow"]
+        assert services[service]["networks"] == ["pgflow"]
     # Runs start from the code server's own image.
-    user_code = compose["services"]["user_code"]
+    user_code = services["user_code"]
     assert user_code["environment"]["DAGSTER_CURRENT_IMAGE"] == user_code["image"]
-    # Local Delta tables (the demo's `path: .pgflow/lake/orders`) live on one named volume,
-    # mounted at the same place in the code server and in every run's container.
-    (run_volume,) = config["container_kwargs"]["volumes"]
-    (server_volume,) = user_code["volumes"]
-    volume, mount = run_volume.split(":")
-    assert server_volume == f"pgflow_lake:{mount}"
-    assert compose["volumes"]["pgflow_lake"]["name"] == volume
+    # Each volume of a run's container is a Compose volume under its fixed name, mounted at
+    # the same place as in the services that share it, on a folder both images own.
+    mounts = dict(volume.split(":") for volume in config["container_kwargs"]["volumes"])
+    assert set(mounts) == {"pgflow_lake", "dagster_storage"}
+    for volume in mounts:
+        assert compose["volumes"][volume]["name"] == volume
+    assert f"pgflow_lake:{mounts['pgflow_lake']}" in user_code["volumes"]
+    # The webserver shows the stdout and stderr the runs write under DAGSTER_HOME/storage.
+    for service in ("webserver", "daemon"):
+        assert f"dagster_storage:{mounts['dagster_storage']}" in services[service]["volumes"]
+    for stage in stages.values():
+        assert mounts["dagster_storage"] == stage.env()["DAGSTER_HOME"] + "/storage"
+        assert mounts["dagster_storage"] in " ".join(stage.all("RUN"))  # created, then chown
+    # Local Delta tables (the demo's `path: .pgflow/lake/orders`) are on the lake volume.
     workdir = PurePosixPath(stages["user-code"].last("WORKDIR"))
     project = load_project(kit.REPO / "pipelines", environ={})
     lake = [p.sink.path for p in project.pipelines if p.sink.type == "delta"]
     assert lake
     for path in lake:
-        assert (workdir / str(path)).is_relative_to(mount), path
-    assert mount in " ".join(stages["user-code"].all("RUN"))  # created, owned by the user
+        assert (workdir / str(path)).is_relative_to(mounts["pgflow_lake"]), path
+    assert mounts["pgflow_lake"] in " ".join(stages["user-code"].all("RUN"))
     # DockerRunLauncher refuses these in container_kwargs (dagster_docker.utils, 0.29.27).
     assert not {"image", "environment", "network"} & set(config["container_kwargs"])
 
