@@ -287,3 +287,50 @@ def test_docker_run_launcher_config_uses_only_its_fields(instance):
     assert set(config) <= fields
     assert not ("network" in config and "networks" in config)
     assert all(isinstance(name, str) and "=" not in name for name in config["env_vars"])
+
+
+# Field names of the dagster/dagster chart's values schema (helm/dagster/schema in Dagster's
+# repository, the 1.13 line): a misspelt key in values.yaml would be silently ignored by Helm.
+CHART_TOP = {
+    "global", "dagsterWebserver", "dagster-user-deployments", "postgresql",
+    "generatePostgresqlPasswordSecret", "generateCeleryConfigSecret", "rabbitmq", "redis",
+    "flower", "ingress", "imagePullSecrets", "computeLogManager", "scheduler", "runLauncher",
+    "pythonLogs", "dagsterDaemon", "busybox", "migrate", "telemetry", "serviceAccount",
+    "retention", "concurrency", "additionalInstanceConfig", "extraManifests",
+}  # fmt: skip
+CHART_USER_DEPLOYMENT = {
+    "name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs",
+    "includeConfigInLaunchedRuns", "env", "envConfigMaps", "envSecrets", "annotations",
+    "nodeSelector", "affinity", "tolerations", "podSecurityContext", "securityContext",
+    "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels", "volumeMounts",
+    "volumes", "schedulerName",
+}  # fmt: skip
+CHART_K8S_RUN_LAUNCHER = {
+    "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
+    "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "resources",
+    "schedulerName", "failPodOnRunFailure", "securityContext", "runK8sConfig",
+}  # fmt: skip
+CHART_POSTGRESQL = {
+    "enabled", "image", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
+    "postgresqlDatabase", "postgresqlParams", "postgresqlScheme", "service",
+}  # fmt: skip
+
+
+def test_helm_values_use_only_the_charts_fields(helm, instance):
+    assert set(helm) <= CHART_TOP
+    assert set(pgflow_deployment(helm)) <= CHART_USER_DEPLOYMENT
+    launcher = helm["runLauncher"]
+    assert launcher["type"] == "K8sRunLauncher"
+    assert set(launcher["config"]["k8sRunLauncher"]) <= CHART_K8S_RUN_LAUNCHER
+    postgresql = helm["postgresql"]
+    assert set(postgresql) <= CHART_POSTGRESQL
+    # Dagster's storage as in deploy/dagster.yaml, the password never in the values.
+    assert (
+        postgresql["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
+    )
+    assert "postgresqlPassword" not in postgresql
+    assert helm["generatePostgresqlPasswordSecret"] is False
+    secrets = {doc["metadata"]["name"]: doc for doc in kit.load_yaml_documents(kit.HELM_SECRETS)}
+    assert set(secrets[helm["global"]["postgresqlSecretName"]]["stringData"]) == {
+        "postgresql-password"
+    }
