@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +117,22 @@ def loaded_location(url: str) -> dict[str, Any] | None:
     return entries[0] if entries and entries[0]["loadStatus"] == "LOADED" else None
 
 
-# About 20 s (three Dagster processes and a run worker): fast enough for `make test`.
-def test_kit_services_run_a_queued_materialization(
-    local_pg: ClusterInfo, make_database: Callable[[], str], tmp_path: Path
-):
-    source_uri, sink_uri, storage_uri = make_database(), make_database(), make_database()
-    items_table(source_uri, rows=300)
+@dataclass
+class LocalKit:
+    """The kit's files for local processes: DAGSTER_HOME (the services' cwd, as in the images)
+    with dagster.local.yaml and the workspace pointed at 127.0.0.1, and the environment."""
+
+    home: Path
+    env: dict[str, str]
+    grpc_port: int
+    web_port: int
+
+
+def local_kit(tmp_path: Path, local_pg: ClusterInfo, storage_uri: str, **conns: str) -> LocalKit:
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "items.yaml").write_text(PIPELINE_YAML.format(method="truncate_insert"))
-    home = tmp_path / "dagster_home"  # as in the images: DAGSTER_HOME is the services' cwd
+    home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(kit.LOCAL_INSTANCE.read_text())
     grpc_port, web_port = free_port(), free_port()
@@ -137,53 +144,72 @@ def test_kit_services_run_a_queued_materialization(
         **storage_env(local_pg, storage_uri),
         "DAGSTER_HOME": str(home),
         "PGFLOW_CONFIG": str(specs),
-        "PGFLOW_CONN_SHOP": source_uri,
-        "PGFLOW_CONN_WAREHOUSE": sink_uri,
+        **conns,
     }
+    return LocalKit(home, env, grpc_port, web_port)
+
+
+def launch_items(url: str, location: dict[str, Any]) -> dict[str, Any]:
+    """launchRun for landing/items, tagged as pgflow's sensors tag their runs."""
+    assert location["name"] == "pgflow"
+    assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
+    (repository,) = location["locationOrLoadError"]["repositories"]
+    (items,) = [n for n in repository["assetNodes"] if n["assetKey"]["path"] == ITEMS]
+    params = {
+        "selector": {
+            "repositoryLocationName": "pgflow",
+            "repositoryName": repository["name"],
+            "jobName": items["jobNames"][0],
+            "assetSelection": [{"path": ITEMS}],
+            "assetCheckSelection": [],
+        },
+        # The queue lets 1 run tagged `shop` start at a time.
+        "executionMetadata": {"tags": [{"key": "pgflow/source", "value": "shop"}]},
+    }
+    launched = graphql(url, LAUNCH, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]
+
+
+# About 20 s (three Dagster processes and a run worker): fast enough for `make test`.
+def test_kit_services_run_a_queued_materialization(
+    local_pg: ClusterInfo, make_database: Callable[[], str], tmp_path: Path
+):
+    source_uri, sink_uri, storage_uri = make_database(), make_database(), make_database()
+    items_table(source_uri, rows=300)
+    local = local_kit(
+        tmp_path, local_pg, storage_uri, PGFLOW_CONN_SHOP=source_uri, PGFLOW_CONN_WAREHOUSE=sink_uri
+    )
     compose = kit.load_yaml(kit.COMPOSE)["services"]
     code_server = with_options(
-        kit.dockerfile_stages()["user-code"].exec_form("CMD"), h="127.0.0.1", p=str(grpc_port)
+        kit.dockerfile_stages()["user-code"].exec_form("CMD"), h="127.0.0.1", p=str(local.grpc_port)
     )
-    webserver = with_options(compose["webserver"]["command"], h="127.0.0.1", p=str(web_port))
+    webserver = with_options(compose["webserver"]["command"], h="127.0.0.1", p=str(local.web_port))
     daemon = with_options(compose["daemon"]["command"])
-    url = f"http://127.0.0.1:{web_port}"
+    url = f"http://127.0.0.1:{local.web_port}"
 
     with ExitStack() as stack:
-        logs = [stack.enter_context(service(code_server, env, home, tmp_path / "code_server.log"))]
-        wait_for("the code server", lambda: grpc_serving(grpc_port, env), logs)
-        logs.append(stack.enter_context(service(webserver, env, home, tmp_path / "web.log")))
-        logs.append(stack.enter_context(service(daemon, env, home, tmp_path / "daemon.log")))
+
+        def start(argv: list[str], name: str) -> Path:
+            return stack.enter_context(service(argv, local.env, local.home, tmp_path / name))
+
+        logs = [start(code_server, "code_server.log")]
+        wait_for("the code server", lambda: grpc_serving(local.grpc_port, local.env), logs)
+        logs += [start(webserver, "web.log"), start(daemon, "daemon.log")]
         wait_for("the webserver", lambda: webserver_up(url), logs)
         location = wait_for("the pgflow location", lambda: loaded_location(url), logs)
-        assert location["name"] == "pgflow"
-        assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
-        (repository,) = location["locationOrLoadError"]["repositories"]
-        (items,) = [n for n in repository["assetNodes"] if n["assetKey"]["path"] == ITEMS]
-
-        params = {
-            "selector": {
-                "repositoryLocationName": "pgflow",
-                "repositoryName": repository["name"],
-                "jobName": items["jobNames"][0],
-                "assetSelection": [{"path": ITEMS}],
-                "assetCheckSelection": [],
-            },
-            # As pgflow's sensors tag their runs: the queue limits `shop` to 1 at a time.
-            "executionMetadata": {"tags": [{"key": "pgflow/source", "value": "shop"}]},
-        }
-        launched = graphql(url, LAUNCH, params=params)["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_id = launched["run"]["runId"]
-        seen = [launched["run"]["status"]]
+        launched = launch_items(url, location)
+        seen = [launched["status"]]
 
         def finished() -> dict[str, Any] | None:
-            run = graphql(url, RUN, id=run_id)["runOrError"]
+            run = graphql(url, RUN, id=launched["runId"])["runOrError"]
             if run["status"] != seen[-1]:
                 seen.append(run["status"])
             return run if run["status"] in TERMINAL else None
 
         run = wait_for("the run", finished, logs, timeout=300)
 
+    # Through the queue: the daemon started it, within the `pgflow/source` limit.
     assert seen[0] == "QUEUED" and seen[-1] == "SUCCESS", (
         seen,
         [p.read_text()[-3000:] for p in logs],
