@@ -15,6 +15,8 @@ import pytest
 from pgflow.config.environment import config_path, env_var_for
 from pgflow.config.loader import load_project
 from pgflow.connections.secrets import VaultSettings
+from pgflow.localdb.cli import env_vars
+from pgflow.localdb.cluster import ClusterInfo
 from pgflow_tests.deploy import kit
 from pgflow_tests.makefile import JEMALLOC_SETTING, exported_default
 
@@ -148,8 +150,9 @@ def test_connection_variables_are_the_ones_pgflow_reads(compose, helm, instance)
 def test_dagster_storage_variables_agree(compose, instance):
     storage = kit.env_refs(instance["storage"])
     assert storage == {f"DAGSTER_PG_{p}" for p in ("HOST", "PORT", "USER", "PASSWORD", "DB")}
-    # The repository's dagster.yaml and `pgflow localdb env` use the same names.
-    assert kit.env_refs(kit.load_yaml(kit.REPO / "dagster.yaml")["storage"]) == storage
+    # `pgflow localdb env` exports the same names (README "Deploying": the kit by hand).
+    local = env_vars(ClusterInfo("127.0.0.1", 5432, "user", "secret"))
+    assert {n for n in local if n.startswith("DAGSTER_")} == storage
     for name in ("webserver", "daemon", "user_code"):
         env = kit.env_names(compose["services"][name]["environment"])
         assert {n for n in env if n.startswith("DAGSTER_PG_")} == storage, name

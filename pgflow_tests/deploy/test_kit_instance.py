@@ -14,18 +14,16 @@ import dagster as dg
 import psycopg
 import pytest
 
+from pgflow.localdb.cli import env_vars
 from pgflow.localdb.cluster import ClusterInfo
 from pgflow_tests.deploy import kit
 
 
 def storage_env(local_pg: ClusterInfo, storage_uri: str) -> dict[str, str]:
-    return {
-        "DAGSTER_PG_HOST": local_pg.host,
-        "DAGSTER_PG_PORT": str(local_pg.port),
-        "DAGSTER_PG_USER": local_pg.user,
-        "DAGSTER_PG_PASSWORD": local_pg.password,
-        "DAGSTER_PG_DB": psycopg.conninfo.conninfo_to_dict(storage_uri)["dbname"],
-    }
+    """Dagster's storage as `pgflow localdb env` exports it, in the database `storage_uri`."""
+    env = {k: v for k, v in env_vars(local_pg).items() if k.startswith("DAGSTER_PG_")}
+    env["DAGSTER_PG_DB"] = str(psycopg.conninfo.conninfo_to_dict(storage_uri)["dbname"])
+    return env
 
 
 @contextmanager
