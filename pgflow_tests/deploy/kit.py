@@ -26,6 +26,13 @@ ENV_EXAMPLE = DEPLOY / ".env.example"
 DOCKERIGNORE = REPO / ".dockerignore"
 
 
+def repository_instance() -> Path:
+    """The instance file `make dev` uses: instance/dagster.yaml (kept off the root, where Dagster
+    and dg would read it with DAGSTER_HOME unset), or dagster.yaml at the root before that."""
+    moved = REPO / "instance" / "dagster.yaml"
+    return moved if moved.exists() else REPO / "dagster.yaml"
+
+
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 

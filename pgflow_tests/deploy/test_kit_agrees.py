@@ -166,7 +166,7 @@ def test_dagster_storage_variables_agree(compose, instance):
 
 def test_run_queue_limits_agree_between_compose_helm_and_the_repository(instance, helm):
     concurrency = instance["concurrency"]
-    assert concurrency == kit.load_yaml(kit.REPO / "dagster.yaml")["concurrency"]
+    assert concurrency == kit.load_yaml(kit.repository_instance())["concurrency"]
     assert {"key": "pgflow/source", "value": "shop", "limit": 1} in (
         concurrency["runs"]["tag_concurrency_limits"]
     )
