@@ -1,8 +1,9 @@
 """The kit's services as local processes, started with the kit's own commands and files: the
 user-code server (the image's CMD), the webserver and the daemon (the Compose commands) on
 deploy/workspace.yaml (host and port rewritten) and deploy/dagster.local.yaml (the kit's instance
-with the default run launcher) on a throwaway Postgres. A materialization launched through the
-webserver's GraphQL API waits in the queue, the daemon starts it, and it loads the table."""
+with the default run launcher) on a throwaway Postgres. Materializations launched through the
+webserver's GraphQL API wait in the queue, the daemon starts them within the kit's limits, and
+they load the table."""
 
 from __future__ import annotations
 
