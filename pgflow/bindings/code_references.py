@@ -33,14 +33,17 @@ _URL = re.compile(
 
 Definition = dg.AssetsDefinition | dg.AssetSpec
 
-# Dagster flags its code-reference API as beta on every use (once per asset); it is the
-# documented way to link an asset to its source, so the warning is noise in every load.
-warnings.filterwarnings(
-    "ignore",
-    message=r".*(CodeReference|CodeReferencesMetadataValue|AnchorBasedFilePathMapping|"
-    r"link_code_references_to_git).*beta",
-    category=dg.BetaWarning,
-)
+
+def _quiet_beta() -> None:
+    """Dagster flags its code-reference API as beta on every use (once per asset); it is the
+    documented way to link an asset to its source, so the warning is noise in every load.
+    Set where used: a caller (pytest, Dagster's CLI) may have reset the filters since import."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*(CodeReference|CodeReferencesMetadataValue|AnchorBasedFilePathMapping|"
+        r"link_code_references_to_git).*beta",
+        category=dg.BetaWarning,
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class GitLink:
 
 def code_references(pipeline: PipelineSpec) -> dg.CodeReferencesMetadataValue:
     """The spec file and the line the pipeline (or its `tables:` entry) starts on."""
+    _quiet_beta()
     reference = dg.LocalFileCodeReference(
         file_path=str(Path(pipeline.file).resolve()),
         line_number=pipeline.line,
@@ -97,6 +101,7 @@ def git_link(project: Project, environ: Mapping[str, str] | None = None) -> GitL
 def linked_to_git(definitions: Sequence[Definition], link: GitLink) -> list[Definition]:
     """`definitions` with their local spec references turned into links to the repository
     (external source specs have none and stay as they are)."""
+    _quiet_beta()
     linked = dg.link_code_references_to_git(
         definitions,
         git_url=link.url,
