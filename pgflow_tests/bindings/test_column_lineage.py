@@ -85,7 +85,7 @@ def test_a_group_selection_with_the_source_asset_materializes_with_the_definitio
     setup = dagster_setup
     result = cli_materialize(setup, "group:shop")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "BetaWarning" not in result.stderr  # the code-reference API's, once per asset
+    assert "CodeReference" not in result.stderr  # no beta warning of the API, per asset
     with setup_instance(setup) as inst:
         metadata = latest(inst)
         assert inst.get_latest_materialization_event(SOURCE) is None
