@@ -83,6 +83,11 @@ def test_a_one_table_spec_names_its_tables_and_points_at_its_first_line(env: Env
     assert source.metadata["dagster/table_name"] == f"{database(env.source_uri)}.public.items"
     assert source.kinds == {"postgres"}
     assert set(graph.materializable_asset_keys) == {ITEMS}
+    # The database came from the connection URI; nothing else of it did.
+    everything = repr([node(defs, key).metadata for key in (ITEMS, SOURCE)])
+    for uri in (env.source_uri, env.sink_uri):
+        password = psycopg.conninfo.conninfo_to_dict(uri)["password"]
+        assert password and str(password) not in everything
 
 
 def test_a_schema_wide_spec_points_each_table_at_its_tables_entry(env: Env) -> None:
