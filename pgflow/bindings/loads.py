@@ -22,6 +22,7 @@ from pgflow.bindings.metadata import (
     cdc_delta_metadata,
     cdc_metadata,
     cdc_summary,
+    delta_column_schema,
     delta_load_metadata,
     delta_sync_metadata,
     delta_sync_summary,
@@ -170,7 +171,7 @@ def _cdc_delta_loaded(delta: DeltaStorage, spec: PipelineSpec, result: CdcResult
     assert sink.path
     options = delta.storage_options()
     snapshot = open_snapshot(sink.path, result.delta_version, options)
-    counts = delta_counts(sink.path, snapshot.version, options, None)
+    counts = delta_counts(sink.path, snapshot.version, options, None, snapshot)
     metadata = cdc_delta_metadata(result, snapshot, sink.path, sink.strategy.unique_key)
     from pgflow.bindings.maintenance import maintenance_after_load
 
@@ -243,8 +244,13 @@ def _load_delta(
     exact = _exact_source_rows(spec, result.rows_read, reset)
     bounds = reader.window_bounds()
     sliced = None if window is None or bounds is None else (window.column, *bounds)
-    counts = delta_counts(sink.path, result.version_after, options, sliced)
-    metadata = {**delta_load_metadata(result), **counts}
+    from pgflow.sources.delta import open_snapshot
+
+    # The version the run wrote, read once: its columns and its rows.
+    snapshot = open_snapshot(sink.path, result.version_after, options)
+    counts = delta_counts(sink.path, result.version_after, options, sliced, snapshot)
+    schema = delta_column_schema(snapshot, sink.strategy.unique_key)
+    metadata = {**delta_load_metadata(result, schema), **counts}
     metadata.update(activity_metadata(modifications, exact))
     from pgflow.bindings.maintenance import maintenance_after_load
 

@@ -289,11 +289,12 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
     }
 
 
-def delta_load_metadata(result: DeltaLoadResult) -> dict[str, Any]:
+def delta_load_metadata(result: DeltaLoadResult, schema: dg.TableSchema) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "pgflow/rows_written": dg.MetadataValue.int(result.rows),
         "dagster/uri": dg.MetadataValue.path(result.path),
         "dagster/table_name": dg.MetadataValue.text(result.path),
+        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
         "pgflow/strategy": dg.MetadataValue.text(result.strategy),
         "pgflow/delta_version": dg.MetadataValue.int(result.version_after),
         "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),

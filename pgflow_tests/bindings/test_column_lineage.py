@@ -13,6 +13,7 @@ from pgflow.config.loader import load_project
 from pgflow_tests.bindings.checks.support import (
     ITEMS_KEY,
     cdc_project,
+    delta_pipeline,
     materialize,
     pipeline,
     project_of,
@@ -57,6 +58,29 @@ def test_included_columns_come_from_their_source_columns_and_others_from_none(
     assert lineage(metadata) == {"id": [(SOURCE, "id")], "name": [(SOURCE, "name")]}
     database = psycopg.conninfo.conninfo_to_dict(env.sink_uri)["dbname"]
     assert metadata["dagster/table_name"] == f"{database}.landing.items"
+
+
+def test_a_delta_target_names_its_uri_and_its_columns_sources(
+    env: Env, instance: dg.DagsterInstance
+) -> None:
+    spec = delta_pipeline(env, {"mode": "incremental_merge", "unique_key": ["id"]})
+    spec["source"]["options"] = {"include_columns": ["name", "id", "price"]}
+    project = project_of(env, spec)
+    assert materialize(project, instance).success
+    key = dg.AssetKey(["delta", "items"])
+    metadata = latest(instance, key)
+    assert metadata["dagster/table_name"] == str(env.lake / "items")
+    schema = metadata["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    assert [(c.name, c.type, c.constraints.unique) for c in schema.columns] == [
+        ("id", "integer", True),
+        ("name", "text", False),
+        ("price", "numeric(8,2)", False),
+    ]
+    assert lineage(metadata) == {c: [(SOURCE, c)] for c in ("id", "name", "price")}
+    assert metadata["dagster/row_count"] == 50
+    definition = build_definitions(project).resolve_asset_graph().get(key)
+    assert definition.metadata["dagster/table_name"] == metadata["dagster/table_name"]
 
 
 def test_a_cdc_target_s_deleted_column_has_no_source_column(
