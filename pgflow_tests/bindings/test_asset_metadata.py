@@ -5,6 +5,7 @@ and the source tables as external assets with their table names, upstream of the
 from __future__ import annotations
 
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -36,6 +37,7 @@ tables:
   products:
     description: Products, described on their own.
   parts: {tags: {kind: parts}}
+freshness: {warn_after: 1h, fail_after: 6h}
 """
 
 DELTA_SOURCE_YAML = """
@@ -114,6 +116,14 @@ def test_a_schema_wide_spec_points_each_table_at_its_tables_entry(env: Env) -> N
     products = node(defs, dg.AssetKey(["landing_catalog", "products"]))
     assert products.metadata["dagster/table_name"] == f"{sink_db}.landing_catalog.products"
     assert products.description == "Products, described on their own."
+    # Each table of the spec's one step carries Dagster's freshness policy (the daemon's),
+    # beside pgflow's freshness check.
+    assert products.freshness_policy == dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=6), warn_window=timedelta(hours=1)
+    )
+    assert (
+        dg.AssetCheckKey(products.key, "freshness") in defs.resolve_asset_graph().asset_check_keys
+    )
     source = node(defs, dg.AssetKey(["shop", "catalog", "parts"]))
     assert source.metadata["dagster/table_name"] == f"{source_db}.catalog.parts"
     graph = defs.resolve_asset_graph()
