@@ -9,7 +9,9 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import Field
 
+from pgflow.bindings.code_references import code_references
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
+from pgflow.bindings.metadata import endpoint_table_name
 from pgflow.bindings.retries import retry_policy
 from pgflow.config.model import PartitionsSpec, PipelineSpec, Project, SinkSpec, SourceSpec
 from pgflow.config.naming import dagster_name, source_key
@@ -70,11 +72,14 @@ def source_specs(project: Project) -> list[dg.AssetSpec]:
         if key in specs:
             continue
         where = f"table {source.table} on connection '{source.connection_id}'"
+        if source.type == "delta":
+            where = f"Delta table {source.path}"
         specs[key] = dg.AssetSpec(
             key=key,
             description=f"Source {where}, read by pgflow.",
             group_name=dagster_name(source.connection_id or "sources"),
             kinds={source.type},
+            metadata={"dagster/table_name": endpoint_table_name(source)},
         )
     return list(specs.values())
 
@@ -107,7 +112,7 @@ def pipeline_asset(
         owners=list(pipeline.owners),
         pool=pool_for(source.connection_id) if source.connection_id else None,
         freshness_policy=freshness,
-        metadata={"pgflow/pipeline": pipeline_metadata(pipeline)},
+        metadata=asset_metadata(pipeline),
         op_tags={"pgflow/pipeline": pipeline.name},
         retry_policy=retries or retry_policy(),
         config_schema=RUN_CONFIG_SCHEMA,
@@ -173,6 +178,17 @@ def _endpoint(endpoint: SourceSpec | SinkSpec) -> str:
     if endpoint.type == "delta":
         return f"Delta table {endpoint.path}"
     return f"{endpoint.table} on '{endpoint.connection_id}'"
+
+
+def asset_metadata(pipeline: PipelineSpec) -> dict[str, object]:
+    """The definition's metadata: the target's `dagster/table_name`, the spec's lines as
+    `dagster/code_references`, and pgflow's own facts. Column schema and lineage need the
+    table, so its materializations carry them."""
+    return {
+        "dagster/table_name": endpoint_table_name(pipeline.sink),
+        "dagster/code_references": code_references(pipeline),
+        "pgflow/pipeline": pipeline_metadata(pipeline),
+    }
 
 
 def pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:

@@ -15,9 +15,9 @@ from dagster import AssetExecutionContext
 from pgflow.bindings.assets import (
     PipelineRunConfig,
     asset_key,
+    asset_metadata,
     default_description,
     freshness_policy,
-    pipeline_metadata,
     pool_for,
     source_asset_key,
 )
@@ -89,7 +89,7 @@ def asset_out(pipeline: PipelineSpec) -> dg.AssetOut:
         description=pipeline.description or default_description(pipeline),
         is_required=False,
         io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
-        metadata={"pgflow/pipeline": pipeline_metadata(pipeline)},
+        metadata=asset_metadata(pipeline),
         group_name=pipeline.group,
         owners=list(pipeline.owners),
         tags=pipeline.tags,

@@ -13,6 +13,7 @@ from pgflow.bindings.catalog_sensor import catalog_sensors
 from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.checks.definitions import grouped_checks
 from pgflow.bindings.checks.scan_job import scan_job, scan_schedules
+from pgflow.bindings.code_references import git_link, linked_to_git
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
@@ -40,8 +41,10 @@ def build_definitions(project: Project) -> dg.Definitions:
     steps = [*(cdc_group_asset(g) for g in shared), *(schema_asset(s) for s in schemas)]
     maintenance = maintenance_job(project)  # None without Delta sinks
     scans = scan_job(project)  # None without scan checks
+    assets: list[dg.AssetSpec | dg.AssetsDefinition] = [*source_specs(project), *alone, *steps]
+    link = git_link(project)
     return dg.Definitions(
-        assets=[*source_specs(project), *alone, *steps],
+        assets=linked_to_git(assets, link) if link else assets,
         jobs=[job for job in (maintenance, scans) if job is not None],
         schedules=[
             *pipeline_schedules(project),

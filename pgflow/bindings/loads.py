@@ -22,9 +22,11 @@ from pgflow.bindings.metadata import (
     cdc_delta_metadata,
     cdc_metadata,
     cdc_summary,
+    delta_column_schema,
     delta_load_metadata,
     delta_sync_metadata,
     delta_sync_summary,
+    lineage_metadata,
     load_metadata,
     load_summary,
 )
@@ -65,10 +67,20 @@ def load_pipeline(
     if spec.source.options.incremental_strategy == "cdc":
         return _replicate(connections, delta, spec, reset)
     if spec.sink.type == "delta":
-        return _load_delta(connections, delta, spec, reset, window)
+        return with_lineage(spec, _load_delta(connections, delta, spec, reset, window))
     if spec.source.type == "delta":
-        return _sync_delta(connections, delta, spec, reset)
-    return _load_postgres(connections, spec, reset, window, log)
+        return with_lineage(spec, _sync_delta(connections, delta, spec, reset))
+    return with_lineage(spec, _load_postgres(connections, spec, reset, window, log))
+
+
+def with_lineage(spec: PipelineSpec, loaded: Loaded) -> Loaded:
+    """`loaded` with `dagster/column_lineage` for the target columns its column schema lists
+    (the columns are known once the target is)."""
+    schema = loaded.metadata.get("dagster/column_schema")
+    if not isinstance(schema, dg.TableSchemaMetadataValue):
+        return loaded
+    columns = [column.name for column in schema.schema.columns]
+    return Loaded({**loaded.metadata, **lineage_metadata(spec, columns)}, loaded.summary)
 
 
 def _load_postgres(
@@ -147,7 +159,7 @@ def cdc_loaded(
         database = conn.info.dbname
         counts = postgres_counts(conn, target_info)
     metadata = cdc_metadata(result, target_info, database)
-    return Loaded({**metadata, **counts}, cdc_summary(result, sink.table))
+    return with_lineage(spec, Loaded({**metadata, **counts}, cdc_summary(result, sink.table)))
 
 
 def _cdc_delta_loaded(delta: DeltaStorage, spec: PipelineSpec, result: CdcResult) -> Loaded:
@@ -159,14 +171,14 @@ def _cdc_delta_loaded(delta: DeltaStorage, spec: PipelineSpec, result: CdcResult
     assert sink.path
     options = delta.storage_options()
     snapshot = open_snapshot(sink.path, result.delta_version, options)
-    counts = delta_counts(sink.path, snapshot.version, options, None)
+    counts = delta_counts(sink.path, snapshot.version, options, None, snapshot)
     metadata = cdc_delta_metadata(result, snapshot, sink.path, sink.strategy.unique_key)
     from pgflow.bindings.maintenance import maintenance_after_load
 
     # After the run's commits (a shared slot's step has finished writing): CDC's batches are
     # what makes the small files.
     metadata.update(maintenance_after_load(spec, options))  # when optimize_every is due
-    return Loaded({**metadata, **counts}, cdc_summary(result, sink.path))
+    return with_lineage(spec, Loaded({**metadata, **counts}, cdc_summary(result, sink.path)))
 
 
 def _sync_delta(
@@ -232,8 +244,13 @@ def _load_delta(
     exact = _exact_source_rows(spec, result.rows_read, reset)
     bounds = reader.window_bounds()
     sliced = None if window is None or bounds is None else (window.column, *bounds)
-    counts = delta_counts(sink.path, result.version_after, options, sliced)
-    metadata = {**delta_load_metadata(result), **counts}
+    from pgflow.sources.delta import open_snapshot
+
+    # The version the run wrote, read once: its columns and its rows.
+    snapshot = open_snapshot(sink.path, result.version_after, options)
+    counts = delta_counts(sink.path, result.version_after, options, sliced, snapshot)
+    schema = delta_column_schema(snapshot, sink.strategy.unique_key)
+    metadata = {**delta_load_metadata(result, schema), **counts}
     metadata.update(activity_metadata(modifications, exact))
     from pgflow.bindings.maintenance import maintenance_after_load
 

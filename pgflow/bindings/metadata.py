@@ -6,12 +6,18 @@ run) comes from pgflow.bindings.row_counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from pgflow.config.model import TableName
+from pgflow.config.environment import env_var_for
+from pgflow.config.model import PipelineSpec, SinkSpec, SourceSpec, TableName
+from pgflow.config.naming import source_key
 from pgflow.sources.base import ReadPlan
 from pgflow.sources.catalog import TableInfo
 
@@ -21,6 +27,64 @@ if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and po
     from pgflow.flows.delta_sync.result import SyncResult
     from pgflow.flows.postgres_load import LoadResult
     from pgflow.sources.delta import DeltaSnapshot
+
+
+def table_name(database: str | None, table: TableName) -> str:
+    """`dagster/table_name` of a Postgres table: `<database>.<schema>.<table>`, or
+    `<schema>.<table>` where the database is not known (see database_at_load)."""
+    return f"{database}.{table}" if database else str(table)
+
+
+def endpoint_table_name(
+    endpoint: SourceSpec | SinkSpec, environ: Mapping[str, str] | None = None
+) -> str:
+    """`dagster/table_name` of a source or target as the definitions know it: the Postgres
+    table's full name, or the Delta table's URI (its path as the spec writes it)."""
+    if endpoint.type == "delta":
+        return str(endpoint.path)
+    assert endpoint.table is not None
+    database = database_at_load(endpoint.connection_id, endpoint.connection_type, environ)
+    return table_name(database, endpoint.table)
+
+
+def database_at_load(
+    connection_id: str | None, connection_type: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The database an `env` connection names (libpq's defaults: PGDATABASE, then the user),
+    read from its variable without connecting; None for Vault (secrets are read by runs
+    only) or a variable not set where the code location loads."""
+    environ = os.environ if environ is None else environ
+    if connection_type != "env" or not connection_id:
+        return None
+    conninfo = environ.get(env_var_for(connection_id))
+    if not conninfo:
+        return None
+    return _database(conninfo, environ.get("PGDATABASE"), environ.get("PGUSER"))
+
+
+@functools.lru_cache(maxsize=64)
+def _database(conninfo: str, pgdatabase: str | None, pguser: str | None) -> str | None:
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return None  # reported by the run that opens it, without the secret
+    return str(parts.get("dbname") or pgdatabase or parts.get("user") or pguser or "") or None
+
+
+def lineage_metadata(pipeline: PipelineSpec, columns: Sequence[str]) -> dict[str, Any]:
+    """`dagster/column_lineage`: each target column from the source column of its name (pgflow
+    copies columns by name). Columns pgflow adds (CDC's deleted_column) and columns outside
+    `include_columns` (kept from before) have none."""
+    options = pipeline.source.options
+    source = dg.AssetKey(list(source_key(pipeline.source)))
+    included = set(options.include_columns) if options.include_columns else None
+    deps = {
+        column: [dg.TableColumnDep(asset_key=source, column_name=column)]
+        for column in columns
+        if column != options.deleted_column and (included is None or column in included)
+    }
+    lineage = dg.TableColumnLineage(deps_by_column=deps)
+    return {"dagster/column_lineage": dg.MetadataValue.column_lineage(lineage)}
 
 
 def column_schema(info: TableInfo) -> dg.TableSchema:
@@ -43,7 +107,7 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
     rows_per_second = result.rows / result.seconds if result.seconds > 0 else 0.0
     metadata: dict[str, Any] = {
         "pgflow/rows_written": dg.MetadataValue.int(result.rows),
-        "dagster/table_name": dg.MetadataValue.text(f"{database}.{result.target}"),
+        "dagster/table_name": dg.MetadataValue.text(table_name(database, result.target)),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(result.target_info)),
         "pgflow/strategy": dg.MetadataValue.text(result.strategy),
         "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
@@ -124,7 +188,7 @@ def cdc_summary(result: CdcResult, target: TableName | str) -> str:
 def cdc_metadata(result: CdcResult, target: TableInfo, database: str) -> dict[str, Any]:
     """What a CDC run applied to a Postgres table, and where the stream stands."""
     return {
-        "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
+        "dagster/table_name": dg.MetadataValue.text(table_name(database, target.table)),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
         **_cdc_figures(result),
     }
@@ -137,6 +201,7 @@ def cdc_delta_metadata(
     stream stands."""
     return {
         "dagster/uri": dg.MetadataValue.path(path),
+        "dagster/table_name": dg.MetadataValue.text(path),
         "dagster/column_schema": dg.MetadataValue.table_schema(delta_column_schema(table, key)),
         "pgflow/delta_version": dg.MetadataValue.int(table.version),
         **_cdc_figures(result),
@@ -206,7 +271,7 @@ def delta_sync_summary(result: SyncResult) -> str:
 def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) -> dict[str, Any]:
     return {
         "pgflow/rows_written": dg.MetadataValue.int(result.rows_written),
-        "dagster/table_name": dg.MetadataValue.text(f"{database}.{target.table}"),
+        "dagster/table_name": dg.MetadataValue.text(table_name(database, target.table)),
         "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(target)),
         "pgflow/strategy": dg.MetadataValue.text("delta sync (hash-diff upsert)"),
         "pgflow/delta_version": dg.MetadataValue.int(result.version),
@@ -224,10 +289,12 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
     }
 
 
-def delta_load_metadata(result: DeltaLoadResult) -> dict[str, Any]:
+def delta_load_metadata(result: DeltaLoadResult, schema: dg.TableSchema) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "pgflow/rows_written": dg.MetadataValue.int(result.rows),
         "dagster/uri": dg.MetadataValue.path(result.path),
+        "dagster/table_name": dg.MetadataValue.text(result.path),
+        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
         "pgflow/strategy": dg.MetadataValue.text(result.strategy),
         "pgflow/delta_version": dg.MetadataValue.int(result.version_after),
         "pgflow/rows_read": dg.MetadataValue.int(result.rows_read),

@@ -13,7 +13,7 @@ the metadata says why the count is missing instead of carrying a wrong one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import psycopg
@@ -25,6 +25,9 @@ from pgflow.sinks.postgres.state import read_target_rows
 from pgflow.sources.catalog import TableInfo
 from pgflow.sources.postgres import set_timeout
 from pgflow.sources.window import TimeWindow
+
+if TYPE_CHECKING:  # annotations only: the Delta modules import deltalake and polars
+    from pgflow.sources.delta import DeltaSnapshot
 
 # A count(*) reads the whole table: about 0.05 s per million narrow rows in cache (see the
 # README), minutes only for tables of billions of rows, which then go without the count.
@@ -99,13 +102,17 @@ def delta_counts(
     version: int,
     storage_options: dict[str, str] | None,
     window: tuple[str, Any, Any] | None,
+    snapshot: DeltaSnapshot | None = None,
 ) -> dict[str, Any]:
     """Rows in `version` (the run's commit) of the Delta table, from its log's per-file row
     counts, and for a time-partitioned run in its partition: `window` is (column, lower,
-    upper), the bounds typed like the column, the rows lower <= column < upper."""
+    upper), the bounds typed like the column, the rows lower <= column < upper. `snapshot`:
+    that version, when the caller has it open already (its log is not read again)."""
     from pgflow.sources.delta import open_snapshot
 
-    rows = open_snapshot(path, version, storage_options).rows
+    if snapshot is None or snapshot.version != version:
+        snapshot = open_snapshot(path, version, storage_options)
+    rows = snapshot.rows
     if rows is None:  # a file without statistics: count its rows
         rows = _delta_rows(path, version, storage_options, "true")
     counts = {ROW_COUNT: dg.MetadataValue.int(rows)}

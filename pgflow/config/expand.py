@@ -66,7 +66,8 @@ def expand(entry: WildcardEntry, listing: SchemaListing) -> Expanded:
             expansion = Expansion(
                 entry.spec.name, table.kind, entry.spec.parallel_tables, note, table.dropped_at
             )
-            out.pipelines.append(replace(pipeline, expansion=expansion))
+            line = entry.override_lines.get(table.name, entry.spec.line)
+            out.pipelines.append(replace(pipeline, expansion=expansion, line=line))
     if keyless:
         out.problems.append(_keyless_problem(entry, keyless))
     out.problems[:] = collapse(out.problems, entry.spec.name)

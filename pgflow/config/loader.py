@@ -8,8 +8,8 @@ code location loads and reports every problem with its file, pipeline and field.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import yaml
 from pgflow.config.cdc_groups import with_group_publications
 from pgflow.config.environment import config_path
 from pgflow.config.errors import SpecError, SpecProblem
+from pgflow.config.lines import LinedDict, empty_lined, first_key_line, line_of
 from pgflow.config.model import ConnectionSpec, GroupSpec, PipelineSpec, Project
 from pgflow.config.project_checks import check_groups, check_project, merge_groups
 from pgflow.config.read_pipeline import read_pipeline
@@ -46,12 +47,24 @@ def _refuse_repeated_keys(node: yaml.MappingNode) -> None:
         seen.add(key_node.value)
 
 
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+
 class _SpecYamlLoader(yaml.SafeLoader):
-    """safe_load with repeated keys refused; PyYAML's own parser, whose errors quote the line."""
+    """safe_load with repeated keys refused; PyYAML's own parser, whose errors quote the line.
+    Mappings remember their lines (config/lines.py)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         _refuse_repeated_keys(node)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_lined_map(self, node: yaml.MappingNode) -> Iterator[LinedDict]:
+        data = empty_lined(node)
+        yield data
+        data.update(self.construct_mapping(node))
+
+
+_SpecYamlLoader.add_constructor(_MAP_TAG, _SpecYamlLoader.construct_lined_map)
 
 
 # libyaml parses a 1,000-pipeline file ~10x faster than the pure-Python parser.
@@ -67,6 +80,14 @@ class _FastSpecYamlLoader(_FastBase):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         _refuse_repeated_keys(node)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_lined_map(self, node: yaml.MappingNode) -> Iterator[LinedDict]:
+        data = empty_lined(node)
+        yield data
+        data.update(self.construct_mapping(node))
+
+
+_FastSpecYamlLoader.add_constructor(_MAP_TAG, _FastSpecYamlLoader.construct_lined_map)
 
 
 def parse_yaml(text: str) -> Any:
@@ -155,16 +176,16 @@ def _load_file(file: Path, problems: list[SpecProblem]) -> _Declared:
 
     top = Section(document, "", report_file)
     found = _Declared(connections=read_connections(top, file), groups=read_groups(top, file))
-    for entry, prefix in _pipeline_entries(top, document, found):
+    for entry, prefix, line in _pipeline_entries(top, document, found):
         if is_wildcard(entry):
             assert isinstance(entry, Mapping)
-            wildcard = read_wildcard(entry, prefix, file, problems)
+            wildcard = read_wildcard(entry, prefix, file, problems, line)
             if wildcard is not None:
                 found.wildcards.append(wildcard)
             continue
         pipeline = read_pipeline(entry, prefix, file, problems)
         if pipeline is not None:
-            found.pipelines.append(pipeline)
+            found.pipelines.append(replace(pipeline, line=line))
     return found
 
 
@@ -189,18 +210,20 @@ def _read_document(file: Path, problems: list[SpecProblem]) -> Mapping[str, Any]
 
 def _pipeline_entries(
     top: Section, document: Mapping[str, Any], found: _Declared
-) -> list[tuple[object, str]]:
-    """Each pipeline of the file with its field prefix: `pipelines[i]`, or "" for the one at
-    top level (everything but `connections:` and `groups:`, which were read already)."""
+) -> list[tuple[object, str, int | None]]:
+    """Each pipeline of the file with its field prefix (`pipelines[i]`, or "" for the one at
+    top level: everything but `connections:` and `groups:`, which were read already) and the
+    line it starts on."""
     if top.has("pipelines"):
         entries = top.raw("pipelines")
         if not isinstance(entries, list):
             top.problem("pipelines", "must be a list of pipelines, each with `source` and `sink`")
             entries = []
         top.finish()
-        return [(entry, f"pipelines[{i}]") for i, entry in enumerate(entries)]
+        return [(entry, f"pipelines[{i}]", line_of(entry)) for i, entry in enumerate(entries)]
     if top.has("source") or top.has("sink"):
-        return [({k: v for k, v in document.items() if k not in FILE_KEYS}, "")]
+        keys = [k for k in document if k not in FILE_KEYS]
+        return [({k: document[k] for k in keys}, "", first_key_line(document, keys))]
     if not found.connections and not found.groups:
         top.problem("source", "is required: a spec holds `source` and `sink`, or `pipelines:`")
     top.finish()

@@ -267,6 +267,7 @@ class WildcardSpec:
     kinds: tuple[RelationKind, ...] = ("table",)
     keyless: KeylessPolicy = "fail"
     parallel_tables: int = DEFAULT_PARALLEL_TABLES
+    line: int | None = None  # where the spec starts in `file`
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,9 @@ class PipelineSpec:
     partitions: PartitionsSpec | None = None
     checks: ChecksSpec = field(default_factory=ChecksSpec)
     expansion: Expansion | None = None  # None: an explicit spec for one table
+    # Where the spec starts in `file` (1-based): the pipeline's entry, or a schema-wide spec's
+    # `tables:` entry of this table (else the schema-wide spec's own); None: not from a file.
+    line: int | None = None
 
 
 @dataclass(frozen=True)

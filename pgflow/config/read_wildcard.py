@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pgflow.config.errors import SpecProblem
+from pgflow.config.lines import key_line
 from pgflow.config.model import (
     DEFAULT_PARALLEL_TABLES,
     KEYLESS_POLICIES,
@@ -55,6 +56,7 @@ class WildcardEntry:
     template: Mapping[str, Any]  # a pipeline mapping with the wildcard-only fields removed
     overrides: Mapping[str, Mapping[str, Any]]  # raw table name -> pipeline fields
     prefix: str  # where it stands in its file: `pipelines[2]`, or "" at top level
+    override_lines: Mapping[str, int] = field(default_factory=dict)  # table -> its entry's line
 
 
 def is_wildcard(entry: object) -> bool:
@@ -79,7 +81,11 @@ def wildcard_label(entry: Mapping[str, Any]) -> str:
 
 
 def read_wildcard(
-    entry: Mapping[str, Any], prefix: str, file: Path, problems: list[SpecProblem]
+    entry: Mapping[str, Any],
+    prefix: str,
+    file: Path,
+    problems: list[SpecProblem],
+    line: int | None = None,
 ) -> WildcardEntry | None:
     """The schema-wide spec at `prefix` of `file`; None, with its problems reported, when it
     is not valid. The template's own fields are checked table by table (expand.py)."""
@@ -103,15 +109,19 @@ def read_wildcard(
         kinds=_read_kinds(table),
         keyless=_read_keyless(template, report),
         parallel_tables=_read_parallel_tables(top),
+        line=line,
     )
     overrides = _read_overrides(top)
+    tables = entry.get("tables")
+    lines = {name: key_line(tables, name) for name in overrides}
     _check_source_type(template, report)
     _check_sink(template, report)
     _check_kinds(spec.kinds, template, report)
     _strip_wildcard_fields(template)
     if len(problems) > before:
         return None
-    return WildcardEntry(spec, template, overrides, prefix)
+    found = {name: line for name, line in lines.items() if line is not None}
+    return WildcardEntry(spec, template, overrides, prefix, found)
 
 
 def _read_globs(table: Section, key: str) -> tuple[str, ...]:
