@@ -109,7 +109,9 @@ def _outside(partitions: list[Partition]) -> sql.Composable:
     if not partitions:
         return sql.SQL("true")
     return sql.SQL("({}) IS NOT TRUE").format(
-        sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(p.constraint)) for p in partitions)
+        sql.SQL(" OR ").join(
+            sql.SQL("({})").format(sql.SQL(p.constraint or "true")) for p in partitions
+        )
     )
 
 

@@ -3,9 +3,11 @@
 All date arithmetic is Postgres' own, on the typed values: BC dates, 29 February, the last
 day of a year and daylight-saving days come out as Postgres computes them. A timestamptz key
 is cut at midnights of one time zone: the one in which the target's existing partitions are
-whole days/months/years (the session's TimeZone, which `session_settings: {TimeZone: ...}`
-sets, is tried first, then UTC); with no partitions yet, the session's. Bounds travel as text
-typed by the same session, so they round-trip whatever its DateStyle.
+whole days/months/years: the connection's TimeZone at connect (the server's, database's or
+role's default, or `options=-c TimeZone=...` in its URI) is tried first, then UTC; with no
+partitions yet, the connection's. (The load itself runs with TimeZone pinned to UTC for its
+text COPY, so a TimeZone in session_settings does not reach it.) Bounds travel as text typed
+by the same session, so they round-trip whatever its DateStyle.
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ def choose_cut(
     bounds = _finite_bounds(partitions)
     zones: list[str | None] = [None]
     if type_sql == TIMESTAMPTZ:
-        session_zone = ctx.conn.execute("SELECT current_setting('TimeZone')").fetchone()
-        zones = [str(session_zone[0]) if session_zone else "UTC", "UTC"]
+        # The load pins TimeZone to UTC (SET LOCAL, for text COPY): the connection's own
+        # zone is the one it started with (server, database or role default, or the URI's
+        # options=-c TimeZone=...).
+        row = ctx.conn.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'")
+        found = row.fetchone()
+        zones = [str(found[0]) if found else "UTC", "UTC"]
     for zone in zones:
         unit = _aligned_unit(ctx, type_sql, bounds, zone, given) if bounds else None
         if unit is not None:
