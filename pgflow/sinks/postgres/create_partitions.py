@@ -115,11 +115,19 @@ def _outside(partitions: list[Partition]) -> sql.Composable:
     )
 
 
+def _distinct(ctx: ApplyContext, column: str) -> sql.Composable:
+    """The distinct staged values as relation `s`: each is checked against the partitions'
+    constraints once, however many rows carry it."""
+    return sql.SQL("(SELECT DISTINCT {} FROM {}) AS s").format(
+        sql.Identifier(column), ctx.staging_sql
+    )
+
+
 def _values_outside(ctx: ApplyContext, column: str, layout: Layout) -> bool:
     regular = [p for p in layout.partitions if not p.is_default]
     row = ctx.conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT FROM {} AS s WHERE {})").format(
-            ctx.staging_sql, _outside(regular)
+        sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {})").format(
+            _distinct(ctx, column), _outside(regular)
         )
     ).fetchone()
     return bool(row and row[0])
@@ -128,16 +136,15 @@ def _values_outside(ctx: ApplyContext, column: str, layout: Layout) -> bool:
 def _check_routed(ctx: ApplyContext, column: str, layout: Layout) -> None:
     """PartitionsMissing when a staged value has no partition (the DEFAULT one counts)."""
     outside = _outside(layout.partitions)
-    value = sql.Identifier("v", column)
+    value = sql.Identifier("s", column)
     row = ctx.conn.execute(
         sql.SQL(
             "SELECT count(*), (array_agg({value}::text ORDER BY {value} NULLS FIRST))[1:{n}]"
-            " FROM (SELECT DISTINCT {col} FROM {staging} AS s WHERE {outside}) AS v"
+            " FROM {distinct} WHERE {outside}"
         ).format(
             value=value,
             n=sql.Literal(SAMPLE_VALUES),
-            col=sql.Identifier("s", column),
-            staging=ctx.staging_sql,
+            distinct=_distinct(ctx, column),
             outside=outside,
         )
     ).fetchone()
@@ -194,7 +201,7 @@ def _new_bounds(
             ),
             r.suffix,
         )
-        for r in new_ranges(ctx, column, type_sql, cut, outside)
+        for r in new_ranges(ctx, column, type_sql, cut, _distinct(ctx, column), outside)
     ]
 
 
@@ -216,8 +223,8 @@ def _list_bounds(
     ctx: ApplyContext, column: str, outside: sql.Composable
 ) -> list[tuple[sql.Composable, str]]:
     rows = ctx.conn.execute(
-        sql.SQL("SELECT DISTINCT CAST({} AS text) FROM {} AS s WHERE {} ORDER BY 1").format(
-            sql.Identifier("s", column), ctx.staging_sql, outside
+        sql.SQL("SELECT CAST({} AS text) FROM {} WHERE {} ORDER BY 1").format(
+            sql.Identifier("s", column), _distinct(ctx, column), outside
         )
     ).fetchall()
     bounds: list[tuple[sql.Composable, str]] = []

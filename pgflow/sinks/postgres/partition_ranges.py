@@ -119,23 +119,29 @@ def _aligned_unit(
 
 
 def new_ranges(
-    ctx: ApplyContext, column: str, type_sql: str, cut: RangeCut, outside: sql.Composable
+    ctx: ApplyContext,
+    column: str,
+    type_sql: str,
+    cut: RangeCut,
+    values: sql.Composable,
+    outside: sql.Composable,
 ) -> list[NewRange]:
-    """One range per distinct day/month/year of the staged values matching `outside`."""
+    """One range per distinct day/month/year of the staged `values` (relation `s`) matching
+    `outside`."""
     value = _local(sql.Identifier("s", column), type_sql, cut.zone)
     lower = sql.SQL("date_trunc({}, {})").format(sql.Literal(cut.unit), value)
     step = sql.SQL("CAST({} AS interval)").format(sql.Literal(f"1 {cut.unit}"))
     query = sql.SQL(
         "SELECT CAST({lo} AS text), CAST({hi} AS text),"
         " to_char(l, {fmt}) || CASE WHEN l < '0001-01-01' THEN '_bc' ELSE '' END"
-        " FROM (SELECT DISTINCT {lower} AS l FROM {staging} AS s"
+        " FROM (SELECT DISTINCT {lower} AS l FROM {values}"
         " WHERE {col} IS NOT NULL AND {outside}) AS v ORDER BY l"
     ).format(
         lo=_back(sql.SQL("l"), type_sql, cut.zone),
         hi=_back(sql.SQL("(l + {})").format(step), type_sql, cut.zone),
         fmt=sql.Literal(_SUFFIX_FORMAT[cut.unit]),
         lower=lower,
-        staging=ctx.staging_sql,
+        values=values,
         col=sql.Identifier("s", column),
         outside=outside,
     )
