@@ -3,10 +3,11 @@ the fix; with create_partitions the run creates the partitions and loads."""
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 
 from pgflow_tests.bindings.conftest import DagsterSetup, empty_dagster_setup
-from pgflow_tests.bindings.test_definitions_cli import materialize, rows
+from pgflow_tests.bindings.test_definitions_cli import instance, materialize, rows
 from pgflow_tests.pg import execute
 
 SPEC = """
@@ -64,3 +65,10 @@ def test_partitions_are_created_by_the_run_or_the_run_names_them(setup: DagsterS
         (2, "landing.events_202412"),
         (3, "landing.events_202501"),
     ]
+    # The statements that created them are in the run's SQL log (pgflow/sql).
+    with instance(setup) as inst:
+        event = inst.get_latest_materialization_event(dg.AssetKey(["landing", "events"]))
+        assert event is not None and event.asset_materialization is not None
+        statements = str(event.asset_materialization.metadata["pgflow/sql"].value)
+    assert 'CREATE TABLE "landing"."events_202412" PARTITION OF "landing"."events"' in statements
+    assert "FOR VALUES FROM ('2025-01-01') TO ('2025-02-01')" in statements
