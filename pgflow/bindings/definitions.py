@@ -25,11 +25,11 @@ from pgflow.bindings.sensors import staleness_sensors
 from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
-from pgflow.connections.resource import PostgresConnections
+from pgflow.connections.resource import PostgresConnections, session_config
 
 
 def build_definitions(project: Project) -> dg.Definitions:
-    connections = PostgresConnections()
+    connections = PostgresConnections(sessions=session_config(project.connections))
     delta = DeltaStorage()
     resources: dict[str, object] = {"pg": connections, "delta": delta}
     resources.update(io_managers(connections, delta))

@@ -16,6 +16,8 @@ from pgflow.config.model import PipelineSpec
 from pgflow.connections.errors import is_transient
 from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.flows.cdc.model import CdcApplyError
+from pgflow.sinks.postgres.create_partitions import CreatePartitionsRefused, PartitionsMissing
+from pgflow.sinks.postgres.partition_ranges import IntervalUnknown
 from pgflow.sinks.postgres.partition_replace import (
     NativePartitionRefused,
     PartitionMissing,
@@ -41,6 +43,9 @@ _EXPLAINED_ERRORS: tuple[type[Exception], ...] = (
     PartitionSliceError,
     NativePartitionRefused,
     PartitionMissing,
+    PartitionsMissing,
+    CreatePartitionsRefused,
+    IntervalUnknown,
 )
 
 

@@ -26,7 +26,7 @@ from pgflow.config.read_project import FILE_KEYS, read_connections, read_groups
 from pgflow.config.read_wildcard import WildcardEntry, is_wildcard, read_wildcard
 from pgflow.config.reader import Section
 from pgflow.config.wildcard_loading import expand_wildcards, explicit_specs_win
-from pgflow.config.wildcards import TableLister
+from pgflow.config.wildcards import TableLister, with_sessions
 
 
 def _refuse_repeated_keys(node: yaml.MappingNode) -> None:
@@ -149,7 +149,8 @@ def load_project(
         project.connections.update(found.connections)
         project.wildcards.extend(found.wildcards)
         problems.extend(merge_groups(project.groups, found.groups))
-    expansions = expand_wildcards(project.wildcards, lister, refresh)
+    listing = with_sessions(lister, project.connections) if lister is not None else None
+    expansions = expand_wildcards(project.wildcards, listing, refresh)
     problems.extend(expansions.problems)
     pipelines = explicit_specs_win([*project.pipelines, *expansions.pipelines], expansions.notes)
     problems.extend(check_project(pipelines, project.connections, environ))

@@ -36,6 +36,8 @@ SnapshotMode = Literal["initial", "never"]
 TruncatePolicy = Literal["apply", "fail"]
 DeltaDeletes = Literal["none", "cdf", "key_pass"]
 PartitionType = Literal["daily", "monthly"]
+# The width of a RANGE partition create_partitions makes (inferred when not given).
+PartitionInterval = Literal["day", "month", "year"]
 # What `source.table.kinds` of a schema-wide spec may list. "table" is an ordinary or a
 # partitioned table (the parent; its partitions are never listed, so no row loads twice).
 RelationKind = Literal["table", "view", "materialized_view", "foreign_table"]
@@ -57,6 +59,7 @@ SNAPSHOT_MODES: tuple[SnapshotMode, ...] = get_args(SnapshotMode)
 TRUNCATE_POLICIES: tuple[TruncatePolicy, ...] = get_args(TruncatePolicy)
 DELTA_DELETES: tuple[DeltaDeletes, ...] = get_args(DeltaDeletes)
 PARTITION_TYPES: tuple[PartitionType, ...] = get_args(PartitionType)
+PARTITION_INTERVALS: tuple[PartitionInterval, ...] = get_args(PartitionInterval)
 RELATION_KINDS: tuple[RelationKind, ...] = get_args(RelationKind)
 KEYLESS_POLICIES: tuple[KeylessPolicy, ...] = get_args(KeylessPolicy)
 
@@ -121,6 +124,9 @@ class StrategySpec:
     on_schema_change: SchemaChangePolicy = "add_columns"
     fillfactor: int | None = None  # None: pgflow's choice for a target it creates
     parallelism: int = 1  # full_refresh exchange: COPY streams over one shared snapshot
+    # A staged value no partition of a partitioned target accepts gets one (in the load).
+    create_partitions: bool = False
+    partition_interval: PartitionInterval | None = None  # None: inferred from the partitions
 
     @property
     def variant(self) -> str:
@@ -300,6 +306,32 @@ class SensorSpec:
 
 
 @dataclass(frozen=True)
+class SessionValue:
+    """One `session_settings` entry: a value written in the spec, or (secret) the name of
+    the environment variable that holds it, read at connect and never shown."""
+
+    name: str
+    value: str | None = None
+    env: str | None = None
+
+    @property
+    def secret(self) -> bool:
+        return self.env is not None
+
+
+@dataclass(frozen=True)
+class SessionSetup:
+    """What every session opened for a connection runs first: SET of `settings`, then
+    SET ROLE `set_role`."""
+
+    set_role: str | None = None
+    settings: tuple[SessionValue, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.set_role is not None or bool(self.settings)
+
+
+@dataclass(frozen=True)
 class ConnectionSpec:
     """A connection declared under `connections:`; pipelines may also use undeclared ones."""
 
@@ -307,6 +339,7 @@ class ConnectionSpec:
     type: ConnectionType = "env"
     file: Path | None = None
     sensor: SensorSpec = field(default_factory=SensorSpec)
+    session: SessionSetup = field(default_factory=SessionSetup)
 
 
 @dataclass(frozen=True)

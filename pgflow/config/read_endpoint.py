@@ -37,7 +37,29 @@ def read_endpoint(section: Section) -> Endpoint:
         section.problem("connection_id", "is required for type postgres (a connection name)")
     if kind == "delta" and not path:
         section.problem("path", "is required for type delta (a folder or object-store URI)")
+    _refuse_session_fields(section, kind, connection_id)
     return Endpoint(kind, connection_type, connection_id, path)
+
+
+def _refuse_session_fields(section: Section, kind: str | None, connection_id: str | None) -> None:
+    """set_role and session_settings belong to a Postgres connection, not to an endpoint."""
+    for key in ("set_role", "session_settings"):
+        if not section.has(key):
+            continue
+        section.raw(key)  # reported here, not again as an unknown field
+        if kind == "delta":
+            section.problem(
+                key,
+                "applies to Postgres connections only (a Delta table has no database "
+                "session, role or settings); remove it",
+            )
+        else:
+            section.problem(
+                key,
+                f"is a setting of the connection: declare it under `connections: "
+                f"{{{connection_id or '<id>'}: {{{key}: ...}}}}` (every session of the "
+                f"connection then uses it)",
+            )
 
 
 def read_table(section: Section, required: bool) -> TableName | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pgflow.config.model import CONNECTION_TYPES, ConnectionSpec, GroupSpec, SensorSpec
 from pgflow.config.read_asset import group_problem
 from pgflow.config.read_schedule import read_schedule
+from pgflow.config.read_session import read_session
 from pgflow.config.reader import Section
 
 # Top-level keys a file may hold next to one pipeline's `source` and `sink`.
@@ -15,7 +16,8 @@ FILE_KEYS = ("connections", "groups")
 
 
 def read_connections(top: Section, file: Path) -> dict[str, ConnectionSpec]:
-    """`connections: {<id>: {type, sensor}}`; a null entry is an env connection."""
+    """`connections: {<id>: {type, sensor, set_role, session_settings}}`; a null entry is an
+    env connection."""
     result = {}
     for connection_id, entry in top.entries("connections"):
         if entry is None:
@@ -23,8 +25,9 @@ def read_connections(top: Section, file: Path) -> dict[str, ConnectionSpec]:
             continue
         kind = entry.choice("type", CONNECTION_TYPES, default="env")
         sensor = _read_sensor(entry.section("sensor"))
+        session = read_session(entry)
         entry.finish()
-        result[connection_id] = ConnectionSpec(connection_id, kind, file, sensor)
+        result[connection_id] = ConnectionSpec(connection_id, kind, file, sensor, session)
     return result
 
 

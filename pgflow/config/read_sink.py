@@ -17,7 +17,7 @@ from pgflow.config.model import (
 from pgflow.config.read_endpoint import read_endpoint, read_table
 from pgflow.config.read_maintenance import read_maintenance
 from pgflow.config.reader import Section
-from pgflow.config.sink_options import read_sink_options
+from pgflow.config.sink_options import read_partition_creation, read_sink_options
 
 # Schemas a sink must not write into: Postgres' own, and pgflow's state (`_pgflow`).
 _RESERVED_SINK_SCHEMAS = ("_pgflow", "information_schema")
@@ -69,6 +69,7 @@ def _reserved_schema(schema: str) -> bool:
 def read_strategy(s: Section) -> StrategySpec | None:
     """`strategy:`; None when `mode` is missing or not allowed (reported)."""
     mode = s.choice("mode", SINK_MODES, required=True)
+    create_partitions, partition_interval = read_partition_creation(s)
     strategy = StrategySpec(
         mode=mode or "full_refresh",
         method=s.choice("method", FULL_REFRESH_METHODS, default="truncate_insert"),
@@ -84,6 +85,8 @@ def read_strategy(s: Section) -> StrategySpec | None:
         ),
         fillfactor=_read_fillfactor(s),
         parallelism=_read_parallelism(s),
+        create_partitions=create_partitions,
+        partition_interval=partition_interval,
     )
     s.finish()
     return strategy if mode else None

@@ -7,6 +7,7 @@ import re
 
 from pgflow.config.model import PartitionsSpec, SinkSpec, SourceOptions, SourceSpec, StrategySpec
 from pgflow.config.reader import Report
+from pgflow.config.sink_options import check_partition_creation
 from pgflow.config.support import unsupported_reason
 
 # Incremental reads re-read rows (the boundary value, the lookback window), so only sink
@@ -32,6 +33,7 @@ def check_pipeline(
 ) -> None:
     """Report every combination of fields that cannot work; each field was read already."""
     _check_strategy(sink, report)
+    check_partition_creation(source, sink, report)
     _check_source(source, sink, report)
     if source.options.include_columns is not None:
         _check_include_columns(source, sink, report)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from pgflow.config.model import NUMERIC_AS, NumericAs
-from pgflow.config.reader import Section
+from pgflow.config.model import (
+    NUMERIC_AS,
+    PARTITION_INTERVALS,
+    NumericAs,
+    PartitionInterval,
+    SinkSpec,
+    SourceSpec,
+)
+from pgflow.config.reader import Report, Section
+
+# Modes whose load can create the partitions its staged values need (create_partitions).
+CREATE_PARTITIONS_MODES = ("partition_replace", "incremental_append", "incremental_merge")
 
 
 def read_sink_options(options: Section | None, kind: str | None) -> NumericAs:
@@ -18,3 +28,45 @@ def read_sink_options(options: Section | None, kind: str | None) -> NumericAs:
         )
     options.finish()
     return numeric_as
+
+
+def read_partition_creation(strategy: Section) -> tuple[bool, PartitionInterval | None]:
+    """`create_partitions` and `partition_interval` of `sink.strategy`; their combination with
+    the mode and sink type is checked in semantics.py."""
+    create = strategy.flag("create_partitions")
+    text = strategy.text("partition_interval", choices=PARTITION_INTERVALS)
+    interval = next((i for i in PARTITION_INTERVALS if i == text), None)
+    if interval is not None and not create:
+        strategy.problem(
+            "partition_interval",
+            "applies only with create_partitions: true (it is the width of the partitions "
+            "the load creates); add create_partitions: true or remove it",
+        )
+        interval = None
+    return create, interval
+
+
+def check_partition_creation(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
+    """create_partitions needs a Postgres sink whose load stages rows and applies them in
+    one transaction: partition_replace, incremental_append, or incremental_merge with
+    delete_insert or upsert, from a table read (CDC and Delta syncs apply changes otherwise)."""
+    strategy = sink.strategy
+    if not strategy.create_partitions:
+        return
+    field = "sink.strategy.create_partitions"
+    if sink.type != "postgres":
+        report(field, "applies to postgres sinks only (a Delta table has no partitions to create)")
+    elif strategy.mode not in CREATE_PARTITIONS_MODES:
+        report(field, f"applies to modes {', '.join(CREATE_PARTITIONS_MODES)}; remove it")
+    elif strategy.merge_policy == "shadow_swap" and strategy.mode == "incremental_merge":
+        report(
+            field,
+            "does not apply to merge_policy shadow_swap (it swaps in a new table); use "
+            "delete_insert or upsert",
+        )
+    elif source.type != "postgres" or source.options.incremental_strategy == "cdc":
+        report(
+            field,
+            "applies to loads of a postgres table read (full, column or xmin), not to CDC "
+            "or Delta syncs; create the partitions beforehand",
+        )

@@ -7,10 +7,11 @@ The config layer never connects: whoever loads the project with a live source pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from pgflow.config.model import ConnectionType, RelationKind
+from pgflow.config.model import ConnectionSpec, ConnectionType, RelationKind, SessionSetup
 
 
 @dataclass(frozen=True)
@@ -48,5 +49,28 @@ class TableLister(Protocol):
     psycopg error when the source cannot be reached)."""
 
     def __call__(
-        self, connection_id: str, connection_type: ConnectionType, schema: str
+        self,
+        connection_id: str,
+        connection_type: ConnectionType,
+        schema: str,
+        session: SessionSetup | None = None,
     ) -> SchemaListing: ...
+
+
+def with_sessions(lister: TableLister, declared: Mapping[str, ConnectionSpec]) -> TableLister:
+    """`lister` listing as the declared connection's role, with its settings (which tables
+    are readable depends on the role)."""
+
+    def listing(
+        connection_id: str,
+        connection_type: ConnectionType,
+        schema: str,
+        session: SessionSetup | None = None,
+    ) -> SchemaListing:
+        spec = declared.get(connection_id)
+        session = session or (spec.session if spec is not None else None)
+        if session:
+            return lister(connection_id, connection_type, schema, session=session)
+        return lister(connection_id, connection_type, schema)
+
+    return listing

@@ -3,12 +3,14 @@ Dagster resource (resource.py) and the tools outside a run (`pgflow specs`) shar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from pgflow.config.model import SessionSetup
 from pgflow.connections.errors import is_transient
 from pgflow.connections.secrets import (
     ConnectionConfigError,
@@ -19,6 +21,7 @@ from pgflow.connections.secrets import (
     redact,
     secret_values,
 )
+from pgflow.connections.session import apply_session
 
 # Every pgflow session talks UTF8, whatever its database stores (see open_conninfo()).
 CLIENT_ENCODING = "UTF8"
@@ -47,10 +50,14 @@ def open_conninfo(
     connection_id: str,
     connection_type: str,
     defaults: Mapping[str, Any] | None = None,
+    session: SessionSetup | None = None,
+    environ: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> psycopg.Connection:
     """A new connection; `defaults` (application_name, connect_timeout...) yield to what the
-    conninfo sets itself, `kwargs` do not. A failure is re-raised without any secret."""
+    conninfo sets itself, `kwargs` do not. A failure is re-raised without any secret.
+    `session` (the connection's set_role and session_settings) runs before anything else,
+    on every session but a replication one (session.py says why)."""
     given = conninfo_to_dict(conninfo)
     # Text crosses between databases in the client encoding (binary COPY and pgoutput
     # included): one encoding on every session, or a LATIN1 source's bytes would reach a
@@ -58,10 +65,17 @@ def open_conninfo(
     wanted = {"client_encoding": CLIENT_ENCODING, **(defaults or {})}
     options = {k: v for k, v in wanted.items() if k not in given and k not in kwargs}
     try:
-        return psycopg.connect(conninfo, **options, **kwargs)
+        conn = psycopg.connect(conninfo, **options, **kwargs)
     except psycopg.Error as exc:
         message = redact(str(exc).strip(), secret_values(conninfo))
         raise ConnectionConfigError(
             f"could not connect to '{connection_id}' ({connection_type}): {message}",
             transient=is_transient(exc),
         ) from None
+    if session and not kwargs.get("replication"):
+        try:
+            apply_session(conn, connection_id, session, os.environ if environ is None else environ)
+        except BaseException:
+            conn.close()
+            raise
+    return conn

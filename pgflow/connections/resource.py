@@ -8,7 +8,7 @@ Vault tokens come only from the environment, and connect errors are redacted.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,8 +16,44 @@ import dagster as dg
 import psycopg
 from pydantic import Field, PrivateAttr
 
+from pgflow.config.model import ConnectionSpec, SessionSetup, SessionValue
 from pgflow.connections.opening import open_conninfo, resolve_conninfo
 from pgflow.connections.secrets import VaultSettings
+
+
+class SessionSettingConfig(dg.Config):
+    """One session setting: its value, or the environment variable of a secret one (only the
+    variable's name is in the resource's config, which Dagster shows)."""
+
+    name: str
+    value: str | None = None
+    env: str | None = None
+
+
+class ConnectionSessionConfig(dg.Config):
+    """`set_role` and `session_settings` of a declared connection."""
+
+    set_role: str | None = None
+    settings: list[SessionSettingConfig] = Field(default_factory=list)
+
+    def setup(self) -> SessionSetup:
+        values = tuple(SessionValue(s.name, s.value, s.env) for s in self.settings)
+        return SessionSetup(self.set_role, values)
+
+
+def session_config(declared: Mapping[str, ConnectionSpec]) -> dict[str, ConnectionSessionConfig]:
+    """The resource's `sessions`: each declared connection with a role or settings."""
+    return {
+        connection_id: ConnectionSessionConfig(
+            set_role=spec.session.set_role,
+            settings=[
+                SessionSettingConfig(name=v.name, value=v.value, env=v.env)
+                for v in spec.session.settings
+            ],
+        )
+        for connection_id, spec in declared.items()
+        if spec.session
+    }
 
 
 class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
@@ -31,6 +67,11 @@ class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
         default=None, description="Defaults to $PGFLOW_VAULT_PREFIX or 'pgflow'."
     )
     application_name: str = Field(default="pgflow", description="Shown in pg_stat_activity.")
+    sessions: dict[str, ConnectionSessionConfig] = Field(
+        default_factory=dict,
+        description="set_role and session_settings by connection id (from `connections:`), "
+        "run on every session opened for it.",
+    )
 
     _cache: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)
 
@@ -56,7 +97,11 @@ class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
         A connection's own application_name (secret key or URI parameter) beats the default."""
         conninfo = self.conninfo(connection_id, connection_type)
         defaults = {"application_name": self.application_name}
-        return open_conninfo(conninfo, connection_id, connection_type, defaults, **kwargs)
+        declared = self.sessions.get(connection_id)
+        session = declared.setup() if declared is not None else None
+        return open_conninfo(
+            conninfo, connection_id, connection_type, defaults, session=session, **kwargs
+        )
 
     @contextmanager
     def connect(

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from pgflow.config.model import ConnectionType, RelationKind
+from pgflow.config.model import ConnectionType, RelationKind, SessionSetup
 from pgflow.config.wildcards import ListedTable, SchemaListing, TableLister
 from pgflow.connections.errors import is_transient
 from pgflow.connections.opening import open_conninfo, resolve_conninfo
@@ -100,13 +100,20 @@ def live_lister(environ: Mapping[str, str] | None = None) -> TableLister:
     """
     env = os.environ if environ is None else environ
 
-    def lister(connection_id: str, connection_type: ConnectionType, schema: str) -> SchemaListing:
+    def lister(
+        connection_id: str,
+        connection_type: ConnectionType,
+        schema: str,
+        session: SessionSetup | None = None,
+    ) -> SchemaListing:
         conninfo = resolve_conninfo(connection_id, connection_type, env)
         connect = open_conninfo(
             conninfo,
             connection_id,
             connection_type,
             {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": APPLICATION_NAME},
+            session=session,
+            environ=env,
         )
         with connect as conn:
             try:

@@ -65,7 +65,8 @@ def test_declared_connection_mistakes(tmp_path: Path) -> None:
     )
     assert problems_of(spec, {}) == [
         f"{spec}: field 'connections.shop.type': 'aws' is not allowed; use one of: env, vault",
-        f"{spec}: field 'connections.warehouse.typ': is not a known field; allowed here: sensor, type",
+        f"{spec}: field 'connections.warehouse.typ': is not a known field; allowed here: "
+        "sensor, session_settings, set_role, type",
         f"{spec}: field 'connections.crm': must be a mapping, got str 'env'",
     ]
 

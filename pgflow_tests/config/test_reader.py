@@ -23,8 +23,9 @@ from pgflow_tests.config.specs import (
 MODES = "full_refresh, incremental_append, incremental_merge, replace, partition_replace"
 
 STRATEGY_KEYS = (
-    "custom_predicate, duplicate_policy, fillfactor, merge_policy, method, mode, native_mode, "
-    "on_schema_change, only_new_rows, parallelism, partition_column, unique_key"
+    "create_partitions, custom_predicate, duplicate_policy, fillfactor, merge_policy, method, "
+    "mode, native_mode, on_schema_change, only_new_rows, parallelism, partition_column, "
+    "partition_interval, unique_key"
 )
 
 

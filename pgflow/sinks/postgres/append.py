@@ -15,6 +15,7 @@ from psycopg import sql
 
 from pgflow.sinks.postgres import keys
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.create_partitions import prepare_partitions
 from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
@@ -34,5 +35,6 @@ class Append(StagedStrategy):
     in_place = True
 
     def apply(self, ctx: ApplyContext) -> Applied:
+        prepare_partitions(ctx)  # before any row: checked, or created (create_partitions)
         rows = append(ctx)
         return Applied(rows, change=RowChange.added(rows))

@@ -22,6 +22,7 @@ from pgflow.sinks.postgres.apply import (
     insert_from_staging,
     prefer_index_probes,
 )
+from pgflow.sinks.postgres.create_partitions import prepare_partitions
 from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
@@ -45,4 +46,5 @@ class DeleteInsert(StagedStrategy):
     in_place = True
 
     def apply(self, ctx: ApplyContext) -> Applied:
+        prepare_partitions(ctx)  # before any row: checked, or created (create_partitions)
         return delete_insert(ctx)

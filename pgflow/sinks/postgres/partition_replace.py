@@ -38,6 +38,7 @@ from psycopg import sql
 
 from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres.apply import ApplyContext, insert_from_staging
+from pgflow.sinks.postgres.create_partitions import prepare_partitions
 from pgflow.sinks.postgres.partition_bounds import (
     Blocker,
     Layout,
@@ -93,6 +94,8 @@ class PartitionReplace(StagedStrategy):
     key = "partition_replace"
 
     def apply(self, ctx: ApplyContext) -> Applied:
+        if ctx.strategy.create_partitions:  # else a value with no partition fails below
+            prepare_partitions(ctx)
         return partition_replace(ctx)
 
 

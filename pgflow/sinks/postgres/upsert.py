@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from pgflow.sinks.postgres import keys
 from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.create_partitions import prepare_partitions
 from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
@@ -99,6 +100,7 @@ class Upsert(StagedStrategy):
     in_place = True
 
     def apply(self, ctx: ApplyContext) -> Applied:
+        prepare_partitions(ctx)  # before any row: checked, or created (create_partitions)
         return upsert(ctx)
 
 
