@@ -2,9 +2,10 @@
 when the specs live in a GitHub or GitLab checkout.
 
 The link is found once per code-location load: $PGFLOW_GIT_URL (and $PGFLOW_GIT_BRANCH) when
-set, e.g. in an image without the repository's `.git`; else two `git` calls in the spec
-folder (`config --get remote.origin.url`, `rev-parse`). No remote, no git, or another host:
-the references stay local file paths.
+set, e.g. in an image without the repository's `.git`; else from the checkout holding the spec
+folder, by reading its `.git` files (the origin remote in `config`, the branch in `HEAD`): no
+`git` process, since every run's process loads the code location. No remote, no checkout, or
+another host: the references stay local file paths.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import subprocess
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +25,6 @@ from pgflow.config.model import PipelineSpec, Project
 
 GIT_URL_ENV = "PGFLOW_GIT_URL"
 GIT_BRANCH_ENV = "PGFLOW_GIT_BRANCH"
-_GIT_TIMEOUT_SECONDS = 5
 # git@github.com:org/repo.git and ssh://git@gitlab.example.com:2222/org/repo.git
 _SCP_LIKE = re.compile(r"^[\w.-]+@(?P<host>[\w.-]+):(?P<path>[^/].*)$")
 _URL = re.compile(
@@ -91,18 +90,15 @@ def git_link(project: Project, environ: Mapping[str, str] | None = None) -> GitL
     if not project.pipelines:
         return None
     folder = Path(project.pipelines[0].file).resolve().parent
+    checkout = _checkout(folder)
     configured = environ.get(GIT_URL_ENV)
-    remote = configured or _git(folder, "config", "--get", "remote.origin.url")
+    remote = configured or (checkout.origin_url() if checkout else None)
     url = https_url(remote) if remote else None
     if url is None:
         return None
-    found = _git(folder, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD")
-    root, commit, branch = [*(found or "").splitlines(), "", "", ""][:3]
-    if branch == "HEAD":  # detached: link the commit
-        branch = commit
-    branch = environ.get(GIT_BRANCH_ENV) or branch or "main"
+    branch = environ.get(GIT_BRANCH_ENV) or (checkout.branch() if checkout else None) or "main"
     # Without a checkout (an image given PGFLOW_GIT_URL) the working directory is the root.
-    return GitLink(url, branch, Path(root) if root else Path.cwd())
+    return GitLink(url, branch, checkout.root if checkout else Path.cwd())
 
 
 def linked_to_git(definitions: Sequence[Definition], link: GitLink) -> list[Definition]:
@@ -121,16 +117,53 @@ def linked_to_git(definitions: Sequence[Definition], link: GitLink) -> list[Defi
     return cast(list[Definition], list(linked))
 
 
-def _git(folder: Path, *args: str) -> str | None:
-    """`git -C folder args` output; None when git is missing, fails or hangs."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), *args],
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+@dataclass(frozen=True)
+class _Checkout:
+    """A git working tree, read from its files."""
+
+    root: Path  # the folder holding `.git`
+    git_dir: Path  # its `.git` folder (a linked worktree's own one)
+    common_dir: Path  # where `config` is (the main `.git` for a linked worktree)
+
+    def origin_url(self) -> str | None:
+        """`remote.origin.url` of the repository's config."""
+        try:
+            text = (self.common_dir / "config").read_text(encoding="utf-8")
+        except OSError:
+            return None
+        section = None
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == '[remote "origin"]' and re.match(r"url\s*=", line):
+                return line.split("=", 1)[1].strip()
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+
+    def branch(self) -> str | None:
+        """The checked-out branch, or the commit of a detached HEAD."""
+        try:
+            head = (self.git_dir / "HEAD").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return head.removeprefix("ref: refs/heads/") or None
+
+
+def _checkout(folder: Path) -> _Checkout | None:
+    """The working tree `folder` is in: the nearest `.git` above it, a folder or (a linked
+    worktree, a submodule) a file naming one."""
+    for root in (folder, *folder.parents):
+        dot_git = root / ".git"
+        if dot_git.is_dir():
+            return _Checkout(root, dot_git, dot_git)
+        if dot_git.is_file():
+            text = dot_git.read_text(encoding="utf-8").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            git_dir = (root / text.removeprefix("gitdir:").strip()).resolve()
+            common = git_dir / "commondir"
+            shared = (
+                (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
+            )
+            return _Checkout(root, git_dir, shared)
+    return None
