@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import re
 
-from pgflow.config.model import PartitionsSpec, SinkSpec, SourceOptions, SourceSpec, StrategySpec
+from pgflow.config.model import (
+    KEYED_CHANGE_MODES,
+    PartitionsSpec,
+    SinkSpec,
+    SourceOptions,
+    SourceSpec,
+    StrategySpec,
+)
 from pgflow.config.reader import Report
 from pgflow.config.support import unsupported_reason
 
@@ -49,6 +56,17 @@ def _check_strategy(sink: SinkSpec, report: Report) -> None:
         report(
             "sink.strategy.unique_key",
             "is required for mode incremental_merge: list the key column(s), e.g. [id]",
+        )
+    if strategy.mode in KEYED_CHANGE_MODES and not strategy.unique_key:
+        report(
+            "sink.strategy.unique_key",
+            f"is required for mode {strategy.mode}: it finds the target rows to "
+            f"{strategy.mode}; list the key column(s), e.g. [id]",
+        )
+    if sink.type == "delta" and strategy.update_columns is not None:
+        report(
+            "sink.strategy.update_columns",
+            "applies to postgres sinks only for now (a Delta merge updates every column); remove it",
         )
     if strategy.only_new_rows and not strategy.unique_key:
         report(
@@ -127,6 +145,15 @@ def _check_incremental_read(
         return
     if kind == "cdc" and sink_type == "delta":
         _check_delta_cdc(strategy, report)
+        return
+    if strategy.mode in KEYED_CHANGE_MODES:
+        if kind == "cdc":
+            report(
+                "sink.strategy.mode",
+                f"{strategy.mode} cannot take CDC (incremental_strategy: cdc): a change stream "
+                "applies inserts, updates and deletes itself; use mode incremental_merge, or "
+                "incremental_strategy: column or xmin",
+            )
         return
     if strategy.mode == "incremental_append" and not strategy.only_new_rows:
         why = (
@@ -209,6 +236,15 @@ def _check_include_columns(source: SourceSpec, sink: SinkSpec, report: Report) -
                 field,
                 f"leaves out {_quoted(left_out)} of {owner}, which the load needs in the "
                 "target: add it to include_columns",
+            )
+    if strategy.mode == "delete":
+        allowed = (*strategy.unique_key, options.incremental_column)
+        extra = [c for c in included if c not in allowed]
+        if extra:
+            report(
+                field,
+                f"lists {_quoted(extra)}: delete reads only the key (unique_key, and the "
+                "incremental_column of a column cursor); remove the other columns",
             )
     if options.deleted_column in included:
         report(
