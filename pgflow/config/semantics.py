@@ -42,6 +42,8 @@ def check_pipeline(
     _check_source(source, sink, report)
     if source.options.include_columns is not None:
         _check_include_columns(source, sink, report)
+    if sink.strategy.update_columns is not None:
+        _check_update_columns(source, sink, report)
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
@@ -62,11 +64,6 @@ def _check_strategy(sink: SinkSpec, report: Report) -> None:
             "sink.strategy.unique_key",
             f"is required for mode {strategy.mode}: it finds the target rows to "
             f"{strategy.mode}; list the key column(s), e.g. [id]",
-        )
-    if sink.type == "delta" and strategy.update_columns is not None:
-        report(
-            "sink.strategy.update_columns",
-            "applies to postgres sinks only for now (a Delta merge updates every column); remove it",
         )
     if strategy.only_new_rows and not strategy.unique_key:
         report(
@@ -98,6 +95,24 @@ def _check_strategy(sink: SinkSpec, report: Report) -> None:
             "sink.strategy.partition_column",
             "is required for mode partition_replace: the column that decides each row's partition",
         )
+
+
+def _check_update_columns(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
+    """A partial upsert is the staged load's ON CONFLICT: paths that merge otherwise (a Delta
+    merge, CDC's apply, the Delta -> Postgres sync) would update every column."""
+    if sink.type == "delta":
+        why = "a Delta merge updates every column"
+    elif source.type == "delta":
+        why = "a Delta -> Postgres sync updates every column"
+    elif source.options.incremental_strategy == "cdc":
+        why = "CDC applies every changed column"
+    else:
+        return
+    report(
+        "sink.strategy.update_columns",
+        f"applies to postgres sinks loaded from a postgres table (not CDC) for now ({why}); "
+        "remove it",
+    )
 
 
 def _check_source(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
