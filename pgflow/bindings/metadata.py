@@ -254,6 +254,7 @@ def delta_load_metadata(result: DeltaLoadResult) -> dict[str, Any]:
         metadata["pgflow/read"] = dg.MetadataValue.text(read_description(result.read))
         metadata["pgflow/cursor_before"] = dg.MetadataValue.text(before)
         metadata["pgflow/cursor_after"] = dg.MetadataValue.text(after)
+        metadata.update(boundary_metadata(result.boundary_rows))
     return metadata
 
 

@@ -40,6 +40,7 @@ from pgflow.sinks.delta.context import (
     write,
 )
 from pgflow.sinks.delta.create import create_table, rebuild
+from pgflow.sinks.delta.cursor_boundary import boundary_of_read, skip_applied
 from pgflow.sinks.delta.first_write import first_write
 from pgflow.sinks.delta.keys import check_no_duplicates, keep_last_query
 from pgflow.sinks.delta.numerics import kept_types, plan_numerics
@@ -78,6 +79,8 @@ class DeltaLoadResult:
     position_before: Position | None = None  # incremental sources: the stored position used
     position_after: Position | None = None  # incremental sources: the position now stored
     metrics: dict[str, Any] = field(default_factory=dict)  # delta-rs' metrics (merges)
+    # Column cursors: rows at the new mark the next read skips (0: none kept, e.g. keyless).
+    boundary_rows: int | None = None
 
     @property
     def created_table(self) -> bool:
@@ -115,6 +118,7 @@ class _Written:
     read: ArrowRead
     plan: ReadPlan | None
     position: Position | None
+    boundary_rows: int | None
 
 
 def load_delta(
@@ -162,6 +166,7 @@ def load_delta(
             if partition_slice is None and (bounds := source.window_bounds()) is not None:
                 partition_slice = PartitionSlice(*bounds)  # a time partition replaces its slice
             plan = _incremental_plan(as_incremental(source), before.state, reset)
+            skip_applied(source, strategy.keyed, before.state.boundary)
             read = ArrowRead(source, batch_rows=batch_rows, batch_bytes=batch_bytes)
             written = _write_read(load, before, read, plan, partition_slice)
         finally:
@@ -198,6 +203,8 @@ def _write_read(
     position = None
     if incremental is not None:
         position = incremental.position_after(max_value(source, cursor) if cursor else None)
+    boundary = boundary_of_read(source, load.spec.keyed, position)
+    run = before.state.run + 1
     ctx = DeltaContext(
         path=load.path,
         storage_options=load.storage_options,
@@ -205,7 +212,7 @@ def _write_read(
         read=read,
         source=source,
         strategy=load.spec,
-        commit=commit_properties(load.pipeline, before.state.run + 1, position, load.transactions),
+        commit=commit_properties(load.pipeline, run, position, load.transactions, boundary),
         pipeline=load.pipeline,
         partition_slice=partition_slice,
         writer_properties=load.writer_properties,
@@ -213,7 +220,8 @@ def _write_read(
     written = _write(ctx, load)
     if not written.committed:  # a merge that changed nothing: commit run and position
         write(ctx, "append", empty=True)
-    return _Written(written, read, plan, position)
+    kept = len(boundary.rows) if boundary else 0
+    return _Written(written, read, plan, position, kept if cursor else None)
 
 
 def _prepare_read(
@@ -263,6 +271,7 @@ def _result(
         position_before=before.state.position if written.plan is not None else None,
         position_after=written.position,
         metrics=written.write.metrics,
+        boundary_rows=written.boundary_rows,
     )
 
 

@@ -52,6 +52,17 @@ class CursorBoundary:
     rows: tuple[str, ...]  # row_hash of each row, as uuid text
 
 
+def kept_boundary(
+    skipped: CursorBoundary | None, value: str, rows: tuple[str, ...] | None, cap: int
+) -> tuple[str, ...] | None:
+    """The boundary rows to keep after a read that stopped at mark `value` and read `rows`
+    there (None: more than `cap`). Where the mark did not move, the rows this read skipped are
+    still applied: they are kept beside the new ones, up to `cap` in all."""
+    if rows is not None and skipped is not None and skipped.value == value:
+        rows = tuple(dict.fromkeys(skipped.rows + rows))
+    return rows if rows is None or len(rows) <= cap else None
+
+
 def row_hash(columns: Sequence[str]) -> sql.Composable:
     """One home for how a boundary row is hashed, in the source and in the sink's staging:
     md5 of the row's text (pinned text settings on both ends: set_portable_text_format).
@@ -120,6 +131,20 @@ class ColumnCursorSource(PostgresTableSource):
     def skipped_boundary(self) -> CursorBoundary | None:
         """The boundary rows this read skips (skip_boundary), if any."""
         return self._boundary
+
+    def rows_at(self, value: str, cap: int) -> tuple[str, ...] | None:
+        """row_hash of each row this read selects at cursor `value`, in its snapshot; None
+        when there are more than `cap`. For sinks that cannot hash what they staged."""
+        kind = self.info.column(self._column)
+        assert kind is not None
+        at_value = sql.SQL("{} = {}").format(sql.Identifier(self._column), _typed(value, kind))
+        hashes = sql.SQL("{} AS h").format(row_hash(self.info.column_names))
+        query = sql.SQL("SELECT string_agg(h::text, ',') FROM ({} LIMIT {}) r").format(
+            self.select_query([hashes], at_value), sql.Literal(cap + 1)
+        )
+        row = self._conn.execute(query).fetchone()
+        found = tuple(row[0].split(",")) if row and row[0] else ()
+        return found if len(found) <= cap else None
 
     def row_filter(self) -> sql.Composable | None:
         if self._plan is None:

@@ -59,7 +59,8 @@ def test_cli_merges_into_delta_with_the_cursor_in_the_commit(
     second = materialize(setup, "delta/items")
     assert second.returncode == 0, second.stderr[-3000:]
     merged = metadata(setup)
-    assert merged["pgflow/rows_read"] == 5  # 4 updated + the row on the old mark
+    assert merged["pgflow/rows_read"] == 4  # the row on the old mark was applied: skipped
+    assert merged["pgflow/cursor_boundary_keys"] == 4  # the new mark: one now() for all 4
     assert merged["pgflow/cursor_before"] == "2026-01-01 00:01:40+00"
     expected = rows(setup.source_uri, "SELECT id, name, price FROM items ORDER BY id")
     assert [(i, n, float(p)) for i, n, p in delta_rows(lake)] == [

@@ -108,11 +108,12 @@ def test_compaction_keeps_rows_types_and_the_stored_position(loaded):
     assert result.files_vacuumed == 0
     assert snapshot(path, result.version_before).equals(rows_before, null_equal=True)
 
-    # the next incremental run reads only the new rows (and the boundary row, >=)
+    # the next incremental run reads only the new rows: the row at the old mark was applied,
+    # and its hash is still found behind the OPTIMIZE commit (cursor ties)
     next_run = load(uri, path)
     assert next_run.read is not None and not next_run.read.full
     assert next_run.position_before == state_before.position
-    assert (next_run.rows_read, next_run.rows) == (3, 2)  # the boundary row (>=) is skipped
+    assert (next_run.rows_read, next_run.rows) == (2, 2)
     assert snapshot(path).height == 3 + 20 * 2  # every source row, once
 
 

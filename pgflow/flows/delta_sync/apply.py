@@ -21,7 +21,8 @@ from pgflow.flows.delta_sync.plan import Plan
 from pgflow.flows.delta_sync.position import SyncState
 from pgflow.flows.delta_sync.prefetch import prefetched
 from pgflow.flows.delta_sync.result import SyncResult, finished_result
-from pgflow.sinks.postgres import state
+from pgflow.sinks.postgres import ledger, state
+from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sinks.postgres.statistics import analyze, worth_analyzing
 
@@ -75,7 +76,7 @@ def apply(
             )  # fmt: skip
         except psycopg.errors.CardinalityViolation:
             raise duplicate_error(frame, request.key, snapshot.table_uri) from None
-        _store(run, log_, plan, after)
+        _store(run, log_, plan, after, RowChange.added(inserted))
     run.counts.rows_read += frame.height
     run.counts.inserted += inserted
     run.counts.updated += updated
@@ -98,7 +99,7 @@ def finish(run: SyncRun, plan: Plan) -> SyncResult:
             deleted = deletes.delete_missing_keys(log_, request, plan.snapshot)
         elif gone is not None and gone.height:
             deleted = deletes.delete_keys(log_, request.target, request.key, gone)
-        _store(run, log_, plan, done)
+        _store(run, log_, plan, done, RowChange.added(-deleted))
         changed = run.counts.inserted + run.counts.updated + deleted
         if run.created or worth_analyzing(changed, run.estimated_rows):
             analyze(log_, request.target)
@@ -108,8 +109,10 @@ def finish(run: SyncRun, plan: Plan) -> SyncResult:
     return finished_result(run, plan, done)
 
 
-def _store(run: SyncRun, log_: SqlLog, plan: Plan, position: SyncState) -> None:
-    """Store `position` for the target, in the caller's transaction."""
+def _store(run: SyncRun, log_: SqlLog, plan: Plan, position: SyncState, change: RowChange) -> None:
+    """Store `position` for the target, and the target's rows after `change` (the ledger:
+    the row count runs and checks read instead of counting), in the caller's transaction."""
     request = run.request
     stored = position.position(plan.snapshot.table_uri)
-    state.write_position(log_, request.target, request.pipeline, stored)
+    rows = ledger.settled(log_, request.target, change)
+    state.write_position(log_, request.target, request.pipeline, stored, rows)

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from pgflow.config.model import TableName
 from pgflow.sinks.postgres import ddl, position_owner, state
+from pgflow.sinks.postgres.row_change import UNKNOWN, RowChange
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import Position
 
@@ -49,7 +50,8 @@ def forget_position(log_: SqlLog, target: TableName, pipeline: str, *, empty: bo
     """Store no position for `target` (and empty it), committed at once."""
     with log_.conn.transaction():
         ddl.lock_target(log_, target)
-        state.write_position(log_, target, pipeline, None)
+        # An emptied target holds no rows: the ledger starts from 0. Else the count is unknown.
+        state.write_position(log_, target, pipeline, None, RowChange.exact(0) if empty else UNKNOWN)
         if empty:
             log_.execute(sql.SQL("TRUNCATE {}").format(target.identifier()))
 

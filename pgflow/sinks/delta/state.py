@@ -5,8 +5,9 @@ Every load commits exactly once, and that commit carries, next to its add/remove
 - an application transaction `txn {appId: "pgflow:<pipeline>", version: <run>}`: the run
   counter of the pipeline, kept in the table's snapshot (and checkpoints) by the Delta
   protocol, readable with `DeltaTable.transaction_version`;
-- commit metadata (`commitInfo`): `pgflow.pipeline`, `pgflow.run` (the same counter) and
-  `pgflow.position` (JSON of the Position read up to, or null for full reads).
+- commit metadata (`commitInfo`): `pgflow.pipeline`, `pgflow.run` (the same counter),
+  `pgflow.position` (JSON of the Position read up to, or null for full reads) and, for keyed
+  column-cursor loads, `pgflow.cursor_boundary` (cursor_boundary.py).
 
 Data, run and position are one atomic commit: a crash before it leaves all three old, a
 crash after it leaves all three new, so a retry continues from exactly what was applied.
@@ -29,7 +30,13 @@ from typing import Any
 
 from deltalake import CommitProperties, DeltaTable, Transaction
 
+from pgflow.sinks.delta.cursor_boundary import (
+    BOUNDARY_KEY,
+    boundary_from_commit,
+    boundary_json,
+)
 from pgflow.sources.base import Position
+from pgflow.sources.column_cursor import CursorBoundary
 
 APP_ID_PREFIX = "pgflow:"
 PIPELINE_KEY = "pgflow.pipeline"
@@ -47,6 +54,7 @@ class DeltaState:
     version: int | None  # the table version of that commit, when found
     position: Position | None  # the position it stored (None: full read or none stored)
     lost: bool = False  # the run is known but its commit is no longer in the log
+    boundary: CursorBoundary | None = None  # the rows at the position's mark it read
 
 
 def app_id(pipeline: str) -> str:
@@ -63,7 +71,9 @@ def read_state(table: DeltaTable | None, pipeline: str) -> DeltaState:
         commits = table.history(limit)
         for commit in commits:
             if commit.get(PIPELINE_KEY) == pipeline and commit.get(RUN_KEY) == run:
-                return DeltaState(run, commit.get("version"), position_from_json(commit))
+                position = position_from_json(commit)
+                boundary = boundary_from_commit(commit)
+                return DeltaState(run, commit.get("version"), position, boundary=boundary)
         if limit is None or len(commits) < limit:
             break
     return DeltaState(run=run, version=None, position=None, lost=True)
@@ -79,15 +89,22 @@ def stored_position(
 
 
 def commit_properties(
-    pipeline: str, run: int, position: Position | None, extra: Sequence[Transaction] = ()
+    pipeline: str,
+    run: int,
+    position: Position | None,
+    extra: Sequence[Transaction] = (),
+    boundary: CursorBoundary | None = None,
 ) -> CommitProperties:
     """The commit's metadata and the pipeline's run; `extra`: further app transactions the
-    same commit stores (a CDC snapshot's start position)."""
+    same commit stores (a CDC snapshot's start position); `boundary`: the rows at the new
+    position's mark the read took."""
     metadata: dict[str, Any] = {
         PIPELINE_KEY: pipeline,
         RUN_KEY: run,
         POSITION_KEY: None if position is None else json.dumps(asdict(position)),
     }
+    if boundary is not None:
+        metadata[BOUNDARY_KEY] = boundary_json(boundary)
     return CommitProperties(
         custom_metadata=metadata,
         app_transactions=[Transaction(app_id(pipeline), run), *extra],

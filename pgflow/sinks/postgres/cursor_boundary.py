@@ -21,7 +21,12 @@ from pgflow.config.model import TableName
 from pgflow.sinks.postgres.ddl import create_shared_object
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import Position
-from pgflow.sources.column_cursor import ColumnCursorSource, CursorBoundary, row_hash
+from pgflow.sources.column_cursor import (
+    ColumnCursorSource,
+    CursorBoundary,
+    kept_boundary,
+    row_hash,
+)
 
 BOUNDARY_TABLE = TableName("_pgflow", "cursor_boundary")
 _TABLE = BOUNDARY_TABLE.identifier()
@@ -63,11 +68,7 @@ def store_applied(
     if keyed and position is not None:
         columns = source.info.column_names
         rows = staged_boundary(log, table, columns, source.cursor_column, position)
-        skipped = source.skipped_boundary
-        if rows is not None and skipped is not None and skipped.value == position.value:
-            # The mark did not move: the rows skipped this time are still applied, keep them.
-            rows = tuple(dict.fromkeys(skipped.rows + rows))
-            rows = rows if len(rows) <= MAX_BOUNDARY_ROWS else None
+        rows = kept_boundary(source.skipped_boundary, position.value, rows, MAX_BOUNDARY_ROWS)
     write_boundary(log, target, position, rows)
     return len(rows) if rows else 0
 
