@@ -8,6 +8,7 @@ import pytest
 
 from pgflow.config.model import StrategySpec
 from pgflow.flows.postgres_load import MissingTarget
+from pgflow.sinks.postgres.keys import UniqueKeyMismatch
 from pgflow.sinks.postgres.update import UnmatchedKeys
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.xmin import XminSource
@@ -147,3 +148,51 @@ def test_a_missing_target_is_refused_and_not_created(source_uri: str, sink_uri: 
     assert fetch(sink_uri, "SELECT count(*) FROM pg_namespace WHERE nspname = 'Landing Zone'") == [
         (0,)
     ]
+
+
+def test_a_partitioned_target_is_updated_across_partitions(source_uri: str, sink_uri: str) -> None:
+    execute(
+        source_uri,
+        'CREATE TABLE public."Preise Ünits" (id int PRIMARY KEY, region text NOT NULL, v int);'
+        " INSERT INTO public.\"Preise Ünits\" VALUES (1, 'eu', 10), (2, 'us', 20), (3, 'ap', 30)",
+    )
+    execute(
+        sink_uri,
+        'CREATE SCHEMA "Landing Zone"; CREATE TABLE "Landing Zone"."Preise Ünits"'
+        " (id int, region text NOT NULL, v int, PRIMARY KEY (id, region))"
+        " PARTITION BY LIST (region);"
+        ' CREATE TABLE "Landing Zone".eu PARTITION OF "Landing Zone"."Preise Ünits"'
+        " FOR VALUES IN ('eu');"
+        ' CREATE TABLE "Landing Zone".us PARTITION OF "Landing Zone"."Preise Ünits"'
+        " FOR VALUES IN ('us');"
+        f" INSERT INTO {TARGET_SQL} VALUES (1, 'eu', 0), (2, 'us', 0)",
+    )
+    result = load(source_uri, sink_uri, StrategySpec(mode="update", unique_key=("id", "region")))
+    assert fetch(sink_uri, f"SELECT id, v FROM {TARGET_SQL} ORDER BY id") == [(1, 10), (2, 20)]
+    assert result.rows == 2 and result.strategy_metadata == {"unmatched_keys": 1}
+
+
+def test_an_identity_always_column_is_refused_before_writing(
+    source_uri: str, sink_uri: str
+) -> None:
+    execute(
+        source_uri,
+        'CREATE TABLE public."Preise Ünits" (k text PRIMARY KEY, n bigint, v int);'
+        " INSERT INTO public.\"Preise Ünits\" VALUES ('a', 7, 1)",
+    )
+    execute(
+        sink_uri,
+        'CREATE SCHEMA "Landing Zone"; CREATE TABLE "Landing Zone"."Preise Ünits"'
+        " (k text PRIMARY KEY, n bigint GENERATED ALWAYS AS IDENTITY, v int);"
+        f" INSERT INTO {TARGET_SQL} (k, v) VALUES ('a', 0)",
+    )
+    with pytest.raises(UniqueKeyMismatch, match="mode update cannot set column\\(s\\) n of"):
+        load(source_uri, sink_uri, StrategySpec(mode="update", unique_key=("k",)))
+    assert fetch(sink_uri, f"SELECT v FROM {TARGET_SQL}") == [(0,)]
+    only_v = load(
+        source_uri,
+        sink_uri,
+        StrategySpec(mode="update", unique_key=("k",)),
+        include_columns=["k", "v"],
+    )
+    assert only_v.rows == 1 and fetch(sink_uri, f"SELECT n, v FROM {TARGET_SQL}") == [(1, 1)]
