@@ -10,6 +10,7 @@ import pytest
 
 from pgflow.config.model import StrategySpec
 from pgflow_tests.config.specs import DROP, load_one, only_problem, pipeline, problems_of, write
+from pgflow_tests.config.test_wildcards import Lister, by_table, load, problems, wildcard
 
 PREFIX = "pipeline 'landing_orders': field"
 
@@ -168,3 +169,20 @@ def test_update_columns_only_where_the_staged_upsert_runs(
         "field 'sink.strategy.update_columns': applies to postgres sinks loaded from a postgres "
         f"table (not CDC) for now ({why}); remove it"
     ) in "\n".join(problems_of(spec))
+
+
+def test_a_schema_wide_update_takes_each_tables_key_and_never_loads_keyless_ones_whole(
+    tmp_path: Path,
+) -> None:
+    spec = wildcard()
+    spec["sink"]["strategy"] = {"mode": "update"}
+    spec["source"]["options"]["keyless"] = "skip"
+    tables = by_table(load(tmp_path, spec, Lister()))
+    assert tables["orders"].sink.strategy == StrategySpec(mode="update", unique_key=("id",))
+    assert "events" not in tables  # no key: skipped, never turned into a full_refresh
+
+    spec["source"]["options"]["keyless"] = "full_refresh"
+    assert (
+        "field 'source.options.keyless': full_refresh would make the target of a mode update "
+        "pipeline a copy of its source; use keyless: skip or fail"
+    ) in problems(tmp_path, spec)
