@@ -32,7 +32,7 @@ from pgflow.bindings.metadata import (
 )
 from pgflow.bindings.row_counts import delta_counts, postgres_counts
 from pgflow.bindings.step_errors import refuse_dropped_source
-from pgflow.config.model import PipelineSpec, TableName
+from pgflow.config.model import KEYED_CHANGE_MODES, PipelineSpec, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.flows.cdc.model import CdcResult
@@ -273,6 +273,8 @@ def _exact_source_rows(
     a full read into full_refresh, or a reset (unless duplicate keys were dropped)."""
     full_read = spec.source.options.incremental_strategy == "full"
     whole = full_read and spec.sink.strategy.mode == "full_refresh"
+    if spec.sink.strategy.mode in KEYED_CHANGE_MODES:  # the target is never the source's copy
+        return None
     return rows_read if (whole or reset) and duplicates_dropped == 0 else None
 
 

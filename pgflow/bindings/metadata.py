@@ -118,6 +118,7 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
         "pgflow/created_target": dg.MetadataValue.bool(result.created_target),
         "pgflow/sql": dg.MetadataValue.md("```sql\n" + ";\n".join(result.statements) + ";\n```"),
         "pgflow/duplicates_dropped": dg.MetadataValue.int(result.duplicates_dropped),
+        **sink_metrics(result),
     }
     if result.streams > 1 or result.one_stream_reason:
         metadata["pgflow/copy_streams"] = dg.MetadataValue.int(result.streams)
@@ -128,6 +129,17 @@ def load_metadata(result: LoadResult, database: str) -> dict[str, Any]:
     for name, value in result.strategy_metadata.items():  # e.g. rows_deleted by a replace
         metadata[f"pgflow/{name}"] = dg.MetadataValue.int(value)
     return metadata
+
+
+def sink_metrics(result: LoadResult) -> dict[str, Any]:
+    """The write's own figures: transactions that wrote the target (`batches`, one per table
+    load), rows per batch, and the seconds in the statements that wrote it (COPY or apply)."""
+    average = result.rows / result.batches if result.batches else 0.0
+    return {
+        "pgflow/batches": dg.MetadataValue.int(result.batches),
+        "pgflow/avg_batch_rows": dg.MetadataValue.float(round(average, 1)),
+        "pgflow/write_seconds": dg.MetadataValue.float(round(result.write_seconds, 3)),
+    }
 
 
 def load_summary(result: LoadResult) -> str:

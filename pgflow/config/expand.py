@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from pgflow.config.errors import SpecProblem
-from pgflow.config.model import Expansion, PipelineSpec, RelationKind
+from pgflow.config.model import KEYED_CHANGE_MODES, Expansion, PipelineSpec, RelationKind
 from pgflow.config.naming import key_part, quote_name
 from pgflow.config.read_pipeline import read_pipeline
 from pgflow.config.read_sink import read_strategy
@@ -172,8 +172,8 @@ def _table_pipeline(
     if table.key:
         strategy["unique_key"] = list(table.key)
         return raw, None
-    if entry.spec.keyless != "full_refresh":
-        return None, None
+    if entry.spec.keyless != "full_refresh" or strategy.get("mode") in KEYED_CHANGE_MODES:
+        return None, None  # an update or delete is never turned into a full_refresh
     _as_full_refresh(raw)
     return raw, "no primary key or unique index: loaded with full_refresh (keyless: full_refresh)"
 

@@ -23,11 +23,18 @@ SourceType = Literal["postgres", "delta"]
 SinkType = Literal["postgres", "delta"]
 IncrementalStrategy = Literal["full", "column", "xmin", "cdc"]
 SinkMode = Literal[
-    "full_refresh", "incremental_append", "incremental_merge", "replace", "partition_replace"
+    "full_refresh",
+    "incremental_append",
+    "incremental_merge",
+    "replace",
+    "partition_replace",
+    "update",
+    "delete",
 ]
 FullRefreshMethod = Literal["truncate_insert", "exchange"]
 MergePolicy = Literal["delete_insert", "upsert", "shadow_swap"]
 DuplicatePolicy = Literal["fail", "keep_last"]
+UnmatchedPolicy = Literal["ignore", "fail"]
 NativeMode = Literal["auto", "required", "disabled"]
 SchemaChangePolicy = Literal["fail", "add_columns", "sync"]
 NumericAs = Literal["decimal", "string"]
@@ -51,6 +58,10 @@ SINK_MODES: tuple[SinkMode, ...] = get_args(SinkMode)
 FULL_REFRESH_METHODS: tuple[FullRefreshMethod, ...] = get_args(FullRefreshMethod)
 MERGE_POLICIES: tuple[MergePolicy, ...] = get_args(MergePolicy)
 DUPLICATE_POLICIES: tuple[DuplicatePolicy, ...] = get_args(DuplicatePolicy)
+UNMATCHED_POLICIES: tuple[UnmatchedPolicy, ...] = get_args(UnmatchedPolicy)
+# Modes that change rows the target already holds and never add any: the target is not a
+# copy of the source, and must exist before the first load.
+KEYED_CHANGE_MODES: tuple[SinkMode, ...] = ("update", "delete")
 NATIVE_MODES: tuple[NativeMode, ...] = get_args(NativeMode)
 SCHEMA_CHANGE_POLICIES: tuple[SchemaChangePolicy, ...] = get_args(SchemaChangePolicy)
 NUMERIC_AS: tuple[NumericAs, ...] = get_args(NumericAs)
@@ -127,6 +138,8 @@ class StrategySpec:
     # A staged value no partition of a partitioned target accepts gets one (in the load).
     create_partitions: bool = False
     partition_interval: PartitionInterval | None = None  # None: inferred from the partitions
+    on_unmatched: UnmatchedPolicy = "ignore"  # mode update: staged keys the target lacks
+    update_columns: tuple[str, ...] | None = None  # upsert: the columns a conflict updates
 
     @property
     def variant(self) -> str:
@@ -145,8 +158,10 @@ class StrategySpec:
     @property
     def keyed(self) -> bool:
         """Whether rows are matched by unique_key (merges, and appends of only new rows)."""
-        return self.mode == "incremental_merge" or (
-            self.mode == "incremental_append" and self.only_new_rows
+        return (
+            self.mode == "incremental_merge"
+            or self.mode in KEYED_CHANGE_MODES
+            or (self.mode == "incremental_append" and self.only_new_rows)
         )
 
 

@@ -10,6 +10,7 @@ from pgflow.config.model import (
     NATIVE_MODES,
     SCHEMA_CHANGE_POLICIES,
     SINK_MODES,
+    UNMATCHED_POLICIES,
     SinkSpec,
     StrategySpec,
     TableName,
@@ -17,7 +18,11 @@ from pgflow.config.model import (
 from pgflow.config.read_endpoint import read_endpoint, read_table
 from pgflow.config.read_maintenance import read_maintenance
 from pgflow.config.reader import Section
-from pgflow.config.sink_options import read_partition_creation, read_sink_options
+from pgflow.config.sink_options import (
+    check_mode_options,
+    read_partition_creation,
+    read_sink_options,
+)
 
 # Schemas a sink must not write into: Postgres' own, and pgflow's state (`_pgflow`).
 _RESERVED_SINK_SCHEMAS = ("_pgflow", "information_schema")
@@ -87,7 +92,11 @@ def read_strategy(s: Section) -> StrategySpec | None:
         parallelism=_read_parallelism(s),
         create_partitions=create_partitions,
         partition_interval=partition_interval,
+        on_unmatched=s.choice("on_unmatched", UNMATCHED_POLICIES, default="ignore"),
+        update_columns=read_identifiers(s, "update_columns"),
     )
+    if mode:
+        check_mode_options(s, strategy)
     s.finish()
     return strategy if mode else None
 

@@ -18,6 +18,7 @@ from pgflow.config.errors import SpecProblem
 from pgflow.config.lines import key_line
 from pgflow.config.model import (
     DEFAULT_PARALLEL_TABLES,
+    KEYED_CHANGE_MODES,
     KEYLESS_POLICIES,
     RELATION_KINDS,
     ConnectionType,
@@ -154,7 +155,15 @@ def _read_keyless(template: Mapping[str, Any], report: Report) -> KeylessPolicy:
     if not isinstance(options, Mapping) or "keyless" not in options:
         return "fail"
     section = Section(options, "source.options", report)
-    return section.choice("keyless", KEYLESS_POLICIES, default="fail")
+    keyless = section.choice("keyless", KEYLESS_POLICIES, default="fail")
+    mode = _dig(template, "sink", "strategy", "mode")
+    if keyless == "full_refresh" and mode in KEYED_CHANGE_MODES:
+        section.problem(
+            "keyless",
+            f"full_refresh would make the target of a mode {mode} pipeline a copy of its "
+            "source; use keyless: skip or fail",
+        )
+    return keyless
 
 
 def _read_parallel_tables(top: Section) -> int:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import re
 
-from pgflow.config.model import PartitionsSpec, SinkSpec, SourceOptions, SourceSpec, StrategySpec
+from pgflow.config.model import (
+    KEYED_CHANGE_MODES,
+    PartitionsSpec,
+    SinkSpec,
+    SourceOptions,
+    SourceSpec,
+    StrategySpec,
+)
 from pgflow.config.reader import Report
 from pgflow.config.sink_options import check_partition_creation
 from pgflow.config.support import unsupported_reason
@@ -37,6 +44,8 @@ def check_pipeline(
     _check_source(source, sink, report)
     if source.options.include_columns is not None:
         _check_include_columns(source, sink, report)
+    if sink.strategy.update_columns is not None:
+        _check_update_columns(source, sink, report)
     reason = unsupported_reason(source, sink)
     if reason:
         report(*reason)
@@ -51,6 +60,12 @@ def _check_strategy(sink: SinkSpec, report: Report) -> None:
         report(
             "sink.strategy.unique_key",
             "is required for mode incremental_merge: list the key column(s), e.g. [id]",
+        )
+    if strategy.mode in KEYED_CHANGE_MODES and not strategy.unique_key:
+        report(
+            "sink.strategy.unique_key",
+            f"is required for mode {strategy.mode}: it finds the target rows to "
+            f"{strategy.mode}; list the key column(s), e.g. [id]",
         )
     if strategy.only_new_rows and not strategy.unique_key:
         report(
@@ -82,6 +97,24 @@ def _check_strategy(sink: SinkSpec, report: Report) -> None:
             "sink.strategy.partition_column",
             "is required for mode partition_replace: the column that decides each row's partition",
         )
+
+
+def _check_update_columns(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
+    """A partial upsert is the staged load's ON CONFLICT: paths that merge otherwise (a Delta
+    merge, CDC's apply, the Delta -> Postgres sync) would update every column."""
+    if sink.type == "delta":
+        why = "a Delta merge updates every column"
+    elif source.type == "delta":
+        why = "a Delta -> Postgres sync updates every column"
+    elif source.options.incremental_strategy == "cdc":
+        why = "CDC applies every changed column"
+    else:
+        return
+    report(
+        "sink.strategy.update_columns",
+        f"applies to postgres sinks loaded from a postgres table (not CDC) for now ({why}); "
+        "remove it",
+    )
 
 
 def _check_source(source: SourceSpec, sink: SinkSpec, report: Report) -> None:
@@ -129,6 +162,15 @@ def _check_incremental_read(
         return
     if kind == "cdc" and sink_type == "delta":
         _check_delta_cdc(strategy, report)
+        return
+    if strategy.mode in KEYED_CHANGE_MODES:
+        if kind == "cdc":
+            report(
+                "sink.strategy.mode",
+                f"{strategy.mode} cannot take CDC (incremental_strategy: cdc): a change stream "
+                "applies inserts, updates and deletes itself; use mode incremental_merge, or "
+                "incremental_strategy: column or xmin",
+            )
         return
     if strategy.mode == "incremental_append" and not strategy.only_new_rows:
         why = (
@@ -211,6 +253,15 @@ def _check_include_columns(source: SourceSpec, sink: SinkSpec, report: Report) -
                 field,
                 f"leaves out {_quoted(left_out)} of {owner}, which the load needs in the "
                 "target: add it to include_columns",
+            )
+    if strategy.mode == "delete":
+        allowed = (*strategy.unique_key, options.incremental_column)
+        extra = [c for c in included if c not in allowed]
+        if extra:
+            report(
+                field,
+                f"lists {_quoted(extra)}: delete reads only the key (unique_key, and the "
+                "incremental_column of a column cursor); remove the other columns",
             )
     if options.deleted_column in included:
         report(

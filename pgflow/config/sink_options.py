@@ -1,4 +1,5 @@
-"""sink.options: settings of how a sink writes values, checked against the sink's type."""
+"""sink.options: settings of how a sink writes values, checked against the sink's type; and
+the strategy settings that only some modes take."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pgflow.config.model import (
     PartitionInterval,
     SinkSpec,
     SourceSpec,
+    StrategySpec,
 )
 from pgflow.config.reader import Report, Section
 
@@ -70,3 +72,33 @@ def check_partition_creation(source: SourceSpec, sink: SinkSpec, report: Report)
             "applies to loads of a postgres table read (full, column or xmin), not to CDC "
             "or Delta syncs; create the partitions beforehand",
         )
+
+
+def check_mode_options(s: Section, strategy: StrategySpec) -> None:
+    """`on_unmatched` (mode update) and `update_columns` (upsert) against the mode."""
+    if s.has("on_unmatched") and strategy.mode != "update":
+        s.problem(
+            "on_unmatched",
+            f"applies to mode update only (this strategy is {strategy.mode}): it decides what "
+            "a staged key the target lacks does; remove it",
+        )
+    columns = strategy.update_columns
+    if columns is None:
+        return
+    if strategy.mode != "incremental_merge" or strategy.merge_policy != "upsert":
+        s.problem(
+            "update_columns",
+            f"applies to mode incremental_merge with merge_policy: upsert only (this strategy "
+            f"is {strategy.key}): set merge_policy: upsert, or remove update_columns",
+        )
+        return
+    keys = [c for c in columns if c in strategy.unique_key]
+    if keys:
+        s.problem(
+            "update_columns",
+            f"lists {', '.join(keys)} of the unique_key: a conflict means the key is already "
+            "there, so it is never updated; remove it from update_columns",
+        )
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        s.problem("update_columns", f"lists {', '.join(repeated)} more than once")

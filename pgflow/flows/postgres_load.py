@@ -88,6 +88,8 @@ class LoadResult:
     # What the strategy did beyond the rows written (PostgresStrategy.metadata: rows_deleted)
     strategy_metadata: dict[str, int] = field(default_factory=dict)
     boundary_rows: int | None = None  # column cursors: rows at the new mark kept to skip next
+    write_seconds: float = 0.0  # in the statements that wrote the target (a COPY into it too)
+    batches: int = 1  # transactions that wrote the target: a table load commits once
 
 
 def load_table(
@@ -157,6 +159,11 @@ class _Written:
     duplicates_dropped: int = 0
     position: Position | None = None
     boundary_rows: int | None = None
+    write_seconds: float = 0.0
+
+
+class MissingTarget(ValueError):
+    """A mode that changes existing rows (update, delete) found no target; nothing was done."""
 
 
 class _TableLoad:
@@ -214,6 +221,12 @@ class _TableLoad:
         """Create the target on the first load, else make it fit the source's columns."""
         log, info, spec = self.log, self.source.info, self.spec
         created = not table_exists(log.conn, self.target)
+        if created and self.strategy.needs_target:
+            raise MissingTarget(
+                f"mode {spec.mode} changes rows of an existing table, and the target "
+                f"{self.target} does not exist. Nothing was written. Create or load it first "
+                "(e.g. with mode incremental_merge), or correct sink.table"
+            )
         if created:
             fillfactor = ddl.fillfactor_for(spec)
             ddl.create_target(log, info, self.target, spec.unique_key, fillfactor)
@@ -221,7 +234,8 @@ class _TableLoad:
             ddl.ensure_enums(log, info, self.target.schema)
             ddl.ensure_fillfactor(log, self.target, spec.fillfactor)
         target_info = describe_table(log.conn, self.target)
-        if schema_drift.reconcile(log, info, target_info, spec.on_schema_change):
+        partial = self.strategy.needs_target  # rows carry some columns: the rest stays
+        if schema_drift.reconcile(log, info, target_info, spec.on_schema_change, partial):
             target_info = describe_table(log.conn, self.target)
         return _Target(created, target_info, copy_format.choose(info, target_info))
 
@@ -229,16 +243,20 @@ class _TableLoad:
         self, target: _Target, partition_slice: PartitionSlice | None, reset: bool
     ) -> _Written:
         """Fill the target: straight into a new one, by the strategy's own table, or staged."""
-        strategy = self.strategy
+        strategy, started = self.strategy, time.monotonic()
         if target.created and fills_new_target_directly(self.spec, strategy):
             rows = self._fill_new_target(target.fmt)
             applied = Applied(rows, change=RowChange.exact(rows))
+            seconds = time.monotonic() - started
             position = self._position_read(self.target)
             boundary = self._store_boundary(self.target, position)
-            return _Written(applied, position=position, boundary_rows=boundary)
+            return _Written(
+                applied, position=position, boundary_rows=boundary, write_seconds=seconds
+            )
         if isinstance(strategy, DirectStrategy):  # the rows copied into an emptied or new table
             rows = strategy.fill_target(self.log, self.target, self._fill(target.fmt))
-            return _Written(Applied(rows, change=RowChange.exact(rows)))
+            applied = Applied(rows, change=RowChange.exact(rows))
+            return _Written(applied, write_seconds=time.monotonic() - started)
         assert isinstance(strategy, StagedStrategy)
         return self._apply_staged(strategy, target, partition_slice, reset)
 
@@ -298,17 +316,20 @@ class _TableLoad:
             partition_slice,
             staged_rows=staged_rows,
         )
-        dropped = keys.enforce_duplicate_policy(ctx) if keyed else 0
+        settle = keyed and strategy.settles_duplicates
+        dropped = keys.enforce_duplicate_policy(ctx) if settle else 0
+        started = time.monotonic()
         if target.created:
             applied = strategy.first_load(ctx)  # a new table has nothing to merge or replace
-        elif reset:  # a reset rebuilds the target
+        elif reset and strategy.rebuilds_on_reset:  # a reset rebuilds the target
             rows = full_refresh.truncate_insert(ctx)
             applied = Applied(rows, change=RowChange.exact(rows))
         else:
             applied = strategy.apply(ctx)
+        seconds = time.monotonic() - started
         boundary = self._store_boundary(stage, position)
         staging.drop_staging(log, stage)
-        return _Written(applied, dropped, position, boundary)
+        return _Written(applied, dropped, position, boundary, seconds)
 
     def _position_read(self, table: TableName) -> Position | None:
         """The incremental position after this read: from the largest cursor value in `table`,
@@ -347,6 +368,7 @@ class _TableLoad:
             position_after=written.position,
             boundary_rows=written.boundary_rows,
             strategy_metadata=self.strategy.metadata(written.applied),
+            write_seconds=written.write_seconds,
         )
 
 
@@ -367,4 +389,5 @@ def _parallel_result(
         strategy=spec.key,
         rows_read=copied.rows,
         streams=parallel.streams,
+        write_seconds=copied.seconds,  # the streams' COPY into the new table is the write
     )

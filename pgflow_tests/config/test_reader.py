@@ -20,12 +20,12 @@ from pgflow_tests.config.specs import (
     write,
 )
 
-MODES = "full_refresh, incremental_append, incremental_merge, replace, partition_replace"
+MODES = "full_refresh, incremental_append, incremental_merge, replace, partition_replace, update, delete"
 
 STRATEGY_KEYS = (
     "create_partitions, custom_predicate, duplicate_policy, fillfactor, merge_policy, method, "
-    "mode, native_mode, on_schema_change, only_new_rows, parallelism, partition_column, "
-    "partition_interval, unique_key"
+    "mode, native_mode, on_schema_change, on_unmatched, only_new_rows, parallelism, "
+    "partition_column, partition_interval, unique_key, update_columns"
 )
 
 

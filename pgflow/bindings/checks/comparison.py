@@ -19,7 +19,7 @@ from pgflow.bindings.checks.context import (
     source_name,
 )
 from pgflow.bindings.checks.target import missing_target, target_table
-from pgflow.config.model import PipelineSpec
+from pgflow.config.model import KEYED_CHANGE_MODES, PipelineSpec
 
 # Materialization metadata of a load whose target must equal one source snapshot.
 EXACT_ROWS = "pgflow/source_rows_exact"
@@ -33,10 +33,12 @@ TargetResult = TypeVar("TargetResult")
 
 def counts_comparable(pipeline: PipelineSpec) -> bool:
     # A plain append grows by every read, and time partitions hold only the slices loaded so
-    # far: neither target is meant to have the source's row count.
+    # far: neither target is meant to have the source's row count. Nor is the target of an
+    # update or a delete, whose source only says which rows change.
     strategy = pipeline.sink.strategy
     plain_append = strategy.mode == "incremental_append" and not strategy.only_new_rows
-    return not plain_append and pipeline.partitions is None
+    changes_only = strategy.mode in KEYED_CHANGE_MODES
+    return not plain_append and not changes_only and pipeline.partitions is None
 
 
 @dataclass(frozen=True)

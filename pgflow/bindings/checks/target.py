@@ -13,7 +13,7 @@ from psycopg import sql
 from pgflow.bindings.assets import latest_materialization
 from pgflow.bindings.checks import context
 from pgflow.bindings.checks.context import result, target_name
-from pgflow.config.model import PipelineSpec
+from pgflow.config.model import KEYED_CHANGE_MODES, PipelineSpec
 from pgflow.sinks.postgres import inspect as pg_inspect
 from pgflow.sinks.postgres.inspect import DuplicateKeys, SchemaComparison
 from pgflow.sinks.postgres.state import read_target_rows
@@ -119,6 +119,7 @@ class PostgresTarget:
             self._describe(),
             pipeline.sink.strategy.on_schema_change,
             pipeline.source.options.deleted_column,
+            pipeline.sink.strategy.mode in KEYED_CHANGE_MODES,  # update/delete: some columns
         )
 
     def _describe(self) -> TableInfo:

@@ -147,6 +147,7 @@ def compare_columns(
     target: TableInfo,
     policy: SchemaChangePolicy,
     deleted_column: str | None = None,
+    partial_rows: bool = False,
 ) -> SchemaComparison:
     """The drift a Postgres sink load would find, judged by the load's own rules.
 
@@ -156,7 +157,7 @@ def compare_columns(
     """
     source = with_deleted_column(source, deleted_column)
     with target_conn.transaction():
-        drift = schema_drift.find_drift(SqlLog(target_conn), source, target)
+        drift = schema_drift.find_drift(SqlLog(target_conn), source, target, partial_rows)
     return SchemaComparison(
         added=tuple(c.name for c in drift.new),
         dropped=tuple(c.name for c in drift.gone),

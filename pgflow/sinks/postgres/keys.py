@@ -104,3 +104,25 @@ def keep_last(ctx: ApplyContext) -> int:
         " FROM {staging}) ranked WHERE rank > 1)"
     ).format(staging=ctx.staging_sql, order=sql.Identifier(ORDER_COLUMN), keys=key_list(ctx))
     return ctx.log.execute(query).rowcount
+
+
+def unmatched_keys(ctx: ApplyContext) -> tuple[int, list[str]]:
+    """The distinct staged keys no target row holds (typed, null-safe), and a few of them as
+    text; run before the write, which is what they are unmatched by."""
+    query = sql.SQL(
+        "SELECT DISTINCT {keys} FROM {staging} AS s"
+        " WHERE NOT EXISTS (SELECT FROM {target} AS t WHERE {match})"
+    ).format(
+        keys=key_list(ctx, "s"),
+        staging=ctx.staging_sql,
+        target=ctx.target_sql,
+        match=key_match(ctx, "t", "s"),
+    )
+    row = ctx.log.execute(
+        sql.SQL("SELECT count(*), (array_agg(({})::text))[1:{}] FROM ({}) AS u").format(
+            key_list(ctx, "u"), sql.Literal(SAMPLE_DUPLICATES), query
+        )
+    ).fetchone()
+    if not row or not row[0]:
+        return 0, []
+    return int(row[0]), list(row[1] or [])

@@ -34,10 +34,18 @@ class Drift:
         return bool(self.new or self.gone or self.retyped)
 
 
-def find_drift(log: SqlLog, source: TableInfo, target: TableInfo) -> Drift:
+def find_drift(
+    log: SqlLog, source: TableInfo, target: TableInfo, partial_rows: bool = False
+) -> Drift:
+    """`partial_rows`: the load changes some columns of existing rows (update, delete), so
+    target columns the source lacks are expected, never GONE."""
     source_names = set(source.column_names)
     new = tuple(c for c in source.columns if target.column(c.name) is None)
-    gone = tuple(c for c in target.columns if c.name not in source_names and not c.has_default)
+    gone = tuple(
+        c
+        for c in target.columns
+        if c.name not in source_names and not c.has_default and not partial_rows
+    )
     retyped = tuple(
         (c, t)
         for c in source.columns
@@ -48,10 +56,14 @@ def find_drift(log: SqlLog, source: TableInfo, target: TableInfo) -> Drift:
 
 
 def reconcile(
-    log: SqlLog, source: TableInfo, target: TableInfo, policy: SchemaChangePolicy
+    log: SqlLog,
+    source: TableInfo,
+    target: TableInfo,
+    policy: SchemaChangePolicy,
+    partial_rows: bool = False,
 ) -> bool:
     """Apply what `policy` allows, refuse the rest; True when the target was altered."""
-    drift = find_drift(log, source, target)
+    drift = find_drift(log, source, target, partial_rows)
     if not drift:
         return False
     refused = refused_changes(drift, policy)

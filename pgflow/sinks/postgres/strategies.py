@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.postgres.append import Append
+from pgflow.sinks.postgres.delete import Delete
 from pgflow.sinks.postgres.exchange import Exchange
 from pgflow.sinks.postgres.full_refresh import TruncateInsert
 from pgflow.sinks.postgres.merge import DeleteInsert
@@ -15,6 +16,7 @@ from pgflow.sinks.postgres.partition_replace import PartitionReplace
 from pgflow.sinks.postgres.replace import Replace
 from pgflow.sinks.postgres.shadow_swap import ShadowSwap
 from pgflow.sinks.postgres.strategy import PostgresStrategy, StagedStrategy
+from pgflow.sinks.postgres.update import Update
 from pgflow.sinks.postgres.upsert import Upsert
 from pgflow.sinks.registry import Registry, UnsupportedStrategy
 
@@ -28,6 +30,8 @@ STRATEGIES: Registry[PostgresStrategy] = Registry(
         ShadowSwap(),
         Replace(),
         PartitionReplace(),
+        Update(),
+        Delete(),
     ],
     unsupported="sink strategy {} is not supported",
 )

@@ -38,6 +38,7 @@ class Applied:
 
     rows: int  # rows written (inserted, or inserted + updated)
     deleted: int | None = None  # rows a replace deleted by its predicate before inserting
+    unmatched: int | None = None  # update, delete: staged keys the target did not hold
     change: RowChange = UNKNOWN  # what it did to the target's row count (the ledger)
 
 
@@ -51,10 +52,19 @@ class PostgresStrategy(ABC):
     stages_first_load: ClassVar[bool] = False
     # Several COPY streams can fill its new table (parallel_exchange).
     parallel: ClassVar[bool] = False
+    # Changes rows of a target that must exist (update, delete): never creates one, a reset
+    # only re-reads the source (the target is not a copy of it), repeated staged keys of a
+    # delete are harmless.
+    needs_target: ClassVar[bool] = False
+    rebuilds_on_reset: ClassVar[bool] = True
+    settles_duplicates: ClassVar[bool] = True
 
     def metadata(self, applied: Applied) -> dict[str, int]:
         """What the run did beyond the rows written, as plain values (`rows_deleted`)."""
-        return {} if applied.deleted is None else {"rows_deleted": applied.deleted}
+        values = {} if applied.deleted is None else {"rows_deleted": applied.deleted}
+        if applied.unmatched is not None:
+            values["unmatched_keys"] = applied.unmatched
+        return values
 
 
 class StagedStrategy(PostgresStrategy):

@@ -67,7 +67,8 @@ class Scenario:
     # (xmin checkpoint, CDC LSN): of the same kind and source, never behind BEFORE's, and for
     # CDC past the source change's commit.
     position_rule: str = "exact"
-    source_equality: str = "equal"  # equal | superset (merges keep rows deleted at the source)
+    # equal | superset (merges keep rows deleted at the source) | apart (checked by its test)
+    source_equality: str = "equal"
     partial: bool = False  # resumable by design: committed resume points are allowed too
     exclude_columns: tuple[str, ...] = ()  # per-run values (delta sync's load timestamp)
     sink_ddl: str | None = None  # run on the sink before the first load
