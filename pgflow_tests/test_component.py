@@ -151,6 +151,15 @@ def rows(uri: str, query: str) -> list[tuple[object, ...]]:
         return conn.execute(query).fetchall()
 
 
+def test_importing_pgflow_stays_free_of_dagster_until_the_component_is_asked_for() -> None:
+    code = (
+        "import sys, pgflow; print('dagster' in sys.modules, 'PgflowComponent' in dir(pgflow));"
+        "pgflow.PgflowComponent; print('dagster' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "True"]
+
+
 def test_connection_settings_resolve_into_the_pg_resource(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
