@@ -43,29 +43,33 @@ postgres-check:
 	  echo "Install them with:  sudo apt-get install -y postgresql-15   (Debian/Ubuntu)"; \
 	  echo "or point PGFLOW_PG_BINDIR at their folder."; exit 1; fi
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The Postgres instance (instance/dagster.yaml) for make demo and make dev. Not at the root:
+# there Dagster and dg read it whenever DAGSTER_HOME is unset, and it needs DAGSTER_PG_*.
+$(DAGSTER_HOME)/dagster.yaml: instance/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	ln -sf $(CURDIR)/dagster.yaml $@
+	ln -sf $(CURDIR)/instance/dagster.yaml $@
 
 localdb: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/pgflow localdb start --database shop --database warehouse --database dagster
 
+# `dg launch --assets` (Dagster's front door) runs the selection in this process,
+# as `dagster asset materialize`, which it supersedes, did.
 demo: localdb
 	$(BIN)/pgflow localdb seed --customers 2000
-	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -f pipelines/definitions.py --select \
+	$(LOCAL_ENV) && $(BIN)/dg launch -f pipelines/definitions.py --assets \
 	  'landing/customers,landing/orders,landing/order_items,landing/payments,landing/customer_contacts,delta/orders,reports/daily_revenue'
 	@# Some orders change; the slot streams them into the Delta table, one commit per batch.
 	$(BIN)/pgflow localdb activity
-	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -f pipelines/definitions.py \
-	  --select 'delta/orders,reports/daily_revenue'
-	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions --select 'group:catalog'
-	$(LOCAL_ENV) && $(BIN)/dagster asset materialize -m pgflow.definitions \
-	  --select landing/orders_monthly --partition-range 2024-01-01...2024-12-01
+	$(LOCAL_ENV) && $(BIN)/dg launch -f pipelines/definitions.py --assets 'delta/orders,reports/daily_revenue'
+	@# The schema-wide catalog spec's assets (`group:catalog` selects them too, with a BetaWarning).
+	$(LOCAL_ENV) && $(BIN)/dg launch -m pgflow.definitions --assets 'key:"landing_catalog/*"'
+	$(LOCAL_ENV) && $(BIN)/dg launch -m pgflow.definitions \
+	  --assets landing/orders_monthly --partition-range 2024-01-01...2024-12-01
 	$(LOCAL_ENV) && $(BIN)/pgflow report
 	@echo "Browse it in the Dagster UI: make dev   |   query it: eval \"\$$($(BIN)/pgflow localdb env)\" && psql \"\$$PGFLOW_CONN_WAREHOUSE\""
 
 dev: localdb
-	$(LOCAL_ENV) && $(BIN)/dagster dev -f pipelines/definitions.py -h 127.0.0.1 -p 3000
+	$(LOCAL_ENV) && $(BIN)/dg dev -f pipelines/definitions.py -h 127.0.0.1 -p 3000
 
 test: install
 	$(BIN)/pytest -n 2 --durations=15 -m "not faults"

@@ -61,7 +61,9 @@ def environment(work: Path, cluster: ClusterInfo, tree: Path) -> dict[str, str]:
     (specs / "orders.yaml").write_text(spec)
     home = work / "dagster_home"
     home.mkdir()
-    shutil.copy(tree / "dagster.yaml", home / "dagster.yaml")
+    # instance/dagster.yaml since the dg front door; a tree from before keeps it at its root
+    shipped = tree / "instance" / "dagster.yaml"
+    shutil.copy(shipped if shipped.exists() else tree / "dagster.yaml", home / "dagster.yaml")
     return {
         **os.environ,
         "PYTHONPATH": str(tree),

@@ -171,7 +171,7 @@ def peer_tool(s: Setting, peer: str, name: str, target: str, settings: dict[str,
     venv, requirements, check = PEER_VENVS[peer]
     work = s.bench.work / target.replace(".", "_")
     (work / "dagster_home").mkdir(parents=True)
-    shutil.copy(REPO / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
     info = s.sink_info
     dagster_env = {  # pgflow_cli.DagsterCli's storage: the sink cluster's bench_dagster
         "DAGSTER_PG_HOST": info.host,

@@ -85,7 +85,9 @@ class DagsterCli:
         )
         home = work / "dagster_home"
         home.mkdir()
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
+        shutil.copy(
+            REPO / "instance" / "dagster.yaml", home / "dagster.yaml"
+        )  # the shipped instance config
         env = {
             **os.environ,
             "PGFLOW_CONFIG": str(specs),

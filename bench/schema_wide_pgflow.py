@@ -72,7 +72,7 @@ def pgflow_prepare(s: Setting, mode: str) -> dict[str, str]:
     home = s.work / "dagster_home"
     home.mkdir()
     # The shipped instance config: Postgres storage, `concurrency: pools: default_limit: 2`.
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
     return {
         **os.environ,
         "PGFLOW_CONFIG": str(specs),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 
@@ -23,16 +25,58 @@ from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.bindings.schema_assets import schema_asset, schema_steps
 from pgflow.bindings.sensors import staleness_sensors
 from pgflow.config.cdc_groups import cdc_groups
+from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections, session_config
+from pgflow.sources.table_listing import live_lister
 
 
-def build_definitions(project: Project) -> dg.Definitions:
-    connections = PostgresConnections(sessions=session_config(project.connections))
+def load_definitions(
+    path: Path | None = None,
+    connections: PostgresConnections | None = None,
+    resolve: bool = True,
+) -> dg.Definitions:
+    """The code location of the specs under `path` (default: $PGFLOW_CONFIG or ./pipelines),
+    validated: a bad spec raises SpecError naming file and field. A schema-wide spec expands
+    from the table cache next to it; without one, the source schema is listed once and the
+    cache written. `resolve` resolves the repository here, with the collector paused (Dagster
+    reuses it); a Component's Definitions are merged into its project's first, so not there.
+    `connections`: the `pg` resource's settings (a Component's); the specs add their
+    connections' roles and session settings to it."""
+    with collector_paused():
+        project = load_project(path, lister=live_lister())
+        for note in project.notes:
+            logging.getLogger("pgflow").warning(note)
+        defs = build_definitions(project, pgflow_resources(with_sessions(project, connections)))
+        if resolve:
+            defs.get_repository_def()
+    return defs
+
+
+def with_sessions(project: Project, connections: PostgresConnections | None) -> PostgresConnections:
+    """`connections` (default settings when None) with the declared connections' `set_role`
+    and `session_settings`, which every session opened for them applies."""
+    sessions = session_config(project.connections)
+    if connections is None:
+        return PostgresConnections(sessions=sessions)
+    if not sessions:
+        return connections
+    return PostgresConnections(
+        **{**connections.model_dump(exclude={"sessions"}), "sessions": sessions}
+    )
+
+
+def pgflow_resources(connections: PostgresConnections | None = None) -> dict[str, object]:
+    """`pg` (connections), `delta` (object-store options) and the IO managers using them."""
+    connections = connections or PostgresConnections()
     delta = DeltaStorage()
-    resources: dict[str, object] = {"pg": connections, "delta": delta}
-    resources.update(io_managers(connections, delta))
+    return {"pg": connections, "delta": delta, **io_managers(connections, delta)}
+
+
+def build_definitions(
+    project: Project, resources: Mapping[str, object] | None = None
+) -> dg.Definitions:
     shared = [g for g in cdc_groups(project) if len(g.pipelines) > 1]
     schemas = schema_steps(project.pipelines)
     in_groups = {p.name for g in shared for p in g.pipelines} | {p.name for s in schemas for p in s}
@@ -53,7 +97,9 @@ def build_definitions(project: Project) -> dg.Definitions:
         ],
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
         asset_checks=grouped_checks(project),
-        resources=resources,
+        resources=(
+            pgflow_resources(with_sessions(project, None)) if resources is None else resources
+        ),
         executor=pgflow_executor,
     )
 

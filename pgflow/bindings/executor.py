@@ -15,15 +15,9 @@ connect and a SCRAM handshake); pooled as the webserver pools them, it opens one
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 import dagster as dg
-
-if TYPE_CHECKING:  # Dagster exports these types only from its private modules
-    from dagster._core.execution.context.system import PlanOrchestrationContext
-    from dagster._core.execution.plan.plan import ExecutionPlan
-    from dagster._core.execution.retries import RetryMode
-    from dagster._core.execution.step_dependency_config import StepDependencyConfig
 
 # One asset step plus its checks step.
 IN_PROCESS_MAX_STEPS = 2
@@ -34,21 +28,22 @@ STORAGE_POOL_RECYCLE_SECONDS = 60
 STORAGE_POOL_MAX_OVERFLOW = 10
 
 
+# Dagster's public API does not export the types of an executor's plan, context, retry mode
+# and step dependency config (only its private modules do), so they are `Any` here: _BySize
+# hands each one, unchanged, to one of Dagster's own executors.
 class _BySize(dg.Executor):
     def __init__(self, single: dg.Executor, multi: dg.Executor):
         self._single, self._multi = single, multi
 
     @property
-    def retries(self) -> RetryMode:
+    def retries(self) -> Any:
         return self._multi.retries
 
     @property
-    def step_dependency_config(self) -> StepDependencyConfig:
+    def step_dependency_config(self) -> Any:
         return self._multi.step_dependency_config
 
-    def execute(
-        self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
-    ) -> Iterator[dg.DagsterEvent]:
+    def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[dg.DagsterEvent]:
         steps = execution_plan.step_keys_to_execute
         chosen = self._single if len(steps) <= IN_PROCESS_MAX_STEPS else self._multi
         return chosen.execute(plan_context, execution_plan)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dagster._utils.schedules import is_valid_cron_string
+import dagster as dg
 
 from pgflow.config.durations import parse_duration
 from pgflow.config.model import PARTITION_TYPES, FreshnessSpec, PartitionsSpec, ScheduleSpec
@@ -93,6 +93,16 @@ def _read_date(section: Section, key: str) -> date | None:
             pass
     section.problem(key, f"must be a date written YYYY-MM-DD, e.g. 2026-01-01, got {raw!r}")
     return None
+
+
+def is_valid_cron_string(cron: str) -> bool:
+    """Dagster's own rule (five fields, no 30 February...), through its public API: an
+    automation condition on the cron refuses what a schedule would refuse."""
+    try:
+        dg.AutomationCondition.cron_tick_passed(cron)
+    except Exception:  # Dagster's CheckError, which no public module exports
+        return False
+    return True
 
 
 def valid_timezone(name: str) -> bool:

@@ -68,7 +68,9 @@ def empty_dagster_setup(
     specs.mkdir()
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")  # the shipped instance config
+    shutil.copy(
+        REPO / "instance" / "dagster.yaml", home / "dagster.yaml"
+    )  # the shipped instance config
     env = {
         **os.environ,
         "PGFLOW_CONFIG": str(specs),

@@ -39,7 +39,7 @@ def test_schedule_mapping_defaults_to_utc_and_freshness_mapping_without_warn(
     assert p.freshness == FreshnessSpec(fail_after=timedelta(minutes=90))
 
 
-@pytest.mark.parametrize("cron", ["every hour", "61 * * * *", "0 0 * * * *", "* * *"])
+@pytest.mark.parametrize("cron", ["every hour", "61 * * * *", "0 0 * * * *", "* * *", "0 0 30 2 *"])
 def test_bad_cron(tmp_path: Path, cron: str) -> None:
     spec = write(tmp_path / "p.yaml", pipeline(schedule=cron))
     assert only_problem(spec) == (

@@ -53,7 +53,7 @@ def world(local_pg: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> It
     root = tmp_path_factory.mktemp("bad_specs")
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
         "PGFLOW_CONN_SHOP": source_uri,

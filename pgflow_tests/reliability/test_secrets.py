@@ -76,7 +76,7 @@ def stage(local_pg: ClusterInfo, tmp_path_factory: pytest.TempPathFactory) -> It
     root = tmp_path_factory.mktemp("secrets")
     home = root / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "instance" / "dagster.yaml", home / "dagster.yaml")
     with FakeVault() as vault:
         vault.add_token(secrets.vault_token)
         vault.add_approle("pgflow-role", secrets.secret_id, secrets.approle_token)
