@@ -73,7 +73,7 @@ LOAD_CASES: tuple[Case, ...] = (
         "unknown_strategy_key",
         {"sink": {"strategy": {"unique_keys": ["id"]}}},
         "sink.strategy.unique_keys",
-        "allowed here: custom_predicate, duplicate_policy",
+        "allowed here: create_partitions, custom_predicate, duplicate_policy",
     ),
     Case(
         "unknown_table_key",

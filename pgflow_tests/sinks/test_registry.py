@@ -49,11 +49,18 @@ def test_only_the_row_changing_strategies_analyze_by_share() -> None:
         "incremental_append",
         "incremental_merge/delete_insert",
         "incremental_merge/upsert",
+        "update",
+        "delete",
     }
     assert [s.key for s in postgres_strategies.STRATEGIES if s.parallel] == [
         "full_refresh/exchange"
     ]
-    assert [s.key for s in postgres_strategies.STRATEGIES if s.stages_first_load] == ["replace"]
+    # replace checks its predicate in staging; update and delete never create their target.
+    assert [s.key for s in postgres_strategies.STRATEGIES if s.stages_first_load] == [
+        "replace",
+        "update",
+        "delete",
+    ]
 
 
 def test_an_unknown_strategy_fails_with_the_sinks_message() -> None:
