@@ -55,7 +55,9 @@ localdb: install $(DAGSTER_HOME)/dagster.yaml
 # `dg launch --assets` (Dagster's front door) runs the selection in this process,
 # as `dagster asset materialize`, which it supersedes, did.
 demo: localdb
-	$(BIN)/pgflow localdb seed --customers 2000
+	@# A second make demo keeps the shop and goes on incrementally (re-created tables would
+	@# stop the demo's CDC slot, as they would in production).
+	$(BIN)/pgflow localdb seed --customers 2000 --keep-existing
 	$(LOCAL_ENV) && $(BIN)/dg launch -f pipelines/definitions.py --assets \
 	  'landing/customers,landing/orders,landing/order_items,landing/payments,landing/customer_contacts,delta/orders,reports/daily_revenue'
 	@# Some orders change; the slot streams them into the Delta table, one commit per batch.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pgflow.localdb.cluster import ClusterInfo, LocalPostgres
 from pgflow.localdb.errors import LocalDbError
-from pgflow.localdb.seed import seed_shop, shop_activity
+from pgflow.localdb.seed import seed_shop, shop_activity, shop_seeded
 
 DIR_ENV = "PGFLOW_LOCALDB_DIR"
 DEFAULT_DIR = Path(".pgflow") / "localdb"
@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     ).set_defaults(handler=_env)
     seed = commands.add_parser("seed", parents=[common], help="(re)create the demo shop data")
     seed.add_argument("--customers", type=int, default=1000, help="scale (default: 1000)")
+    seed.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="leave a shop that is already seeded as it is (make demo: a second run goes on "
+        "incrementally instead of re-creating tables under the demo's CDC slot)",
+    )
     seed.set_defaults(handler=_seed)
     commands.add_parser(
         "activity", parents=[common], help="change some of the demo shop's orders (for CDC)"
@@ -138,7 +144,13 @@ def env_vars(info: ClusterInfo) -> dict[str, str]:
 def _seed(cluster: LocalPostgres, args: argparse.Namespace) -> int:
     info = _require_running(cluster)
     cluster.create_database(SHOP_DB)
-    counts = seed_shop(info.uri(SHOP_DB), customers=args.customers)
+    uri = info.uri(SHOP_DB)
+    if args.keep_existing and shop_seeded(uri):
+        # Re-created tables would stop the demo's CDC pipelines, rightly: a table replaced
+        # under pending changes is not carried over without a reset.
+        print(f"database {SHOP_DB} is already seeded; kept as it is (--keep-existing)")
+        return 0
+    counts = seed_shop(uri, customers=args.customers)
     summary = ", ".join(f"{table}={count}" for table, count in counts.items())
     print(f"seeded database {SHOP_DB}: {summary}")
     return 0

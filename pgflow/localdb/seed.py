@@ -32,6 +32,13 @@ def seed_shop(uri: str, customers: int = 1000) -> dict[str, int]:
         return {table: _count(conn, table) for table in SHOP_TABLES}
 
 
+def shop_seeded(uri: str) -> bool:
+    """Whether ``uri`` already holds the shop demo's tables."""
+    with psycopg.connect(uri) as conn:
+        row = conn.execute("SELECT to_regclass('public.orders') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+
+
 def _count(conn: psycopg.Connection, table: str) -> int:
     query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", table))
     row = conn.execute(query).fetchone()

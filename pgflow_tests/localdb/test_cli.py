@@ -93,6 +93,20 @@ def test_start_env_seed_stop(capsys: pytest.CaptureFixture[str], state_dir: Path
     assert "customers=20" in out
     with psycopg.connect(env["PGFLOW_CONN_SHOP"]) as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone() == (60,)
+        conn.execute("DELETE FROM payments WHERE order_id = 1")
+        conn.execute("DELETE FROM order_items WHERE order_id = 1")
+        conn.execute("DELETE FROM orders WHERE id = 1")
+    seed = ("--dir", str(state_dir), "seed", "--customers", "20")
+    code, out, _ = run(capsys, *seed, "--keep-existing")
+    assert (code, out.strip()) == (
+        0,
+        "database shop is already seeded; kept as it is (--keep-existing)",
+    )
+    with psycopg.connect(env["PGFLOW_CONN_SHOP"]) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (59,)
+    code, out, _ = run(capsys, *seed)  # without the flag: re-created
+    with psycopg.connect(env["PGFLOW_CONN_SHOP"]) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (60,)
 
     code, out, _ = run(capsys, "--dir", str(state_dir), "stop")
     assert (code, out.strip()) == (0, "stopped")
