@@ -8,9 +8,11 @@ from pathlib import Path
 import dagster as dg
 
 from pgflow.bindings.assets import pool_for
-from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.definitions import build_definitions, with_sessions
 from pgflow.config.loader import load_project
+from pgflow.connections.resource import PostgresConnections
 from pgflow_tests.bindings.conftest import PIPELINE_YAML
+from pgflow_tests.config.specs import ENV, pipeline, write
 
 ENV = {"PGFLOW_CONN_SHOP": "postgresql://x@h/db", "PGFLOW_CONN_WAREHOUSE": "postgresql://y@h/db"}
 
@@ -61,3 +63,25 @@ def test_every_strategy_in_use_has_its_io_manager(tmp_path):
     io_key = defs.resolve_assets_def(node.key).get_io_manager_key_for_asset_key(node.key)
     assert io_key == "pgflow_postgres_full_refresh"
     assert io_key in defs.resources
+
+
+def test_a_components_connection_settings_keep_the_specs_session_settings(tmp_path):
+    """A Component's `connections:` (Vault, application_name) and the specs' set_role and
+    session_settings reach the one `pg` resource together."""
+    spec = write(
+        tmp_path / "shop.yaml",
+        {
+            "connections": {"warehouse": {"set_role": "writer", "session_settings": {"a.b": 1}}},
+            "pipelines": [pipeline()],
+        },
+    )
+    project = load_project(spec, environ=ENV)
+    given = PostgresConnections(vault_addr="http://127.0.0.1:8200", application_name="etl")
+    merged = with_sessions(project, given)
+    assert (merged.vault_addr, merged.application_name) == ("http://127.0.0.1:8200", "etl")
+    setup = merged.sessions["warehouse"].setup()
+    assert (setup.set_role, [(s.name, s.value) for s in setup.settings]) == (
+        "writer",
+        [("a.b", "1")],
+    )
+    assert with_sessions(project, None).sessions["warehouse"].set_role == "writer"
