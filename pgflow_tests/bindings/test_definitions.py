@@ -12,7 +12,7 @@ from pgflow.bindings.definitions import build_definitions, with_sessions
 from pgflow.config.loader import load_project
 from pgflow.connections.resource import PostgresConnections
 from pgflow_tests.bindings.conftest import PIPELINE_YAML
-from pgflow_tests.config.specs import ENV, pipeline, write
+from pgflow_tests.config.specs import pipeline, write
 
 ENV = {"PGFLOW_CONN_SHOP": "postgresql://x@h/db", "PGFLOW_CONN_WAREHOUSE": "postgresql://y@h/db"}
 
