@@ -1,0 +1,211 @@
+"""`on_bad_rows: reject`: rows the target refuses go to `<schema>._pgflow_rejected_<table>`.
+
+The fill of a rejecting load COPYs the source as text into a temporary table of text
+columns (text always loads), then casts the rows into a temporary table with the target's
+columns, defaults, NOT NULLs and CHECK constraints (not its unique indexes: repeated keys are
+the key policy's business). One INSERT does it when every row fits; only when it fails with a
+row-level error (SQLSTATE class 22, data, or 23, integrity, but not 23505) is the range
+bisected, each half under a savepoint, down to the single rows to reject. The checked rows
+then fill the table the load asked for, in the order they arrived. All of it, the rejected
+rows included, is in the load's transaction: a crash loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import TableName
+from pgflow.sinks.postgres import staging
+from pgflow.sinks.postgres.ddl import create_shared_object
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources.base import TableSource
+
+REJECTED_PREFIX = "_pgflow_rejected_"
+_RN = "_pgflow_rn"  # arrival number of a raw row
+
+
+@dataclass
+class Rejects:
+    """The rejecting of one load: who records it, and how many rows it rejected so far."""
+
+    pipeline: str
+    enabled: bool
+    copies: list[staging.CopyStats]  # the load's: the COPY of the source is appended
+    run_id: str = ""
+    progress: staging.ProgressCallback | None = None
+    count: int = 0
+
+    def metadata(self) -> dict[str, int]:
+        return {"rows_rejected": self.count} if self.enabled else {}
+
+
+def rejected_table(target: TableName) -> TableName:
+    """`<schema>._pgflow_rejected_<table>`, the table name cut to fit 63 bytes."""
+    name = target.name.encode()[: 63 - len(REJECTED_PREFIX)].decode(errors="ignore")
+    return TableName(target.schema, REJECTED_PREFIX + name)
+
+
+def is_row_error(error: psycopg.Error) -> bool:
+    """A value or constraint error of one row (not a repeated key, not the server's)."""
+    state = error.sqlstate or ""
+    return state.startswith("22") or (state.startswith("23") and state != "23505")
+
+
+def fill(
+    log: SqlLog, source: TableSource, target: TableName, table: TableName, rejects: Rejects
+) -> int:
+    """COPY the source into `table` (`target`, or a table shaped like it), keeping the rows
+    the target refuses in the rejected table; the rows read."""
+    columns = source.info.column_names
+    raw = _temp_table(
+        log,
+        "raw",
+        sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns),
+    )
+    log.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+            raw.identifier(), sql.Identifier(_RN)
+        )
+    )
+    with closing(source.copy_out(columns, "text")) as chunks:
+        copied = staging.copy_into(log, raw, columns, chunks, "text", rejects.progress)
+    source.close()
+    checked = _checked_table(log, target, columns)
+    types = _cast_types(log, target, columns)
+    _check_range(log, raw, checked, columns, types, 1, copied.rows, rejects, target)
+    log.execute(
+        sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY {}").format(
+            table.identifier(),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            checked.identifier(),
+            sql.Identifier(_RN),
+        )
+    )
+    rejects.copies.append(copied)
+    return copied.rows
+
+
+def _temp_table(log: SqlLog, kind: str, body: sql.Composable) -> TableName:
+    table = TableName("pg_temp", f"_pgflow_{kind}_{secrets.token_hex(4)}")
+    log.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(table.name), body)
+    )
+    return table
+
+
+def _checked_table(log: SqlLog, target: TableName, columns: Sequence[str]) -> TableName:
+    """A temporary table with the target's columns, defaults, NOT NULLs and CHECKs. A column
+    the source lacks may be NULL there: the target fills it (identity, default) itself."""
+    body = sql.SQL("LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS").format(target.identifier())
+    checked = _temp_table(log, "checked", body)
+    rows = log.conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+        " AND NOT attisdropped AND attnotnull",
+        (checked.identifier().as_string(log.conn),),
+    ).fetchall()
+    for (name,) in rows:
+        if name not in columns:
+            log.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                    checked.identifier(), sql.Identifier(name)
+                )
+            )
+    log.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(
+            checked.identifier(), sql.Identifier(_RN)
+        )
+    )
+    return checked
+
+
+def _cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[sql.SQL]:
+    """The target's column types without their modifiers: the text is cast to the type, and
+    the assignment into the column applies the modifier (a too long varchar(n) value fails,
+    where an explicit cast to varchar(n) would cut it)."""
+    rows: dict[str, str] = dict(
+        log.conn.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (target.identifier().as_string(log.conn),),
+        ).fetchall()
+    )
+    return [sql.SQL(rows[c]) for c in columns]
+
+
+def _check_range(
+    log: SqlLog,
+    raw: TableName,
+    checked: TableName,
+    columns: Sequence[str],
+    types: list[sql.SQL],
+    first: int,
+    last: int,
+    rejects: Rejects,
+    target: TableName,
+) -> None:
+    """Move raw rows first..last into `checked`; bisect a range that fails on a bad row."""
+    if last < first:
+        return
+    casts = sql.SQL(", ").join(
+        sql.SQL("CAST(r.{} AS {})").format(sql.Identifier(c), t)
+        for c, t in zip(columns, types, strict=True)
+    )
+    query = sql.SQL(
+        "INSERT INTO {} ({}, {}) SELECT {}, r.{} FROM {} AS r WHERE r.{} BETWEEN {} AND {}"
+    ).format(
+        checked.identifier(),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Identifier(_RN),
+        casts,
+        sql.Identifier(_RN),
+        raw.identifier(),
+        sql.Identifier(_RN),
+        sql.Literal(first),
+        sql.Literal(last),
+    )
+    try:
+        with log.conn.transaction():  # a savepoint: a failed range leaves nothing behind
+            log.conn.execute(query)
+        return
+    except psycopg.Error as error:
+        if not is_row_error(error):
+            raise
+        if first == last:
+            _reject(log, raw, first, error, rejects, target)
+            return
+    middle = (first + last) // 2
+    _check_range(log, raw, checked, columns, types, first, middle, rejects, target)
+    _check_range(log, raw, checked, columns, types, middle + 1, last, rejects, target)
+
+
+def _reject(
+    log: SqlLog, raw: TableName, rn: int, error: psycopg.Error, rejects: Rejects, target: TableName
+) -> None:
+    """Record raw row `rn` with its error: SQLSTATE and Postgres' message, never the detail
+    (which may quote other values)."""
+    message = f"{error.sqlstate}: {error.diag.message_primary or error}"
+    rejected = rejected_table(target)
+    if rejects.count == 0:
+        create_shared_object(
+            log,
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (rejected_at timestamptz NOT NULL DEFAULT now(),"
+                " run_id text NOT NULL, pipeline text NOT NULL, error text NOT NULL,"
+                ' "row" jsonb NOT NULL)'
+            ).format(rejected.identifier()),
+        )
+    log.conn.execute(
+        sql.SQL(
+            'INSERT INTO {} (run_id, pipeline, error, "row") SELECT %s, %s, %s,'
+            " to_jsonb(r) - %s FROM {} AS r WHERE r.{} = %s"
+        ).format(rejected.identifier(), raw.identifier(), sql.Identifier(_RN)),
+        (rejects.run_id, rejects.pipeline, message, _RN, rn),
+    )
+    rejects.count += 1
