@@ -12,8 +12,7 @@ which is what staging is for, without writing every row twice. So does the first
 other strategies, into the target it creates (`fills_new_target_directly`): the initial load
 of a large table is written once, frozen, and its key is built after the rows are in.
 
-The strategy comes from pgflow.sinks.postgres.strategies, by the spec's key; a parallel
-exchange (several COPY streams) runs in postgres_parallel_load.
+Strategies by the spec's key: strategies.py; a parallel exchange: postgres_parallel_load.
 """
 
 from __future__ import annotations
@@ -239,7 +238,8 @@ class _TableLoad:
             ddl.ensure_fillfactor(log, self.target, spec.fillfactor)
         target_info = describe_table(log.conn, self.target)
         partial = self.strategy.needs_target  # rows carry some columns: the rest stays
-        if schema_drift.reconcile(log, info, target_info, spec.on_schema_change, partial):
+        cast = self.rejects.enabled  # reject: a retyped column's values are cast, row by row
+        if schema_drift.reconcile(log, info, target_info, spec.on_schema_change, partial, cast):
             target_info = describe_table(log.conn, self.target)
         return _Target(created, target_info, copy_format.choose(info, target_info))
 
@@ -344,7 +344,7 @@ class _TableLoad:
         if incremental is None:
             return None
         column = incremental.cursor_column
-        largest = staging.max_value(self.log, table, column) if column else None
+        largest = rejects.max_value(self.log, table, column, self.rejects) if column else None
         return incremental.position_after(largest)
 
     def _store_boundary(self, table: TableName, position: Position | None) -> int | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
@@ -40,6 +40,9 @@ class Rejects:
     run_id: str = ""
     progress: staging.ProgressCallback | None = None
     count: int = 0
+    raw: TableName | None = None  # the raw rows of this load (a temporary table)
+    target: TableName | None = None
+    rejected_rows: list[int] = field(default_factory=list)  # their arrival numbers
 
     def metadata(self) -> dict[str, int]:
         return {"rows_rejected": self.count} if self.enabled else {}
@@ -76,6 +79,7 @@ def fill(
     with closing(source.copy_out(columns, "text")) as chunks:
         copied = staging.copy_into(log, raw, columns, chunks, "text", rejects.progress)
     source.close()
+    rejects.raw, rejects.target = raw, target
     checked = _checked_table(log, target, columns)
     types = _cast_types(log, target, columns)
     _check_range(log, raw, checked, columns, types, 1, copied.rows, rejects, target)
@@ -209,3 +213,31 @@ def _reject(
         (rejects.run_id, rejects.pipeline, message, _RN, rn),
     )
     rejects.count += 1
+    rejects.rejected_rows.append(rn)
+
+
+def max_value(log: SqlLog, table: TableName, column: str, rejects: Rejects) -> str | None:
+    """The largest cursor value read: of the rows in `table` and of the rejected rows whose
+    cursor value is valid. An incremental position moves past rejected rows, so a rerun does
+    not read (and reject) them again; fixing one in the source (its cursor moves) loads it."""
+    largest = staging.max_value(log, table, column)
+    if not rejects.rejected_rows or rejects.raw is None or rejects.target is None:
+        return largest
+    (cast,) = _cast_types(log, rejects.target, [column])
+    values = [] if largest is None else [largest]
+    for rn in rejects.rejected_rows:
+        query = sql.SQL("SELECT CAST(r.{} AS {})::text FROM {} AS r WHERE r.{} = %s").format(
+            sql.Identifier(column), cast, rejects.raw.identifier(), sql.Identifier(_RN)
+        )
+        try:
+            with log.conn.transaction():  # a cursor value that is itself bad is no position
+                row = log.conn.execute(query, (rn,)).fetchone()
+        except psycopg.Error as error:
+            if not is_row_error(error):
+                raise
+            continue
+        if row and row[0] is not None:
+            values.append(row[0])
+    query = sql.SQL("SELECT max(CAST(v AS {}))::text FROM unnest(%s::text[]) AS v").format(cast)
+    found = log.conn.execute(query, (values,)).fetchone()
+    return found[0] if found else None

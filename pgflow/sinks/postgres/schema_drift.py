@@ -61,9 +61,14 @@ def reconcile(
     target: TableInfo,
     policy: SchemaChangePolicy,
     partial_rows: bool = False,
+    keep_types: bool = False,
 ) -> bool:
-    """Apply what `policy` allows, refuse the rest; True when the target was altered."""
+    """Apply what `policy` allows, refuse the rest; True when the target was altered.
+    `keep_types` (on_bad_rows: reject): short of `sync`, a retyped column keeps its type and
+    each value is cast into it, a row whose value does not cast is rejected."""
     drift = find_drift(log, source, target, partial_rows)
+    if keep_types and policy != "sync":
+        drift = Drift(drift.new, drift.gone, ())
     if not drift:
         return False
     refused = refused_changes(drift, policy)
