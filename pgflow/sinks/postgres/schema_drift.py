@@ -66,9 +66,7 @@ def reconcile(
     """Apply what `policy` allows, refuse the rest; True when the target was altered.
     `keep_types` (on_bad_rows: reject): short of `sync`, a retyped column keeps its type and
     each value is cast into it, a row whose value does not cast is rejected."""
-    drift = find_drift(log, source, target, partial_rows)
-    if keep_types and policy != "sync":
-        drift = Drift(drift.new, drift.gone, ())
+    drift = types_kept(find_drift(log, source, target, partial_rows), policy, keep_types)
     if not drift:
         return False
     refused = refused_changes(drift, policy)
@@ -98,6 +96,14 @@ def reconcile(
             )
         )
     return True
+
+
+def types_kept(drift: Drift, policy: SchemaChangePolicy, keep_types: bool) -> Drift:
+    """`drift` without its retyped columns when the load casts each value into the target's
+    type (`keep_types`, on_bad_rows: reject) and the policy would not retype them (not sync)."""
+    if keep_types and policy != "sync":
+        return Drift(drift.new, drift.gone, ())
+    return drift
 
 
 def refused_changes(drift: Drift, policy: SchemaChangePolicy) -> list[str]:
