@@ -191,3 +191,28 @@ def test_an_incremental_position_moves_past_rejected_rows(source_uri: str, sink_
     fixed = _load(source_uri, sink_uri, spec, cursor=True)
     assert fixed["rows_rejected"] == 0 and fixed["read"] == 1
     assert _target_ids(sink_uri) == sorted([0, *GOOD, 9])
+
+
+def test_bisection_finds_every_scattered_bad_row_among_many(source_uri: str, sink_uri: str) -> None:
+    """20,000 rows, bad ones scattered (neighbours, the first, the last): exactly those are
+    rejected, every other row lands once, in one transaction."""
+    execute(
+        source_uri,
+        'CREATE SCHEMA "Src Schéma"; CREATE TABLE "Src Schéma"."My ""Rows""" (id int, "Qty" text);'
+        ' INSERT INTO "Src Schéma"."My ""Rows""" SELECT g, CASE WHEN g IN (1, 500, 501, 7777,'
+        " 13001, 20000) OR g % 4999 = 0 THEN 'bad' || g ELSE g::text END"
+        " FROM generate_series(1, 20000) g",
+    )
+    execute(
+        sink_uri,
+        'CREATE SCHEMA "Land ""ing"; CREATE TABLE "Land ""ing"."Ordérs X" (id int, "Qty" int)',
+    )
+    spec = StrategySpec(mode="incremental_append", on_bad_rows="reject")
+    outcome = _load(source_uri, sink_uri, spec)
+    bad = sorted({1, 500, 501, 7777, 13001, 20000, 4999, 9998, 14997, 19996})
+    assert outcome["rows_rejected"] == len(bad) and outcome["rows"] == 20000 - len(bad)
+    assert [r[0] for r in _rejected(sink_uri)] == bad
+    landed = fetch(
+        sink_uri, 'SELECT count(*), count(DISTINCT id), sum("Qty") FROM "Land ""ing"."Ordérs X"'
+    )
+    assert landed == [(20000 - len(bad), 20000 - len(bad), sum(range(1, 20001)) - sum(bad))]

@@ -87,3 +87,12 @@ def test_rejected_rows_through_the_cli(setup: DagsterSetup) -> None:
     assert "rejected 2 rows, above max_rejected 1" in evaluation.description
     assert "landing._pgflow_rejected_events" in evaluation.description
     assert rows(setup.sink_uri, "SELECT count(*) FROM landing._pgflow_rejected_events") == [(4,)]
+
+    (setup.specs / "events.yaml").write_text(SPEC.format(limit=5))
+    run = materialize(setup, "landing/events")
+    assert run.returncode == 0, run.stderr[-3000:]
+    _, evaluation = _check(setup)
+    assert evaluation.passed, evaluation.description
+    assert evaluation.description == (
+        "the last load of target landing.events rejected 2 rows (max_rejected 5)"
+    )
