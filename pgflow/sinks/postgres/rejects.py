@@ -80,9 +80,24 @@ def fill(
         copied = staging.copy_into(log, raw, columns, chunks, "text", rejects.progress)
     source.close()
     rejects.raw, rejects.target = raw, target
-    checked = _checked_table(log, target, columns)
     types = _cast_types(log, target, columns)
-    _check_range(log, raw, checked, columns, types, 1, copied.rows, rejects, target)
+    if table == target:  # it has the constraints: the good rows go straight in
+        _check_range(
+            _Move(log, raw, target, columns, types, False, rejects, target), 1, copied.rows
+        )
+    else:
+        checked = _checked_table(log, target, columns)
+        move = _Move(log, raw, checked, columns, types, True, rejects, target)
+        _check_range(move, 1, copied.rows)
+        _insert_in_order(log, checked, table, columns)
+    rejects.copies.append(copied)
+    return copied.rows
+
+
+def _insert_in_order(
+    log: SqlLog, checked: TableName, table: TableName, columns: Sequence[str]
+) -> None:
+    """The checked rows into `table` in their order of arrival (keep_last relies on it)."""
     log.execute(
         sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY {}").format(
             table.identifier(),
@@ -92,8 +107,6 @@ def fill(
             sql.Identifier(_RN),
         )
     )
-    rejects.copies.append(copied)
-    return copied.rows
 
 
 def _temp_table(log: SqlLog, kind: str, body: sql.Composable) -> TableName:
@@ -143,50 +156,59 @@ def _cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[
     return [sql.SQL(rows[c]) for c in columns]
 
 
-def _check_range(
-    log: SqlLog,
-    raw: TableName,
-    checked: TableName,
-    columns: Sequence[str],
-    types: list[sql.SQL],
-    first: int,
-    last: int,
-    rejects: Rejects,
-    target: TableName,
-) -> None:
-    """Move raw rows first..last into `checked`; bisect a range that fails on a bad row."""
+@dataclass(frozen=True)
+class _Move:
+    """Raw rows into `into` (the checked table, numbered; or the target itself), cast."""
+
+    log: SqlLog
+    raw: TableName
+    into: TableName
+    columns: Sequence[str]
+    types: list[sql.SQL]
+    numbered: bool  # `into` keeps the arrival number
+    rejects: Rejects
+    target: TableName
+
+    def query(self, first: int, last: int) -> sql.Composed:
+        casts = [
+            sql.SQL("CAST(r.{} AS {})").format(sql.Identifier(c), t)
+            for c, t in zip(self.columns, self.types, strict=True)
+        ]
+        names = list(map(sql.Identifier, self.columns))
+        if self.numbered:
+            casts.append(sql.SQL("r.{}").format(sql.Identifier(_RN)))
+            names.append(sql.Identifier(_RN))
+        return sql.SQL(
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS r"
+            " WHERE r.{} BETWEEN {} AND {}"
+        ).format(
+            self.into.identifier(),
+            sql.SQL(", ").join(names),
+            sql.SQL(", ").join(casts),
+            self.raw.identifier(),
+            sql.Identifier(_RN),
+            sql.Literal(first),
+            sql.Literal(last),
+        )
+
+
+def _check_range(move: _Move, first: int, last: int) -> None:
+    """Move raw rows first..last; bisect a range that fails on a bad row."""
     if last < first:
         return
-    casts = sql.SQL(", ").join(
-        sql.SQL("CAST(r.{} AS {})").format(sql.Identifier(c), t)
-        for c, t in zip(columns, types, strict=True)
-    )
-    query = sql.SQL(
-        "INSERT INTO {} ({}, {}) SELECT {}, r.{} FROM {} AS r WHERE r.{} BETWEEN {} AND {}"
-    ).format(
-        checked.identifier(),
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.Identifier(_RN),
-        casts,
-        sql.Identifier(_RN),
-        raw.identifier(),
-        sql.Identifier(_RN),
-        sql.Literal(first),
-        sql.Literal(last),
-    )
     try:
-        with log.conn.transaction():  # a savepoint: a failed range leaves nothing behind
-            log.conn.execute(query)
+        with move.log.conn.transaction():  # a savepoint: a failed range leaves nothing behind
+            move.log.conn.execute(move.query(first, last))
         return
     except psycopg.Error as error:
         if not is_row_error(error):
             raise
         if first == last:
-            _reject(log, raw, first, error, rejects, target)
+            _reject(move.log, move.raw, first, error, move.rejects, move.target)
             return
     middle = (first + last) // 2
-    _check_range(log, raw, checked, columns, types, first, middle, rejects, target)
-    _check_range(log, raw, checked, columns, types, middle + 1, last, rejects, target)
+    _check_range(move, first, middle)
+    _check_range(move, middle + 1, last)
 
 
 def _reject(
