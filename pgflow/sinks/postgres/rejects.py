@@ -1,13 +1,14 @@
 """`on_bad_rows: reject`: rows the target refuses go to `<schema>._pgflow_rejected_<table>`.
 
 The fill of a rejecting load COPYs the source as text into a temporary table of text
-columns (text always loads), then casts the rows into a temporary table with the target's
-columns, defaults, NOT NULLs and CHECK constraints (not its unique indexes: repeated keys are
-the key policy's business). One INSERT does it when every row fits; only when it fails with a
-row-level error (SQLSTATE class 22, data, or 23, integrity, but not 23505) is the range
-bisected, each half under a savepoint, down to the single rows to reject. The checked rows
-then fill the table the load asked for, in the order they arrived. All of it, the rejected
-rows included, is in the load's transaction: a crash loses and duplicates nothing.
+columns (text always loads), then casts the rows into the target itself when the load fills
+it (truncate_insert, a first load), else into a temporary table with the target's columns,
+defaults, NOT NULLs and CHECK constraints (not its unique indexes: repeated keys are the key
+policy's business), whose rows then fill staging in the order they arrived. One INSERT does
+it when every row fits; only when it fails with a row-level error (SQLSTATE class 22, data,
+or 23, integrity, but not 23505) is the range bisected, each half under a savepoint, down to
+the single rows to reject. All of it, the rejected rows included, is in the load's
+transaction: a crash loses and duplicates nothing.
 """
 
 from __future__ import annotations
