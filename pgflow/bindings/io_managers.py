@@ -97,7 +97,13 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         reset = _effective_reset(context, obj)
         with step_errors(spec):
             loaded = load_pipeline(
-                self.connections, self.delta, spec, reset, obj.window, context.log.info
+                self.connections,
+                self.delta,
+                spec,
+                reset,
+                obj.window,
+                context.log.info,
+                context.run_id,
             )
         _report(context, loaded)
 
@@ -174,7 +180,13 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
             reset = _effective_reset(context, obj)
             with step_errors(obj.pipeline):
                 loaded = load_pipeline(
-                    self.connections, self.delta, obj.pipeline, reset, obj.window, context.log.info
+                    self.connections,
+                    self.delta,
+                    obj.pipeline,
+                    reset,
+                    obj.window,
+                    context.log.info,
+                    context.run_id,
                 )
         _report(context, loaded)
 

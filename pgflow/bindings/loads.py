@@ -61,6 +61,7 @@ def load_pipeline(
     reset: bool,
     window: TimeWindow | None,
     log: Log,
+    run_id: str = "",
 ) -> Loaded:
     """Run `spec` once with the flow its source and sink call for; raise what the flow raises."""
     refuse_dropped_source(spec)  # before anything touches the target
@@ -70,7 +71,7 @@ def load_pipeline(
         return with_lineage(spec, _load_delta(connections, delta, spec, reset, window))
     if spec.source.type == "delta":
         return with_lineage(spec, _sync_delta(connections, delta, spec, reset))
-    return with_lineage(spec, _load_postgres(connections, spec, reset, window, log))
+    return with_lineage(spec, _load_postgres(connections, spec, reset, window, log, run_id))
 
 
 def with_lineage(spec: PipelineSpec, loaded: Loaded) -> Loaded:
@@ -89,6 +90,7 @@ def _load_postgres(
     reset: bool,
     window: TimeWindow | None,
     log: Log,
+    run_id: str,
 ) -> Loaded:
     source, sink = spec.source, spec.sink
     assert source.connection_id and source.table and sink.connection_id and sink.table
@@ -108,6 +110,7 @@ def _load_postgres(
             pipeline=spec.name,
             reset=reset,
             streams=_streams(connections, spec),
+            run_id=run_id,
         )
         database = dst_conn.info.dbname
         counts = postgres_counts(dst_conn, result.target_info, window)

@@ -140,6 +140,8 @@ class StrategySpec:
     partition_interval: PartitionInterval | None = None  # None: inferred from the partitions
     on_unmatched: UnmatchedPolicy = "ignore"  # mode update: staged keys the target lacks
     update_columns: tuple[str, ...] | None = None  # upsert: the columns a conflict updates
+    on_bad_rows: Literal["fail", "reject"] = "fail"  # reject: bad rows to _pgflow_rejected_*
+    max_rejected: int = 0  # the rejected_rows check fails above this
 
     @property
     def variant(self) -> str:

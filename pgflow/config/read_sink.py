@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pgflow.config.bad_rows import BAD_ROW_POLICIES, read_max_rejected
 from pgflow.config.identifiers import read_identifier, read_identifiers
 from pgflow.config.model import (
     DUPLICATE_POLICIES,
@@ -94,6 +95,8 @@ def read_strategy(s: Section) -> StrategySpec | None:
         partition_interval=partition_interval,
         on_unmatched=s.choice("on_unmatched", UNMATCHED_POLICIES, default="ignore"),
         update_columns=read_identifiers(s, "update_columns"),
+        on_bad_rows=s.choice("on_bad_rows", BAD_ROW_POLICIES, default="fail"),
+        max_rejected=read_max_rejected(s),
     )
     if mode:
         check_mode_options(s, strategy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from pgflow.config.bad_rows import check_bad_rows
 from pgflow.config.model import (
     KEYED_CHANGE_MODES,
     PartitionsSpec,
@@ -41,6 +42,7 @@ def check_pipeline(
     """Report every combination of fields that cannot work; each field was read already."""
     _check_strategy(sink, report)
     check_partition_creation(source, sink, report)
+    check_bad_rows(source, sink, report)
     _check_source(source, sink, report)
     if source.options.include_columns is not None:
         _check_include_columns(source, sink, report)

@@ -12,8 +12,7 @@ which is what staging is for, without writing every row twice. So does the first
 other strategies, into the target it creates (`fills_new_target_directly`): the initial load
 of a large table is written once, frozen, and its key is built after the rows are in.
 
-The strategy comes from pgflow.sinks.postgres.strategies, by the spec's key; a parallel
-exchange (several COPY streams) runs in postgres_parallel_load.
+Strategies by the spec's key: strategies.py; a parallel exchange: postgres_parallel_load.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from pgflow.sinks.postgres import (
     keys,
     ledger,
     position_owner,
+    rejects,
     schema_drift,
     staging,
     state,
@@ -103,6 +103,7 @@ def load_table(
     pipeline: str = "",
     reset: bool = False,
     streams: Streams | None = None,
+    run_id: str = "",  # marks the rows an `on_bad_rows: reject` load rejects
 ) -> LoadResult:
     """Run one load on `conn` (autocommit mode; this opens and commits its own transaction).
 
@@ -113,6 +114,7 @@ def load_table(
     full_refresh exchange fill the new table over several connections (`parallel_exchange`).
     """
     load = _TableLoad(SqlLog(conn), source, target, strategy, progress, pipeline)
+    load.rejects.run_id, load.rejects.progress = run_id, progress
     if streams is None or streams.count < 2 or not load.strategy.parallel:
         return load.run(partition_slice, reset)
     if not isinstance(source, PostgresTableSource) or load.incremental is not None:
@@ -183,6 +185,7 @@ class _TableLoad:
         self.incremental = as_incremental(source)
         self.strategy = strategy_for(spec)
         self.copies: list[staging.CopyStats] = []
+        self.rejects = rejects.Rejects(pipeline, spec.on_bad_rows == "reject", self.copies)
 
     def run(self, partition_slice: PartitionSlice | None, reset: bool) -> LoadResult:
         if isinstance(self.strategy, DirectStrategy) and self.incremental:
@@ -235,7 +238,8 @@ class _TableLoad:
             ddl.ensure_fillfactor(log, self.target, spec.fillfactor)
         target_info = describe_table(log.conn, self.target)
         partial = self.strategy.needs_target  # rows carry some columns: the rest stays
-        if schema_drift.reconcile(log, info, target_info, spec.on_schema_change, partial):
+        cast = self.rejects.enabled  # reject: a retyped column's values are cast, row by row
+        if schema_drift.reconcile(log, info, target_info, spec.on_schema_change, partial, cast):
             target_info = describe_table(log.conn, self.target)
         return _Target(created, target_info, copy_format.choose(info, target_info))
 
@@ -265,6 +269,8 @@ class _TableLoad:
         columns = self.source.info.column_names
 
         def fill(table: TableName) -> int:
+            if self.rejects.enabled:  # rows the target refuses go to its rejected table
+                return rejects.fill(self.log, self.source, self.target, table, self.rejects)
             # Every table filled here is new or truncated in this transaction: FREEZE is allowed.
             freeze = staging.can_freeze(self.log, table)
             # closing(): on failure the source's COPY must end now, not when the traceback dies.
@@ -338,7 +344,7 @@ class _TableLoad:
         if incremental is None:
             return None
         column = incremental.cursor_column
-        largest = staging.max_value(self.log, table, column) if column else None
+        largest = rejects.max_value(self.log, table, column, self.rejects) if column else None
         return incremental.position_after(largest)
 
     def _store_boundary(self, table: TableName, position: Position | None) -> int | None:
@@ -367,7 +373,7 @@ class _TableLoad:
             rows_read=copied.rows,
             position_after=written.position,
             boundary_rows=written.boundary_rows,
-            strategy_metadata=self.strategy.metadata(written.applied),
+            strategy_metadata=self.strategy.metadata(written.applied) | self.rejects.metadata(),
             write_seconds=written.write_seconds,
         )
 

@@ -23,9 +23,10 @@ from pgflow_tests.config.specs import (
 MODES = "full_refresh, incremental_append, incremental_merge, replace, partition_replace, update, delete"
 
 STRATEGY_KEYS = (
-    "create_partitions, custom_predicate, duplicate_policy, fillfactor, merge_policy, method, "
-    "mode, native_mode, on_schema_change, on_unmatched, only_new_rows, parallelism, "
-    "partition_column, partition_interval, unique_key, update_columns"
+    "create_partitions, custom_predicate, duplicate_policy, fillfactor, max_rejected, "
+    "merge_policy, method, mode, native_mode, on_bad_rows, on_schema_change, on_unmatched, "
+    "only_new_rows, parallelism, partition_column, partition_interval, unique_key, "
+    "update_columns"
 )
 
 

@@ -23,6 +23,7 @@ from psycopg import errors
 from pgflow.bindings.assets import asset_key, pool_for
 from pgflow.bindings.checks import (
     freshness,
+    rejected,
     row_count,
     schema,
     slot,
@@ -41,6 +42,7 @@ from pgflow.bindings.checks.context import (
 )
 from pgflow.bindings.checks.names import (
     FRESHNESS,
+    REJECTED_ROWS,
     ROW_COUNT_PARITY,
     SCAN_JOB,
     SCHEMA,
@@ -96,6 +98,7 @@ CHECKS = (
     Check(
         VALUE_PARITY, value_parity.offered, value_parity.describe, value_parity.check, scans=True
     ),
+    Check(REJECTED_ROWS, rejected.offered, rejected.describe, rejected.check, scans=False),
 )
 _BY_NAME = {c.name: c for c in CHECKS}
 

@@ -14,6 +14,7 @@ SCHEMA = "schema"
 FRESHNESS = "freshness"
 SLOT_HEALTH = "slot_health"
 VALUE_PARITY = "value_parity"
+REJECTED_ROWS = "rejected_rows"
 
 # The job of the scan checks (those that read whole tables), with their schedules.
 SCAN_JOB = "pgflow_scan_checks"

@@ -120,6 +120,7 @@ class PostgresTarget:
             pipeline.sink.strategy.on_schema_change,
             pipeline.source.options.deleted_column,
             pipeline.sink.strategy.mode in KEYED_CHANGE_MODES,  # update/delete: some columns
+            pipeline.sink.strategy.on_bad_rows == "reject",  # values cast: no retyped drift
         )
 
     def _describe(self) -> TableInfo:

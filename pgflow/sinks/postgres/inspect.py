@@ -148,16 +148,19 @@ def compare_columns(
     policy: SchemaChangePolicy,
     deleted_column: str | None = None,
     partial_rows: bool = False,
+    keep_types: bool = False,
 ) -> SchemaComparison:
     """The drift a Postgres sink load would find, judged by the load's own rules.
 
     Uses schema_drift's detection (types that cast implicitly into the target, such as
     widening, are no drift; target columns with defaults are local) and its refusal rule,
     so the check and the next load agree. The CDC soft-delete column is pgflow's own.
+    `keep_types`: the load casts each value (on_bad_rows: reject), a retyped column is no drift.
     """
     source = with_deleted_column(source, deleted_column)
     with target_conn.transaction():
         drift = schema_drift.find_drift(SqlLog(target_conn), source, target, partial_rows)
+    drift = schema_drift.types_kept(drift, policy, keep_types)
     return SchemaComparison(
         added=tuple(c.name for c in drift.new),
         dropped=tuple(c.name for c in drift.gone),

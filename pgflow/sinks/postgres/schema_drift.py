@@ -61,9 +61,12 @@ def reconcile(
     target: TableInfo,
     policy: SchemaChangePolicy,
     partial_rows: bool = False,
+    keep_types: bool = False,
 ) -> bool:
-    """Apply what `policy` allows, refuse the rest; True when the target was altered."""
-    drift = find_drift(log, source, target, partial_rows)
+    """Apply what `policy` allows, refuse the rest; True when the target was altered.
+    `keep_types` (on_bad_rows: reject): short of `sync`, a retyped column keeps its type and
+    each value is cast into it, a row whose value does not cast is rejected."""
+    drift = types_kept(find_drift(log, source, target, partial_rows), policy, keep_types)
     if not drift:
         return False
     refused = refused_changes(drift, policy)
@@ -93,6 +96,14 @@ def reconcile(
             )
         )
     return True
+
+
+def types_kept(drift: Drift, policy: SchemaChangePolicy, keep_types: bool) -> Drift:
+    """`drift` without its retyped columns when the load casts each value into the target's
+    type (`keep_types`, on_bad_rows: reject) and the policy would not retype them (not sync)."""
+    if keep_types and policy != "sync":
+        return Drift(drift.new, drift.gone, ())
+    return drift
 
 
 def refused_changes(drift: Drift, policy: SchemaChangePolicy) -> list[str]:

@@ -1,0 +1,266 @@
+"""`on_bad_rows: reject`: rows the target refuses go to `<schema>._pgflow_rejected_<table>`.
+
+The fill of a rejecting load COPYs the source as text into a temporary table of text
+columns (text always loads), then casts the rows into the target itself when the load fills
+it (truncate_insert, a first load), else into a temporary table with the target's columns,
+defaults, NOT NULLs and CHECK constraints (not its unique indexes: repeated keys are the key
+policy's business), whose rows then fill staging in the order they arrived. One INSERT does
+it when every row fits; only when it fails with a row-level error (SQLSTATE class 22, data,
+or 23, integrity, but not 23505) is the range bisected, each half under a savepoint, down to
+the single rows to reject. All of it, the rejected rows included, is in the load's
+transaction: a crash loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from pgflow.config.model import TableName
+from pgflow.sinks.postgres import staging
+from pgflow.sinks.postgres.ddl import create_shared_object
+from pgflow.sinks.postgres.sql_log import SqlLog
+from pgflow.sources.base import TableSource
+
+REJECTED_PREFIX = "_pgflow_rejected_"
+_RN = "_pgflow_rn"  # arrival number of a raw row
+
+
+@dataclass
+class Rejects:
+    """The rejecting of one load: who records it, and how many rows it rejected so far."""
+
+    pipeline: str
+    enabled: bool
+    copies: list[staging.CopyStats]  # the load's: the COPY of the source is appended
+    run_id: str = ""
+    progress: staging.ProgressCallback | None = None
+    count: int = 0
+    raw: TableName | None = None  # the raw rows of this load (a temporary table)
+    target: TableName | None = None
+    rejected_rows: list[int] = field(default_factory=list)  # their arrival numbers
+
+    def metadata(self) -> dict[str, int]:
+        return {"rows_rejected": self.count} if self.enabled else {}
+
+
+def rejected_table(target: TableName) -> TableName:
+    """`<schema>._pgflow_rejected_<table>`, the table name cut to fit 63 bytes."""
+    name = target.name.encode()[: 63 - len(REJECTED_PREFIX)].decode(errors="ignore")
+    return TableName(target.schema, REJECTED_PREFIX + name)
+
+
+def is_row_error(error: psycopg.Error) -> bool:
+    """A value or constraint error of one row (not a repeated key, not the server's)."""
+    state = error.sqlstate or ""
+    return state.startswith("22") or (state.startswith("23") and state != "23505")
+
+
+def fill(
+    log: SqlLog, source: TableSource, target: TableName, table: TableName, rejects: Rejects
+) -> int:
+    """COPY the source into `table` (`target`, or a table shaped like it), keeping the rows
+    the target refuses in the rejected table; the rows read."""
+    columns = source.info.column_names
+    raw = _temp_table(
+        log,
+        "raw",
+        sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns),
+    )
+    log.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
+            raw.identifier(), sql.Identifier(_RN)
+        )
+    )
+    with closing(source.copy_out(columns, "text")) as chunks:
+        copied = staging.copy_into(log, raw, columns, chunks, "text", rejects.progress)
+    source.close()
+    rejects.raw, rejects.target = raw, target
+    types = _cast_types(log, target, columns)
+    if table == target:  # it has the constraints: the good rows go straight in
+        _check_range(
+            _Move(log, raw, target, columns, types, False, rejects, target), 1, copied.rows
+        )
+    else:
+        checked = _checked_table(log, target, columns)
+        move = _Move(log, raw, checked, columns, types, True, rejects, target)
+        _check_range(move, 1, copied.rows)
+        _insert_in_order(log, checked, table, columns)
+    rejects.copies.append(copied)
+    return copied.rows
+
+
+def _insert_in_order(
+    log: SqlLog, checked: TableName, table: TableName, columns: Sequence[str]
+) -> None:
+    """The checked rows into `table` in their order of arrival (keep_last relies on it)."""
+    log.execute(
+        sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY {}").format(
+            table.identifier(),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            checked.identifier(),
+            sql.Identifier(_RN),
+        )
+    )
+
+
+def _temp_table(log: SqlLog, kind: str, body: sql.Composable) -> TableName:
+    table = TableName("pg_temp", f"_pgflow_{kind}_{secrets.token_hex(4)}")
+    log.execute(
+        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(table.name), body)
+    )
+    return table
+
+
+def _checked_table(log: SqlLog, target: TableName, columns: Sequence[str]) -> TableName:
+    """A temporary table with the target's columns, defaults, NOT NULLs and CHECKs. A column
+    the source lacks may be NULL there: the target fills it (identity, default) itself."""
+    body = sql.SQL("LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS").format(target.identifier())
+    checked = _temp_table(log, "checked", body)
+    rows = log.conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+        " AND NOT attisdropped AND attnotnull",
+        (checked.identifier().as_string(log.conn),),
+    ).fetchall()
+    for (name,) in rows:
+        if name not in columns:
+            log.execute(
+                sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(
+                    checked.identifier(), sql.Identifier(name)
+                )
+            )
+    log.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(
+            checked.identifier(), sql.Identifier(_RN)
+        )
+    )
+    return checked
+
+
+def _cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[sql.SQL]:
+    """The target's column types without their modifiers: the text is cast to the type, and
+    the assignment into the column applies the modifier (a too long varchar(n) value fails,
+    where an explicit cast to varchar(n) would cut it)."""
+    rows: dict[str, str] = dict(
+        log.conn.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (target.identifier().as_string(log.conn),),
+        ).fetchall()
+    )
+    return [sql.SQL(rows[c]) for c in columns]
+
+
+@dataclass(frozen=True)
+class _Move:
+    """Raw rows into `into` (the checked table, numbered; or the target itself), cast."""
+
+    log: SqlLog
+    raw: TableName
+    into: TableName
+    columns: Sequence[str]
+    types: list[sql.SQL]
+    numbered: bool  # `into` keeps the arrival number
+    rejects: Rejects
+    target: TableName
+
+    def query(self, first: int, last: int) -> sql.Composed:
+        casts = [
+            sql.SQL("CAST(r.{} AS {})").format(sql.Identifier(c), t)
+            for c, t in zip(self.columns, self.types, strict=True)
+        ]
+        names = list(map(sql.Identifier, self.columns))
+        if self.numbered:
+            casts.append(sql.SQL("r.{}").format(sql.Identifier(_RN)))
+            names.append(sql.Identifier(_RN))
+        return sql.SQL(
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS r"
+            " WHERE r.{} BETWEEN {} AND {}"
+        ).format(
+            self.into.identifier(),
+            sql.SQL(", ").join(names),
+            sql.SQL(", ").join(casts),
+            self.raw.identifier(),
+            sql.Identifier(_RN),
+            sql.Literal(first),
+            sql.Literal(last),
+        )
+
+
+def _check_range(move: _Move, first: int, last: int) -> None:
+    """Move raw rows first..last; bisect a range that fails on a bad row."""
+    if last < first:
+        return
+    try:
+        with move.log.conn.transaction():  # a savepoint: a failed range leaves nothing behind
+            move.log.conn.execute(move.query(first, last))
+        return
+    except psycopg.Error as error:
+        if not is_row_error(error):
+            raise
+        if first == last:
+            _reject(move.log, move.raw, first, error, move.rejects, move.target)
+            return
+    middle = (first + last) // 2
+    _check_range(move, first, middle)
+    _check_range(move, middle + 1, last)
+
+
+def _reject(
+    log: SqlLog, raw: TableName, rn: int, error: psycopg.Error, rejects: Rejects, target: TableName
+) -> None:
+    """Record raw row `rn` with its error: SQLSTATE and Postgres' message, never the detail
+    (which may quote other values)."""
+    message = f"{error.sqlstate}: {error.diag.message_primary or error}"
+    rejected = rejected_table(target)
+    if rejects.count == 0:
+        create_shared_object(
+            log,
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (rejected_at timestamptz NOT NULL DEFAULT now(),"
+                " run_id text NOT NULL, pipeline text NOT NULL, error text NOT NULL,"
+                ' "row" jsonb NOT NULL)'
+            ).format(rejected.identifier()),
+        )
+    log.conn.execute(
+        sql.SQL(
+            'INSERT INTO {} (run_id, pipeline, error, "row") SELECT %s, %s, %s,'
+            " to_jsonb(r) - %s FROM {} AS r WHERE r.{} = %s"
+        ).format(rejected.identifier(), raw.identifier(), sql.Identifier(_RN)),
+        (rejects.run_id, rejects.pipeline, message, _RN, rn),
+    )
+    rejects.count += 1
+    rejects.rejected_rows.append(rn)
+
+
+def max_value(log: SqlLog, table: TableName, column: str, rejects: Rejects) -> str | None:
+    """The largest cursor value read: of the rows in `table` and of the rejected rows whose
+    cursor value is valid. An incremental position moves past rejected rows, so a rerun does
+    not read (and reject) them again; fixing one in the source (its cursor moves) loads it."""
+    largest = staging.max_value(log, table, column)
+    if not rejects.rejected_rows or rejects.raw is None or rejects.target is None:
+        return largest
+    (cast,) = _cast_types(log, rejects.target, [column])
+    values = [] if largest is None else [largest]
+    for rn in rejects.rejected_rows:
+        query = sql.SQL("SELECT CAST(r.{} AS {})::text FROM {} AS r WHERE r.{} = %s").format(
+            sql.Identifier(column), cast, rejects.raw.identifier(), sql.Identifier(_RN)
+        )
+        try:
+            with log.conn.transaction():  # a cursor value that is itself bad is no position
+                row = log.conn.execute(query, (rn,)).fetchone()
+        except psycopg.Error as error:
+            if not is_row_error(error):
+                raise
+            continue
+        if row and row[0] is not None:
+            values.append(row[0])
+    query = sql.SQL("SELECT max(CAST(v AS {}))::text FROM unnest(%s::text[]) AS v").format(cast)
+    found = log.conn.execute(query, (values,)).fetchone()
+    return found[0] if found else None
