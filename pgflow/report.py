@@ -10,7 +10,7 @@ from psycopg import sql
 from pgflow.config.loader import load_project
 from pgflow.config.model import PipelineSpec, Project
 from pgflow.connections.delta_storage import storage_options_from_env
-from pgflow.connections.resource import PostgresConnections, session_config
+from pgflow.connections.resource import PostgresConnections, with_sessions
 from pgflow.connections.secrets import ConnectionConfigError
 from pgflow.sinks.postgres.state import read_position
 from pgflow.sources.table_listing import live_lister
@@ -79,7 +79,7 @@ def report_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     project = load_project(args.config, lister=live_lister())
-    connections = PostgresConnections(sessions=session_config(project.connections))
+    connections = with_sessions(project.connections)
     print(f"pgflow: {len(project.pipelines)} pipeline(s); targets now hold:")
     for pipeline in project.pipelines:
         print("  " + describe_target(connections, project, pipeline))

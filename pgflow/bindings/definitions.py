@@ -28,7 +28,7 @@ from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
-from pgflow.connections.resource import PostgresConnections, session_config
+from pgflow.connections.resource import PostgresConnections, with_sessions
 from pgflow.sources.table_listing import live_lister
 
 
@@ -48,23 +48,12 @@ def load_definitions(
         project = load_project(path, lister=live_lister())
         for note in project.notes:
             logging.getLogger("pgflow").warning(note)
-        defs = build_definitions(project, pgflow_resources(with_sessions(project, connections)))
+        defs = build_definitions(
+            project, pgflow_resources(with_sessions(project.connections, connections))
+        )
         if resolve:
             defs.get_repository_def()
     return defs
-
-
-def with_sessions(project: Project, connections: PostgresConnections | None) -> PostgresConnections:
-    """`connections` (default settings when None) with the declared connections' `set_role`
-    and `session_settings`, which every session opened for them applies."""
-    sessions = session_config(project.connections)
-    if connections is None:
-        return PostgresConnections(sessions=sessions)
-    if not sessions:
-        return connections
-    return PostgresConnections(
-        **{**connections.model_dump(exclude={"sessions"}), "sessions": sessions}
-    )
 
 
 def pgflow_resources(connections: PostgresConnections | None = None) -> dict[str, object]:
@@ -98,7 +87,7 @@ def build_definitions(
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
         asset_checks=grouped_checks(project),
         resources=(
-            pgflow_resources(with_sessions(project, None)) if resources is None else resources
+            pgflow_resources(with_sessions(project.connections)) if resources is None else resources
         ),
         executor=pgflow_executor,
     )

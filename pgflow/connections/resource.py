@@ -56,6 +56,22 @@ def session_config(declared: Mapping[str, ConnectionSpec]) -> dict[str, Connecti
     }
 
 
+def with_sessions(
+    declared: Mapping[str, ConnectionSpec], connections: PostgresConnections | None = None
+) -> PostgresConnections:
+    """`connections` (default settings when None: a Component's `connections:` otherwise) with
+    the declared connections' `set_role` and `session_settings`, which every session opened
+    for them applies: the one way pgflow's entry points build the resource."""
+    sessions = session_config(declared)
+    if connections is None:
+        return PostgresConnections(sessions=sessions)
+    if not sessions:
+        return connections
+    return PostgresConnections(
+        **{**connections.model_dump(exclude={"sessions"}), "sessions": sessions}
+    )
+
+
 class PostgresConnections(dg.ConfigurableResource["PostgresConnections"]):
     """Resolves `connection_id` + `connection_type` (env | vault) to live psycopg connections."""
 

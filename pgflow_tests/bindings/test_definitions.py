@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 from pgflow.bindings.assets import pool_for
-from pgflow.bindings.definitions import build_definitions, with_sessions
+from pgflow.bindings.definitions import build_definitions
 from pgflow.config.loader import load_project
-from pgflow.connections.resource import PostgresConnections
+from pgflow.connections.resource import PostgresConnections, with_sessions
 from pgflow_tests.bindings.conftest import PIPELINE_YAML
 from pgflow_tests.config.specs import pipeline, write
 
@@ -77,11 +77,11 @@ def test_a_components_connection_settings_keep_the_specs_session_settings(tmp_pa
     )
     project = load_project(spec, environ=ENV)
     given = PostgresConnections(vault_addr="http://127.0.0.1:8200", application_name="etl")
-    merged = with_sessions(project, given)
+    merged = with_sessions(project.connections, given)
     assert (merged.vault_addr, merged.application_name) == ("http://127.0.0.1:8200", "etl")
     setup = merged.sessions["warehouse"].setup()
     assert (setup.set_role, [(s.name, s.value) for s in setup.settings]) == (
         "writer",
         [("a.b", "1")],
     )
-    assert with_sessions(project, None).sessions["warehouse"].set_role == "writer"
+    assert with_sessions(project.connections).sessions["warehouse"].set_role == "writer"

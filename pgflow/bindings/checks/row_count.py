@@ -15,6 +15,7 @@ from typing import Any, Literal
 import dagster as dg
 
 from pgflow.bindings.checks.comparison import (
+    LastLoad,
     both_sides,
     counts_comparable,
     last_load,
@@ -88,6 +89,11 @@ def check(
     loaded = last_load(pipeline, run, instance, ROW_COUNT_PARITY)
     if isinstance(loaded, dg.AssetCheckResult):
         return loaded
+    return _compared(pipeline, run, loaded)
+
+
+def _compared(pipeline: PipelineSpec, run: CheckRun, loaded: LastLoad) -> dg.AssetCheckResult:
+    """The check's result against `loaded`, the last load, whose target exists."""
     exact_rows = loaded.exact_rows
     if exact_rows is not None:
         found = _target_rows(pipeline, run)
@@ -203,4 +209,4 @@ def after_snapshot_load(
         return loaded
     if loaded.exact_rows is None or target_table(run).ledger_rows() is None:
         return None
-    return check(pipeline, run, instance)  # takes the ledger in exactly this case
+    return _compared(pipeline, run, loaded)  # takes the ledger in exactly this case

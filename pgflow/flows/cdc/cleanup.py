@@ -16,7 +16,7 @@ import psycopg
 from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
-from pgflow.connections.resource import PostgresConnections, session_config
+from pgflow.connections.resource import with_sessions
 from pgflow.sources import cdc
 from pgflow.sources.publication import drop_publication, owned_publications
 from pgflow.sources.table_listing import live_lister
@@ -34,7 +34,7 @@ def cleanup_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     project = load_project(args.config, lister=live_lister())
-    connections = PostgresConnections(sessions=session_config(project.connections))
+    connections = with_sessions(project.connections)
     scanned = sorted({*project.source_connection_ids(), *args.connection})
     for connection_id in scanned:
         declared = project.connections.get(connection_id)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from psycopg import sql
-
 from pgflow.sinks.postgres import keys
-from pgflow.sinks.postgres.apply import ApplyContext, few_staged_rows, prefer_index_probes
+from pgflow.sinks.postgres.apply import ApplyContext
+from pgflow.sinks.postgres.merge import delete_staged_keys
 from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
@@ -32,13 +31,7 @@ def delete(ctx: ApplyContext) -> Applied:
             f"{unmatched:,}",
             ", ".join(sample),
         )
-    if few_staged_rows(ctx):
-        prefer_index_probes(ctx)
-    deleted = ctx.log.execute(
-        sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
-            ctx.target_sql, ctx.staging_sql, keys.key_match(ctx, "t", "s")
-        )
-    ).rowcount
+    deleted = delete_staged_keys(ctx)
     return Applied(deleted, deleted=deleted, unmatched=unmatched, change=RowChange.added(-deleted))
 
 

@@ -27,16 +27,21 @@ from pgflow.sinks.postgres.row_change import RowChange
 from pgflow.sinks.postgres.strategy import Applied, StagedStrategy
 
 
-def delete_insert(ctx: ApplyContext) -> Applied:
-    """Delete the target rows of the staged keys, insert all staged rows; rows inserted, and
-    inserted minus deleted for the ledger."""
+def delete_staged_keys(ctx: ApplyContext) -> int:
+    """Delete every target row of a staged key (typed, null-safe); the rows deleted."""
     if few_staged_rows(ctx):
         prefer_index_probes(ctx)
-    deleted = ctx.log.execute(
+    return ctx.log.execute(
         sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(
             ctx.target_sql, ctx.staging_sql, keys.key_match(ctx, "t", "s")
         )
     ).rowcount
+
+
+def delete_insert(ctx: ApplyContext) -> Applied:
+    """Delete the target rows of the staged keys, insert all staged rows; rows inserted, and
+    inserted minus deleted for the ledger."""
+    deleted = delete_staged_keys(ctx)
     inserted = insert_from_staging(ctx)
     return Applied(inserted, change=RowChange.added(inserted - deleted))
 

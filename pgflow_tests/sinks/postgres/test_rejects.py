@@ -79,6 +79,23 @@ def _target_ids(sink_uri: str) -> list[int]:
     return [r[0] for r in fetch(sink_uri, 'SELECT id FROM "Land ""ing"."Ordérs X" ORDER BY id')]
 
 
+def _loaded_rows(sink_uri: str) -> list[tuple]:
+    return fetch(
+        sink_uri,
+        'SELECT id, "Qty", "when", "Näme", note, score, updated_at FROM "Land ""ing"."Ordérs X"'
+        " WHERE id > 0 ORDER BY id",
+    )
+
+
+def _good_source_rows(source_uri: str) -> list[tuple]:
+    return fetch(
+        source_uri,
+        'SELECT id, "Qty"::int, "when"::date, "Näme", note, score, updated_at'
+        ' FROM "Src Schéma"."My ""Rows""" WHERE id = ANY(%s) ORDER BY id',
+        (GOOD,),
+    )
+
+
 def _rejected(sink_uri: str) -> list[tuple]:
     return fetch(
         sink_uri,
@@ -117,6 +134,8 @@ def test_good_rows_land_and_bad_rows_are_kept_with_their_error(
         'SELECT "Qty", "when"::text, "Näme", loaded FROM "Land ""ing"."Ordérs X" WHERE id = 3',
     )
     assert row == [(30, "2026-01-03", "cy", True)]
+    # Every good row holds the source's values, cast into the target's types.
+    assert _loaded_rows(sink_uri) == _good_source_rows(source_uri)
 
 
 def test_a_clean_load_rejects_nothing_and_creates_no_table(source_uri: str, sink_uri: str) -> None:
