@@ -13,6 +13,7 @@ from pgflow.bindings.code_references import code_references
 from pgflow.bindings.io_managers import PipelineRead, io_manager_key
 from pgflow.bindings.metadata import endpoint_table_name
 from pgflow.bindings.retries import retry_policy
+from pgflow.bindings.try_history import try_history
 from pgflow.config.model import PartitionsSpec, PipelineSpec, Project, SinkSpec, SourceSpec
 from pgflow.config.naming import dagster_name, source_key
 from pgflow.sources.window import TimeWindow
@@ -129,7 +130,7 @@ def pipeline_asset(
         )
         if config.reset:
             context.log.warning(f"pipeline '{pipeline.name}': reset requested, full reload")
-        return PipelineRead(pipeline, reset=config.reset, window=window)
+        return PipelineRead(pipeline, config.reset, window, try_history(context))
 
     return _load
 

@@ -25,6 +25,7 @@ from pgflow.bindings.cdc_runs import run_cdc_group
 from pgflow.bindings.io_managers import CdcApplied, io_manager_key
 from pgflow.bindings.retries import retry_policy
 from pgflow.bindings.step_errors import step_errors
+from pgflow.bindings.try_history import try_history
 from pgflow.config.cdc_groups import CdcGroupSpec
 from pgflow.config.model import PipelineSpec
 from pgflow.config.naming import dagster_name
@@ -66,13 +67,14 @@ def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
         with step_errors(selected[0]):  # the slot's own errors: the server, the slot
             outcome = run_cdc_group(pg, delta, group, names, config.reset)
         failed = []
+        tries = try_history(context)
         for pipeline in selected:
             result = outcome[pipeline.name]
             if isinstance(result, BaseException):
                 context.log.error(f"pipeline '{pipeline.name}' ({pipeline.file}): {result}")
                 failed.append((pipeline, result))
                 continue
-            yield dg.Output(CdcApplied(pipeline, result), output_name=output_name(pipeline))
+            yield dg.Output(CdcApplied(pipeline, result, tries), output_name=output_name(pipeline))
         if failed:
             pipeline, error = failed[0]
             with step_errors(pipeline):

@@ -22,6 +22,7 @@ import psycopg
 from pgflow.bindings.loads import Loaded, cdc_loaded, load_pipeline
 from pgflow.bindings.row_counts import per_partition
 from pgflow.bindings.step_errors import step_errors
+from pgflow.bindings.try_history import FIRST_TRY, TryHistory, try_metadata
 from pgflow.config.model import PipelineSpec, SinkMode, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
@@ -42,6 +43,7 @@ class PipelineRead:
     pipeline: PipelineSpec
     reset: bool = False  # this run reads everything and rebuilds the target
     window: TimeWindow | None = None  # a time partition: read and replace this slice only
+    tries: TryHistory = FIRST_TRY  # this step's earlier failed tries in the run
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class CdcApplied:
 
     pipeline: PipelineSpec
     result: CdcResult
+    tries: TryHistory = FIRST_TRY
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class TableLoaded:
 
     pipeline: PipelineSpec
     loaded: Loaded
+    tries: TryHistory = FIRST_TRY
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,12 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
         self, context: dg.OutputContext, obj: PipelineRead | CdcApplied | TableLoaded
     ) -> None:
         if isinstance(obj, TableLoaded):  # a schema step loaded it already
-            _report(context, obj.loaded)
+            _report(context, obj.loaded, obj.tries)
             return
         if isinstance(obj, CdcApplied):  # a shared slot's group step applied it already
             with step_errors(obj.pipeline):
-                _report(context, cdc_loaded(self.connections, self.delta, obj.pipeline, obj.result))
+                loaded = cdc_loaded(self.connections, self.delta, obj.pipeline, obj.result)
+            _report(context, loaded, obj.tries)
             return
         spec = obj.pipeline
         if spec.sink.strategy.mode != self.mode:
@@ -105,7 +110,7 @@ class PostgresSinkIOManager(dg.ConfigurableIOManager):
                 context.log.info,
                 context.run_id,
             )
-        _report(context, loaded)
+        _report(context, loaded, obj.tries)
 
     def load_input(self, context: dg.InputContext) -> TableRef | pl.LazyFrame:
         """A TableRef, or a LazyFrame when the input is annotated `pl.LazyFrame`."""
@@ -145,9 +150,11 @@ def _effective_reset(context: dg.OutputContext, obj: PipelineRead) -> bool:
     return reset
 
 
-def _report(context: dg.OutputContext, loaded: Loaded) -> None:
+def _report(context: dg.OutputContext, loaded: Loaded, tries: TryHistory) -> None:
+    """The one place every sink's materialization metadata is attached."""
     context.log.info(loaded.summary)
-    context.add_output_metadata(per_partition(context, loaded.metadata))
+    metadata = {**loaded.metadata, **try_metadata(tries)}
+    context.add_output_metadata(per_partition(context, metadata))
 
 
 def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
@@ -188,7 +195,7 @@ class DeltaSinkIOManager(dg.ConfigurableIOManager):
                     context.log.info,
                     context.run_id,
                 )
-        _report(context, loaded)
+        _report(context, loaded, obj.tries)
 
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
         from pgflow.sinks.delta.scan import scan_delta_table

@@ -295,7 +295,7 @@ def delta_sync_metadata(result: SyncResult, target: TableInfo, database: str) ->
         "pgflow/rows_updated": dg.MetadataValue.int(result.rows_updated),
         "pgflow/rows_unchanged": dg.MetadataValue.int(result.rows_unchanged),
         "pgflow/rows_deleted": dg.MetadataValue.int(result.rows_deleted),
-        "pgflow/retries": dg.MetadataValue.int(result.retries),
+        "pgflow/sync_retries": dg.MetadataValue.int(result.retries),  # within one try
         "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         **position_reset_metadata(result.position_reset),
     }

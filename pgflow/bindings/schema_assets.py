@@ -24,6 +24,7 @@ from pgflow.bindings.io_managers import TableLoaded
 from pgflow.bindings.loads import Loaded, load_pipeline
 from pgflow.bindings.retries import retry_policy
 from pgflow.bindings.step_errors import step_errors
+from pgflow.bindings.try_history import try_history
 from pgflow.config.model import PipelineSpec
 from pgflow.config.naming import dagster_name
 from pgflow.connections.delta_storage import DeltaStorage
@@ -91,12 +92,14 @@ def schema_asset(pipelines: Sequence[PipelineSpec]) -> dg.AssetsDefinition:
         with step_errors(selected[0]):  # every table needs these connections' secrets
             _resolve_connections(pg, selected)
         failed: list[tuple[PipelineSpec, dg.Failure]] = []
+        tries = try_history(context)
         outcomes = load_tables(
             pg, delta, selected, config.reset, expansion.parallel_tables, context.log.info
         )
         for pipeline, outcome in outcomes:
             if isinstance(outcome, Loaded):
-                yield dg.Output(TableLoaded(pipeline, outcome), output_name=output_name(pipeline))
+                loaded = TableLoaded(pipeline, outcome, tries)
+                yield dg.Output(loaded, output_name=output_name(pipeline))
                 continue
             failure = _as_failure(pipeline, outcome)
             context.log.error(failure.description or str(outcome))
