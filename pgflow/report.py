@@ -1,4 +1,5 @@
-"""`pgflow report`: where each pipeline's data went, read from the sinks themselves."""
+"""`pgflow report`: where each pipeline's data went, read from the sinks themselves, and each
+one's last run as Dagster recorded it (report_metrics.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pgflow.config.model import PipelineSpec, Project
 from pgflow.connections.delta_storage import storage_options_from_env
 from pgflow.connections.resource import PostgresConnections, with_sessions
 from pgflow.connections.secrets import ConnectionConfigError
+from pgflow.report_metrics import describe_metrics, open_instance
 from pgflow.sinks.postgres.state import read_position
 from pgflow.sources.table_listing import live_lister
 
@@ -35,7 +37,8 @@ def describe_target(
             params = conn.info.get_parameters()
             location = f"{params.get('host', '?')}:{params.get('port', '?')}/{conn.info.dbname}"
     except (ConnectionConfigError, psycopg.Error) as exc:
-        return f"{'/'.join(pipeline.asset_key):<28} -> {where}: unavailable ({exc})"
+        detail = " ".join(str(exc).split())  # one line: Postgres errors carry LINE/caret lines
+        return f"{'/'.join(pipeline.asset_key):<28} -> {where}: unavailable ({detail})"
     rows = count[0] if count else 0
     text = f"{'/'.join(pipeline.asset_key):<28} -> {location} {sink.table}: {rows:,} rows"
     if position is not None:
@@ -80,7 +83,14 @@ def report_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     project = load_project(args.config, lister=live_lister())
     connections = with_sessions(project.connections)
+    instance = open_instance()
     print(f"pgflow: {len(project.pipelines)} pipeline(s); targets now hold:")
     for pipeline in project.pipelines:
         print("  " + describe_target(connections, project, pipeline))
+        if not isinstance(instance, str):
+            print("\n".join(describe_metrics(instance, pipeline)))
+    if isinstance(instance, str):
+        print(instance)
+    else:
+        instance.dispose()
     return 0

@@ -78,6 +78,11 @@ def error_text(error: ErrorInfo, limit: int = ERROR_CHARS) -> str:
     message = _QUALIFIED_PREFIX.sub("", error.message.strip())
     name = error.cls_name or ""
     text = message if not name or message.startswith(f"{name}:") else f"{name}: {message}"
+    return one_line(text, limit)
+
+
+def one_line(text: str, limit: int = ERROR_CHARS) -> str:
+    """`text` on one line, without a password, at most `limit` characters."""
     return cut(without_passwords(" ".join(text.split())), limit)
 
 
