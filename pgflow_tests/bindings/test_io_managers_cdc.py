@@ -58,6 +58,7 @@ def test_cdc_snapshot_then_changes_with_lsns_in_metadata(
     stream = metadata_of(setup, "items")
     assert stream["pgflow/cursor_before"] == snapshot["pgflow/cursor_after"]
     assert (stream["pgflow/upserts"], stream["pgflow/deletes"]) == (6, 5)
+    assert stream["pgflow/retries"] == 0 and "pgflow/last_error" not in stream
     assert stream["pgflow/slot_wal_status"] in ("reserved", "extended")
     assert rows(setup.sink_uri, SAME.format("landing.items", "_deleted_at IS NULL")) == rows(
         setup.source_uri, SAME.format("items", "true")

@@ -54,6 +54,7 @@ def test_cli_merges_into_delta_with_the_cursor_in_the_commit(
     first = materialize(setup, "delta/items")
     assert first.returncode == 0, first.stderr[-3000:]
     assert metadata(setup)["pgflow/rows_read"] == 100
+    assert metadata(setup)["pgflow/retries"] == 0 and "pgflow/last_error" not in metadata(setup)
 
     execute(setup.source_uri, "UPDATE items SET price = 0, added = now() WHERE id <= 4")
     second = materialize(setup, "delta/items")

@@ -45,6 +45,7 @@ def test_delta_table_synced_then_skipped_then_updated(
     assert first.returncode == 0, first.stderr[-3000:]
     assert rows(setup.sink_uri, "SELECT count(*), sum(price) FROM landing.prices") == [(50, 12750)]
     assert metadata_of(setup, "prices")["pgflow/rows_inserted"] == 50
+    assert metadata_of(setup, "prices")["pgflow/retries"] == 0  # the step's first try
 
     again = materialize(setup, "landing/prices")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -382,6 +382,15 @@ def test_a_lost_connection_retries_the_step_and_every_table_ends_loaded(
     assert len(retried) == 1
     # The retry loads only the table that failed; every table's checks still run.
     assert [len(materializations(instance, t)) for t in TABLES] == [1, 1, 1]
+    # The table loaded by the retry says so, with the first try's error; the others: 0.
+    metadata = {t: materializations(instance, t)[0].metadata for t in TABLES}
+    assert {t: m["pgflow/retries"].value for t, m in metadata.items()} == {
+        "orders": 0,
+        "customers": 0,
+        "lines": 1,
+    }
+    assert "pgflow/last_error" not in metadata["orders"]
+    assert "'shop_all'" in metadata["lines"]["pgflow/last_error"].value
     checked = {e.asset_key for e in result.get_asset_check_evaluations() if e.passed}
     assert checked == {key(t) for t in TABLES}
     logs = [e.user_message for e in instance.all_logs(result.run_id)]
