@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pgflow.bindings.try_history import error_text, one_line
 from pgflow.config.model import PipelineSpec
@@ -28,12 +28,12 @@ HINT = (
 ERROR_CHARS = 300
 INDENT = " " * 4
 # Shown in this order when the materialization has them (CDC and Delta loads have fewer).
-_FIGURES: tuple[tuple[str, str], ...] = (
-    ("pgflow/rows_written", "{:,} rows written"),
-    ("pgflow/batches", "{:,} batch(es)"),
-    ("pgflow/avg_batch_rows", "{:,.1f} avg batch rows"),
-    ("pgflow/write_seconds", "{:.3f} s writing"),
-    ("pgflow/retries", "{} retries"),
+_FIGURES: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("pgflow/rows_written", lambda n: f"{n:,} rows written"),
+    ("pgflow/batches", lambda n: f"{n:,} batch" + ("" if n == 1 else "es")),
+    ("pgflow/avg_batch_rows", lambda n: f"{n:,.1f} avg batch rows"),
+    ("pgflow/write_seconds", lambda s: f"{s:.3f} s writing"),
+    ("pgflow/retries", lambda n: f"{n} retr" + ("y" if n == 1 else "ies")),
 )
 
 
@@ -72,9 +72,7 @@ def describe_metrics(instance: dg.DagsterInstance, pipeline: PipelineSpec) -> li
 def materialization_line(event: dg.EventLogEntry) -> str:
     materialization = event.asset_materialization
     metadata = materialization.metadata if materialization else {}
-    figures = [
-        template.format(metadata[name].value) for name, template in _FIGURES if name in metadata
-    ]
+    figures = [show(metadata[name].value) for name, show in _FIGURES if name in metadata]
     partition = materialization.partition if materialization else None
     where = f"run {event.run_id}" + (f", partition {partition}" if partition else "")
     return f"last run {_when(event.timestamp)} ({where}): " + (", ".join(figures) or "no metrics")

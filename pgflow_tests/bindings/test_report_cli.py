@@ -12,7 +12,8 @@ from pathlib import Path
 import psycopg
 
 from pgflow_tests.bindings.conftest import REPO, DagsterSetup
-from pgflow_tests.bindings.test_definitions_cli import materialize
+from pgflow_tests.bindings.test_definitions_cli import latest_materialization, materialize
+from pgflow_tests.bindings.test_try_history import TerminateTheFirstLoad
 
 PGFLOW = str(Path(sys.executable).with_name("pgflow"))
 RUN_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -37,7 +38,7 @@ def test_report_prints_the_last_runs_metrics_then_a_later_failure(dagster_setup:
     assert lines[target].endswith("landing.items: 300 rows")
     metrics = lines[target + 1]
     assert re.fullmatch(
-        rf"    last run {WHEN} \(run {RUN_ID}\): 300 rows written, 1 batch\(es\), "
+        rf"    last run {WHEN} \(run {RUN_ID}\): 300 rows written, 1 batch, "
         r"300\.0 avg batch rows, \d+\.\d{3} s writing, 0 retries",
         metrics,
     ), metrics
@@ -61,6 +62,24 @@ def test_report_prints_the_last_runs_metrics_then_a_later_failure(dagster_setup:
     run_ids = re.findall(RUN_ID, metrics + failure)
     assert len(set(run_ids)) == 2  # the failed run is another run than the materialization
     assert setup.password not in "\n".join(lines)
+
+
+def test_a_run_retried_through_the_cli_reports_its_retry(dagster_setup: DagsterSetup):
+    setup = dagster_setup
+    setup.env["PGFLOW_RETRY_DELAY_SECONDS"] = "0"
+    fault = TerminateTheFirstLoad(setup.sink_uri)
+    loaded = materialize(setup, "landing/items")
+    fault.join()
+    assert fault.terminated and loaded.returncode == 0, loaded.stderr[-3000:]
+    metadata = latest_materialization(setup).metadata
+    assert metadata["pgflow/retries"].value == 1
+    assert "AdminShutdown: terminating connection" in metadata["pgflow/last_error"].value
+
+    lines = report(setup.env).splitlines()
+    target = next(i for i, line in enumerate(lines) if line.startswith("  landing/items"))
+    assert lines[target + 1].startswith("    last run ")
+    assert lines[target + 1].endswith(" s writing, 1 retry")
+    assert len(lines) == target + 2  # the run succeeded: no failure line
 
 
 def test_report_without_dagster_home_prints_how_to_point_at_the_instance(
