@@ -13,7 +13,7 @@ from pgflow.config.model import PipelineSpec, Project
 from pgflow.connections.delta_storage import storage_options_from_env
 from pgflow.connections.resource import PostgresConnections, with_sessions
 from pgflow.connections.secrets import ConnectionConfigError
-from pgflow.report_metrics import describe_metrics, open_instance
+from pgflow.report_metrics import describe_metrics, last_runs, open_instance
 from pgflow.sinks.postgres.state import read_position
 from pgflow.sources.table_listing import live_lister
 
@@ -84,13 +84,14 @@ def report_main(argv: list[str]) -> int:
     project = load_project(args.config, lister=live_lister())
     connections = with_sessions(project.connections)
     instance = open_instance()
+    runs = instance if isinstance(instance, str) else last_runs(instance, project.pipelines)
     print(f"pgflow: {len(project.pipelines)} pipeline(s); targets now hold:")
     for pipeline in project.pipelines:
         print("  " + describe_target(connections, project, pipeline))
-        if not isinstance(instance, str):
-            print("\n".join(describe_metrics(instance, pipeline)))
-    if isinstance(instance, str):
-        print(instance)
-    else:
+        if not isinstance(runs, str):
+            print("\n".join(describe_metrics(runs, pipeline)))
+    if isinstance(runs, str):
+        print(runs)
+    if not isinstance(instance, str):
         instance.dispose()
     return 0

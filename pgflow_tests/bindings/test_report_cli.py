@@ -30,6 +30,8 @@ def report(env: dict[str, str]) -> str:
 
 def test_report_prints_the_last_runs_metrics_then_a_later_failure(dagster_setup: DagsterSetup):
     setup = dagster_setup
+    before = report(setup.env).splitlines()
+    assert before[1].startswith("  landing/items") and before[2:] == ["    last run: none recorded"]
     loaded = materialize(setup, "landing/items")
     assert loaded.returncode == 0, loaded.stderr[-3000:]
 
