@@ -1,0 +1,101 @@
+"""The read's keys that the Delta table lacks: counted before `update` or `delete` writes.
+
+delta-rs' merge reports rows updated or deleted, not source rows that matched nothing, and
+it has no dry run, so the count is an anti-join made before the merge:
+
+1. the read's distinct keys, read again from Postgres in the read's snapshot (`SELECT
+   DISTINCT <key>` over the read's own filter, carried in the read's Arrow forms), are held
+   in memory: keys only, never whole rows;
+2. the table's key columns are streamed from DataFusion one batch at a time and semi-joined
+   with them (null-safe, like the merge predicate), keeping the keys found;
+3. the read's keys not found are the unmatched ones: their count and a sorted sample.
+
+Memory is bounded by the read's distinct keys (twice, at most) plus one batch of the table's
+keys, not by the table or the rows read. Nothing is written, so `on_unmatched: fail` stops
+the load before its one commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+from deltalake import DeltaTable, QueryBuilder
+from psycopg import sql
+
+from pgflow.sinks.delta.context import DeltaContext
+from pgflow.sinks.delta.keys import quote
+from pgflow.sinks.delta.table import SchemaChanged
+from pgflow.sources.arrow import ArrowRead
+
+SAMPLE_KEYS = 5
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    count: int  # distinct keys of the read the table does not hold
+    sample: tuple[str, ...]  # up to SAMPLE_KEYS of them, sorted, as text
+    read_keys: int  # distinct keys of the read
+
+    def described(self) -> str:
+        more = ", ..." if self.count > len(self.sample) else ""
+        return f"{self.count:,} key(s) read ({', '.join(self.sample)}{more})"
+
+
+def unmatched_keys(ctx: DeltaContext) -> Unmatched:
+    """The read's distinct keys the table at `ctx.table` lacks (see the module doc)."""
+    assert ctx.table is not None, "update and delete refuse a missing table before reading"
+    have = {f.name for f in ctx.table.schema().fields}
+    lacking = [k for k in ctx.strategy.unique_key if k not in have]
+    if lacking:
+        raise SchemaChanged(
+            f"the Delta table at {ctx.path} has no column(s) {', '.join(lacking)} of "
+            f"unique_key, which mode {ctx.strategy.mode} matches rows by; nothing was written. "
+            "Correct sink.strategy.unique_key or sink.path"
+        )
+    read_keys = _read_keys(ctx)
+    if read_keys.height == 0:
+        return Unmatched(0, (), 0)
+    found = _found_keys(ctx.table, read_keys)
+    missing = read_keys.join(found, on=read_keys.columns, how="anti", nulls_equal=True)
+    sample = tuple(
+        _as_text(row) for row in missing.sort(missing.columns).head(SAMPLE_KEYS).iter_rows()
+    )
+    return Unmatched(missing.height, sample, read_keys.height)
+
+
+def _read_keys(ctx: DeltaContext) -> pl.DataFrame:
+    """The read's distinct keys, typed as the read carries them (its numeric forms too)."""
+    key = ctx.strategy.unique_key
+    keys = ArrowRead(ctx.source, key, prefetch=0)
+    keys.use_columns([c for name in key for c in ctx.read.columns if c.name == name])
+    # The read's own filter (cursor range, boundary rows skipped), in its snapshot.
+    keys.select = sql.SQL("SELECT DISTINCT * FROM ({}) AS k").format(
+        ctx.source.select_query(keys.expressions)
+    )
+    try:
+        frames = list(keys.frames())
+    finally:
+        keys.close()
+    return pl.concat(frames) if frames else pl.DataFrame(schema=keys.schema)
+
+
+def _found_keys(table: DeltaTable, read_keys: pl.DataFrame) -> pl.DataFrame:
+    """The read's keys the table holds, the table's key columns streamed batch by batch."""
+    names = read_keys.columns
+    query = f"SELECT {', '.join(quote(n) for n in names)} FROM target"
+    stream = QueryBuilder().register("target", table).execute(query)
+    found: list[pl.DataFrame] = []
+    for batch in stream:
+        keys = pl.DataFrame(batch).cast(read_keys.schema)
+        hit = keys.join(read_keys, on=names, how="semi", nulls_equal=True)
+        if hit.height:
+            found.append(hit.unique())
+    if not found:
+        return read_keys.clear()
+    return pl.concat(found).unique()
+
+
+def _as_text(row: tuple[object, ...]) -> str:
+    values = ["NULL" if v is None else str(v) for v in row]
+    return values[0] if len(values) == 1 else "(" + ", ".join(values) + ")"
