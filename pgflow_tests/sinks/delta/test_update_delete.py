@@ -230,3 +230,49 @@ def test_update_with_a_key_the_table_lacks_is_refused(lake) -> None:
     with pytest.raises(ValueError, match=r"has no column\(s\) Nr of unique_key"):
         run_delta(uri, path, strategy, table="changes", pipeline="changes")
     assert version(path) == 0
+
+
+def test_composite_nullable_keys_of_timestamptz_and_numeric_match_typed(source_uri, tmp_path):
+    """One instant written in two time zones is one key, 1.5 is 1.50, a NULL key matches."""
+    execute(source_uri, """
+        CREATE TABLE base (at timestamptz, amount numeric, "Wert ✓" text);
+        INSERT INTO base VALUES ('2024-05-01 12:00+00', 1.5, 'a'), (NULL, 2, 'b'),
+            ('2024-05-01 12:00+00', NULL, 'c'), ('2024-05-02 00:00+00', 3, 'd');
+        CREATE TABLE changes (at timestamptz, amount numeric, "Wert ✓" text);
+        INSERT INTO changes VALUES ('2024-05-01 14:00+02', 1.50, 'A'), (NULL, 2, 'B'),
+            ('2024-05-01 12:00+00', 7, 'new');
+        CREATE TABLE gone AS SELECT at, amount FROM changes;
+    """)  # fmt: skip
+    path = tmp_path / "t"
+    key = ("at", "amount")
+    run_delta(source_uri, path, StrategySpec(mode="full_refresh"), table="base", pipeline="b")
+
+    updated = run_delta(source_uri, path, StrategySpec(mode="update", unique_key=key),
+                        table="changes", pipeline="u", time_zone="Asia/Kolkata")  # fmt: skip
+    values = scan_delta_table(path).sort("Wert ✓").collect().get_column("Wert ✓").to_list()
+    assert updated.rows == 2 and values == ["A", "B", "c", "d"]
+    assert updated.strategy_metadata == {"unmatched_keys": 1}
+
+    deleted = run_delta(source_uri, path, StrategySpec(mode="delete", unique_key=key),
+                        table="gone", pipeline="d")  # fmt: skip
+    assert deleted.strategy_metadata == {"rows_deleted": 2, "unmatched_keys": 1}
+    assert sorted(scan_delta_table(path).collect().get_column("Wert ✓").to_list()) == ["c", "d"]
+    # The same key predicate in a merge: two nullable keys (DataFusion's AND binds tighter).
+    merge = StrategySpec(mode="incremental_merge", unique_key=key)
+    merged = run_delta(source_uri, path, merge, table="changes", pipeline="m")
+    assert merged.metrics["num_target_rows_inserted"] == 3
+    run_delta(source_uri, path, merge, table="changes", pipeline="m")
+    assert scan_delta_table(path).collect().height == 5
+
+
+def test_update_adds_a_column_the_source_gained(lake) -> None:
+    uri, path = lake
+    execute(uri, "ALTER TABLE changes ADD COLUMN \"Farbe\" text DEFAULT 'rot'")
+    result = run_delta(uri, path, UPDATE, table="changes", pipeline="changes")
+    colours = scan_delta_table(path).sort("Réf Nr").collect().get_column("Farbe").to_list()
+    assert result.rows == 3 and colours == ["rot", "rot", "rot", None, None]
+
+    execute(uri, "ALTER TABLE changes ADD COLUMN size int")
+    strict = StrategySpec(mode="update", unique_key=KEY, on_schema_change="fail")
+    with pytest.raises(ValueError, match=r"new column\(s\) size"):
+        run_delta(uri, path, strict, table="changes", pipeline="changes")
