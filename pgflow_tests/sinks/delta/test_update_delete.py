@@ -19,6 +19,7 @@ from pgflow.sinks.delta import scan_delta_table
 from pgflow.sinks.delta.state import stored_position
 from pgflow.sinks.postgres.keys import DuplicateKeys
 from pgflow.sinks.postgres.update import UnmatchedKeys
+from pgflow.sources.arrow import ArrowRead
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.sinks.delta.conftest import execute, last_commit, run_delta
@@ -276,3 +277,33 @@ def test_update_adds_a_column_the_source_gained(lake) -> None:
     strict = StrategySpec(mode="update", unique_key=KEY, on_schema_change="fail")
     with pytest.raises(ValueError, match=r"new column\(s\) size"):
         run_delta(uri, path, strict, table="changes", pipeline="changes")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "table", "left"),
+    [(UPDATE, "changes", [1, 2, 3, 4, 5]), (DELETE, "gone", [2, 4, 5])],
+    ids=["update", "delete"],
+)
+def test_a_failure_before_the_commit_changes_nothing_and_the_rerun_converges(
+    lake, monkeypatch, strategy, table, left
+) -> None:
+    uri, path = lake
+    before = table_rows(path)
+    real = ArrowRead.record_batches
+
+    def streamed_then_failing(self):
+        yield from real(self)  # every batch reaches the merge, which writes its files...
+        raise RuntimeError("injected: the process dies before the commit")
+
+    monkeypatch.setattr(ArrowRead, "record_batches", streamed_then_failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_delta(uri, path, strategy, table=table, pipeline=table, make_source=by_cursor())
+    monkeypatch.undo()
+    assert version(path) == 0 and table_rows(path) == before
+    assert stored_position(str(path), table) is None
+
+    rerun = run_delta(uri, path, strategy, table=table, pipeline=table, make_source=by_cursor())
+    assert rerun.version_after == 1 and sorted(table_rows(path)) == left
+    assert stored_position(str(path), table) == rerun.position_after
+    if strategy.mode == "update":
+        assert table_rows(path)[1]["Preis €"] == Decimal("2.25")
