@@ -162,13 +162,7 @@ def load_delta(
     )  # fmt: skip
     started = time.monotonic()
     with first_write(load.path, storage_options):  # a failed first load leaves no folder
-        table = open_table(load.path, storage_options)
-        if table is None and load.strategy.changes_rows_only:
-            raise MissingDeltaTable(
-                f"mode {strategy.mode} changes rows of an existing Delta table, and there is "
-                f"none at {load.path}. Nothing was written. Create or load it first (e.g. with "
-                "mode incremental_merge), or correct sink.path"
-            )
+        table = _open_table(load)
         version = None if table is None else table.version()
         before = _Before(table, version, data_files(table), read_state(table, pipeline))
         read: ArrowRead | None = None
@@ -185,6 +179,18 @@ def load_delta(
                 read.close()  # a write that failed mid-stream may have left the COPY running
             source.close()
         return _result(load, before, written, started)
+
+
+def _open_table(load: _DeltaLoad) -> DeltaTable | None:
+    """The table the load writes (None: the load creates it); update and delete need one."""
+    table = open_table(load.path, load.storage_options)
+    if table is None and load.strategy.changes_rows_only:
+        raise MissingDeltaTable(
+            f"mode {load.spec.mode} changes rows of an existing Delta table, and there is "
+            f"none at {load.path}. Nothing was written. Create or load it first (e.g. with "
+            "mode incremental_merge), or correct sink.path"
+        )
+    return table
 
 
 def _incremental_plan(
