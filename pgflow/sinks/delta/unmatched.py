@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
+from arro3.core import Table
 from deltalake import DeltaTable, QueryBuilder
 from psycopg import sql
 
@@ -85,6 +86,7 @@ def _found_keys(table: DeltaTable, read_keys: pl.DataFrame) -> pl.DataFrame:
     names = read_keys.columns
     query = f"SELECT {', '.join(quote(n) for n in names)} FROM target"
     stream = QueryBuilder().register("target", table).execute(query)
+    _check_key_types(pl.DataFrame(Table.from_batches([], schema=stream.schema)).schema, read_keys)
     found: list[pl.DataFrame] = []
     for batch in stream:
         keys = pl.DataFrame(batch).cast(read_keys.schema)
@@ -94,6 +96,26 @@ def _found_keys(table: DeltaTable, read_keys: pl.DataFrame) -> pl.DataFrame:
     if not found:
         return read_keys.clear()
     return pl.concat(found).unique()
+
+
+def _check_key_types(table: pl.Schema, read_keys: pl.DataFrame) -> None:
+    """Refuse key columns of another kind in the table: DataFusion would coerce them (a date
+    compared with a bigint) and silently match nothing. Numbers of any width match numbers."""
+    differ = [
+        f"{name} ({table[name]} in the table, {dtype} read)"
+        for name, dtype in read_keys.schema.items()
+        if _kind(table[name]) != _kind(dtype)
+    ]
+    if differ:
+        raise SchemaChanged(
+            f"unique_key column(s) {', '.join(differ)} are not of one kind, so no key would "
+            "match; nothing was written. Run the loading pipeline with reset to retype the "
+            "table, or correct sink.strategy.unique_key"
+        )
+
+
+def _kind(dtype: pl.DataType) -> object:
+    return "number" if dtype.is_numeric() else dtype.base_type()
 
 
 def _as_text(row: tuple[object, ...]) -> str:

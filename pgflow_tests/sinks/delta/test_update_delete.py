@@ -307,3 +307,18 @@ def test_a_failure_before_the_commit_changes_nothing_and_the_rerun_converges(
     assert stored_position(str(path), table) == rerun.position_after
     if strategy.mode == "update":
         assert table_rows(path)[1]["Preis €"] == Decimal("2.25")
+
+
+def test_a_key_of_another_kind_in_the_table_is_refused(lake) -> None:
+    uri, path = lake
+    execute(
+        uri,
+        """ALTER TABLE gone ALTER COLUMN "Réf Nr" TYPE date
+                    USING date '2024-01-01' + "Réf Nr"::int""",
+    )
+    with pytest.raises(ValueError) as refused:
+        run_delta(uri, path, DELETE, table="gone", pipeline="gone")
+    assert str(refused.value).startswith(
+        "unique_key column(s) Réf Nr (Int64 in the table, Date read) are not of one kind"
+    )
+    assert version(path) == 0 and len(table_rows(path)) == 5
