@@ -20,7 +20,9 @@ DATA_FILE = re.compile(r"^part-[^/]*\.parquet(#\d+)?$")
 REFUSED = ("forbidden", "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied")
 REFUSED_STATUS = re.compile(r"(?<![\w.:/-])403(?![\w.:])")
 SECRET_OPTIONS = ("secret", "token", "password", "key")
-STORE_ERROR = re.compile(r"Generic \w+ error|error sending request")
+# Not delta-rs' own "Generic DeltaTable error" (a merge that cannot be planned, say): that is
+# no store failure, and worth no retry.
+STORE_ERROR = re.compile(r"Generic (?!DeltaTable )\w+ error|error sending request")
 
 
 class SchemaChanged(ValueError):
