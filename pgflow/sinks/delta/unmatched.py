@@ -17,6 +17,7 @@ the load before its one commit.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import polars as pl
@@ -30,6 +31,10 @@ from pgflow.sinks.delta.table import SchemaChanged
 from pgflow.sources.arrow import ArrowRead
 
 SAMPLE_KEYS = 5
+# Distinct keys of the read held at once (bigint keys: ~8 MB a million, plus the join's hash
+# table); a read with more is checked chunk by chunk, each chunk one scan of the table's keys.
+KEY_CHUNK_ROWS = 1_000_000
+BATCH_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -54,31 +59,44 @@ def unmatched_keys(ctx: DeltaContext) -> Unmatched:
             f"unique_key, which mode {ctx.strategy.mode} matches rows by; nothing was written. "
             "Correct sink.strategy.unique_key or sink.path"
         )
-    read_keys = _read_keys(ctx)
-    if read_keys.height == 0:
-        return Unmatched(0, (), 0)
-    found = _found_keys(ctx.table, read_keys)
-    missing = read_keys.join(found, on=read_keys.columns, how="anti", nulls_equal=True)
-    sample = tuple(
-        _as_text(row) for row in missing.sort(missing.columns).head(SAMPLE_KEYS).iter_rows()
-    )
-    return Unmatched(missing.height, sample, read_keys.height)
+    count = read = 0
+    samples: list[pl.DataFrame] = []
+    chunks = _read_key_chunks(ctx)
+    try:
+        for chunk in chunks:
+            found = _found_keys(ctx.table, chunk)
+            missing = chunk.join(found, on=chunk.columns, how="anti", nulls_equal=True)
+            count, read = count + missing.height, read + chunk.height
+            samples.append(missing.sort(missing.columns).head(SAMPLE_KEYS))
+    finally:
+        chunks.close()  # a failure mid-way ends the keys' COPY now, not when collected
+    if not count:
+        return Unmatched(0, (), read)
+    first = pl.concat(samples).sort(samples[0].columns).head(SAMPLE_KEYS)
+    return Unmatched(count, tuple(_as_text(row) for row in first.iter_rows()), read)
 
 
-def _read_keys(ctx: DeltaContext) -> pl.DataFrame:
-    """The read's distinct keys, typed as the read carries them (its numeric forms too)."""
+def _read_key_chunks(ctx: DeltaContext) -> Generator[pl.DataFrame, None, None]:
+    """The read's distinct keys, typed as the read carries them (its numeric forms too), in
+    chunks of up to KEY_CHUNK_ROWS (DISTINCT: no key is in two chunks)."""
     key = ctx.strategy.unique_key
-    keys = ArrowRead(ctx.source, key, prefetch=0)
+    keys = ArrowRead(ctx.source, key, batch_rows=min(KEY_CHUNK_ROWS, BATCH_ROWS), prefetch=0)
     keys.use_columns([c for name in key for c in ctx.read.columns if c.name == name])
     # The read's own filter (cursor range, boundary rows skipped), in its snapshot.
     keys.select = sql.SQL("SELECT DISTINCT * FROM ({}) AS k").format(
         ctx.source.select_query(keys.expressions)
     )
+    held: list[pl.DataFrame] = []
     try:
-        frames = list(keys.frames())
+        for frame in keys.frames():
+            held.append(frame)
+            if sum(f.height for f in held) >= KEY_CHUNK_ROWS:
+                yield pl.concat(held)
+                held = []
     finally:
         keys.close()
-    return pl.concat(frames) if frames else pl.DataFrame(schema=keys.schema)
+    if held:
+        yield pl.concat(held)
 
 
 def _found_keys(table: DeltaTable, read_keys: pl.DataFrame) -> pl.DataFrame:

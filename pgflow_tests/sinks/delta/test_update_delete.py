@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 
 from pgflow.config.model import StrategySpec
 from pgflow.flows.delta_load import MissingDeltaTable
-from pgflow.sinks.delta import scan_delta_table
+from pgflow.sinks.delta import scan_delta_table, unmatched
 from pgflow.sinks.delta.state import stored_position
 from pgflow.sinks.postgres.keys import DuplicateKeys
 from pgflow.sinks.postgres.update import UnmatchedKeys
@@ -322,3 +322,22 @@ def test_a_key_of_another_kind_in_the_table_is_refused(lake) -> None:
         "unique_key column(s) Réf Nr (Int64 in the table, Date read) are not of one kind"
     )
     assert version(path) == 0 and len(table_rows(path)) == 5
+
+
+def test_unmatched_keys_are_counted_chunk_by_chunk(lake, monkeypatch) -> None:
+    """A read of more keys than one chunk holds: the same count and sample, bounded memory."""
+    uri, path = lake
+    execute(
+        uri, "INSERT INTO gone SELECT g, 'never', '2024-02-01' FROM generate_series(100, 120) g"
+    )
+    monkeypatch.setattr(unmatched, "KEY_CHUNK_ROWS", 2)  # 25 distinct keys: 13 chunks
+    result = run_delta(uri, path, DELETE, table="gone", pipeline="gone")
+    assert result.strategy_metadata == {"rows_deleted": 2, "unmatched_keys": 22}
+    assert sorted(table_rows(path)) == [2, 4, 5]
+
+    fail = StrategySpec(
+        mode="update", unique_key=KEY, on_unmatched="fail", duplicate_policy="keep_last"
+    )
+    with pytest.raises(UnmatchedKeys, match=r": 24 key\(s\) read \(1, 3, 42, 100, 101, \.\.\.\)"):
+        run_delta(uri, path, fail, table="gone", pipeline="gone")  # 1 and 3 deleted above
+    assert version(path) == 1
