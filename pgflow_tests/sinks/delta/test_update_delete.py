@@ -22,6 +22,7 @@ from pgflow.sinks.postgres.update import UnmatchedKeys
 from pgflow.sources.arrow import ArrowRead
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.xmin import XminSource
 from pgflow_tests.sinks.delta.conftest import execute, last_commit, run_delta
 
 KEY = ("Réf Nr",)
@@ -341,3 +342,24 @@ def test_unmatched_keys_are_counted_chunk_by_chunk(lake, monkeypatch) -> None:
     with pytest.raises(UnmatchedKeys, match=r": 24 key\(s\) read \(1, 3, 42, 100, 101, \.\.\.\)"):
         run_delta(uri, path, fail, table="gone", pipeline="gone")  # 1 and 3 deleted above
     assert version(path) == 1
+
+
+def test_update_and_delete_with_xmin_reads(lake) -> None:
+    uri, path = lake
+    update = {"table": "changes", "pipeline": "changes", "make_source": XminSource}
+    first = run_delta(uri, path, UPDATE, **update)
+    assert first.rows_read == 4 and first.strategy_metadata == {"unmatched_keys": 1}
+    execute(uri, """UPDATE changes SET "Preis €" = 8 WHERE "Réf Nr" = 2""")
+    second = run_delta(uri, path, UPDATE, **update)
+    assert (second.rows_read, second.rows) == (1, 1)
+    assert table_rows(path)[2]["Preis €"] == Decimal(8)
+
+    delete = {"table": "gone", "pipeline": "gone", "make_source": XminSource}
+    assert run_delta(uri, path, DELETE, **delete).strategy_metadata["rows_deleted"] == 2
+    execute(uri, """INSERT INTO gone VALUES (2, 'now', now())""")
+    again = run_delta(uri, path, DELETE, **delete)
+    assert again.rows_read == 1 and again.strategy_metadata == {
+        "rows_deleted": 1,
+        "unmatched_keys": 0,
+    }
+    assert sorted(table_rows(path)) == [4, 5]
