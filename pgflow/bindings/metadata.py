@@ -315,6 +315,8 @@ def delta_load_metadata(result: DeltaLoadResult, schema: dg.TableSchema) -> dict
         "pgflow/duration_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "pgflow/created_target": dg.MetadataValue.bool(result.created_table),
     }
+    for name, value in result.strategy_metadata.items():  # update, delete: unmatched_keys
+        metadata[f"pgflow/{name}"] = dg.MetadataValue.int(value)
     if result.read is not None:
         before = result.position_before.value if result.position_before else ""
         after = result.position_after.value if result.position_after else ""

@@ -6,7 +6,7 @@ failed run, that a spec asks for something not built yet.
 
 from __future__ import annotations
 
-from pgflow.config.model import KEYED_CHANGE_MODES, SinkSpec, SourceSpec
+from pgflow.config.model import SinkSpec, SourceSpec
 
 SUPPORTED_SOURCES = {
     ("postgres", "full"),
@@ -32,6 +32,8 @@ SUPPORTED_SINK_STRATEGIES = {
     ("delta", "incremental_merge", "delete_insert"),  # one Delta merge, whatever the policy
     ("delta", "replace", ""),
     ("delta", "partition_replace", ""),
+    ("delta", "update", ""),  # one Delta merge that never inserts
+    ("delta", "delete", ""),
 }
 
 
@@ -47,11 +49,6 @@ def unsupported_reason(source: SourceSpec, sink: SinkSpec) -> tuple[str, str] | 
             f"supported now: {', '.join(f'{k} {s}' for k, s in sorted(SUPPORTED_SOURCES))}"
         )
     variant = sink.strategy.variant
-    if sink.type == "delta" and sink.strategy.mode in KEYED_CHANGE_MODES:
-        return "sink.strategy.mode", (
-            f"mode {sink.strategy.mode} is not supported for sink.type delta yet (it changes "
-            "rows of a Postgres target); use a postgres sink, or mode incremental_merge"
-        )
     if (sink.type, sink.strategy.mode, variant) not in SUPPORTED_SINK_STRATEGIES:
         field = _unsupported_field(sink)
         described = f"mode '{sink.strategy.mode}'" + (f" ({variant})" if variant else "")

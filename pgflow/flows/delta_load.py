@@ -62,11 +62,15 @@ from pgflow.sources.base import (
 from pgflow.sources.postgres import PostgresTableSource
 
 
+class MissingDeltaTable(ValueError):
+    """update or delete found no Delta table to change; nothing was written."""
+
+
 @dataclass(frozen=True)
 class DeltaLoadResult:
     path: str
     strategy: str
-    rows: int  # rows the strategy wrote: appended, or inserted + updated by a merge
+    rows: int  # rows the strategy wrote: appended, inserted + updated, updated or deleted
     rows_read: int  # rows streamed from the source (after the duplicate policy)
     bytes_read: int  # CSV bytes streamed from the source
     bytes_written: int  # size of the data files the commit added
@@ -79,6 +83,7 @@ class DeltaLoadResult:
     position_before: Position | None = None  # incremental sources: the stored position used
     position_after: Position | None = None  # incremental sources: the position now stored
     metrics: dict[str, Any] = field(default_factory=dict)  # delta-rs' metrics (merges)
+    strategy_metadata: dict[str, int] = field(default_factory=dict)  # e.g. rows_deleted
     # Column cursors: rows at the new mark the next read skips (0: none kept, e.g. keyless).
     boundary_rows: int | None = None
 
@@ -157,7 +162,7 @@ def load_delta(
     )  # fmt: skip
     started = time.monotonic()
     with first_write(load.path, storage_options):  # a failed first load leaves no folder
-        table = open_table(load.path, storage_options)
+        table = _open_table(load)
         version = None if table is None else table.version()
         before = _Before(table, version, data_files(table), read_state(table, pipeline))
         read: ArrowRead | None = None
@@ -174,6 +179,18 @@ def load_delta(
                 read.close()  # a write that failed mid-stream may have left the COPY running
             source.close()
         return _result(load, before, written, started)
+
+
+def _open_table(load: _DeltaLoad) -> DeltaTable | None:
+    """The table the load writes (None: the load creates it); update and delete need one."""
+    table = open_table(load.path, load.storage_options)
+    if table is None and load.strategy.changes_rows_only:
+        raise MissingDeltaTable(
+            f"mode {load.spec.mode} changes rows of an existing Delta table, and there is "
+            f"none at {load.path}. Nothing was written. Create or load it first (e.g. with "
+            "mode incremental_merge), or correct sink.path"
+        )
+    return table
 
 
 def _incremental_plan(
@@ -229,11 +246,15 @@ def _prepare_read(
 ) -> None:
     """Fix how `read` carries each column, and check its keys, before anything is written."""
     source, spec = read.source, load.spec
-    kept = kept_types(table, rewrites=load.reset or load.strategy.overwrites_table)
+    strategy = load.strategy
+    strategy.prepare_read(read, spec)
+    kept = kept_types(table, rewrites=_rewrites(load))
     plan_numerics(read, kept, load.numeric_as)
     check_list_columns(kept, read, load.path)
     if spec.keyed:
         check_key_columns(spec.unique_key, source.info)
+        if not strategy.settles_duplicates:
+            return
         if spec.duplicate_policy == "keep_last":
             read.select = keep_last_query(read, spec, cursor)
         else:
@@ -243,11 +264,19 @@ def _prepare_read(
 def _write(ctx: DeltaContext, load: _DeltaLoad) -> DeltaWrite:
     if ctx.table is None:
         return create_table(ctx)
-    if load.reset:
+    if load.reset and not load.strategy.changes_rows_only:  # update, delete: re-read, apply
         return rebuild(ctx)
     if not load.strategy.overwrites_table:  # an overwrite takes the read's schema
-        check_columns(ctx.table, ctx.read, ctx.strategy, ctx.path)
+        partial = load.strategy.changes_rows_only
+        check_columns(ctx.table, ctx.read, ctx.strategy, ctx.path, partial=partial)
     return load.strategy.apply(ctx)
+
+
+def _rewrites(load: _DeltaLoad) -> bool:
+    """Whether the load replaces the table's schema with the read's (a reset rebuilds it,
+    unless the strategy only changes rows)."""
+    strategy = load.strategy
+    return strategy.overwrites_table or (load.reset and not strategy.changes_rows_only)
 
 
 def _result(
@@ -271,6 +300,7 @@ def _result(
         position_before=before.state.position if written.plan is not None else None,
         position_after=written.position,
         metrics=written.write.metrics,
+        strategy_metadata=written.write.strategy_metadata,
         boundary_rows=written.boundary_rows,
     )
 

@@ -92,14 +92,45 @@ def test_update_refuses_cdc(tmp_path: Path) -> None:
     )
 
 
+DELTA_SINK = {"type": "delta", "connection_id": DROP, "table": DROP, "path": "/lake/orders"}
+
+
 @pytest.mark.parametrize("mode", ["update", "delete"])
-def test_a_delta_sink_refuses_update_and_delete(tmp_path: Path, mode: str) -> None:
-    sink = {"type": "delta", "connection_id": DROP, "table": DROP, "path": "/lake/orders"}
-    spec = spec_with(tmp_path, {"mode": mode, "unique_key": ["id"]}, sink=sink)
+@pytest.mark.parametrize("read", ["full", "column", "xmin"])
+def test_a_delta_sink_takes_update_and_delete(tmp_path: Path, mode: str, read: str) -> None:
+    options: dict[str, Any] = {"incremental_strategy": read}
+    if read == "column":
+        options["incremental_column"] = "updated_at"
+    strategy: dict[str, Any] = {"mode": mode, "unique_key": ["id"]}
+    if mode == "update":
+        strategy["on_unmatched"] = "fail"
+    spec = load_one(spec_with(tmp_path, strategy, sink=DELTA_SINK, source={"options": options}))
+    assert (spec.sink.type, spec.sink.strategy.mode, spec.sink.path) == (
+        "delta",
+        mode,
+        "/lake/orders",
+    )
+    assert spec.sink.strategy.on_unmatched == ("fail" if mode == "update" else "ignore")
+
+
+@pytest.mark.parametrize("mode", ["update", "delete"])
+def test_a_delta_sink_refuses_update_and_delete_from_cdc(tmp_path: Path, mode: str) -> None:
+    source = {"options": {"incremental_strategy": "cdc"}}
+    strategy = {"mode": mode, "unique_key": ["id"]}
+    spec = spec_with(tmp_path, strategy, sink=DELTA_SINK, source=source)
     assert only_problem(spec) == (
-        f"{spec}: pipeline 'orders': field 'sink.strategy.mode': mode {mode} is not supported for sink.type "
-        "delta yet (it changes rows of a Postgres target); use a postgres sink, or mode "
-        "incremental_merge"
+        f"{spec}: pipeline 'orders': field 'sink.strategy.mode': {mode} cannot take CDC into a "
+        "delta sink: each batch is one Delta merge on the key (updates, inserts, deletes); use "
+        "mode incremental_merge with unique_key (the source table's primary key)"
+    )
+
+
+@pytest.mark.parametrize("mode", ["update", "delete"])
+def test_a_delta_update_or_delete_still_needs_a_key(tmp_path: Path, mode: str) -> None:
+    spec = spec_with(tmp_path, {"mode": mode}, sink=DELTA_SINK)
+    assert only_problem(spec) == (
+        f"{spec}: pipeline 'orders': field 'sink.strategy.unique_key': is required for mode "
+        f"{mode}: it finds the target rows to {mode}; list the key column(s), e.g. [id]"
     )
 
 

@@ -12,19 +12,23 @@ scenario's AFTER is checked here against the rows it must hold:
   4001-5000; after the change the source's new ids go too, the rest (4301-5000, and 4007,
   4057, ... which the change inserted and deleted) stay;
 - partial upsert (update_columns: [qty]): conflicts set qty only, the note the target holds
-  stays, new ids come with every column.
+  stays, new ids come with every column;
+- update and delete into a Delta table: the same, the stale table loaded into Delta first
+  (one commit per run; BEFORE and AFTER are Delta versions with their stored position).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
 
+from pgflow.sinks.delta import scan_delta_table
 from pgflow_tests.reliability.kills.judge import same_data
 from pgflow_tests.reliability.kills.observe import id_qty_postgres
-from pgflow_tests.reliability.kills.scenarios import TARGET, Scenario
+from pgflow_tests.reliability.kills.scenarios import Scenario
 from pgflow_tests.reliability.kills.sweep import SOURCE_TABLE, KillSweep, kill_sweep
 from pgflow_tests.reliability.test_kills import (
     FAST_EVENT_POINTS,
@@ -71,6 +75,27 @@ SCENARIOS = {
             source_equality="apart",
             sink_ddl=STALE_TARGET.format(last=5000, default=""),
         ),
+        # The same into a Delta table (loaded from that stale table before the first load).
+        Scenario(
+            "update/delta_column",
+            "postgres",
+            "delta",
+            options="{incremental_strategy: column, incremental_column: updated_at}",
+            strategy="{mode: update, unique_key: [id]}",
+            source_equality="apart",
+            sink_ddl=STALE_TARGET.format(last=4000, default=""),
+            delta_batch_rows=25,  # the change's ~400 rows: ~16 batches
+        ),
+        Scenario(
+            "delete/delta_key_only",
+            "postgres",
+            "delta",
+            options="{include_columns: [id]}",
+            strategy="{mode: delete, unique_key: [id]}",
+            source_equality="apart",
+            sink_ddl=STALE_TARGET.format(last=5000, default=""),
+            delta_batch_rows=200,
+        ),
         Scenario(
             "upsert/update_columns",
             "postgres",
@@ -84,6 +109,7 @@ SCENARIOS = {
     )
 }
 NAMES = sorted(SCENARIOS)
+COLUMNS = ["id", "qty", "note", "origin"]
 
 
 def _check_after(sweep: KillSweep) -> None:
@@ -93,14 +119,23 @@ def _check_after(sweep: KillSweep) -> None:
     try:
         sweep.run_ok()
         assert same_data(sweep.snapshot(), sweep.judge.after)
-        _check_rows(sweep.scenario.name, sweep.source_uri, sweep.sink_uri())
+        _check_rows(sweep.scenario.name, sweep.source_uri, _target(sweep))
     finally:
         sweep.release()
 
 
-def _check_rows(name: str, source_uri: str, sink_uri: str) -> None:
+def _target(sweep: KillSweep) -> pl.DataFrame:
+    """The target's id, qty, note and origin, from Postgres or Delta."""
+    if sweep.scenario.sink == "delta":
+        return scan_delta_table(sweep.lake / "target").select(COLUMNS).collect()
+    with psycopg.connect(sweep.sink_uri()) as conn:
+        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM landing.items").fetchall()
+    return pl.DataFrame(rows, schema=COLUMNS, orient="row")
+
+
+def _check_rows(name: str, source_uri: str, table: pl.DataFrame) -> None:
     source = dict(id_qty_postgres(source_uri, SOURCE_TABLE))
-    target = dict(id_qty_postgres(sink_uri, TARGET))
+    target = dict(table.select("id", "qty").iter_rows())
     if name.startswith("delete"):
         # the first load deleted 1-4000; this one the source's new ids 4001-4300
         assert set(target) == set(range(4001, 5001)) - set(source)
@@ -113,11 +148,10 @@ def _check_rows(name: str, source_uri: str, sink_uri: str) -> None:
     for id_, qty in target.items():
         # ids the source deleted keep the value their first load gave them
         assert qty == (id_ % 97 if id_ in deleted else source[id_]), id_
-    with psycopg.connect(sink_uri) as conn:
-        notes = conn.execute(
-            "SELECT count(*) FILTER (WHERE note = 'stale'), count(*) FILTER (WHERE origin ="
-            " 'crm') FROM landing.items"
-        ).fetchone()
+    notes = (
+        table.filter(pl.col("note") == "stale").height,
+        table.filter(pl.col("origin") == "crm").height,
+    )
     kept_notes = 4000 if name.startswith("upsert") else 0  # update_columns: [qty] only
     assert notes == (kept_notes, 4000)
 

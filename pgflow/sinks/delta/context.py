@@ -69,6 +69,8 @@ class DeltaWrite:
     rows: int
     metrics: dict[str, Any] = field(default_factory=dict)
     committed: bool = True  # False: delta-rs made no commit (a merge that changed nothing)
+    # Figures of the strategy's own, reported as pgflow/<name> (update, delete: unmatched_keys).
+    strategy_metadata: dict[str, int] = field(default_factory=dict)
 
 
 class GuardedBatches:
@@ -128,11 +130,12 @@ def write(
 ) -> DeltaWrite:
     """Stream the read (or nothing, when `empty`) into the table in one commit."""
     batches = GuardedBatches(ctx.read, ctx.path, ctx.storage_options)
-    data = (
-        RecordBatchReader.from_batches(arrow_schema(ctx.read.columns), [])
-        if empty
-        else batches.reader()
-    )
+    if empty:
+        # The table's own columns: a read may carry fewer of them (update, delete).
+        schema = ctx.table.schema().to_arrow() if ctx.table is not None else None
+        data = RecordBatchReader.from_batches(schema or arrow_schema(ctx.read.columns), [])
+    else:
+        data = batches.reader()
     options = _WriteOptions(
         partition_by=partition_by,
         schema_mode=schema_mode,

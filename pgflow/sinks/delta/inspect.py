@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import polars as pl
 from deltalake import DeltaTable
 
-from pgflow.config.model import StrategySpec
+from pgflow.config.model import KEYED_CHANGE_MODES, StrategySpec
 from pgflow.sinks.delta.numerics import fits_unconstrained
 from pgflow.sinks.delta.scan import scan_delta_table
 from pgflow.sinks.postgres.inspect import SAMPLE_KEYS, DuplicateKeys, SchemaComparison
@@ -90,7 +90,7 @@ def compare_delta_columns(
     if strategy.mode != "full_refresh":
         if added and strategy.on_schema_change == "fail":
             refused.append(f"new source column(s) {', '.join(added)}")
-        if dropped:
+        if dropped and strategy.mode not in KEYED_CHANGE_MODES:  # those set some columns
             refused.append(
                 f"column(s) {', '.join(dropped)} are in the Delta table but no longer in the source"
             )

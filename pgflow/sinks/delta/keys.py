@@ -80,7 +80,9 @@ def key_predicate(strategy: StrategySpec, info: TableInfo) -> str:
     for key in strategy.unique_key:
         column = info.column(key)
         operator = "=" if column is not None and column.not_null else "IS NOT DISTINCT FROM"
-        parts.append(f"{TARGET_ALIAS}.{quote(key)} {operator} {SOURCE_ALIAS}.{quote(key)}")
+        # Parenthesized: DataFusion's parser binds IS NOT DISTINCT FROM looser than AND, so
+        # `a IS NOT DISTINCT FROM b AND c = d` would read as `a IS NOT DISTINCT FROM (b AND ...)`.
+        parts.append(f"({TARGET_ALIAS}.{quote(key)} {operator} {SOURCE_ALIAS}.{quote(key)})")
     return " AND ".join(parts)
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from pgflow.config.model import StrategySpec
 from pgflow.sinks.delta.append import Append
+from pgflow.sinks.delta.delete import Delete
 from pgflow.sinks.delta.full_refresh import FullRefresh
 from pgflow.sinks.delta.merge import Merge
 from pgflow.sinks.delta.partition_replace import PartitionReplace
 from pgflow.sinks.delta.replace import Replace
 from pgflow.sinks.delta.strategy import DeltaStrategy
+from pgflow.sinks.delta.update import Update
 from pgflow.sinks.registry import Registry
 
 STRATEGIES: Registry[DeltaStrategy] = Registry(
@@ -22,6 +24,8 @@ STRATEGIES: Registry[DeltaStrategy] = Registry(
         Merge(),  # one Delta merge, whatever the merge policy
         Replace(),
         PartitionReplace(),
+        Update(),  # keyed changes of an existing table: never inserts
+        Delete(),
     ],
     unsupported="sink strategy {} is not supported for Delta",
 )

@@ -20,7 +20,9 @@ DATA_FILE = re.compile(r"^part-[^/]*\.parquet(#\d+)?$")
 REFUSED = ("forbidden", "invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied")
 REFUSED_STATUS = re.compile(r"(?<![\w.:/-])403(?![\w.:])")
 SECRET_OPTIONS = ("secret", "token", "password", "key")
-STORE_ERROR = re.compile(r"Generic \w+ error|error sending request")
+# Not delta-rs' own "Generic DeltaTable error" (a merge that cannot be planned, say): that is
+# no store failure, and worth no retry.
+STORE_ERROR = re.compile(r"Generic (?!DeltaTable )\w+ error|error sending request")
 
 
 class SchemaChanged(ValueError):
@@ -43,14 +45,17 @@ class DeltaStorageError(RuntimeError):
         self.transient = transient
 
 
-def check_columns(table: DeltaTable, read: ArrowRead, strategy: StrategySpec, path: str) -> None:
-    """Columns the source gained are added unless on_schema_change is fail; none may go.
+def check_columns(
+    table: DeltaTable, read: ArrowRead, strategy: StrategySpec, path: str, *, partial: bool = False
+) -> None:
+    """Columns the source gained are added unless on_schema_change is fail; none may go,
+    unless the read is `partial` (update, delete: the table's other columns keep their values).
 
     Type changes are left to delta-rs, which refuses a batch that does not fit the table.
     """
     have = [field.name for field in table.schema().fields]
     gained = [name for name in read.schema.names() if name not in have]
-    lost = [name for name in have if name not in read.schema]
+    lost = [] if partial else [name for name in have if name not in read.schema]
     if gained and strategy.on_schema_change == "fail":
         raise SchemaChanged(
             f"the source has new column(s) {', '.join(gained)} that the Delta table at {path} "

@@ -71,7 +71,9 @@ class Scenario:
     source_equality: str = "equal"
     partial: bool = False  # resumable by design: committed resume points are allowed too
     exclude_columns: tuple[str, ...] = ()  # per-run values (delta sync's load timestamp)
-    sink_ddl: str | None = None  # run on the sink before the first load
+    # run on the sink before the first load; a Delta sink's target is then loaded from the
+    # landing.items it made (update, delete: modes that need a target)
+    sink_ddl: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     delta_batch_rows: int | None = None  # Delta sink: Arrow batch size of the read
     cdc: bool = False

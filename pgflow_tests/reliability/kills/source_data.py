@@ -88,3 +88,16 @@ def create_postgres_source(uri: str) -> None:
     with psycopg.connect(uri, autocommit=True) as conn:
         conn.execute(SOURCE_DDL)
         conn.execute("ANALYZE public.items")
+
+
+def seed_delta_target(uri: str, path: Path) -> None:
+    """A Delta sink's target before its first load: landing.items of the sink database
+    (made by the scenario's sink_ddl) loaded into `path` by a pipeline of its own."""
+    from pgflow.config.model import StrategySpec, TableName
+    from pgflow.flows.delta_load import load_delta
+    from pgflow.sources.postgres import PostgresTableSource
+
+    with psycopg.connect(uri) as conn:
+        source = PostgresTableSource(conn, TableName("landing", "items"))
+        strategy = StrategySpec(mode="incremental_merge", unique_key=("id",))
+        load_delta(source, str(path), strategy, pipeline="seed_items")

@@ -37,6 +37,7 @@ from pgflow_tests.reliability.kills.source_data import (
     change_delta_source,
     change_postgres_source,
     create_postgres_source,
+    seed_delta_target,
     write_delta_source,
 )
 
@@ -137,6 +138,8 @@ class KillSweep:
         self.current_db = self.copies.template_db
         if scenario.sink_ddl:
             self._sink_execute(scenario.sink_ddl)
+            if scenario.sink == "delta":  # the Delta target made from the table the DDL made
+                seed_delta_target(self.sink_uri(), self.lake / "target")
         if scenario.first_load:  # BEFORE: no target at all (CDC: no slot either)
             (self.lake / "target").mkdir()
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgflow.sinks.delta.table import is_refused, storage_error
+from pgflow.sinks.delta.table import is_refused, is_storage_failure, storage_error
 
 OPTIONS = {"aws_secret_access_key": "s3cr3t-value", "aws_endpoint_url": "http://127.0.0.1:40312"}
 
@@ -36,3 +36,10 @@ def test_refused_credentials_are_not_transient_and_hide_the_secret(text: str) ->
     error = storage_error("s3://b/lake/orders", OSError(text), OPTIONS)
     assert not error.transient and "refused the credentials" in str(error)
     assert "s3cr3t-value" not in str(error)
+
+
+def test_delta_rs_own_errors_are_no_store_failure() -> None:
+    planning = "Generic DeltaTable error: type_coercion\ncaused by\nError during planning: ..."
+    assert not is_storage_failure(RuntimeError(planning))
+    wrapped = "Generic DeltaTable error: Generic S3 error: Error performing PUT http://h/b/x"
+    assert is_storage_failure(RuntimeError(wrapped))
