@@ -8,7 +8,7 @@ from __future__ import annotations
 from pgflow.config.model import SinkSpec, SourceSpec
 from pgflow.config.reader import Report, Section
 
-EXAMPLE = "e.g. query: \"SELECT o.id, o.total, c.name FROM orders o JOIN customers c USING (cid)\""
+EXAMPLE = 'e.g. query: "SELECT o.id, o.total, c.name FROM orders o JOIN customers c USING (cid)"'
 
 
 def read_query(section: Section, source_type: str | None) -> str | None:
@@ -61,6 +61,13 @@ def check_query_source(source: SourceSpec, sink: SinkSpec, report: Report) -> No
             "source.options.incremental_strategy",
             "xmin is a table's system column; a query has none: use full, or column with an "
             "output column of the query as incremental_column",
+        )
+    if sink.type == "delta" and sink.strategy.duplicate_policy == "keep_last":
+        report(
+            "sink.strategy.duplicate_policy",
+            "keep_last into a Delta table keeps the row its table wrote last (by xmin); a "
+            "query's rows have no xmin: use fail, or a postgres sink (which keeps the last "
+            "row read)",
         )
     if sink.strategy.parallelism > 1:
         report(

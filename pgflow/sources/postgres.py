@@ -136,9 +136,7 @@ class PostgresTableSource:
         """The read as a query: SELECT `expressions` FROM the table, narrowed by `row_filter`
         and, for one slice of a parallel read, by `narrower`."""
         # SELECT ... FROM rather than the bare table: it also reads partitioned tables.
-        select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(expressions), self.from_sql
-        )
+        select = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), self.from_sql)
         conditions = [c for c in (self.row_filter(), narrower) if c is not None]
         if len(conditions) > 1:
             conditions = [sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)]

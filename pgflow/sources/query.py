@@ -23,7 +23,7 @@ from pgflow.config.model import SourceSpec, TableName
 from pgflow.sources.base import Position, ReadPlan, SourceConfigError, TableSource
 from pgflow.sources.catalog import TableInfo
 from pgflow.sources.column_cursor import ColumnCursorSource, NullCursorPolicy
-from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.postgres import PostgresTableSource, set_timeout
 from pgflow.sources.query_shape import (
     QueryShape,
     as_subquery,
@@ -141,3 +141,21 @@ def query_source(
     if options.incremental_strategy != "full":
         raise ValueError(f"incremental_strategy {options.incremental_strategy} reads no query")
     return QuerySource(conn, spec.query, window, include_columns=include)
+
+
+def describe_query(conn: psycopg.Connection, query: str) -> TableInfo:
+    """The query's output as a shape (in the caller's transaction: make it READ ONLY)."""
+    return query_info(query_name(query), inspect_query(conn, query))
+
+
+def count_query_rows(conn: psycopg.Connection, query: str, timeout: float) -> int:
+    """count(*) of the query's rows, in a READ ONLY transaction bounded by `timeout` seconds
+    (`conn` in autocommit mode, as the checks hold theirs)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        set_timeout(conn, timeout)
+        with refused_as_field("failed while it was counted"):
+            counted = sql.SQL("SELECT count(*) FROM {}").format(as_subquery(query))
+            row = conn.execute(counted, prepare=True).fetchone()
+    assert row is not None
+    return int(row[0])

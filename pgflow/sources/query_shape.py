@@ -174,4 +174,6 @@ def _origins(
     tables = [relid for relid, _ in sources]
     attnums = [attnum for _, attnum in sources]
     rows = conn.execute(_ORIGINS_SQL, {"tables": tables, "attnums": attnums}).fetchall()
-    return {names[ord_ - 1]: (TableName(schema, table), column) for ord_, schema, table, column in rows}
+    return {
+        names[ord_ - 1]: (TableName(schema, table), column) for ord_, schema, table, column in rows
+    }

@@ -11,7 +11,8 @@ When is a difference conclusive? The check compares the live source with the tar
 - otherwise (incremental, CDC, or the source's count moved on) a difference is a WARN: rows
   changed at the source since the last load differ too until the next load applies them.
 
-Postgres -> Postgres only for now: Delta targets and sources are not offered the check.
+Postgres -> Postgres only for now: Delta targets and sources are not offered the check, nor
+are sources that are a query (`source.query`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def offered(pipeline: PipelineSpec) -> bool:
     return (
         pipeline.checks.value_parity.enabled
         and pipeline.source.type == "postgres"
+        and pipeline.source.query is None  # hashes a table on both sides: not for queries yet
         and pipeline.sink.type == "postgres"
         and counts_comparable(pipeline)
     )
