@@ -14,8 +14,6 @@ EXAMPLE = 'e.g. query: "SELECT o.id, o.total, c.name FROM orders o JOIN customer
 def read_query(section: Section, source_type: str | None) -> str | None:
     """`query:`, without trailing semicolons (it is read as a subquery); None when absent or
     not valid (reported). Exactly one of `table` and `query`."""
-    if not section.has("query"):
-        return None
     query = section.text("query")
     if query is None:
         return None
