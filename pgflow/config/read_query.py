@@ -5,6 +5,8 @@ checks the rest (one statement, read only, its output columns) before a run writ
 
 from __future__ import annotations
 
+import re
+
 from pgflow.config.model import SinkSpec, SourceSpec
 from pgflow.config.reader import Report, Section
 
@@ -35,11 +37,63 @@ def read_query(section: Section, source_type: str | None) -> str | None:
 
 
 def strip_query(query: str) -> str:
-    """`query` without the blanks and semicolons that end it (a statement's, not a subquery's)."""
-    stripped = query.strip()
-    while stripped.endswith(";"):
-        stripped = stripped[:-1].rstrip()
-    return stripped
+    """`query` up to its last character of code: without the blanks, comments and semicolons
+    that end it (a statement's end; a subquery's must not have them)."""
+    return query[: _code_end(query)].strip()
+
+
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def _code_end(query: str) -> int:
+    """The index after the last character that is code, not a blank, a comment or `;`.
+    String literals, quoted identifiers and dollar quotes are code, whatever they hold."""
+    i, end, n = 0, 0, len(query)
+    while i < n:
+        if query.startswith("--", i):
+            newline = query.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif query.startswith("/*", i):
+            i = _block_comment_end(query, i)
+        elif query[i] in "'\"":
+            i = end = _quoted_end(query, i)
+        elif (tag := _DOLLAR_TAG.match(query, i)) and not _in_word(query, i):
+            close = query.find(tag.group(), tag.end())
+            i = end = n if close < 0 else close + len(tag.group())
+        else:
+            if not query[i].isspace() and query[i] != ";":
+                end = i + 1
+            i += 1
+    return end
+
+
+def _block_comment_end(query: str, i: int) -> int:
+    depth, i = 1, i + 2  # Postgres' block comments nest
+    while i < len(query) and depth:
+        step = query[i : i + 2]
+        depth += 1 if step == "/*" else -1 if step == "*/" else 0
+        i += 2 if step in ("/*", "*/") else 1
+    return i
+
+
+def _quoted_end(query: str, i: int) -> int:
+    quote = query[i]
+    escapes = quote == "'" and i > 0 and query[i - 1] in "eE" and not _in_word(query, i - 1)
+    j = i + 1
+    while j < len(query):
+        if escapes and query[j] == "\\":
+            j += 2
+        elif query[j] == quote and query.startswith(quote * 2, j):
+            j += 2  # a doubled quote stands for itself
+        elif query[j] == quote:
+            return j + 1
+        else:
+            j += 1
+    return len(query)
+
+
+def _in_word(query: str, i: int) -> bool:
+    return i > 0 and (query[i - 1].isalnum() or query[i - 1] in "_$")
 
 
 def check_query_source(source: SourceSpec, sink: SinkSpec, report: Report) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pgflow.config.loader import load_project
+from pgflow.config.read_query import strip_query
 from pgflow_tests.config.specs import DROP, ENV, MERGE_SINK, load_one, only_problem, pipeline, write
 
 QUERY = 'SELECT o.id, c."Näme" FROM orders o JOIN "Kunden" c USING (cid)'
@@ -107,3 +108,19 @@ def test_a_keyed_mode_needs_a_unique_key_as_for_a_table(tmp_path: Path) -> None:
     file = write(tmp_path / "p.yaml", pipeline(source=BY_QUERY, sink=sink))
     expected = "field 'sink.strategy.unique_key': is required for mode incremental_merge"
     assert expected in only_problem(file)
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("SELECT 1;  -- the end", "SELECT 1"),
+        ("SELECT 1 ; /* a /* nested */ ; */ ;\n", "SELECT 1"),
+        ("SELECT ';--' AS x -- c", "SELECT ';--' AS x"),
+        ("SELECT $$ ; -- $$ ;", "SELECT $$ ; -- $$"),
+        ('SELECT $a$ x $a$ AS "a;--" ;;', 'SELECT $a$ x $a$ AS "a;--"'),
+        ("SELECT E'it\\'s;' ; -- x", "SELECT E'it\\'s;'"),
+        ("SELECT 1; SELECT 2; -- Postgres refuses two", "SELECT 1; SELECT 2"),
+    ],
+)
+def test_a_query_ends_at_its_last_code(written: str, read: str) -> None:
+    assert strip_query(written) == read

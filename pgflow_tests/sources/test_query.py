@@ -45,7 +45,9 @@ BY_CHANGE = SourceOptions(incremental_strategy="column", incremental_column="GeÃ
 
 
 def spec(query: str, options: SourceOptions | None = None) -> SourceSpec:
-    return SourceSpec("postgres", "shop", "env", None, options=options or SourceOptions(), query=query)
+    return SourceSpec(
+        "postgres", "shop", "env", None, options=options or SourceOptions(), query=query
+    )
 
 
 def query_rows(uri: str) -> list[tuple[Any, ...]]:
@@ -142,8 +144,8 @@ def test_a_cursor_over_the_join_reads_only_changed_rows(source_uri: str, sink_ur
             "writes (DELETE on public.Order Items)",
         ),
         ("CREATE TABLE public.sneaky AS SELECT 1 AS id", "must be one SELECT"),
-        ("SELECT id, id FROM public.\"Order Items\"", "names the output column(s) id more"),
-        ("SELECT nope FROM public.\"Order Items\"", 'column "nope" does not exist'),
+        ('SELECT id, id FROM public."Order Items"', "names the output column(s) id more"),
+        ('SELECT nope FROM public."Order Items"', 'column "nope" does not exist'),
     ],
     ids=["two-statements", "insert", "data-modifying-cte", "create-as", "repeated", "unknown"],
 )
@@ -160,9 +162,7 @@ def test_a_query_postgres_refuses_fails_before_the_target_exists(
     assert fetch(source_uri, "SELECT to_regclass('public.sneaky')") == [(None,)]
 
 
-def test_a_function_that_writes_fails_in_the_read_only_read(
-    source_uri: str, sink_uri: str
-) -> None:
+def test_a_function_that_writes_fails_in_the_read_only_read(source_uri: str, sink_uri: str) -> None:
     execute(
         source_uri,
         SETUP
@@ -178,9 +178,7 @@ def test_a_function_that_writes_fails_in_the_read_only_read(
     assert fetch(sink_uri, "SELECT to_regclass('landing.orders')") == [(None,)]
 
 
-def test_a_cursor_not_among_the_output_columns_names_them(
-    source_uri: str, sink_uri: str
-) -> None:
+def test_a_cursor_not_among_the_output_columns_names_them(source_uri: str, sink_uri: str) -> None:
     execute(source_uri, SETUP)
     options = SourceOptions(incremental_strategy="column", incremental_column="updated_at")
     with pytest.raises(SourceConfigError) as raised:
