@@ -207,3 +207,53 @@ def test_the_shape_names_the_tables_read_and_where_columns_come_from(source_uri:
     assert "doppelt" not in shape.origins  # computed: no single column behind it
     assert source.info.primary_key == ()
     assert not any(c.not_null for c in source.info.columns)
+
+
+def run_strategy(
+    source_uri: str, sink_uri: str, query: str, strategy: StrategySpec, window: Any = None
+) -> Any:
+    from pgflow.flows.postgres_load import load_table
+
+    with psycopg.connect(source_uri) as src, psycopg.connect(sink_uri, autocommit=True) as dst:
+        reader = table_source(src, spec(query), window)
+        return load_table(dst, reader, TARGET, strategy, pipeline="q")
+
+
+def test_a_key_only_query_deletes_and_a_query_updates_target_rows(
+    source_uri: str, sink_uri: str
+) -> None:
+    execute(source_uri, SETUP)
+    full_load(source_uri, sink_uri, MERGE)
+    gone = 'SELECT id FROM public."Order Items" WHERE "Kunde ID" = 2'
+    deleted = run_strategy(
+        source_uri, sink_uri, gone, StrategySpec(mode="delete", unique_key=("id",))
+    )
+    assert deleted.strategy_metadata["rows_deleted"] == 12
+    kept = [row for row in query_rows(source_uri) if row[0] % 3 != 1]
+    assert target_rows(sink_uri) == kept
+    rename = """SELECT i.id, 'VIP ' || k."Näme" AS "Kunde Näme"
+                FROM public."Order Items" i JOIN "Bü ro"."Kunden Liste" k USING ("Kunde ID")
+                WHERE k."Kunde ID" = 3"""
+    run_strategy(source_uri, sink_uri, rename, StrategySpec(mode="update", unique_key=("id",)))
+    names = dict(fetch(sink_uri, 'SELECT id, "Kunde Näme" FROM landing.orders'))
+    assert {names[row[0]] for row in kept if row[0] % 3 == 2} == {"VIP 訂單"}
+    assert {names[row[0]] for row in kept if row[0] % 3 == 0} == {"Zoë"}
+
+
+def test_a_time_window_of_a_query_replaces_its_slice(source_uri: str, sink_uri: str) -> None:
+    from datetime import UTC, datetime
+
+    from pgflow.sources.window import TimeWindow
+
+    execute(source_uri, SETUP)
+    query = QUERY.strip().rstrip(";")
+    strategy = StrategySpec(mode="partition_replace", partition_column="Geändert")
+    full_load(source_uri, sink_uri, StrategySpec(mode="full_refresh"))
+    execute(source_uri, 'UPDATE public."Order Items" SET "Betrag €" = 9 WHERE id <= 20')
+    start, end = datetime(2026, 1, 1, 0, 5, tzinfo=UTC), datetime(2026, 1, 1, 0, 15, tzinfo=UTC)
+    window = TimeWindow("Geändert", start, end)
+    replaced = run_strategy(source_uri, sink_uri, query, strategy, window)
+    assert replaced.rows == 9  # minutes 5..14, less id 10
+    got = {row[0]: row[2] for row in target_rows(sink_uri)}
+    assert {i for i, amount in got.items() if amount == 9} == set(range(5, 15)) - {10}
+    assert len(got) == 36
