@@ -67,15 +67,23 @@ def test_a_query_loads_by_its_cursor_with_checks_and_lineage(
     assert source_specs(project) == []  # no table: no source asset
     asset = pipeline_asset(spec)
     assert asset.asset_deps[ITEMS_KEY] == set()
-    assert "value_parity" not in check_names(spec)
+    assert "value_parity" in check_names(spec)
 
     first = load_and_check(project, instance)
     assert target_rows(env.sink_uri) == query_rows(env.source_uri)
     assert evaluated(first)["schema"].passed
-    counted = run_checks(project, instance, "row_count_parity", "schema")
+    counted = run_checks(project, instance, "row_count_parity", "schema", "value_parity")
     assert counted["row_count_parity"].passed, counted["row_count_parity"].description
     assert counted["row_count_parity"].metadata["source_rows"].value == 49  # 13 left out
     assert counted["schema"].passed, counted["schema"].description
+    assert counted["value_parity"].passed, counted["value_parity"].description
+    assert counted["value_parity"].metadata["columns_compared"].value == 7
+    # A value changed in the target alone: the hash of the query's rows finds its key.
+    execute(env.sink_uri, "UPDATE landing.items SET \"Bezeichnung\" = 'tampered' WHERE id = 8")
+    differs = run_checks(project, instance, "value_parity")["value_parity"]
+    assert not differs.passed
+    assert "e.g. (id)=(8) values differ" in (differs.description or "")
+    execute(env.sink_uri, "UPDATE landing.items SET \"Bezeichnung\" = 'gerade' WHERE id = 8")
 
     (materialization,) = first.asset_materializations_for_node("landing__items")
     metadata = materialization.metadata
