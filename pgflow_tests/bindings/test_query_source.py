@@ -130,6 +130,25 @@ def test_a_query_loads_into_delta(env: Env, instance: dg.DagsterInstance) -> Non
     assert list(written.select("id", "name", "Bezeichnung").iter_rows()) == expected
 
 
+def test_a_query_merges_into_delta_by_its_cursor(env: Env, instance: dg.DagsterInstance) -> None:
+    execute(env.source_uri, KINDS)
+    spec = query_pipeline(MERGE, BY_ADDED)
+    spec["sink"] = {"type": "delta", "path": str(env.lake / "items"), "strategy": MERGE}
+    project = project_of(env, spec)
+    wanted = f'SELECT id, name, "Bezeichnung" FROM ({QUERY.replace(";", "")}\n) q ORDER BY id'
+    for change in (
+        "",
+        "UPDATE items SET name = 'moved', added = now() + interval '1 hour' WHERE id = 5",
+    ):
+        if change:
+            execute(env.source_uri, change)
+        assert materialize(project, instance).success
+        written = pl.read_delta(str(env.lake / "items")).sort("id")
+        assert list(written.select("id", "name", "Bezeichnung").iter_rows()) == fetch(
+            env.source_uri, wanted
+        )
+
+
 def test_a_query_postgres_refuses_fails_the_run_naming_the_field(
     env: Env, instance: dg.DagsterInstance
 ) -> None:
