@@ -257,3 +257,36 @@ def test_a_time_window_of_a_query_replaces_its_slice(source_uri: str, sink_uri: 
     got = {row[0]: row[2] for row in target_rows(sink_uri)}
     assert {i for i, amount in got.items() if amount == 9} == set(range(5, 15)) - {10}
     assert len(got) == 36
+
+
+def test_a_query_over_a_view_with_enum_and_domain_columns(source_uri: str, sink_uri: str) -> None:
+    execute(
+        source_uri,
+        SETUP
+        + """CREATE TYPE public."Stim mung" AS ENUM ('froh', 'müde');
+             CREATE DOMAIN public.cents AS bigint CHECK (VALUE >= 0);
+             CREATE VIEW public."Sicht" AS
+               SELECT id, (CASE WHEN id % 2 = 0 THEN 'froh' ELSE 'müde' END)::public."Stim mung"
+                        AS mood,
+                      (id * 100)::public.cents AS cents
+               FROM public."Order Items";""",
+    )
+    query = 'SELECT id, mood, cents, ARRAY[mood] AS moods FROM public."Sicht" WHERE id < 5'
+    with psycopg.connect(source_uri) as conn:
+        source = QuerySource(conn, query)
+        source.open()
+        shape, info = source.shape, source.info
+        source.close()
+    assert shape.tables == (TableName("public", "Order Items"),)  # the view's table
+    mood = info.column("mood")
+    assert mood is not None and mood.kind == "e" and mood.enum_labels == ("froh", "müde")
+    assert [c.base_type_sql for c in info.columns][2] == "bigint"
+    run_strategy(source_uri, sink_uri, query, StrategySpec(mode="full_refresh"))
+    assert fetch(
+        sink_uri, "SELECT id, mood::text, cents, moods::text FROM landing.orders ORDER BY id"
+    ) == [
+        (1, "müde", 100, "{müde}"),
+        (2, "froh", 200, "{froh}"),
+        (3, "müde", 300, "{müde}"),
+        (4, "froh", 400, "{froh}"),
+    ]
