@@ -156,7 +156,7 @@ def _show_row(pipeline: PipelineSpec, wildcards: Sequence[WildcardSpec]) -> tupl
     if options.incremental_column:
         incremental += f" ({options.incremental_column})"
     return (
-        quoted(source.table) if source.table else str(source.path),
+        quoted(source.table) if source.table else "(query)" if source.query else str(source.path),
         quoted(sink.table) if sink.table else str(sink.path),
         "/".join(pipeline.asset_key),
         strategy.key,

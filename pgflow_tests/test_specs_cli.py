@@ -219,3 +219,24 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["specs", "bogus"]) == 2
     assert "usage: pgflow specs" in capsys.readouterr().err
     assert main(["specs", "--help"]) == 0
+
+
+def test_show_names_a_query_source(specs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    by_query = (
+        EXPLICIT_ORDERS.replace(
+            "  table: {schema: shop, name: orders}\nsink:",
+            '  query: "SELECT id, total FROM shop.orders WHERE total > 0"\nsink:',
+        )
+        .replace("name: orders}\n  strategy", "name: positive_orders}\n  strategy")
+        .replace("{mode: full_refresh}", "{mode: incremental_merge, unique_key: [id]}")
+    )
+    assert "query:" in by_query and "positive_orders" in by_query
+    file = specs / "by_query.yaml"
+    file.write_text(textwrap.dedent(by_query))
+    code, out = run(capsys, "show", "--config", str(specs), str(file))
+    assert code == 0, out
+    assert rows(out)["(query)"][1:4] == [
+        "landing.positive_orders",
+        "landing/positive_orders",
+        "incremental_merge/delete_insert",
+    ]

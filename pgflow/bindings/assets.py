@@ -69,6 +69,8 @@ def source_specs(project: Project) -> list[dg.AssetSpec]:
     specs: dict[dg.AssetKey, dg.AssetSpec] = {}
     for pipeline in project.pipelines:
         source = pipeline.source
+        if source.query is not None:
+            continue  # no table: its lineage is in the materializations (query_lineage.py)
         key = source_asset_key(source)
         if key in specs:
             continue
@@ -106,7 +108,7 @@ def pipeline_asset(
         name=None,
         group_name=pipeline.group,
         description=pipeline.description or default_description(pipeline),
-        deps=[source_asset_key(source)],
+        deps=[] if source.query is not None else [source_asset_key(source)],
         io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
         kinds={sink.type},
         tags=pipeline.tags,
@@ -178,6 +180,8 @@ def default_description(pipeline: PipelineSpec) -> str:
 def _endpoint(endpoint: SourceSpec | SinkSpec) -> str:
     if endpoint.type == "delta":
         return f"Delta table {endpoint.path}"
+    if isinstance(endpoint, SourceSpec) and endpoint.query is not None:
+        return f"a query on '{endpoint.connection_id}'"
     return f"{endpoint.table} on '{endpoint.connection_id}'"
 
 
@@ -185,11 +189,16 @@ def asset_metadata(pipeline: PipelineSpec) -> dict[str, object]:
     """The definition's metadata: the target's `dagster/table_name`, the spec's lines as
     `dagster/code_references`, and pgflow's own facts. Column schema and lineage need the
     table, so its materializations carry them."""
-    return {
+    metadata = {
         "dagster/table_name": endpoint_table_name(pipeline.sink),
         "dagster/code_references": code_references(pipeline),
         "pgflow/pipeline": pipeline_metadata(pipeline),
     }
+    if pipeline.source.query is not None:
+        metadata["pgflow/source_query"] = dg.MetadataValue.md(
+            f"```sql\n{pipeline.source.query}\n```"
+        )
+    return metadata
 
 
 def pipeline_metadata(pipeline: PipelineSpec) -> dict[str, str]:

@@ -30,9 +30,10 @@ from pgflow.bindings.metadata import (
     load_metadata,
     load_summary,
 )
+from pgflow.bindings.query_lineage import query_metadata
 from pgflow.bindings.row_counts import delta_counts, postgres_counts
 from pgflow.bindings.step_errors import refuse_dropped_source
-from pgflow.config.model import KEYED_CHANGE_MODES, PipelineSpec, TableName
+from pgflow.config.model import KEYED_CHANGE_MODES, PipelineSpec, SourceSpec, TableName
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections
 from pgflow.flows.cdc.model import CdcResult
@@ -78,8 +79,8 @@ def with_lineage(spec: PipelineSpec, loaded: Loaded) -> Loaded:
     """`loaded` with `dagster/column_lineage` for the target columns its column schema lists
     (the columns are known once the target is)."""
     schema = loaded.metadata.get("dagster/column_schema")
-    if not isinstance(schema, dg.TableSchemaMetadataValue):
-        return loaded
+    if not isinstance(schema, dg.TableSchemaMetadataValue) or spec.source.query is not None:
+        return loaded  # a query's lineage: query_lineage.py, from what Postgres planned
     columns = [column.name for column in schema.schema.columns]
     return Loaded({**loaded.metadata, **lineage_metadata(spec, columns)}, loaded.summary)
 
@@ -93,12 +94,12 @@ def _load_postgres(
     run_id: str,
 ) -> Loaded:
     source, sink = spec.source, spec.sink
-    assert source.connection_id and source.table and sink.connection_id and sink.table
+    assert source.connection_id and sink.connection_id and sink.table
     with (
         connections.connect(source.connection_id, source.connection_type) as src_conn,
         connections.connect(sink.connection_id, sink.connection_type, autocommit=True) as dst_conn,
     ):
-        modifications = _source_modifications(src_conn, source.table)
+        modifications = _source_modifications(src_conn, source)
         reader = table_source(src_conn, source, window)
         progress = _progress_logger(log, sink.table, lambda: reader.info.estimated_rows)
         result = load_table(
@@ -114,7 +115,7 @@ def _load_postgres(
         )
         database = dst_conn.info.dbname
         counts = postgres_counts(dst_conn, result.target_info, window)
-    metadata = {**load_metadata(result, database), **counts}
+    metadata = {**load_metadata(result, database), **counts, **query_metadata(spec, reader)}
     exact = _exact_source_rows(spec, result.rows_read, reset, result.duplicates_dropped)
     metadata.update(activity_metadata(modifications, exact))
     if window is not None:
@@ -224,9 +225,9 @@ def _load_delta(
 ) -> Loaded:
     """Postgres -> Delta (the Delta code paths are imported here: see io_managers.py)."""
     source, sink = spec.source, spec.sink
-    assert source.connection_id and source.table and sink.path
+    assert source.connection_id and sink.path
     with connections.connect(source.connection_id, source.connection_type) as conn:
-        modifications = _source_modifications(conn, source.table)
+        modifications = _source_modifications(conn, source)
         from pgflow.flows.delta_load import load_delta
 
         reader = table_source(conn, source, window)
@@ -253,7 +254,7 @@ def _load_delta(
     snapshot = open_snapshot(sink.path, result.version_after, options)
     counts = delta_counts(sink.path, result.version_after, options, sliced, snapshot)
     schema = delta_column_schema(snapshot, sink.strategy.unique_key)
-    metadata = {**delta_load_metadata(result, schema), **counts}
+    metadata = {**delta_load_metadata(result, schema), **counts, **query_metadata(spec, reader)}
     metadata.update(activity_metadata(modifications, exact))
     from pgflow.bindings.maintenance import maintenance_after_load
 
@@ -261,10 +262,13 @@ def _load_delta(
     return Loaded(metadata, summary)
 
 
-def _source_modifications(conn: psycopg.Connection, table: TableName) -> int | None:
-    """The source's write counter before the read (the staleness sensors compare with it)."""
+def _source_modifications(conn: psycopg.Connection, source: SourceSpec) -> int | None:
+    """The source's write counter before the read (the staleness sensors compare with it);
+    None for a query (no one table's counter)."""
+    if source.table is None:
+        return None
     try:
-        return table_modifications(conn, table)
+        return table_modifications(conn, source.table)
     finally:
         conn.rollback()  # the read opens its own snapshot transaction
 

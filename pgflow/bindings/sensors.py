@@ -216,6 +216,9 @@ def _outcome(
             pipeline,
             note="time-partitioned: loaded per partition by schedules and backfills, not here",
         )
+    if pipeline.source.query is not None:
+        note = "reads source.query: no table statistics to compare; schedule it instead"
+        return Outcome(pipeline, note=note)
     try:
         return Outcome(pipeline, _verdict(context.instance, pipeline, sessions, delta))
     except Exception as exc:  # one pipeline's failure must not hide the others' staleness

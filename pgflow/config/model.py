@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from psycopg import sql
 
+from pgflow.config.value_parity_spec import ValueParitySpec as ValueParitySpec
+
 if TYPE_CHECKING:
     from pgflow.config.cdc_groups import CdcGroupSpec
     from pgflow.config.wildcards import SchemaListing
@@ -119,6 +121,7 @@ class SourceSpec:
     table: TableName | None
     path: str | None = None
     options: SourceOptions = field(default_factory=SourceOptions)
+    query: str | None = None  # `source.query`: a SELECT read instead of `table`
 
 
 @dataclass(frozen=True)
@@ -226,19 +229,6 @@ class PartitionsSpec:
 
 # One GiB of WAL held back by a slot is worth a warning by default.
 DEFAULT_RETAINED_WAL_WARN = 1024**3
-
-
-# Statements of the value_parity check may run this long unless the spec says otherwise.
-DEFAULT_VALUE_PARITY_TIMEOUT = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class ValueParitySpec:
-    """`checks.value_parity`: hash every row (or a sample of key buckets) on both sides."""
-
-    enabled: bool = True
-    sample: float = 1.0  # fraction of the key buckets whose rows are hashed (needs a key)
-    timeout: timedelta = DEFAULT_VALUE_PARITY_TIMEOUT
 
 
 # The scan checks (those that read a whole table) run daily on their own unless the spec says

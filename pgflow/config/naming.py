@@ -89,10 +89,10 @@ def key_problems(pipelines: Iterable[PipelineSpec]) -> list[SpecProblem]:
     owners: dict[str, tuple[str, PipelineSpec]] = {}
     problems: list[SpecProblem] = []
     for pipeline in pipelines:
-        claims = [
-            (pipeline.asset_key, f"target {_target(pipeline)}", "asset_key", _TARGET_FIX),
-            (source_key(pipeline.source), f"source {_source(pipeline.source)}", "source.table", ""),
-        ]
+        claims = [(pipeline.asset_key, f"target {_target(pipeline)}", "asset_key", _TARGET_FIX)]
+        if pipeline.source.query is None:  # a query has no table, so no source asset
+            source = pipeline.source
+            claims.append((source_key(source), f"source {_source(source)}", "source.table", ""))
         for key, what, field, fix in claims:
             text = "/".join(key)
             first = owners.setdefault(text, (what, pipeline))

@@ -19,6 +19,7 @@ from pgflow.config.model import (
     SourceSpec,
 )
 from pgflow.config.read_endpoint import read_endpoint, read_table
+from pgflow.config.read_query import read_query
 from pgflow.config.reader import Section
 
 
@@ -26,7 +27,11 @@ def read_source(section: Section | None) -> SourceSpec | None:
     if section is None:
         return None
     endpoint = read_endpoint(section)
-    table = read_table(section, required=endpoint.type == "postgres")
+    query = read_query(section, endpoint.type)
+    neither = endpoint.type == "postgres" and not section.has("query")
+    if neither and not section.has("table"):
+        section.problem("table", "is required (a mapping), or give source.query (one SELECT)")
+    table = read_table(section, required=False)
     options_section = section.section("options")
     options = read_source_options(options_section) if options_section else SourceOptions()
     section.finish()
@@ -39,6 +44,7 @@ def read_source(section: Section | None) -> SourceSpec | None:
         table,
         endpoint.path,
         options,
+        query,
     )
 
 

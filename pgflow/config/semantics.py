@@ -14,6 +14,7 @@ from pgflow.config.model import (
     SourceSpec,
     StrategySpec,
 )
+from pgflow.config.read_query import check_query_source
 from pgflow.config.reader import Report
 from pgflow.config.sink_options import check_partition_creation
 from pgflow.config.support import unsupported_reason
@@ -44,6 +45,7 @@ def check_pipeline(
     check_partition_creation(source, sink, report)
     check_bad_rows(source, sink, report)
     _check_source(source, sink, report)
+    check_query_source(source, sink, report)
     if source.options.include_columns is not None:
         _check_include_columns(source, sink, report)
     if sink.strategy.update_columns is not None:

@@ -94,7 +94,12 @@ WITH RECURSIVE cols AS (
            format_type(a.atttypid, a.atttypmod) AS type_sql
     FROM pg_attribute a
     WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
-), base(attnum, typid, typmod, depth) AS (
+)"""
+
+# What a column's type is made of, for the columns of a `cols` CTE (a table's, or a query's
+# output: sources/query_shape.py): attnum, attname, attnotnull, atttypid, atttypmod,
+# has_default, generation, type_sql.
+RESOLVED_COLUMNS_SQL = """, base(attnum, typid, typmod, depth) AS (
     SELECT attnum, atttypid, atttypmod, 0 FROM cols
     UNION ALL
     SELECT b.attnum, t.typbasetype, t.typtypmod, b.depth + 1
@@ -122,6 +127,7 @@ LEFT JOIN pg_type enum_t ON enum_t.oid = CASE WHEN bt.typtype = 'e' THEN bt.oid
 LEFT JOIN pg_namespace en ON en.oid = enum_t.typnamespace
 ORDER BY c.attnum
 """
+_COLUMNS_SQL += RESOLVED_COLUMNS_SQL
 
 _PRIMARY_KEY_SQL = """
 SELECT a.attname FROM pg_index i
@@ -140,7 +146,7 @@ def describe_table(conn: psycopg.Connection, table: TableName) -> TableInfo:
         if row is None:
             raise TableNotFound(f"table {table} does not exist (or is not a table)")
         cur.execute(_COLUMNS_SQL, {"oid": row["oid"]})
-        columns = tuple(_column(r) for r in cur.fetchall())
+        columns = tuple(catalog_column(r) for r in cur.fetchall())
         cur.execute(_PRIMARY_KEY_SQL, {"oid": row["oid"]})
         primary_key = tuple(r["attname"] for r in cur.fetchall())
     return TableInfo(
@@ -182,7 +188,8 @@ def table_exists(conn: psycopg.Connection, table: TableName) -> bool:
     return row is not None
 
 
-def _column(r: DictRow) -> Column:
+def catalog_column(r: DictRow) -> Column:
+    """A Column from a row of `_COLUMNS_SQL` (or of RESOLVED_COLUMNS_SQL over other columns)."""
     enum_name = TableName(r["enum_schema"], r["enum_type"]) if r["enum_type"] else None
     return Column(
         name=r["name"],

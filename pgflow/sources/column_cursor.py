@@ -224,7 +224,7 @@ class ColumnCursorSource(PostgresTableSource):
 
     def _refuse_null_cursors(self) -> None:
         query = sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {} IS NULL)").format(
-            self.table_sql, sql.Identifier(self._column)
+            self.from_sql, sql.Identifier(self._column)
         )
         row = self._conn.execute(query).fetchone()
         if row and row[0]:

@@ -80,7 +80,11 @@ class PostgresTableSource:
         self._conn.read_only = True
         self.begin_snapshot()
         # Only the included columns exist for the load: the target and COPY get just those.
-        self._info = restrict_columns(describe_table(self._conn, self._table), self._include)
+        self._info = restrict_columns(self.describe(), self._include)
+
+    def describe(self) -> TableInfo:
+        """The shape of what is read, in the snapshot (a query source: its output columns)."""
+        return describe_table(self._conn, self._table)
 
     def begin_snapshot(self) -> None:
         """The first statements of the read transaction; they fix its snapshot."""
@@ -98,8 +102,14 @@ class PostgresTableSource:
         return self._conn
 
     @property
-    def table_sql(self) -> sql.Identifier:
+    def table_sql(self) -> sql.Composable:
+        """What names the read's rows in expressions (`<table_sql>.<column>`)."""
         return self._table.identifier()
+
+    @property
+    def from_sql(self) -> sql.Composable:
+        """What the read selects FROM: the table (a query source: the query as a subquery)."""
+        return self.table_sql
 
     def column_expression(self, name: str) -> sql.Composable:
         """What the read selects for column `name`."""
@@ -126,9 +136,7 @@ class PostgresTableSource:
         """The read as a query: SELECT `expressions` FROM the table, narrowed by `row_filter`
         and, for one slice of a parallel read, by `narrower`."""
         # SELECT ... FROM rather than the bare table: it also reads partitioned tables.
-        select = sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(expressions), self.table_sql
-        )
+        select = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(expressions), self.from_sql)
         conditions = [c for c in (self.row_filter(), narrower) if c is not None]
         if len(conditions) > 1:
             conditions = [sql.SQL(" AND ").join(sql.SQL("({})").format(c) for c in conditions)]

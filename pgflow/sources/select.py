@@ -8,6 +8,7 @@ from pgflow.config.model import SourceSpec
 from pgflow.sources.base import TableSource
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
+from pgflow.sources.query import query_source
 from pgflow.sources.window import TimeWindow
 from pgflow.sources.xmin import XminSource
 
@@ -20,6 +21,8 @@ def table_source(
     `window` narrows a full read to one time slice (a partition_replace time partition);
     `options.include_columns` narrows every read to those columns.
     """
+    if spec.query is not None:
+        return query_source(conn, spec, window)
     assert spec.table is not None
     options = spec.options
     include = options.include_columns

@@ -43,6 +43,7 @@ class HashQuery:
     # Databases of different encodings: hash each text's UTF-8 bytes (md5, slower) instead of
     # the database's own bytes, so equal text hashes equal on both sides.
     portable: bool = False
+    relation: sql.Composable | None = None  # hashed FROM this instead (a source query)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def _hashed(query: HashQuery) -> sql.Composable:
         if query.live_column
         else sql.SQL("")
     )
-    inner = template.format(b=bucket, k=key, h=row_hash, t=query.table.identifier(), w=where)
+    relation = query.relation or query.table.identifier()
+    inner = template.format(b=bucket, k=key, h=row_hash, t=relation, w=where)
     return sql.SQL("SELECT (kh & 9223372036854775807) % {n} AS b, k, h FROM ({inner}) i").format(
         n=sql.Literal(BUCKETS), inner=inner
     )

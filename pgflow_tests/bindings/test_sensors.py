@@ -348,6 +348,20 @@ def test_time_partitioned_assets_are_reported_not_requested(shop: Shop) -> None:
     assert "landing/daily_events: time-partitioned: loaded per partition" in (skipped.skip or "")
 
 
+def test_a_query_source_is_noted_not_checked(shop: Shop) -> None:
+    """A source query has no table statistics: the tick says so and requests nothing for it."""
+    by_query = """
+  - source: {type: postgres, connection_id: shop, query: "SELECT id, name FROM products"}
+    sink: {type: postgres, connection_id: warehouse, table: {schema: landing, name: names},
+           strategy: {mode: full_refresh}}"""
+    project = shop.project(by_query, pipeline("products", FULL))
+    result = tick(shop, project)
+    assert result.requested == {"landing/products": "landing/products@mods=20"}
+    materialize(shop, project, "landing/products")
+    skipped = tick(shop, project)
+    assert "landing/names: reads source.query: no table statistics" in (skipped.skip or "")
+
+
 def test_a_delta_cdc_table_is_fresh_once_its_own_commit_holds_its_changes(
     shop: Shop, slot: str
 ) -> None:

@@ -49,7 +49,7 @@ def test_numbers_are_read_as_text(tmp_path: Path) -> None:
         (
             {"source": {"conection_id": "shop"}},
             "source.conection_id",
-            "connection_id, connection_type, options, path, table, type",
+            "connection_id, connection_type, options, path, query, table, type",
         ),
         ({"sink": {"table": {"table": "x"}}}, "sink.table.table", "name, schema"),
         ({"schedule": {"cron": "0 * * * *", "tz": "UTC"}}, "schedule.tz", "cron, timezone"),
@@ -261,7 +261,11 @@ def test_wrong_types(tmp_path: Path, overrides: dict[str, Any], field: str, mess
         ({"source": DROP}, "source", "is required (a mapping)"),
         ({"sink": DROP}, "sink", "is required (a mapping)"),
         ({"sink": {"strategy": DROP}}, "sink.strategy", "is required (a mapping)"),
-        ({"source": {"table": DROP}}, "source.table", "is required (a mapping)"),
+        (
+            {"source": {"table": DROP}},
+            "source.table",
+            "is required (a mapping), or give source.query (one SELECT)",
+        ),
         ({"sink": {"table": {"schema": DROP}}}, "sink.table.schema", "is required"),
         ({"sink": {"table": DROP}}, "sink.table", "is required (a mapping)"),
         ({"sink": {"table": {"name": ""}}}, "sink.table.name", "is required"),

@@ -106,4 +106,6 @@ def source_name(pipeline: PipelineSpec) -> str:
     source = pipeline.source
     if source.type == "delta":
         return f"source Delta table {source.path}"
+    if source.query is not None:
+        return f"source query on connection '{source.connection_id}'"
     return f"source table {source.table} on connection '{source.connection_id}'"

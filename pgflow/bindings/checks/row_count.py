@@ -33,7 +33,9 @@ from pgflow.bindings.checks.names import ROW_COUNT_PARITY
 from pgflow.bindings.checks.target import Audit, DeltaReads, target_table
 from pgflow.config.model import PipelineSpec
 from pgflow.sinks.postgres import inspect as pg_inspect
+from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableNotFound
+from pgflow.sources.query import count_query_rows
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,9 @@ def _compared(pipeline: PipelineSpec, run: CheckRun, loaded: LastLoad) -> dg.Ass
             )
         except TableNotFound:
             return source_not_found(pipeline, ROW_COUNT_PARITY)
+        except SourceConfigError as exc:  # Postgres refused the source query
+            text = f"the source cannot be counted: {exc}"
+            return result(pipeline, ROW_COUNT_PARITY, False, ERROR, text)
         counts = Counts(found.live, source_rows, False, pipeline.checks.row_count_tolerance)
     metadata = _counts_metadata(pipeline, counts, found)
     if found.tampered:
@@ -139,8 +144,10 @@ def _source_rows(pipeline: PipelineSpec, run: CheckRun) -> int:
         if not table.exists():
             raise TableNotFound(source.path)
         return table.row_count()
-    assert source.table
     conn = run.source()
+    if source.query is not None:  # its rows as a load reads them, read only
+        return count_query_rows(conn, source.query, COUNT_TIMEOUT_SECONDS)
+    assert source.table
     if not pg_inspect.exists(conn, source.table):
         raise TableNotFound(str(source.table))
     return pg_inspect.row_count(conn, source.table, timeout=COUNT_TIMEOUT_SECONDS)

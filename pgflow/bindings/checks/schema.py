@@ -19,6 +19,7 @@ from pgflow.config.model import PipelineSpec
 from pgflow.sinks.postgres.inspect import SchemaComparison
 from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table, restrict_columns
+from pgflow.sources.query import describe_query
 
 
 def offered(pipeline: PipelineSpec) -> bool:
@@ -63,7 +64,7 @@ def check(
     }
     if not comparison:
         description = (
-            f"source {pipeline.source.table} and {target_name(pipeline)} agree on every column "
+            f"{source_name(pipeline)} and {target_name(pipeline)} agree on every column "
             f"({len(source_info.columns)} in the source)"
         )
         return result(pipeline, SCHEMA, True, WARN, description, metadata)
@@ -79,10 +80,13 @@ def check(
 
 
 def _describe_source(pipeline: PipelineSpec, run: CheckRun) -> TableInfo:
-    assert pipeline.source.table
-    conn = run.source()
-    with conn.transaction():
-        info = describe_table(conn, pipeline.source.table)
+    source, conn = pipeline.source, run.source()
+    with conn.transaction():  # READ ONLY: the checks' connections are
+        if source.query is not None:
+            info = describe_query(conn, source.query)
+        else:
+            assert source.table
+            info = describe_table(conn, source.table)
     # The target holds only the included columns: the others are not the load's.
     return restrict_columns(info, pipeline.source.options.include_columns)
 

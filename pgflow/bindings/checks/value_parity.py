@@ -11,7 +11,8 @@ When is a difference conclusive? The check compares the live source with the tar
 - otherwise (incremental, CDC, or the source's count moved on) a difference is a WARN: rows
   changed at the source since the last load differ too until the next load applies them.
 
-Postgres -> Postgres only for now: Delta targets and sources are not offered the check.
+Postgres -> Postgres only for now: Delta targets and sources are not offered the check. A
+source query (`source.query`) is hashed as `(<query>) AS q`, read only like its loads.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from pgflow.bindings.checks.context import result, source_name, target_name
 from pgflow.bindings.checks.names import VALUE_PARITY
 from pgflow.config.model import PipelineSpec
 from pgflow.config.naming import quote_name
+from pgflow.sources.base import SourceConfigError
 from pgflow.sources.catalog import TableInfo, TableNotFound, describe_table
+from pgflow.sources.query import describe_query
+from pgflow.sources.query_shape import as_subquery
 from pgflow.sources.value_hash import BUCKETS, HashQuery, TableHash, bucket_rows, table_hash
 
 EXAMPLE_BUCKETS = 3  # differing buckets searched for the keys behind them
@@ -86,8 +90,10 @@ def plan(
     sampled = max(1, round(sample * BUCKETS)) if key else BUCKETS
     live = options.deleted_column if target.column(options.deleted_column or "") else None
     assert pipeline.sink.table
+    query = pipeline.source.query
+    relation = as_subquery(query) if query is not None else None
     return Plan(
-        HashQuery(source.table, tuple(same), key, None, sampled, portable),
+        HashQuery(source.table, tuple(same), key, None, sampled, portable, relation),
         HashQuery(pipeline.sink.table, tuple(same), key, live, sampled, portable),
         not_compared,
     )
@@ -108,6 +114,9 @@ def check(
         tables = _describe_both(pipeline, run)
     except TableNotFound:
         return source_not_found(pipeline, VALUE_PARITY)
+    except SourceConfigError as exc:  # Postgres refused the source query
+        text = f"the source cannot be hashed: {exc}"
+        return result(pipeline, VALUE_PARITY, False, context.ERROR, text)
     parity = plan(pipeline, *tables, portable=_encodings_differ(run))
     if not parity.source.columns:
         text = (
@@ -125,12 +134,17 @@ def check(
 
 
 def _describe_both(pipeline: PipelineSpec, run: context.CheckRun) -> tuple[TableInfo, TableInfo]:
-    assert pipeline.source.table and pipeline.sink.table
-    tables = []
-    for conn, table in ((run.source(), pipeline.source.table), (run.target(), pipeline.sink.table)):
-        with conn.transaction():
-            tables.append(describe_table(conn, table))
-    return tables[0], tables[1]
+    source, sink = pipeline.source, pipeline.sink
+    assert sink.table
+    with run.source().transaction():  # READ ONLY: the checks' connections are
+        if source.query is not None:
+            theirs = describe_query(run.source(), source.query)
+        else:
+            assert source.table
+            theirs = describe_table(run.source(), source.table)
+    with run.target().transaction():
+        ours = describe_table(run.target(), sink.table)
+    return theirs, ours
 
 
 def _encodings_differ(run: context.CheckRun) -> bool:
