@@ -26,6 +26,7 @@ from pgflow.sinks.postgres import staging
 from pgflow.sinks.postgres.ddl import create_shared_object
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import TableSource
+from pgflow.sources.column_cursor import row_hash
 
 REJECTED_PREFIX = "_pgflow_rejected_"
 _RN = "_pgflow_rn"  # arrival number of a raw row
@@ -43,6 +44,7 @@ class Rejects:
     count: int = 0
     raw: TableName | None = None  # the raw rows of this load (a temporary table)
     target: TableName | None = None
+    columns: tuple[str, ...] = ()  # the source's, as the raw table holds them
     rejected_rows: list[int] = field(default_factory=list)  # their arrival numbers
 
     def metadata(self) -> dict[str, int]:
@@ -80,7 +82,8 @@ def fill(
     with closing(source.copy_out(columns, "text")) as chunks:
         copied = staging.copy_into(log, raw, columns, chunks, "text", rejects.progress)
     source.close()
-    rejects.raw, rejects.target = raw, target
+    rejects.raw, rejects.target, rejects.columns = raw, target, tuple(columns)
+    rejected_before = rejects.count
     types = _cast_types(log, target, columns)
     if table == target:  # it has the constraints: the good rows go straight in
         _check_range(
@@ -92,7 +95,7 @@ def fill(
         _check_range(move, 1, copied.rows)
         _insert_in_order(log, checked, table, columns)
     rejects.copies.append(copied)
-    return copied.rows
+    return copied.rows - (rejects.count - rejected_before)
 
 
 def _insert_in_order(
@@ -264,3 +267,20 @@ def max_value(log: SqlLog, table: TableName, column: str, rejects: Rejects) -> s
     query = sql.SQL("SELECT max(CAST(v AS {}))::text FROM unnest(%s::text[]) AS v").format(cast)
     found = log.conn.execute(query, (values,)).fetchone()
     return found[0] if found else None
+
+
+def boundary_rows(log: SqlLog, rejects: Rejects, column: str, value: str) -> tuple[str, ...]:
+    """`row_hash` of the rejected rows whose cursor is `value` (the new high-water mark). A
+    keyed column-cursor read skips them next time with the rows applied there (CursorBoundary),
+    so a bad row at the mark is not read and rejected again. The raw row holds the source's
+    text of each value, so its hash is the one the source computes for that row."""
+    if not rejects.rejected_rows or rejects.raw is None:
+        return ()
+    query = sql.SQL("SELECT {}::text FROM {} AS r WHERE r.{} = ANY(%s) AND r.{} = %s").format(
+        row_hash(rejects.columns),
+        rejects.raw.identifier(),
+        sql.Identifier(_RN),
+        sql.Identifier(column),
+    )
+    rows = log.conn.execute(query, (rejects.rejected_rows, value)).fetchall()
+    return tuple(r[0] for r in rows)
