@@ -45,6 +45,7 @@ class Rejects:
     raw: TableName | None = None  # the raw rows of this load (a temporary table)
     target: TableName | None = None
     columns: tuple[str, ...] = ()  # the source's, as the raw table holds them
+    raw_indexed: bool = False  # by arrival number, once a range failed (bisection)
     rejected_rows: list[int] = field(default_factory=list)  # their arrival numbers
 
     def metadata(self) -> dict[str, int]:
@@ -208,19 +209,33 @@ def _check_range(move: _Move, first: int, last: int) -> None:
         if not is_row_error(error):
             raise
         if first == last:
-            _reject(move.log, move.raw, first, error, move.rejects, move.target)
+            _reject(move, first, error)
             return
+    _index_arrival(move)
     middle = (first + last) // 2
     _check_range(move, first, middle)
     _check_range(move, middle + 1, last)
 
 
-def _reject(
-    log: SqlLog, raw: TableName, rn: int, error: psycopg.Error, rejects: Rejects, target: TableName
-) -> None:
+def _index_arrival(move: _Move) -> None:
+    """Before the first bisection: index the raw rows' arrival number, so each range reads
+    its rows, not the whole table (10 bad rows among 300,000: ~300 ranges)."""
+    if move.rejects.raw_indexed:
+        return
+    move.log.execute(
+        sql.SQL("CREATE INDEX ON {} ({})").format(move.raw.identifier(), sql.Identifier(_RN))
+    )
+    move.rejects.raw_indexed = True
+
+
+def _reject(move: _Move, rn: int, error: psycopg.Error) -> None:
     """Record raw row `rn` with its error: SQLSTATE and Postgres' message, never the detail
-    (which may quote other values)."""
-    message = f"{error.sqlstate}: {error.diag.message_primary or error}"
+    (which may quote other values). A message naming the checked table names the target."""
+    log, raw, rejects, target = move.log, move.raw, move.rejects, move.target
+    primary = (error.diag.message_primary or str(error)).replace(
+        f'"{move.into.name}"', f'"{target.name}"'
+    )
+    message = f"{error.sqlstate}: {primary}"
     rejected = rejected_table(target)
     if rejects.count == 0:
         create_shared_object(

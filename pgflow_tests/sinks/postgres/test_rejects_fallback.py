@@ -14,7 +14,7 @@ from psycopg.abc import Buffer
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.postgres_load import LoadResult, load_table
 from pgflow.sinks.postgres.rejects import rejected_table
-from pgflow.sinks.postgres.state import read_position
+from pgflow.sinks.postgres.state import read_position, read_target_rows
 from pgflow.sources.base import CopyFormat
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
@@ -140,6 +140,12 @@ def test_a_constraint_the_bulk_write_hits_falls_back_and_rejects_exactly_the_bad
     assert result.rows == 996 and result.rows_read == 1000
     assert _rejected(sink_uri) == sorted(BAD.items())
     assert sorted(_target_rows(sink_uri)) == sorted(_good_source_rows(source_uri))
+    errors = [
+        r[0] for r in fetch(sink_uri, f"SELECT error FROM {REJECTED.identifier().as_string(None)}")
+    ]
+    assert all('relation "Rows Y"' in e for e in errors), errors  # the target's, no temp table
+    with psycopg.connect(sink_uri) as conn:  # the row ledger counts the rows that landed
+        assert read_target_rows(conn, TARGET) == (997 if name in STAGED else 996)
     kept = fetch(sink_uri, 'SELECT note FROM land."Rows Y" WHERE id = 0')
     assert kept == ([("old",)] if name in STAGED else [])
     bulk, text = _bulk_copies(result), _text_pass(result)
