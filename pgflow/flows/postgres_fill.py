@@ -51,12 +51,10 @@ class SourceFill:
         # goes straight to the rejecting pass.
         self.rereadable = isinstance(source, PostgresTableSource)
         self.finding = bad_rows.enabled and not self.rereadable  # the rejecting pass runs
-        self.passes = 0  # runs of the write: 2 when a rejecting load fell back
 
     def write(self, attempt: Callable[[], T]) -> T:
         """Run `attempt` (prepare the target and write it): once; for a rejecting load under
         a savepoint first, then, after a row error, again finding the bad rows."""
-        self.passes = 1
         if not self.rejects.enabled or self.finding:
             return attempt()
         try:
@@ -66,7 +64,7 @@ class SourceFill:
             if not rejects.is_row_error(error):
                 raise
             self.copies.clear()
-            self.finding, self.passes = True, 2
+            self.finding = True
             written = attempt()
         self.source.close()  # the load's fate is known: the snapshot is no longer needed
         return written
