@@ -37,6 +37,7 @@ from pgflow.sinks.postgres import (
     ledger,
     position_owner,
     rejects,
+    rejects_cursor,
     schema_drift,
     staging,
     state,
@@ -330,7 +331,9 @@ class _TableLoad:
         if incremental is None:
             return None
         column = incremental.cursor_column
-        largest = rejects.max_value(self.log, table, column, self.rejects) if column else None
+        largest = (
+            rejects_cursor.max_value(self.log, table, column, self.rejects) if column else None
+        )
         return incremental.position_after(largest)
 
     def _store_boundary(self, table: TableName, position: Position | None) -> int | None:
@@ -343,7 +346,7 @@ class _TableLoad:
 
         def rejected(value: str) -> tuple[str, ...]:  # rejected rows at the mark are skipped too
             assert column is not None
-            return rejects.boundary_rows(self.log, self.rejects, column, value)
+            return rejects_cursor.boundary_rows(self.log, self.rejects, column, value)
 
         return cursor_boundary.store_applied(
             self.log, self.target, table, self.source, self.spec.keyed, position, rejected

@@ -1,14 +1,16 @@
 """`on_bad_rows: reject`: rows the target refuses go to `<schema>._pgflow_rejected_<table>`.
 
-The fill of a rejecting load COPYs the source as text into a temporary table of text
-columns (text always loads), then casts the rows into the target itself when the load fills
-it (truncate_insert, a first load), else into a temporary table with the target's columns,
-defaults, NOT NULLs and CHECK constraints (not its unique indexes: repeated keys are the key
-policy's business), whose rows then fill staging in the order they arrived. One INSERT does
-it when every row fits; only when it fails with a row-level error (SQLSTATE class 22, data,
-or 23, integrity, but not 23505) is the range bisected, each half under a savepoint, down to
-the single rows to reject. All of it, the rejected rows included, is in the load's
-transaction: a crash loses and duplicates nothing.
+A rejecting load first runs as a `fail` load would, under a savepoint (flows/postgres_fill);
+only after that bulk attempt failed on a row does it come here, to its rejecting pass. The
+fill COPYs the source as text into a temporary table of text columns (text always loads), then
+casts the rows into the target itself when the load fills it (truncate_insert, a first load),
+else into a temporary table with the target's columns, defaults, NOT NULLs and CHECK
+constraints (not its unique indexes: repeated keys are the key policy's business), whose rows
+then fill staging in the order they arrived. The rows are cast in chunks, one INSERT each;
+a chunk that fails with a row-level error (SQLSTATE class 22, data, or 23, integrity, but not
+23505) is bisected, each half under a savepoint, down to the single rows to reject. All of it,
+the rejected rows included, is in the load's transaction: a crash loses and duplicates
+nothing. What rejected rows mean for an incremental position: rejects_cursor.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from pgflow.sinks.postgres import staging
 from pgflow.sinks.postgres.ddl import create_shared_object
 from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import TableSource
-from pgflow.sources.column_cursor import row_hash
 
 REJECTED_PREFIX = "_pgflow_rejected_"
-_RN = "_pgflow_rn"  # arrival number of a raw row
+ARRIVAL = "_pgflow_rn"  # arrival number of a raw row
 CHUNK_ROWS = 10_000  # raw rows cast in one statement, before any bisection
 
 
@@ -78,7 +79,7 @@ def fill(
     )
     log.execute(
         sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
-            raw.identifier(), sql.Identifier(_RN)
+            raw.identifier(), sql.Identifier(ARRIVAL)
         )
     )
     with closing(source.copy_out(columns, "text")) as chunks:
@@ -86,7 +87,7 @@ def fill(
     source.close()
     rejects.raw, rejects.target, rejects.columns = raw, target, tuple(columns)
     rejected_before = rejects.count
-    types = _cast_types(log, target, columns)
+    types = cast_types(log, target, columns)
     if table == target:  # it has the constraints: the good rows go straight in
         _check_all(_Move(log, raw, target, columns, types, False, rejects, target), copied.rows)
     else:
@@ -108,7 +109,7 @@ def _insert_in_order(
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             checked.identifier(),
-            sql.Identifier(_RN),
+            sql.Identifier(ARRIVAL),
         )
     )
 
@@ -140,13 +141,13 @@ def _checked_table(log: SqlLog, target: TableName, columns: Sequence[str]) -> Ta
             )
     log.execute(
         sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(
-            checked.identifier(), sql.Identifier(_RN)
+            checked.identifier(), sql.Identifier(ARRIVAL)
         )
     )
     return checked
 
 
-def _cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[sql.SQL]:
+def cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[sql.SQL]:
     """The target's column types without their modifiers: the text is cast to the type, and
     the assignment into the column applies the modifier (a too long varchar(n) value fails,
     where an explicit cast to varchar(n) would cut it)."""
@@ -180,8 +181,8 @@ class _Move:
         ]
         names = list(map(sql.Identifier, self.columns))
         if self.numbered:
-            casts.append(sql.SQL("r.{}").format(sql.Identifier(_RN)))
-            names.append(sql.Identifier(_RN))
+            casts.append(sql.SQL("r.{}").format(sql.Identifier(ARRIVAL)))
+            names.append(sql.Identifier(ARRIVAL))
         return sql.SQL(
             "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS r"
             " WHERE r.{} BETWEEN {} AND {}"
@@ -190,7 +191,7 @@ class _Move:
             sql.SQL(", ").join(names),
             sql.SQL(", ").join(casts),
             self.raw.identifier(),
-            sql.Identifier(_RN),
+            sql.Identifier(ARRIVAL),
             sql.Literal(first),
             sql.Literal(last),
         )
@@ -233,7 +234,7 @@ def _index_arrival(move: _Move) -> None:
     if move.rejects.raw_indexed:
         return
     move.log.execute(
-        sql.SQL("CREATE INDEX ON {} ({})").format(move.raw.identifier(), sql.Identifier(_RN))
+        sql.SQL("CREATE INDEX ON {} ({})").format(move.raw.identifier(), sql.Identifier(ARRIVAL))
     )
     move.rejects.raw_indexed = True
 
@@ -260,52 +261,8 @@ def _reject(move: _Move, rn: int, error: psycopg.Error) -> None:
         sql.SQL(
             'INSERT INTO {} (run_id, pipeline, error, "row") SELECT %s, %s, %s,'
             " to_jsonb(r) - %s FROM {} AS r WHERE r.{} = %s"
-        ).format(rejected.identifier(), raw.identifier(), sql.Identifier(_RN)),
-        (rejects.run_id, rejects.pipeline, message, _RN, rn),
+        ).format(rejected.identifier(), raw.identifier(), sql.Identifier(ARRIVAL)),
+        (rejects.run_id, rejects.pipeline, message, ARRIVAL, rn),
     )
     rejects.count += 1
     rejects.rejected_rows.append(rn)
-
-
-def max_value(log: SqlLog, table: TableName, column: str, rejects: Rejects) -> str | None:
-    """The largest cursor value read: of the rows in `table` and of the rejected rows whose
-    cursor value is valid. An incremental position moves past rejected rows, so a rerun does
-    not read (and reject) them again; fixing one in the source (its cursor moves) loads it."""
-    largest = staging.max_value(log, table, column)
-    if not rejects.rejected_rows or rejects.raw is None or rejects.target is None:
-        return largest
-    (cast,) = _cast_types(log, rejects.target, [column])
-    values = [] if largest is None else [largest]
-    for rn in rejects.rejected_rows:
-        query = sql.SQL("SELECT CAST(r.{} AS {})::text FROM {} AS r WHERE r.{} = %s").format(
-            sql.Identifier(column), cast, rejects.raw.identifier(), sql.Identifier(_RN)
-        )
-        try:
-            with log.conn.transaction():  # a cursor value that is itself bad is no position
-                row = log.conn.execute(query, (rn,)).fetchone()
-        except psycopg.Error as error:
-            if not is_row_error(error):
-                raise
-            continue
-        if row and row[0] is not None:
-            values.append(row[0])
-    query = sql.SQL("SELECT max(CAST(v AS {}))::text FROM unnest(%s::text[]) AS v").format(cast)
-    found = log.conn.execute(query, (values,)).fetchone()
-    return found[0] if found else None
-
-
-def boundary_rows(log: SqlLog, rejects: Rejects, column: str, value: str) -> tuple[str, ...]:
-    """`row_hash` of the rejected rows whose cursor is `value` (the new high-water mark). A
-    keyed column-cursor read skips them next time with the rows applied there (CursorBoundary),
-    so a bad row at the mark is not read and rejected again. The raw row holds the source's
-    text of each value, so its hash is the one the source computes for that row."""
-    if not rejects.rejected_rows or rejects.raw is None:
-        return ()
-    query = sql.SQL("SELECT {}::text FROM {} AS r WHERE r.{} = ANY(%s) AND r.{} = %s").format(
-        row_hash(rejects.columns),
-        rejects.raw.identifier(),
-        sql.Identifier(_RN),
-        sql.Identifier(column),
-    )
-    rows = log.conn.execute(query, (rejects.rejected_rows, value)).fetchall()
-    return tuple(r[0] for r in rows)
