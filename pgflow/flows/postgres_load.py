@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import closing
 from dataclasses import dataclass, field
 
 import psycopg
 
 from pgflow.config.model import StrategySpec, TableName
+from pgflow.flows.postgres_fill import SourceFill
 from pgflow.flows.postgres_parallel_load import ParallelCopy, load_in_parallel
 from pgflow.sinks.partition_slice import PartitionSlice
 from pgflow.sinks.postgres import (
@@ -37,6 +37,7 @@ from pgflow.sinks.postgres import (
     ledger,
     position_owner,
     rejects,
+    rejects_cursor,
     schema_drift,
     staging,
     state,
@@ -50,7 +51,6 @@ from pgflow.sinks.postgres.strategies import strategy_for
 from pgflow.sinks.postgres.strategy import (
     Applied,
     DirectStrategy,
-    Fill,
     PostgresStrategy,
     StagedStrategy,
 )
@@ -186,6 +186,7 @@ class _TableLoad:
         self.strategy = strategy_for(spec)
         self.copies: list[staging.CopyStats] = []
         self.rejects = rejects.Rejects(pipeline, spec.on_bad_rows == "reject", self.copies)
+        self.fill = SourceFill(log, source, target, self.rejects, progress)
 
     def run(self, partition_slice: PartitionSlice | None, reset: bool) -> LoadResult:
         if isinstance(self.strategy, DirectStrategy) and self.incremental:
@@ -209,8 +210,8 @@ class _TableLoad:
                     conn, self.target, self.incremental, reset
                 )
                 cursor_boundary.skip_applied(conn, self.target, source, self.spec.keyed)
-            target = self._prepare_target()
-            written = self._write(target, partition_slice, reset)
+            # A rejecting load may run this twice (postgres_fill): bulk, then finding bad rows.
+            target, written = self.fill.write(lambda: self._prepare_write(partition_slice, reset))
             # The position and the ledger (the target's row count) commit with the rows.
             change = ledger.settled(self.log, self.target, written.applied.change)
             state.write_position(self.log, self.target, self.pipeline, written.position, change)
@@ -219,6 +220,12 @@ class _TableLoad:
                 statistics.analyze(self.log, self.target)
         result = self._result(target, written)
         return dataclasses.replace(result, read=read, position_reset=position_reset)
+
+    def _prepare_write(
+        self, partition_slice: PartitionSlice | None, reset: bool
+    ) -> tuple[_Target, _Written]:
+        target = self._prepare_target()
+        return target, self._write(target, partition_slice, reset)
 
     def _prepare_target(self) -> _Target:
         """Create the target on the first load, else make it fit the source's columns."""
@@ -258,38 +265,18 @@ class _TableLoad:
                 applied, position=position, boundary_rows=boundary, write_seconds=seconds
             )
         if isinstance(strategy, DirectStrategy):  # the rows copied into an emptied or new table
-            rows = strategy.fill_target(self.log, self.target, self._fill(target.fmt))
+            rows = strategy.fill_target(self.log, self.target, self.fill.into(target.fmt))
             applied = Applied(rows, change=RowChange.exact(rows))
             return _Written(applied, write_seconds=time.monotonic() - started)
         assert isinstance(strategy, StagedStrategy)
         return self._apply_staged(strategy, target, partition_slice, reset)
-
-    def _fill(self, fmt: CopyFormat) -> Fill:
-        """The COPY of the source into a table, for the strategy (or the load) to call once."""
-        columns = self.source.info.column_names
-
-        def fill(table: TableName) -> int:
-            if self.rejects.enabled:  # rows the target refuses go to its rejected table
-                return rejects.fill(self.log, self.source, self.target, table, self.rejects)
-            # Every table filled here is new or truncated in this transaction: FREEZE is allowed.
-            freeze = staging.can_freeze(self.log, table)
-            # closing(): on failure the source's COPY must end now, not when the traceback dies.
-            with closing(self.source.copy_out(columns, fmt)) as chunks:
-                copied = staging.copy_into(
-                    self.log, table, columns, chunks, fmt, self.progress, freeze
-                )
-            self.copies.append(copied)
-            self.source.close()  # the source is read; what follows touches only the sink
-            return copied.rows
-
-        return fill
 
     def _fill_new_target(self, fmt: CopyFormat) -> int:
         """COPY straight into the target this load created (FREEZE), its indexes built after.
         The target's unique index on the key (the primary key, or NULLS NOT DISTINCT) is the
         duplicate check: its build fails on a repeated key, and the whole load rolls back."""
         try:
-            return index_rebuild.fill_then_index(self.log, self.target, self._fill(fmt))
+            return index_rebuild.fill_then_index(self.log, self.target, self.fill.into(fmt))
         except psycopg.errors.UniqueViolation as error:
             if not self.spec.keyed:
                 raise
@@ -309,7 +296,7 @@ class _TableLoad:
         stage = staging.create_staging(
             log, self.target, columns, keys.ORDER_COLUMN if keyed else None
         )
-        staged_rows = self._fill(target.fmt)(stage)
+        staged_rows = self.fill.into(target.fmt)(stage)
         position = self._position_read(stage)
         ctx = ApplyContext(
             log,
@@ -344,16 +331,25 @@ class _TableLoad:
         if incremental is None:
             return None
         column = incremental.cursor_column
-        largest = rejects.max_value(self.log, table, column, self.rejects) if column else None
+        largest = (
+            rejects_cursor.max_value(self.log, table, column, self.rejects) if column else None
+        )
         return incremental.position_after(largest)
 
     def _store_boundary(self, table: TableName, position: Position | None) -> int | None:
         """Store the rows of `table` (the rows read) at `position`'s value, which a keyed read
         skips next time (run() stores the position itself); how many (incremental loads)."""
-        if not self.incremental:
+        incremental = self.incremental
+        if not incremental:
             return None
+        column = incremental.cursor_column
+
+        def rejected(value: str) -> tuple[str, ...]:  # rejected rows at the mark are skipped too
+            assert column is not None
+            return rejects_cursor.boundary_rows(self.log, self.rejects, column, value)
+
         return cursor_boundary.store_applied(
-            self.log, self.target, table, self.source, self.spec.keyed, position
+            self.log, self.target, table, self.source, self.spec.keyed, position, rejected
         )
 
     def _result(self, target: _Target, written: _Written) -> LoadResult:

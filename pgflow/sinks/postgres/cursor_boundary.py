@@ -12,7 +12,7 @@ be read with every position, and other kinds of position never carry them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -59,15 +59,19 @@ def store_applied(
     source: object,
     keyed: bool,
     position: Position | None,
+    rejected: Callable[[str], tuple[str, ...]] | None = None,
 ) -> int | None:
     """After the read, in the load's transaction: store the boundary rows of `table` (what
-    the load read) for `target`; how many (0: none kept), None for other sources."""
+    the load read) for `target`, and those `rejected(value)` gives (rows the load read and
+    rejected, at the mark `value`); how many (0: none kept), None for other sources."""
     if not isinstance(source, ColumnCursorSource):
         return None
     rows = None
     if keyed and position is not None:
         columns = source.info.column_names
         rows = staged_boundary(log, table, columns, source.cursor_column, position)
+        if rows is not None and rejected is not None:
+            rows = rows + rejected(position.value)
         rows = kept_boundary(source.skipped_boundary, position.value, rows, MAX_BOUNDARY_ROWS)
     write_boundary(log, target, position, rows)
     return len(rows) if rows else 0

@@ -1,14 +1,16 @@
 """`on_bad_rows: reject`: rows the target refuses go to `<schema>._pgflow_rejected_<table>`.
 
-The fill of a rejecting load COPYs the source as text into a temporary table of text
-columns (text always loads), then casts the rows into the target itself when the load fills
-it (truncate_insert, a first load), else into a temporary table with the target's columns,
-defaults, NOT NULLs and CHECK constraints (not its unique indexes: repeated keys are the key
-policy's business), whose rows then fill staging in the order they arrived. One INSERT does
-it when every row fits; only when it fails with a row-level error (SQLSTATE class 22, data,
-or 23, integrity, but not 23505) is the range bisected, each half under a savepoint, down to
-the single rows to reject. All of it, the rejected rows included, is in the load's
-transaction: a crash loses and duplicates nothing.
+A rejecting load first runs as a `fail` load would, under a savepoint (flows/postgres_fill);
+only after that bulk attempt failed on a row does it come here, to its rejecting pass. The
+fill COPYs the source as text into a temporary table of text columns (text always loads), then
+casts the rows into the target itself when the load fills it (truncate_insert, a first load),
+else into a temporary table with the target's columns, defaults, NOT NULLs and CHECK
+constraints (not its unique indexes: repeated keys are the key policy's business), whose rows
+then fill staging in the order they arrived. The rows are cast in chunks, one INSERT each;
+a chunk that fails with a row-level error (SQLSTATE class 22, data, or 23, integrity, but not
+23505) is bisected, each half under a savepoint, down to the single rows to reject. All of it,
+the rejected rows included, is in the load's transaction: a crash loses and duplicates
+nothing. What rejected rows mean for an incremental position: rejects_cursor.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pgflow.sinks.postgres.sql_log import SqlLog
 from pgflow.sources.base import TableSource
 
 REJECTED_PREFIX = "_pgflow_rejected_"
-_RN = "_pgflow_rn"  # arrival number of a raw row
+ARRIVAL = "_pgflow_rn"  # arrival number of a raw row
+CHUNK_ROWS = 10_000  # raw rows cast in one statement, before any bisection
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Rejects:
     count: int = 0
     raw: TableName | None = None  # the raw rows of this load (a temporary table)
     target: TableName | None = None
+    columns: tuple[str, ...] = ()  # the source's, as the raw table holds them
+    raw_indexed: bool = False  # by arrival number, once a range failed (bisection)
     rejected_rows: list[int] = field(default_factory=list)  # their arrival numbers
 
     def metadata(self) -> dict[str, int]:
@@ -74,25 +79,24 @@ def fill(
     )
     log.execute(
         sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint GENERATED ALWAYS AS IDENTITY").format(
-            raw.identifier(), sql.Identifier(_RN)
+            raw.identifier(), sql.Identifier(ARRIVAL)
         )
     )
     with closing(source.copy_out(columns, "text")) as chunks:
         copied = staging.copy_into(log, raw, columns, chunks, "text", rejects.progress)
     source.close()
-    rejects.raw, rejects.target = raw, target
-    types = _cast_types(log, target, columns)
+    rejects.raw, rejects.target, rejects.columns = raw, target, tuple(columns)
+    rejected_before = rejects.count
+    types = cast_types(log, target, columns)
     if table == target:  # it has the constraints: the good rows go straight in
-        _check_range(
-            _Move(log, raw, target, columns, types, False, rejects, target), 1, copied.rows
-        )
+        _check_all(_Move(log, raw, target, columns, types, False, rejects, target), copied.rows)
     else:
         checked = _checked_table(log, target, columns)
         move = _Move(log, raw, checked, columns, types, True, rejects, target)
-        _check_range(move, 1, copied.rows)
+        _check_all(move, copied.rows)
         _insert_in_order(log, checked, table, columns)
     rejects.copies.append(copied)
-    return copied.rows
+    return copied.rows - (rejects.count - rejected_before)
 
 
 def _insert_in_order(
@@ -105,7 +109,7 @@ def _insert_in_order(
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             checked.identifier(),
-            sql.Identifier(_RN),
+            sql.Identifier(ARRIVAL),
         )
     )
 
@@ -137,13 +141,13 @@ def _checked_table(log: SqlLog, target: TableName, columns: Sequence[str]) -> Ta
             )
     log.execute(
         sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint").format(
-            checked.identifier(), sql.Identifier(_RN)
+            checked.identifier(), sql.Identifier(ARRIVAL)
         )
     )
     return checked
 
 
-def _cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[sql.SQL]:
+def cast_types(log: SqlLog, target: TableName, columns: Sequence[str]) -> list[sql.SQL]:
     """The target's column types without their modifiers: the text is cast to the type, and
     the assignment into the column applies the modifier (a too long varchar(n) value fails,
     where an explicit cast to varchar(n) would cut it)."""
@@ -177,8 +181,8 @@ class _Move:
         ]
         names = list(map(sql.Identifier, self.columns))
         if self.numbered:
-            casts.append(sql.SQL("r.{}").format(sql.Identifier(_RN)))
-            names.append(sql.Identifier(_RN))
+            casts.append(sql.SQL("r.{}").format(sql.Identifier(ARRIVAL)))
+            names.append(sql.Identifier(ARRIVAL))
         return sql.SQL(
             "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS r"
             " WHERE r.{} BETWEEN {} AND {}"
@@ -187,10 +191,21 @@ class _Move:
             sql.SQL(", ").join(names),
             sql.SQL(", ").join(casts),
             self.raw.identifier(),
-            sql.Identifier(_RN),
+            sql.Identifier(ARRIVAL),
             sql.Literal(first),
             sql.Literal(last),
         )
+
+
+def _check_all(move: _Move, rows: int) -> None:
+    """Move raw rows 1..`rows`. This pass runs after a bulk attempt failed on a row, so
+    ranges of CHUNK_ROWS are tried rather than all rows at once: a bad row costs bisecting
+    its chunk, not halves of the whole table (10 bad rows among 300,000, full refresh:
+    2.2 s against 3.9 s bisecting from all rows)."""
+    if rows > CHUNK_ROWS:
+        _index_arrival(move)
+    for first in range(1, rows + 1, CHUNK_ROWS):
+        _check_range(move, first, min(first + CHUNK_ROWS - 1, rows))
 
 
 def _check_range(move: _Move, first: int, last: int) -> None:
@@ -205,19 +220,33 @@ def _check_range(move: _Move, first: int, last: int) -> None:
         if not is_row_error(error):
             raise
         if first == last:
-            _reject(move.log, move.raw, first, error, move.rejects, move.target)
+            _reject(move, first, error)
             return
+    _index_arrival(move)
     middle = (first + last) // 2
     _check_range(move, first, middle)
     _check_range(move, middle + 1, last)
 
 
-def _reject(
-    log: SqlLog, raw: TableName, rn: int, error: psycopg.Error, rejects: Rejects, target: TableName
-) -> None:
+def _index_arrival(move: _Move) -> None:
+    """Index the raw rows' arrival number, so each range (a chunk, a half) reads its rows,
+    not the whole table."""
+    if move.rejects.raw_indexed:
+        return
+    move.log.execute(
+        sql.SQL("CREATE INDEX ON {} ({})").format(move.raw.identifier(), sql.Identifier(ARRIVAL))
+    )
+    move.rejects.raw_indexed = True
+
+
+def _reject(move: _Move, rn: int, error: psycopg.Error) -> None:
     """Record raw row `rn` with its error: SQLSTATE and Postgres' message, never the detail
-    (which may quote other values)."""
-    message = f"{error.sqlstate}: {error.diag.message_primary or error}"
+    (which may quote other values). A message naming the checked table names the target."""
+    log, raw, rejects, target = move.log, move.raw, move.rejects, move.target
+    primary = (error.diag.message_primary or str(error)).replace(
+        f'"{move.into.name}"', f'"{target.name}"'
+    )
+    message = f"{error.sqlstate}: {primary}"
     rejected = rejected_table(target)
     if rejects.count == 0:
         create_shared_object(
@@ -232,35 +261,8 @@ def _reject(
         sql.SQL(
             'INSERT INTO {} (run_id, pipeline, error, "row") SELECT %s, %s, %s,'
             " to_jsonb(r) - %s FROM {} AS r WHERE r.{} = %s"
-        ).format(rejected.identifier(), raw.identifier(), sql.Identifier(_RN)),
-        (rejects.run_id, rejects.pipeline, message, _RN, rn),
+        ).format(rejected.identifier(), raw.identifier(), sql.Identifier(ARRIVAL)),
+        (rejects.run_id, rejects.pipeline, message, ARRIVAL, rn),
     )
     rejects.count += 1
     rejects.rejected_rows.append(rn)
-
-
-def max_value(log: SqlLog, table: TableName, column: str, rejects: Rejects) -> str | None:
-    """The largest cursor value read: of the rows in `table` and of the rejected rows whose
-    cursor value is valid. An incremental position moves past rejected rows, so a rerun does
-    not read (and reject) them again; fixing one in the source (its cursor moves) loads it."""
-    largest = staging.max_value(log, table, column)
-    if not rejects.rejected_rows or rejects.raw is None or rejects.target is None:
-        return largest
-    (cast,) = _cast_types(log, rejects.target, [column])
-    values = [] if largest is None else [largest]
-    for rn in rejects.rejected_rows:
-        query = sql.SQL("SELECT CAST(r.{} AS {})::text FROM {} AS r WHERE r.{} = %s").format(
-            sql.Identifier(column), cast, rejects.raw.identifier(), sql.Identifier(_RN)
-        )
-        try:
-            with log.conn.transaction():  # a cursor value that is itself bad is no position
-                row = log.conn.execute(query, (rn,)).fetchone()
-        except psycopg.Error as error:
-            if not is_row_error(error):
-                raise
-            continue
-        if row and row[0] is not None:
-            values.append(row[0])
-    query = sql.SQL("SELECT max(CAST(v AS {}))::text FROM unnest(%s::text[]) AS v").format(cast)
-    found = log.conn.execute(query, (values,)).fetchone()
-    return found[0] if found else None

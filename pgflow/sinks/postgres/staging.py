@@ -109,8 +109,9 @@ def copy_into(
 
 def can_freeze(log: SqlLog, table: TableName) -> bool:
     """Whether a COPY into `table` may use FREEZE. The caller vouches that `table` was created
-    or truncated in the current transaction; Postgres also needs a plain table (not a
-    partitioned or a foreign one)."""
+    or truncated in the current subtransaction (the transaction; a rejecting load's bulk
+    attempt: its savepoint, where it creates or truncates every table it fills); Postgres also
+    needs a plain table (not a partitioned or a foreign one)."""
     row = log.conn.execute(
         "SELECT relkind = 'r' FROM pg_class WHERE oid = %s::regclass",
         (table.identifier().as_string(log.conn),),
