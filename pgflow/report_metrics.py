@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pgflow.bindings.try_history import error_text, one_line
+from pgflow.bindings.error_text import error_text, one_line
 from pgflow.config.model import PipelineSpec
 
 if TYPE_CHECKING:

@@ -9,31 +9,14 @@ materialization's metadata for every sink (io_managers._report).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import dagster as dg
 
-from pgflow.connections.secrets import redact
+from pgflow.bindings.error_text import error_text
 
-# The seeds' `last_error` is a short text: the class and the first ~500 characters.
-ERROR_CHARS = 500
-_KEY_VALUE_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
-_QUALIFIED_PREFIX = re.compile(r"^(?:[A-Za-z_][\w]*\.)+([A-Za-z_]\w*): ")
-_WRAPPERS = ("RetryRequested", "DagsterExecution", "DagsterUserCodeExecutionError")
 _STEP_ERRORS = {dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_FAILURE}
-
-
-class ErrorInfo(Protocol):
-    """What Dagster records of an error (its SerializableErrorInfo)."""
-
-    @property
-    def message(self) -> str: ...
-    @property
-    def cls_name(self) -> str | None: ...
-    @property
-    def cause(self) -> ErrorInfo | None: ...
 
 
 @dataclass(frozen=True)
@@ -68,31 +51,6 @@ def last_step_error(instance: dg.DagsterInstance, run_id: str, step_key: str) ->
         if data.error is not None:
             return error_text(data.error)
     return None
-
-
-def error_text(error: ErrorInfo, limit: int = ERROR_CHARS) -> str:
-    """`Class: message`, on one line, without a password, at most `limit` characters."""
-    # Dagster wraps the step's own error (a retry request, a step or IO manager error): skip.
-    while error.cause is not None and (error.cls_name or "").startswith(_WRAPPERS):
-        error = error.cause
-    message = _QUALIFIED_PREFIX.sub("", error.message.strip())
-    name = error.cls_name or ""
-    text = message if not name or message.startswith(f"{name}:") else f"{name}: {message}"
-    return one_line(text, limit)
-
-
-def one_line(text: str, limit: int = ERROR_CHARS) -> str:
-    """`text` on one line, without a password, at most `limit` characters."""
-    return cut(without_passwords(" ".join(text.split())), limit)
-
-
-def without_passwords(text: str) -> str:
-    """`text` without a connection URI's password or a key=value conninfo's password."""
-    return _KEY_VALUE_PASSWORD.sub(r"\1***", redact(text, []))
-
-
-def cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def try_metadata(tries: TryHistory) -> dict[str, Any]:

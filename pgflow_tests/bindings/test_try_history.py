@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from pgflow.bindings.definitions import build_definitions
-from pgflow.bindings.try_history import ERROR_CHARS, error_text
+from pgflow.bindings.error_text import ERROR_CHARS, error_text
 from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import DagsterSetup
 
