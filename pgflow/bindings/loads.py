@@ -241,8 +241,9 @@ def _load_delta(
             reset=reset,
             numeric_as=sink.numeric_as,
         )
+    verb = {"delete": "deleted", "update": "updated"}.get(sink.strategy.mode, "written")
     summary = (
-        f"{sink.path}: {result.rows:,} rows written (version {result.version_after}) "
+        f"{sink.path}: {result.rows:,} rows {verb} (version {result.version_after}) "
         f"in {result.seconds:.1f}s"
     )
     exact = _exact_source_rows(spec, result.rows_read, reset)

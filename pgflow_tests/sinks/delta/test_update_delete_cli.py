@@ -87,6 +87,9 @@ def test_update_and_delete_into_delta_through_the_cli(
     meta = metadata_of(setup, "items_del")
     assert meta["pgflow/rows_deleted"] == 300 and meta["pgflow/unmatched_keys"] == 0
     assert meta["dagster/row_count"] == 100 and meta["pgflow/rows_read"] == 300
+    # the run's log says what each mode did
+    assert f"{lake / 'items_del'}: 300 rows deleted (version" in result.stderr
+    assert f"{lake / 'items_upd'}: 100 rows updated (version" in result.stderr
 
 
 def test_on_unmatched_fail_fails_the_run_and_commits_nothing(
