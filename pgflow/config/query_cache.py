@@ -162,15 +162,16 @@ def _file_entries(
     if not missing or inspector is None:
         return kept  # without an inspector (pgflow report...): the cache alone, no noise
     fresh = _ask(missing, connections, inspector, notes)
+    entries = {**kept, **fresh}  # a refresh that failed keeps the entry it had
     if fresh or set(kept) != set(cached):  # new entries, or entries of gone queries dropped
         try:
-            write_query_cache(file, [*kept.values(), *fresh.values()])
+            write_query_cache(file, entries.values())
         except OSError as exc:
             notes.append(
                 f"{file}: the query cache cannot be written ({exc}); the source is asked at "
                 "every load until it can be"
             )
-    return {**kept, **fresh}  # a refresh that failed keeps the entry it had
+    return entries
 
 
 def _ask(
