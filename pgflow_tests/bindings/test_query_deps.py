@@ -100,6 +100,22 @@ def test_a_source_down_at_load_leaves_no_deps_and_a_warning(
     assert not query_cache_path(file).exists()  # asked again at the next load
 
 
+def test_a_refresh_with_the_source_down_keeps_the_cached_tables(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execute(env.source_uri, KINDS)
+    file = write_spec(env, QUERY)
+    assert specs_main(["refresh", "--config", str(env.specs)]) == 0
+    before = query_cache_path(file).read_text()
+    capsys.readouterr()
+    monkeypatch.setenv("PGFLOW_CONN_SHOP", DOWN)
+    assert specs_main(["refresh", "--config", str(env.specs)]) == 0
+    out = capsys.readouterr().out
+    assert "cannot ask connection 'shop'" in out and "s3cr3t-pw" not in out
+    assert 'landing_items  shop        public."Kate gorie", public.items' in out
+    assert query_cache_path(file).read_text() == before
+
+
 def test_a_query_postgres_refuses_is_a_warning_not_a_failed_load(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,3 +199,13 @@ def test_dg_lists_the_deps_from_the_cache_without_a_connection(env: Env) -> None
     }
     assert "shop/public/kate_gorie" in assets
     assert "cannot ask" not in listed.stderr  # the cache answered: no connection tried
+    checked = subprocess.run(
+        [DG, "check", "defs"],
+        env={**without_settings(), **shell},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-3000:]
+    assert "All definitions loaded successfully." in checked.stdout
