@@ -209,3 +209,24 @@ def test_dg_lists_the_deps_from_the_cache_without_a_connection(env: Env) -> None
     )
     assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-3000:]
     assert "All definitions loaded successfully." in checked.stdout
+
+
+def test_a_broken_cache_is_a_warning_and_is_rewritten(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    execute(env.source_uri, KINDS)
+    file = write_spec(env, QUERY)
+    query_cache_path(file).write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="pgflow"):
+        assert deps(load_definitions(env.specs, resolve=False)) == {ITEMS, KATE}
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{query_cache_path(file)} is not a pgflow query cache" in messages
+    (entry,) = cached(file)
+    assert entry["tables"] == [["public", "Kate gorie"], ["public", "items"]]
+    # A reader that never connects (pgflow report, cdc cleanup) takes the cache as it is.
+    (spec,) = load_project(env.specs).pipelines
+    assert spec.source.reads is not None
+    assert [(t.schema, t.name) for t in spec.source.reads] == [
+        ("public", "Kate gorie"),
+        ("public", "items"),
+    ]
