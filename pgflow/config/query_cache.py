@@ -130,10 +130,11 @@ def with_query_tables(
     or (without an entry, or on `refresh`) from `inspector`; the cache rewritten when the
     source was asked. What could not be told is a note (its asset has no deps)."""
     found: dict[QueryKey, QueryTables] = {}
+    asking = _Asking(connections, inspector, {}, notes)
     files = dict.fromkeys(p.file for p in pipelines if p.source.query is not None)
     for file in files:
         of_file = [p for p in pipelines if p.file == file and p.source.query is not None]
-        found.update(_file_entries(file, of_file, connections, inspector, refresh, notes))
+        found.update(_file_entries(file, of_file, asking, refresh))
     result = []
     for pipeline in pipelines:
         entry = found.get(query_key(pipeline)) if pipeline.source.query is not None else None
@@ -143,14 +144,20 @@ def with_query_tables(
     return result
 
 
+@dataclass
+class _Asking:
+    """What asking the sources needs during one load."""
+
+    connections: Mapping[str, ConnectionSpec]
+    inspector: QueryInspector | None
+    down: dict[str, str]  # connection id -> why it could not be asked (once per load)
+    notes: list[str]
+
+
 def _file_entries(
-    file: Path,
-    pipelines: list[PipelineSpec],
-    connections: Mapping[str, ConnectionSpec],
-    inspector: QueryInspector | None,
-    refresh: bool,
-    notes: list[str],
+    file: Path, pipelines: list[PipelineSpec], asking: _Asking, refresh: bool
 ) -> dict[QueryKey, QueryTables]:
+    notes, inspector = asking.notes, asking.inspector
     try:
         cached = read_query_cache(file)
     except QueryCacheError as exc:
@@ -161,7 +168,7 @@ def _file_entries(
     missing = [p for key, p in wanted.items() if refresh or key not in kept]
     if not missing or inspector is None:
         return kept  # without an inspector (pgflow report...): the cache alone, no noise
-    fresh = _ask(missing, connections, inspector, notes)
+    fresh = _ask(missing, asking, inspector)
     entries = {**kept, **fresh}  # a refresh that failed keeps the entry it had
     if fresh or set(kept) != set(cached):  # new entries, or entries of gone queries dropped
         try:
@@ -175,12 +182,11 @@ def _file_entries(
 
 
 def _ask(
-    pipelines: list[PipelineSpec],
-    connections: Mapping[str, ConnectionSpec],
-    inspector: QueryInspector,
-    notes: list[str],
+    pipelines: list[PipelineSpec], asking: _Asking, inspector: QueryInspector
 ) -> dict[QueryKey, QueryTables]:
-    """One connection per source connection; one read-only transaction per query."""
+    """One connection per source connection; one read-only transaction per query. A
+    connection that failed once in this load is not tried again (its timeout each time)."""
+    connections, notes = asking.connections, asking.notes
     fresh: dict[QueryKey, QueryTables] = {}
     for connection_id in dict.fromkeys(p.source.connection_id or "" for p in pipelines):
         of_connection = [p for p in pipelines if (p.source.connection_id or "") == connection_id]
@@ -190,11 +196,14 @@ def _ask(
         session = declared.session if declared is not None else None
         now = datetime.now(UTC).isoformat(timespec="seconds")
         try:
+            if connection_id in asking.down:
+                raise ConnectionError(asking.down[connection_id])
             if session:
                 told = inspector(connection_id, first.source.connection_type, queries, session)
             else:
                 told = inspector(connection_id, first.source.connection_type, queries)
         except Exception as exc:  # any failure to ask: no lineage, never a failed load
+            asking.down[connection_id] = str(exc)
             names = ", ".join(f"'{p.name}'" for p in of_connection)
             notes.append(
                 f"cannot ask connection '{connection_id}' which tables the source queries of "

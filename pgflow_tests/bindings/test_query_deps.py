@@ -230,3 +230,19 @@ def test_a_broken_cache_is_a_warning_and_is_rewritten(
         ("public", "Kate gorie"),
         ("public", "items"),
     ]
+
+
+def test_a_source_down_is_tried_once_per_load_for_every_spec_file(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("first", "second"):
+        spec = pipeline(MERGE)
+        spec["source"] = {"type": "postgres", "connection_id": "shop", "query": QUERY}
+        spec["sink"]["table"] = {"schema": "landing", "name": name}
+        (env.specs / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("PGFLOW_CONN_SHOP", DOWN)
+    with caplog.at_level(logging.WARNING, logger="pgflow"):
+        load_definitions(env.specs, resolve=False)
+    warned = [r.getMessage() for r in caplog.records if "cannot ask" in r.getMessage()]
+    assert len(warned) == 2 and "'landing_first'" in warned[0] and "'landing_second'" in warned[1]
+    assert warned[0].split(" read (")[1] == warned[1].split(" read (")[1]  # the first failure
