@@ -1,7 +1,8 @@
 """`pgflow specs`: what the schema-wide specs expand to.
 
 `pgflow specs refresh` re-lists the source schema of every wildcard, rewrites the table caches
-next to the specs and says, per wildcard, what changed since the last cache.
+next to the specs and says, per wildcard, what changed since the last cache; it asks the
+source again which tables each `source.query` reads (their `.queries.json`, the assets' deps).
 `pgflow specs show <file>` prints the pipelines one spec file expands to, one row per table.
 """
 
@@ -194,6 +195,11 @@ def _show_row(pipeline: PipelineSpec, wildcards: Sequence[WildcardSpec]) -> tupl
 
 
 def _note(pipeline: PipelineSpec, wildcards: Sequence[WildcardSpec]) -> str:
+    if pipeline.source.query is not None:
+        reads = pipeline.source.reads
+        if reads is None:
+            return "tables read: unknown until `pgflow specs refresh`"
+        return f"reads {', '.join(map(quoted, reads))}"
     expansion = pipeline.expansion
     if expansion is not None:
         parts = [expansion.note] if expansion.note else []
