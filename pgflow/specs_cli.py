@@ -1,7 +1,8 @@
 """`pgflow specs`: what the schema-wide specs expand to.
 
 `pgflow specs refresh` re-lists the source schema of every wildcard, rewrites the table caches
-next to the specs and says, per wildcard, what changed since the last cache.
+next to the specs and says, per wildcard, what changed since the last cache; it asks the
+source again which tables each `source.query` reads (their `.queries.json`, the assets' deps).
 `pgflow specs show <file>` prints the pipelines one spec file expands to, one row per table.
 """
 
@@ -21,6 +22,7 @@ from pgflow.config.loader import discover_files, load_project
 from pgflow.config.model import PipelineSpec, Project, WildcardSpec
 from pgflow.config.naming import quote_name, quoted
 from pgflow.config.wildcards import SchemaListing
+from pgflow.sources.query_tables import live_query_inspector
 from pgflow.sources.table_listing import live_lister
 
 Listings = dict[tuple[str, str], SchemaListing]
@@ -53,10 +55,21 @@ def specs_main(argv: list[str]) -> int:
 def refresh_main(config: str | None) -> int:
     root = Path(config) if config else config_path()
     before = {file: _cached(file) for file in discover_files(root)}
-    project = load_project(root, lister=live_lister(), refresh=True)
-    if not project.wildcards:
-        print(f"pgflow: no schema-wide spec under {root}; nothing to refresh")
+    inspector = live_query_inspector()
+    project = load_project(root, lister=live_lister(), refresh=True, inspector=inspector)
+    queries = [p for p in project.pipelines if p.source.query is not None]
+    if not project.wildcards and not queries:
+        print(f"pgflow: no schema-wide spec or source query under {root}; nothing to refresh")
         return 0
+    if project.wildcards:
+        _print_wildcards(project, before)
+    if queries:
+        _print_queries(queries)
+    _print_notes(project.notes)
+    return 0
+
+
+def _print_wildcards(project: Project, before: dict[Path, Listings]) -> None:
     rows = [_refresh_row(project, w, before.get(w.file, {})) for w in project.wildcards]
     header = ("FILE", "SPEC", "SOURCE SCHEMA", "TABLES", "ASSETS", "ADDED", "DROPPED")
     print(f"pgflow: refreshed {len(project.wildcards)} schema-wide spec(s)")
@@ -65,8 +78,23 @@ def refresh_main(config: str | None) -> int:
     for row in rows:
         for change in row.changes:
             print(f"  {row.cells[1]}: {change}")
-    _print_notes(project.notes)
-    return 0
+
+
+def _print_queries(queries: list[PipelineSpec]) -> None:
+    """One row per source query: the tables it reads (its asset's deps), or unknown."""
+    header = ("FILE", "PIPELINE", "CONNECTION", "TABLES READ")
+    rows = [
+        (
+            str(p.file),
+            p.name,
+            p.source.connection_id or "",
+            "unknown" if p.source.reads is None else ", ".join(map(quoted, p.source.reads)),
+        )
+        for p in queries
+    ]
+    print(f"pgflow: refreshed the tables of {len(queries)} source query(ies)")
+    for line in _aligned([header, *rows]):
+        print("  " + line)
 
 
 @dataclass(frozen=True)
@@ -167,6 +195,11 @@ def _show_row(pipeline: PipelineSpec, wildcards: Sequence[WildcardSpec]) -> tupl
 
 
 def _note(pipeline: PipelineSpec, wildcards: Sequence[WildcardSpec]) -> str:
+    if pipeline.source.query is not None:
+        reads = pipeline.source.reads
+        if reads is None:
+            return "tables read: unknown until `pgflow specs refresh`"
+        return f"reads {', '.join(map(quoted, reads))}"
     expansion = pipeline.expansion
     if expansion is not None:
         parts = [expansion.note] if expansion.note else []

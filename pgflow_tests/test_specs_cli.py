@@ -240,3 +240,8 @@ def test_show_names_a_query_source(specs: Path, capsys: pytest.CaptureFixture[st
         "landing/positive_orders",
         "incremental_merge/delete_insert",
     ]
+    assert "tables read: unknown until `pgflow specs refresh`" in out  # show never connects
+    code, out = run(capsys, "refresh", "--config", str(specs))
+    assert code == 0, out
+    code, out = run(capsys, "show", "--config", str(specs), str(file))
+    assert rows(out)["(query)"][-1] == "reads shop.orders"

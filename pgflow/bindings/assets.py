@@ -64,27 +64,40 @@ def source_asset_key(source: SourceSpec) -> dg.AssetKey:
     return dg.AssetKey(list(source_key(source)))
 
 
+def read_sources(source: SourceSpec) -> list[SourceSpec]:
+    """What the pipeline's asset depends on: its table, or the tables its query reads (as
+    SourceSpecs of the same connection, so their keys are those a table pipeline gets)."""
+    if source.query is None:
+        return [source]
+    return [
+        SourceSpec("postgres", source.connection_id, source.connection_type, table)
+        for table in source.reads or ()
+    ]
+
+
 def source_specs(project: Project) -> list[dg.AssetSpec]:
-    """External tables the pipelines read, so the UI shows source -> target lineage."""
+    """External tables the pipelines read, so the UI shows source -> target lineage; a
+    query's tables too (config/query_cache.py), though no pipeline reads them directly."""
     specs: dict[dg.AssetKey, dg.AssetSpec] = {}
     for pipeline in project.pipelines:
-        source = pipeline.source
-        if source.query is not None:
-            continue  # no table: its lineage is in the materializations (query_lineage.py)
-        key = source_asset_key(source)
-        if key in specs:
-            continue
-        where = f"table {source.table} on connection '{source.connection_id}'"
-        if source.type == "delta":
-            where = f"Delta table {source.path}"
-        specs[key] = dg.AssetSpec(
-            key=key,
-            description=f"Source {where}, read by pgflow.",
-            group_name=dagster_name(source.connection_id or "sources"),
-            kinds={source.type},
-            metadata={"dagster/table_name": endpoint_table_name(source)},
-        )
+        for source in read_sources(pipeline.source):
+            key = source_asset_key(source)
+            if key not in specs:
+                specs[key] = _source_spec(key, source)
     return list(specs.values())
+
+
+def _source_spec(key: dg.AssetKey, source: SourceSpec) -> dg.AssetSpec:
+    where = f"table {source.table} on connection '{source.connection_id}'"
+    if source.type == "delta":
+        where = f"Delta table {source.path}"
+    return dg.AssetSpec(
+        key=key,
+        description=f"Source {where}, read by pgflow.",
+        group_name=dagster_name(source.connection_id or "sources"),
+        kinds={source.type},
+        metadata={"dagster/table_name": endpoint_table_name(source)},
+    )
 
 
 def freshness_policy(pipeline: PipelineSpec) -> dg.FreshnessPolicy | None:
@@ -108,7 +121,7 @@ def pipeline_asset(
         name=None,
         group_name=pipeline.group,
         description=pipeline.description or default_description(pipeline),
-        deps=[] if source.query is not None else [source_asset_key(source)],
+        deps=[source_asset_key(read) for read in read_sources(source)],
         io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
         kinds={sink.type},
         tags=pipeline.tags,

@@ -29,6 +29,7 @@ from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage
 from pgflow.connections.resource import PostgresConnections, with_sessions
+from pgflow.sources.query_tables import live_query_inspector
 from pgflow.sources.table_listing import live_lister
 
 
@@ -40,12 +41,12 @@ def load_definitions(
     """The code location of the specs under `path` (default: $PGFLOW_CONFIG or ./pipelines),
     validated: a bad spec raises SpecError naming file and field. A schema-wide spec expands
     from the table cache next to it; without one, the source schema is listed once and the
-    cache written. `resolve` resolves the repository here, with the collector paused (Dagster
+    cache written; the tables a source query reads likewise (query_cache.py). `resolve` resolves the repository here, with the collector paused (Dagster
     reuses it); a Component's Definitions are merged into its project's first, so not there.
     `connections`: the `pg` resource's settings (a Component's); the specs add their
     connections' roles and session settings to it."""
     with collector_paused():
-        project = load_project(path, lister=live_lister())
+        project = load_project(path, lister=live_lister(), inspector=live_query_inspector())
         for note in project.notes:
             logging.getLogger("pgflow").warning(note)
         defs = build_definitions(

@@ -21,6 +21,7 @@ from pgflow.config.errors import SpecError, SpecProblem
 from pgflow.config.lines import LinedDict, empty_lined, first_key_line, line_of
 from pgflow.config.model import ConnectionSpec, GroupSpec, PipelineSpec, Project
 from pgflow.config.project_checks import check_groups, check_project, merge_groups
+from pgflow.config.query_cache import QueryInspector, with_query_tables
 from pgflow.config.read_pipeline import read_pipeline
 from pgflow.config.read_project import FILE_KEYS, read_connections, read_groups
 from pgflow.config.read_wildcard import WildcardEntry, is_wildcard, read_wildcard
@@ -133,11 +134,13 @@ def load_project(
     environ: Mapping[str, str] | None = None,
     lister: TableLister | None = None,
     refresh: bool = False,
+    inspector: QueryInspector | None = None,
 ) -> Project:
     """Load and validate every spec under `path` (default: $PGFLOW_CONFIG or ./pipelines).
 
     Schema-wide specs expand against the table cache next to them; `lister` lists a source
     schema the cache lacks (and every one with `refresh`), and the cache is rewritten.
+    The tables source queries read come the same way from their cache, or from `inspector`.
     """
     environ = os.environ if environ is None else environ
     root = Path(path) if path is not None else config_path(environ)
@@ -157,11 +160,13 @@ def load_project(
     problems.extend(check_groups(project.groups, pipelines))
     if problems:
         raise SpecError(problems)
+    notes = list(expansions.notes)
+    pipelines = with_query_tables(pipelines, project.connections, inspector, refresh, notes)
     return Project(
         tuple(with_group_publications(pipelines)),
         project.connections,
         project.groups,
-        tuple(expansions.notes),
+        tuple(notes),
         tuple(expansions.wildcards),
         tuple(expansions.listings.values()),
     )

@@ -122,6 +122,8 @@ class SourceSpec:
     path: str | None = None
     options: SourceOptions = field(default_factory=SourceOptions)
     query: str | None = None  # `source.query`: a SELECT read instead of `table`
+    # The tables the query reads (config/query_cache.py); None: not known at this load.
+    reads: tuple[TableName, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_a_query_loads_by_its_cursor_with_checks_and_lineage(
     execute(env.source_uri, KINDS)
     project = project_of(env, query_pipeline(MERGE, BY_ADDED))
     (spec,) = project.pipelines
-    assert source_specs(project) == []  # no table: no source asset
+    assert source_specs(project) == []  # loaded without asking the source: tables unknown
     asset = pipeline_asset(spec)
     assert asset.asset_deps[ITEMS_KEY] == set()
     assert "value_parity" in check_names(spec)
