@@ -41,8 +41,9 @@ def load_definitions(
     """The code location of the specs under `path` (default: $PGFLOW_CONFIG or ./pipelines),
     validated: a bad spec raises SpecError naming file and field. A schema-wide spec expands
     from the table cache next to it; without one, the source schema is listed once and the
-    cache written; the tables a source query reads likewise (query_cache.py). `resolve` resolves the repository here, with the collector paused (Dagster
-    reuses it); a Component's Definitions are merged into its project's first, so not there.
+    cache written; the tables a source query reads likewise (query_cache.py). `resolve`
+    resolves the repository here, with the collector paused (Dagster reuses it); a
+    Component's Definitions are merged into its project's first, so not there.
     `connections`: the `pg` resource's settings (a Component's); the specs add their
     connections' roles and session settings to it."""
     with collector_paused():
