@@ -13,12 +13,11 @@ its asset stays and reports the drop, and its warehouse copy is never silently r
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pgflow.config.cache_files import read_entries, replace_file
 from pgflow.config.model import RELATION_KINDS
 from pgflow.config.wildcards import ListedTable, SchemaListing
 
@@ -36,36 +35,21 @@ def cache_path(spec_file: Path) -> Path:
 def read_cache(spec_file: Path) -> dict[tuple[str, str], SchemaListing]:
     """The listings cached for `spec_file`, by (connection id, schema); {} when none."""
     path = cache_path(spec_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    try:
-        document = json.loads(text)
-        if document.get("format") != FORMAT:
-            raise ValueError(f"format {document.get('format')!r}, expected {FORMAT!r}")
-        listings = [_listing(entry) for entry in document["listings"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CacheError(
-            f"{path} is not a pgflow table cache ({exc}); delete it and run `pgflow specs refresh`"
-        ) from exc
+
+    def error(reason: str) -> CacheError:
+        return CacheError(
+            f"{path} is not a pgflow table cache ({reason}); delete it and run `pgflow specs "
+            "refresh`"
+        )
+
+    listings = read_entries(path, FORMAT, "listings", _listing, error) or []
     return {listing.cache_key: listing for listing in listings}
 
 
 def write_cache(spec_file: Path, listings: Iterable[SchemaListing]) -> Path:
     """Replace the cache of `spec_file` atomically (a reader sees the old or the new file)."""
-    path = cache_path(spec_file)
     ordered = sorted(listings, key=lambda listing: listing.cache_key)
-    text = _render(ordered)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_file(cache_path(spec_file), _render(ordered))
 
 
 def refreshed(old: SchemaListing | None, new: SchemaListing) -> SchemaListing:

@@ -12,15 +12,13 @@ the lineage is a convenience, never a reason for the code location to fail.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pgflow.config.cache_files import read_entries, render_lines, replace_file
 from pgflow.config.model import (
     ConnectionSpec,
     ConnectionType,
@@ -84,39 +82,22 @@ def query_key(pipeline: PipelineSpec) -> QueryKey:
 def read_query_cache(spec_file: Path) -> dict[QueryKey, QueryTables]:
     """The entries cached for `spec_file`; {} when there is no cache."""
     path = query_cache_path(spec_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    try:
-        document = json.loads(text)
-        if document.get("format") != FORMAT:
-            raise ValueError(f"format {document.get('format')!r}, expected {FORMAT!r}")
-        entries = [_entry(item) for item in document["queries"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise QueryCacheError(
-            f"{path} is not a pgflow query cache ({exc}); delete it or run `pgflow specs refresh`"
-        ) from exc
+
+    def error(reason: str) -> QueryCacheError:
+        return QueryCacheError(
+            f"{path} is not a pgflow query cache ({reason}); delete it or run `pgflow specs "
+            "refresh`"
+        )
+
+    entries = read_entries(path, FORMAT, "queries", _entry, error) or []
     return {entry.key: entry for entry in entries}
 
 
 def write_query_cache(spec_file: Path, entries: Iterable[QueryTables]) -> Path:
     """Replace the cache of `spec_file` atomically (a reader sees the old or the new file)."""
-    path = query_cache_path(spec_file)
-    lines = ",\n".join(
-        "  " + json.dumps(_render(entry), ensure_ascii=False, sort_keys=True)
-        for entry in sorted(entries, key=lambda entry: entry.key)
-    )
-    text = f'{{"format": "{FORMAT}", "queries": [\n{lines}\n]}}\n'
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    ordered = sorted(entries, key=lambda entry: entry.key)
+    text = render_lines(FORMAT, "queries", (_render(entry) for entry in ordered))
+    return replace_file(query_cache_path(spec_file), text)
 
 
 def with_query_tables(
