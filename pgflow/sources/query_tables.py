@@ -16,12 +16,9 @@ import psycopg
 
 from pgflow.config.model import ConnectionType, SessionSetup, TableName
 from pgflow.config.query_cache import QueryInspector
-from pgflow.connections.errors import is_transient
-from pgflow.connections.opening import open_conninfo, resolve_conninfo
-from pgflow.connections.secrets import ConnectionConfigError, redact, secret_values
 from pgflow.sources.base import SourceConfigError
 from pgflow.sources.query_shape import inspect_query
-from pgflow.sources.table_listing import APPLICATION_NAME, CONNECT_TIMEOUT_SECONDS
+from pgflow.sources.table_listing import catalog_session
 
 
 def tables_read(conn: psycopg.Connection[Any], query: str) -> tuple[TableName, ...] | str:
@@ -48,23 +45,8 @@ def live_query_inspector(environ: Mapping[str, str] | None = None) -> QueryInspe
         queries: Sequence[str],
         session: SessionSetup | None = None,
     ) -> dict[str, tuple[TableName, ...] | str]:
-        conninfo = resolve_conninfo(connection_id, connection_type, env)
-        connect = open_conninfo(
-            conninfo,
-            connection_id,
-            connection_type,
-            {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": APPLICATION_NAME},
-            session=session,
-            environ=env,
-        )
-        with connect as conn:
-            try:
-                return {query: tables_read(conn, query) for query in queries}
-            except psycopg.Error as exc:
-                message = redact(str(exc).strip(), secret_values(conninfo))
-                raise ConnectionConfigError(
-                    f"could not ask connection '{connection_id}' about its queries: {message}",
-                    transient=is_transient(exc),
-                ) from None
+        what = "read the plans of the source queries of"
+        with catalog_session(connection_id, connection_type, env, session, what) as conn:
+            return {query: tables_read(conn, query) for query in queries}
 
     return inspector

@@ -8,7 +8,8 @@ subqueries on pg_index and pg_attribute, never one round trip per table.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,25 +107,41 @@ def live_lister(environ: Mapping[str, str] | None = None) -> TableLister:
         schema: str,
         session: SessionSetup | None = None,
     ) -> SchemaListing:
-        conninfo = resolve_conninfo(connection_id, connection_type, env)
-        connect = open_conninfo(
-            conninfo,
-            connection_id,
-            connection_type,
-            {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": APPLICATION_NAME},
-            session=session,
-            environ=env,
-        )
-        with connect as conn:
-            try:
-                conn.read_only = True
-                with conn.transaction():
-                    return list_schema(conn, connection_id, schema)
-            except psycopg.Error as exc:
-                message = redact(str(exc).strip(), secret_values(conninfo))
-                raise ConnectionConfigError(
-                    f"could not list schema '{schema}' of connection '{connection_id}': {message}",
-                    transient=is_transient(exc),
-                ) from None
+        what = f"list schema '{schema}' of"
+        with catalog_session(connection_id, connection_type, env, session, what) as conn:
+            conn.read_only = True
+            with conn.transaction():
+                return list_schema(conn, connection_id, schema)
 
     return lister
+
+
+@contextmanager
+def catalog_session(
+    connection_id: str,
+    connection_type: ConnectionType,
+    environ: Mapping[str, str],
+    session: SessionSetup | None,
+    what: str,
+) -> Iterator[psycopg.Connection[Any]]:
+    """A short session on a source for catalog questions at definitions load (connecting as
+    the resource does, with the connection's role and settings); a Postgres error raises
+    ConnectionConfigError `could not <what> connection '<id>': ...`, without secrets."""
+    conninfo = resolve_conninfo(connection_id, connection_type, environ)
+    connect = open_conninfo(
+        conninfo,
+        connection_id,
+        connection_type,
+        {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": APPLICATION_NAME},
+        session=session,
+        environ=environ,
+    )
+    with connect as conn:
+        try:
+            yield conn
+        except psycopg.Error as exc:
+            message = redact(str(exc).strip(), secret_values(conninfo))
+            raise ConnectionConfigError(
+                f"could not {what} connection '{connection_id}': {message}",
+                transient=is_transient(exc),
+            ) from None
