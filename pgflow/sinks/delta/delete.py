@@ -15,8 +15,8 @@ import logging
 from psycopg import sql
 
 from pgflow.config.model import StrategySpec
-from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, GuardedBatches
-from pgflow.sinks.delta.keys import SOURCE_ALIAS, TARGET_ALIAS, key_predicate
+from pgflow.sinks.delta.context import DeltaContext, DeltaWrite
+from pgflow.sinks.delta.merge import keyed_merge
 from pgflow.sinks.delta.strategy import DeltaStrategy
 from pgflow.sinks.delta.unmatched import unmatched_keys
 from pgflow.sources.arrow import ArrowRead
@@ -32,33 +32,12 @@ def delete(ctx: DeltaContext) -> DeltaWrite:
     if unmatched.count:
         log.info("%s: %s were not in the table (mode delete)", ctx.path, unmatched.described())
     distinct_keys(ctx.read)
-    version = table.version()
-    batches = GuardedBatches(ctx.read, ctx.path, ctx.storage_options)
-    try:
-        metrics = (
-            table.merge(
-                batches.reader(),
-                key_predicate(ctx.strategy, ctx.source.info),
-                source_alias=SOURCE_ALIAS,
-                target_alias=TARGET_ALIAS,
-                streamed_exec=True,
-                writer_properties=ctx.writer_properties,
-                commit_properties=ctx.commit,
-            )
-            .when_matched_delete()
-            .execute()
-        )
-    except Exception as error:
-        batches.reraise(error)
-        raise
+    metrics, committed = keyed_merge(
+        ctx, lambda merger: merger.when_matched_delete(), merge_schema=False
+    )
     deleted = metrics.get("num_target_rows_deleted", 0)
     counts = {"rows_deleted": deleted, "unmatched_keys": unmatched.count}
-    return DeltaWrite(
-        rows=deleted,
-        metrics=metrics,
-        committed=table.version() != version,
-        strategy_metadata=counts,
-    )
+    return DeltaWrite(rows=deleted, metrics=metrics, committed=committed, strategy_metadata=counts)
 
 
 def distinct_keys(read: ArrowRead) -> None:

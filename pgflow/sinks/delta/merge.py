@@ -13,6 +13,11 @@ When nothing changed delta-rs makes no commit; the load then commits the positio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from deltalake.table import TableMerger
+
 from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, GuardedBatches
 from pgflow.sinks.delta.keys import SOURCE_ALIAS, TARGET_ALIAS, changed_predicate, key_predicate
 from pgflow.sinks.delta.strategy import DeltaStrategy
@@ -33,6 +38,29 @@ def run_merge(ctx: DeltaContext, *, update_changed: bool) -> DeltaWrite:
     """Insert the read rows whose key is new; with `update_changed`, update changed ones."""
     table = ctx.table
     assert table is not None, "the load creates the table before any merge"
+    changed = changed_predicate(
+        ctx.read.schema.names(),
+        ctx.strategy.unique_key,
+        [field.name for field in table.schema().fields],
+    )
+
+    def clauses(merger: TableMerger) -> TableMerger:
+        if update_changed and changed is not None:
+            merger = merger.when_matched_update_all(predicate=changed)
+        return merger.when_not_matched_insert_all()
+
+    metrics, committed = keyed_merge(ctx, clauses, merge_schema=ctx.schema_mode == "merge")
+    rows = metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
+    return DeltaWrite(rows=rows, metrics=metrics, committed=committed)
+
+
+def keyed_merge(
+    ctx: DeltaContext, clauses: Callable[[TableMerger], TableMerger], *, merge_schema: bool
+) -> tuple[dict[str, Any], bool]:
+    """One delta-rs merge of the read (streamed) into the table on the key, null-safe, with
+    the strategy's `clauses`; delta-rs' metrics, and whether it committed a version."""
+    table = ctx.table
+    assert table is not None, "the load creates the table before any merge"
     version = table.version()
     batches = GuardedBatches(ctx.read, ctx.path, ctx.storage_options)
     try:
@@ -41,21 +69,13 @@ def run_merge(ctx: DeltaContext, *, update_changed: bool) -> DeltaWrite:
             key_predicate(ctx.strategy, ctx.source.info),
             source_alias=SOURCE_ALIAS,
             target_alias=TARGET_ALIAS,
-            merge_schema=ctx.schema_mode == "merge",
+            merge_schema=merge_schema,
             streamed_exec=True,
             writer_properties=ctx.writer_properties,
             commit_properties=ctx.commit,
         )
-        changed = changed_predicate(
-            ctx.read.schema.names(),
-            ctx.strategy.unique_key,
-            [field.name for field in table.schema().fields],
-        )
-        if update_changed and changed is not None:
-            merger = merger.when_matched_update_all(predicate=changed)
-        metrics = merger.when_not_matched_insert_all().execute()
+        metrics: dict[str, Any] = clauses(merger).execute()
     except Exception as error:
         batches.reraise(error)
         raise
-    rows = metrics.get("num_target_rows_inserted", 0) + metrics.get("num_target_rows_updated", 0)
-    return DeltaWrite(rows=rows, metrics=metrics, committed=table.version() != version)
+    return metrics, table.version() != version

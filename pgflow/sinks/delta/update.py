@@ -15,14 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from pgflow.sinks.delta.context import DeltaContext, DeltaWrite, GuardedBatches
-from pgflow.sinks.delta.keys import (
-    SOURCE_ALIAS,
-    TARGET_ALIAS,
-    changed_predicate,
-    key_predicate,
-    quote,
-)
+from pgflow.sinks.delta.context import DeltaContext, DeltaWrite
+from pgflow.sinks.delta.keys import SOURCE_ALIAS, changed_predicate, quote
+from pgflow.sinks.delta.merge import keyed_merge
 from pgflow.sinks.delta.strategy import DeltaStrategy
 from pgflow.sinks.delta.unmatched import unmatched_keys
 from pgflow.sinks.postgres.update import UnmatchedKeys
@@ -51,32 +46,14 @@ def update(ctx: DeltaContext) -> DeltaWrite:
     changed = changed_predicate(columns, key, [f.name for f in table.schema().fields])
     if changed is None:  # the read carries only the key: nothing to set
         return DeltaWrite(rows=0, committed=False, strategy_metadata=counts)
-    version = table.version()
-    batches = GuardedBatches(ctx.read, ctx.path, ctx.storage_options)
-    try:
-        metrics = (
-            table.merge(
-                batches.reader(),
-                key_predicate(ctx.strategy, ctx.source.info),
-                source_alias=SOURCE_ALIAS,
-                target_alias=TARGET_ALIAS,
-                merge_schema=ctx.schema_mode == "merge",
-                streamed_exec=True,
-                writer_properties=ctx.writer_properties,
-                commit_properties=ctx.commit,
-            )
-            .when_matched_update(
-                {quote(c): f"{SOURCE_ALIAS}.{quote(c)}" for c in columns}, predicate=changed
-            )
-            .execute()
-        )
-    except Exception as error:
-        batches.reraise(error)
-        raise
-    rows = metrics.get("num_target_rows_updated", 0)
-    return DeltaWrite(
-        rows=rows, metrics=metrics, committed=table.version() != version, strategy_metadata=counts
+    sets = {quote(c): f"{SOURCE_ALIAS}.{quote(c)}" for c in columns}
+    metrics, committed = keyed_merge(
+        ctx,
+        lambda merger: merger.when_matched_update(sets, predicate=changed),
+        merge_schema=ctx.schema_mode == "merge",
     )
+    rows = metrics.get("num_target_rows_updated", 0)
+    return DeltaWrite(rows=rows, metrics=metrics, committed=committed, strategy_metadata=counts)
 
 
 class Update(DeltaStrategy):
