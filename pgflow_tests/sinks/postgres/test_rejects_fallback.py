@@ -19,6 +19,7 @@ from pgflow.sources.base import CopyFormat
 from pgflow.sources.column_cursor import ColumnCursorSource
 from pgflow.sources.postgres import PostgresTableSource
 from pgflow_tests.pg import execute, fetch
+from pgflow_tests.sinks.postgres.test_rejects import STRATEGIES
 
 SOURCE = TableName("src", "Rows X")
 TARGET = TableName("land", "Rows Y")
@@ -43,19 +44,6 @@ UPDATE src."Rows X" SET note = NULL WHERE id IN (1, 500);
 UPDATE src."Rows X" SET score = -1 WHERE id IN (501, 1000);
 """
 BAD = {1: "23502", 500: "23502", 501: "23514", 1000: "23514"}
-REJECT = {"on_bad_rows": "reject"}
-STRATEGIES = {
-    "truncate_insert": StrategySpec(mode="full_refresh", **REJECT),  # type: ignore[arg-type]
-    "exchange": StrategySpec(mode="full_refresh", method="exchange", **REJECT),  # type: ignore[arg-type]
-    "append": StrategySpec(mode="incremental_append", **REJECT),  # type: ignore[arg-type]
-    "delete_insert": StrategySpec(mode="incremental_merge", unique_key=("id",), **REJECT),  # type: ignore[arg-type]
-    "upsert": StrategySpec(
-        mode="incremental_merge",
-        unique_key=("id",),
-        merge_policy="upsert",
-        **REJECT,  # type: ignore[arg-type]
-    ),
-}
 STAGED = ("append", "delete_insert", "upsert")
 
 
