@@ -93,7 +93,7 @@ def test_delta_sync_sink_terminated_mid_copy_resumes(
         DELTA_CLIENT_BATCH_SIZE="5000",
     )
     lake = tmp_path / "lake" / "prices"
-    n = 40_000
+    n = 200_000  # 40 batches: time for the watcher (polling every 20 ms) to see one mid-COPY
     for part in range(4):  # four data files
         ids = list(range(part * n // 4 + 1, (part + 1) * n // 4 + 1))
         frame = pl.DataFrame(
