@@ -229,11 +229,14 @@ def test_live_lister_reads_the_connection_from_the_environment(fresh_db: str) ->
 def test_live_lister_leaves_no_session_behind(fresh_db: str) -> None:
     execute(fresh_db, "CREATE SCHEMA app")
     live_lister({"PGFLOW_CONN_SRC": fresh_db})("src", "env", "app")
-    sessions = fetch(
-        fresh_db,
+    query = (
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgflow specs'"
-        " AND datname = current_database()",
+        " AND datname = current_database()"
     )
+    # The client closed its session; the backend leaves pg_stat_activity a moment later.
+    deadline = time.monotonic() + 5
+    while (sessions := fetch(fresh_db, query)) != [(0,)] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert sessions == [(0,)]
 
 
