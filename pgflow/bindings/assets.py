@@ -1,22 +1,19 @@
-"""One software-defined asset per pipeline spec, plus an upstream spec per source table.
+"""What every pipeline's asset is made of (its key, pool, metadata, output), and an upstream
+spec per source table. pipeline_asset.py builds a pipeline's own step.
 
-No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
+No `from __future__ import annotations` here: pydantic reads PipelineRunConfig's annotations.
 """
 
-import warnings
+from typing import Any
 
 import dagster as dg
-from dagster import AssetExecutionContext
 from pydantic import Field
 
 from pgflow.bindings.code_references import code_references
-from pgflow.bindings.io_managers import PipelineRead, io_manager_key
+from pgflow.bindings.io_managers import io_manager_key
 from pgflow.bindings.metadata import endpoint_table_name
-from pgflow.bindings.retries import retry_policy
-from pgflow.bindings.try_history import try_history
 from pgflow.config.model import PartitionsSpec, PipelineSpec, Project, SinkSpec, SourceSpec
 from pgflow.config.naming import dagster_name, source_key
-from pgflow.sources.window import TimeWindow
 
 
 class PipelineRunConfig(dg.Config):
@@ -29,8 +26,9 @@ class PipelineRunConfig(dg.Config):
 
 
 # Inferred once: Dagster would infer it from a `config: PipelineRunConfig` parameter again for
-# every asset, a fifth of what building one costs.
-RUN_CONFIG_SCHEMA = PipelineRunConfig.to_config_schema().as_field()
+# every asset, a fifth of what building one costs. A multi-asset takes its fields as a dict.
+_RUN_CONFIG_SHAPE: Any = PipelineRunConfig.to_config_schema().config_type  # a Shape
+RUN_CONFIG_FIELDS: dict[str, dg.Field] = dict(_RUN_CONFIG_SHAPE.fields)
 
 
 def pool_for(connection_id: str) -> str:
@@ -108,55 +106,22 @@ def freshness_policy(pipeline: PipelineSpec) -> dg.FreshnessPolicy | None:
     )
 
 
-def pipeline_asset(
-    pipeline: PipelineSpec, retries: dg.RetryPolicy | None = None
-) -> dg.AssetsDefinition:
-    """The pipeline's asset; `retries` (default: retry_policy()) lets a caller building many
-    assets read the environment once."""
-    sink, source = pipeline.sink, pipeline.source
-    freshness = freshness_policy(pipeline)
-
-    @dg.asset(
+def asset_out(pipeline: PipelineSpec) -> dg.AssetOut:
+    """The pipeline's asset as an output of its step: its own, or a shared slot's or a
+    schema's multi-asset step."""
+    sink = pipeline.sink
+    return dg.AssetOut(
         key=asset_key(pipeline),
-        name=None,
-        group_name=pipeline.group,
         description=pipeline.description or default_description(pipeline),
-        deps=[source_asset_key(read) for read in read_sources(source)],
+        is_required=False,
         io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
-        kinds={sink.type},
-        tags=pipeline.tags,
-        owners=list(pipeline.owners),
-        pool=pool_for(source.connection_id) if source.connection_id else None,
-        freshness_policy=freshness,
         metadata=asset_metadata(pipeline),
-        op_tags={"pgflow/pipeline": pipeline.name},
-        retry_policy=retries or retry_policy(),
-        config_schema=RUN_CONFIG_SCHEMA,
-        partitions_def=partitions_definition(pipeline.partitions),
-        backfill_policy=_backfill_policy(pipeline),
+        group_name=pipeline.group,
+        owners=list(pipeline.owners),
+        tags=pipeline.tags,
+        kinds={sink.type},
+        freshness_policy=freshness_policy(pipeline),
     )
-    def _load(context: AssetExecutionContext) -> PipelineRead:
-        config = PipelineRunConfig(**(context.op_execution_context.op_config or {}))
-        window = _time_window(context, pipeline)
-        slice_text = f" [{window.start.isoformat()}, {window.end.isoformat()})" if window else ""
-        context.log.info(
-            f"pipeline '{pipeline.name}' ({pipeline.file}): {_endpoint(source)} -> "
-            f"{_endpoint(sink)}, {sink.strategy.mode}{slice_text}"
-        )
-        if config.reset:
-            context.log.warning(f"pipeline '{pipeline.name}': reset requested, full reload")
-        return PipelineRead(pipeline, config.reset, window, try_history(context))
-
-    return _load
-
-
-def _backfill_policy(pipeline: PipelineSpec) -> dg.BackfillPolicy | None:
-    """A backfill of a range is one run replacing the whole range in one transaction."""
-    if pipeline.partitions is None:
-        return None
-    # Dagster flags the parameter as beta on every code-location load; it is what we want.
-    warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
-    return dg.BackfillPolicy.single_run()
 
 
 def partitions_definition(
@@ -176,21 +141,11 @@ def time_partitions(partitions: PartitionsSpec) -> dg.TimeWindowPartitionsDefini
     )
 
 
-def _time_window(context: AssetExecutionContext, pipeline: PipelineSpec) -> TimeWindow | None:
-    """The slice this run replaces: one partition, or a backfill's whole range."""
-    if pipeline.partitions is None:
-        return None
-    column = pipeline.sink.strategy.partition_column
-    assert column is not None  # the loader requires it for partition_replace
-    window = context.partition_time_window
-    return TimeWindow(column, window.start, window.end)
-
-
 def default_description(pipeline: PipelineSpec) -> str:
-    return f"{_endpoint(pipeline.source)} replicated into {_endpoint(pipeline.sink)} ({pipeline.sink.strategy.mode})."
+    return f"{endpoint_text(pipeline.source)} replicated into {endpoint_text(pipeline.sink)} ({pipeline.sink.strategy.mode})."
 
 
-def _endpoint(endpoint: SourceSpec | SinkSpec) -> str:
+def endpoint_text(endpoint: SourceSpec | SinkSpec) -> str:
     if endpoint.type == "delta":
         return f"Delta table {endpoint.path}"
     if isinstance(endpoint, SourceSpec) and endpoint.query is not None:

@@ -15,14 +15,12 @@ from dagster import AssetExecutionContext
 from pgflow.bindings.assets import (
     PipelineRunConfig,
     asset_key,
-    asset_metadata,
-    default_description,
-    freshness_policy,
+    asset_out,
     pool_for,
     source_asset_key,
 )
 from pgflow.bindings.cdc_runs import run_cdc_group
-from pgflow.bindings.io_managers import CdcApplied, io_manager_key
+from pgflow.bindings.io_managers import CdcApplied
 from pgflow.bindings.retries import retry_policy
 from pgflow.bindings.step_errors import step_errors
 from pgflow.bindings.try_history import try_history
@@ -81,20 +79,3 @@ def cdc_group_asset(group: CdcGroupSpec) -> dg.AssetsDefinition:
                 raise error
 
     return _slot
-
-
-def asset_out(pipeline: PipelineSpec) -> dg.AssetOut:
-    """One table's asset in a multi-asset step (a shared slot's, a schema's): as its own."""
-    sink = pipeline.sink
-    return dg.AssetOut(
-        key=asset_key(pipeline),
-        description=pipeline.description or default_description(pipeline),
-        is_required=False,
-        io_manager_key=io_manager_key(sink.strategy.mode, sink.type),
-        metadata=asset_metadata(pipeline),
-        group_name=pipeline.group,
-        owners=list(pipeline.owners),
-        tags=pipeline.tags,
-        kinds={sink.type},
-        freshness_policy=freshness_policy(pipeline),
-    )

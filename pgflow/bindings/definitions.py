@@ -10,16 +10,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from pgflow.bindings.assets import pipeline_asset, source_specs
+from pgflow.bindings.assets import source_specs
 from pgflow.bindings.catalog_sensor import catalog_sensors
 from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.checks.definitions import grouped_checks
+from pgflow.bindings.checks.in_step import checks_in_asset_step
 from pgflow.bindings.checks.scan_job import scan_job, scan_schedules
 from pgflow.bindings.code_references import git_link, linked_to_git
 from pgflow.bindings.executor import pgflow_executor
 from pgflow.bindings.health import health_sensors
 from pgflow.bindings.io_managers import io_managers
 from pgflow.bindings.maintenance import maintenance_job, maintenance_schedules
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.bindings.retries import retry_policy
 from pgflow.bindings.schedules import pipeline_schedules
 from pgflow.bindings.schema_assets import schema_asset, schema_steps
@@ -72,7 +74,9 @@ def build_definitions(
     schemas = schema_steps(project.pipelines)
     in_groups = {p.name for g in shared for p in g.pipelines} | {p.name for s in schemas for p in s}
     retries = retry_policy()
-    alone = [pipeline_asset(p, retries) for p in project.pipelines if p.name not in in_groups]
+    own_steps = [p for p in project.pipelines if p.name not in in_groups]
+    checked_in_step = {p.name for p in own_steps if checks_in_asset_step(p)}
+    alone = [pipeline_asset(p, retries, with_checks=p.name in checked_in_step) for p in own_steps]
     steps = [*(cdc_group_asset(g) for g in shared), *(schema_asset(s) for s in schemas)]
     maintenance = maintenance_job(project)  # None without Delta sinks
     scans = scan_job(project)  # None without scan checks
@@ -87,7 +91,7 @@ def build_definitions(
             *scan_schedules(project, scans),
         ],
         sensors=[*staleness_sensors(project), *health_sensors(project), *catalog_sensors(project)],
-        asset_checks=grouped_checks(project),
+        asset_checks=grouped_checks(project, in_asset_steps=checked_in_step),
         resources=(
             pgflow_resources(with_sessions(project.connections)) if resources is None else resources
         ),

@@ -37,6 +37,11 @@ def error_text(error: ErrorInfo, limit: int = ERROR_CHARS) -> str:
     return one_line(text, limit)
 
 
+def exception_line(error: BaseException, limit: int = ERROR_CHARS) -> str:
+    """`Class: message` of a raised error, on one line, without a password."""
+    return one_line(f"{type(error).__name__}: {error}", limit)
+
+
 def one_line(text: str, limit: int = ERROR_CHARS) -> str:
     """`text` on one line, without a password, at most `limit` characters."""
     return cut(without_passwords(" ".join(text.split())), limit)

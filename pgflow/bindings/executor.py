@@ -2,9 +2,10 @@
 
 Dagster's default executor starts a process per step. A pgflow step spends its time waiting
 on Postgres, and a fresh step process first re-imports Dagster and pgflow (about 1.5 s), more
-than a small incremental load takes. So a run of one pgflow asset and its checks executes in
-the run's own process, and a run of more assets (a group schedule, a UI selection) gets a
-process per step, so their loads overlap as with Dagster's default. Run config chooses as the
+than a small incremental load takes. So a run of one pgflow step (an asset's, which runs its
+checks too; or a checks op), or of one step and one checks op (a schema-wide spec's tables and
+their checks), executes in the run's own process, and a run of more assets (a group schedule,
+a UI selection) gets a process per step, so their loads overlap as with Dagster's default. Run config chooses as the
 multiprocess executor's does (`execution: {config: {max_concurrent: 4}}`).
 
 The run's process also keeps its storage connections: Dagster's Postgres storage opens a new
@@ -14,12 +15,14 @@ connect and a SCRAM handshake); pooled as the webserver pools them, it opens one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
 
-# One asset step plus its checks step.
+from pgflow.bindings.checks.names import CHECKS_ONLY_TAG
+
+# One step that loads, plus at most one that only checks.
 IN_PROCESS_MAX_STEPS = 2
 # A pooled storage connection is replaced at its first use after this many seconds, so one
 # left idle through a long load is never reused (servers and firewalls drop idle sessions).
@@ -44,9 +47,19 @@ class _BySize(dg.Executor):
         return self._multi.step_dependency_config
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[dg.DagsterEvent]:
-        steps = execution_plan.step_keys_to_execute
-        chosen = self._single if len(steps) <= IN_PROCESS_MAX_STEPS else self._multi
+        steps = [execution_plan.get_step_by_key(k) for k in execution_plan.step_keys_to_execute]
+        chosen = self._single if in_process(steps) else self._multi
         return chosen.execute(plan_context, execution_plan)
+
+
+def in_process(steps: Sequence[Any]) -> bool:
+    """One step, or two of which at least one only checks (CHECKS_ONLY_TAG): two loads
+    overlap in processes of their own."""
+    if len(steps) > IN_PROCESS_MAX_STEPS:
+        return False
+    return len(steps) < IN_PROCESS_MAX_STEPS or any(
+        (step.tags or {}).get(CHECKS_ONLY_TAG) for step in steps
+    )
 
 
 def _create(init_context: dg.InitExecutorContext) -> dg.Executor:

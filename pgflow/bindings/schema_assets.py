@@ -18,8 +18,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from pgflow.bindings.assets import PipelineRunConfig, asset_key, pool_for, source_asset_key
-from pgflow.bindings.cdc_assets import asset_out, output_name
+from pgflow.bindings.assets import (
+    PipelineRunConfig,
+    asset_key,
+    asset_out,
+    pool_for,
+    source_asset_key,
+)
+from pgflow.bindings.cdc_assets import output_name
 from pgflow.bindings.io_managers import TableLoaded
 from pgflow.bindings.loads import Loaded, load_pipeline
 from pgflow.bindings.retries import retry_policy

@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.delta_storage import DeltaStorage

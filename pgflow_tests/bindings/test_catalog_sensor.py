@@ -12,9 +12,9 @@ import dagster as dg
 import psycopg
 import pytest
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.catalog_sensor import DROPPED_KEY, catalog_sensor_name
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections

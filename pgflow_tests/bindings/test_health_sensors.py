@@ -10,10 +10,10 @@ import psycopg
 import pytest
 import yaml
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.checks.names import FRESHNESS, ROW_COUNT_PARITY, SCHEMA, SLOT_HEALTH
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.health import health_sensors
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow.connections.resource import PostgresConnections

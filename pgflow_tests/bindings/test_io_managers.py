@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.io_managers import TableRef
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.connections.resource import PostgresConnections
 

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from deltalake import DeltaTable
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.cdc_assets import cdc_group_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.cdc_groups import cdc_groups
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project

@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import DagsterSetup, items_table
 from pgflow_tests.bindings.test_definitions_cli import instance, materialize, rows

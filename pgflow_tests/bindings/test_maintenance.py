@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 from deltalake import DeltaTable
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.maintenance import JOB_NAME, OP_NAME
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow_tests.bindings.conftest import Env

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgflow.bindings.assets import asset_key, pipeline_asset
+from pgflow.bindings.assets import asset_key
 from pgflow.bindings.checks.definitions import (
     CHUNK_SIZE,
     check_names,
@@ -23,6 +23,7 @@ from pgflow.bindings.checks.definitions import (
 )
 from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.executor import IN_PROCESS_MAX_STEPS
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Expansion, Project
 from pgflow_tests.bindings.checks.support import MERGE, materialize, pipeline, project_of

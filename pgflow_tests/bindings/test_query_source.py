@@ -12,8 +12,9 @@ import dagster as dg
 import polars as pl
 import yaml
 
-from pgflow.bindings.assets import pipeline_asset, source_specs
+from pgflow.bindings.assets import source_specs
 from pgflow.bindings.checks.definitions import check_names
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow_tests.bindings.checks.support import (
     ITEMS_KEY,
     evaluated,

@@ -8,8 +8,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import Env, items_table
 from pgflow_tests.pg import execute, fetch

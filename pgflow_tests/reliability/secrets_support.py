@@ -22,8 +22,8 @@ import yaml
 from dagster._serdes import serialize_value
 from psycopg import sql
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.localdb.cluster import ClusterInfo
 from pgflow_tests.bindings.conftest import REPO

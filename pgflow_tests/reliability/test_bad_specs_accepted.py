@@ -16,8 +16,8 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow_tests.reliability.bad_specs_support import World
 from pgflow_tests.reliability.specs_model import BASE, merge

@@ -31,8 +31,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.errors import SpecError
 from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import REPO

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 import yaml
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import StrategySpec, TableName
 from pgflow.flows.delta_load import load_delta

@@ -11,7 +11,7 @@ No `from __future__ import annotations` here: Dagster inspects the resource anno
 """
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,6 +41,7 @@ from pgflow.bindings.checks.context import (
     result,
 )
 from pgflow.bindings.checks.names import (
+    CHECKS_ONLY_TAG,
     FRESHNESS,
     REJECTED_ROWS,
     ROW_COUNT_PARITY,
@@ -50,6 +51,7 @@ from pgflow.bindings.checks.names import (
     UNIQUE_KEY,
     VALUE_PARITY,
 )
+from pgflow.bindings.error_text import exception_line
 from pgflow.config.model import PipelineSpec, Project
 from pgflow.config.naming import dagster_name
 from pgflow.connections.delta_storage import DeltaStorage
@@ -114,13 +116,18 @@ def pipeline_checks(project: Project, clock: Clock = time.time) -> list[dg.Asset
 
 
 def grouped_checks(
-    project: Project, clock: Clock = time.time, size: int = CHUNK_SIZE
+    project: Project,
+    clock: Clock = time.time,
+    size: int = CHUNK_SIZE,
+    in_asset_steps: Collection[str] = (),
 ) -> list[dg.AssetChecksDefinition]:
-    """The code location's checks: one op per `size` tables of a schema-wide spec that share a
-    group and a source pool; any other pipeline keeps its own op."""
+    """The code location's checks op: one per `size` tables of a schema-wide spec that share a
+    group and a source pool; any other pipeline keeps its own op. The pipelines named in
+    `in_asset_steps` run their checks in their assets' own steps (in_step.py): no op."""
+    pipelines = [p for p in project.pipelines if p.name not in in_asset_steps]
     return [
         pipeline_check(chunk[0], clock) if len(chunk) == 1 else chunk_check(chunk, index, clock)
-        for index, chunk in enumerate(check_chunks(project.pipelines, size))
+        for index, chunk in enumerate(check_chunks(pipelines, size))
     ]
 
 
@@ -148,6 +155,16 @@ def check_chunks(pipelines: Sequence[PipelineSpec], size: int) -> list[list[Pipe
 def check_names(pipeline: PipelineSpec) -> list[str]:
     """The checks that mean something for `pipeline`."""
     return [c.name for c in CHECKS if c.offered(pipeline)]
+
+
+def check_specs(pipeline: PipelineSpec) -> list[dg.AssetCheckSpec]:
+    """The checks of `pipeline` as Dagster declares them, each with its description."""
+    return [
+        dg.AssetCheckSpec(
+            name, asset=asset_key(pipeline), description=_BY_NAME[name].describe(pipeline)
+        )
+        for name in check_names(pipeline)
+    ]
 
 
 def scan_check_names(pipeline: PipelineSpec) -> list[str]:
@@ -192,11 +209,7 @@ def _checks_op(
     """One subsettable op over the checks of `pipelines`: a run executes only the selected
     checks, pipeline by pipeline, each pipeline's in name order."""
     by_key = {asset_key(p): p for p in pipelines}
-    specs = [
-        dg.AssetCheckSpec(check, asset=asset_key(p), description=_BY_NAME[check].describe(p))
-        for p in pipelines
-        for check in check_names(p)
-    ]
+    specs = [spec for p in pipelines for spec in check_specs(p)]
     source_id = pipelines[0].source.connection_id
     pool = pool_for(source_id) if source_id else None
     at_once = checked_at_once(pipelines[0])
@@ -206,7 +219,7 @@ def _checks_op(
         specs=specs,
         can_subset=True,
         description=description,
-        op_tags=tags,
+        op_tags={**tags, CHECKS_ONLY_TAG: "true"},
         # A source count scans the table like a load does: same cap on the OLTP database.
         pool=pool,
     )
@@ -217,14 +230,16 @@ def _checks_op(
         for key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             selected.setdefault(key.asset_key, []).append(key.name)
         work = [(p, selected[k]) for k, p in by_key.items() if k in selected]
-        runner = _Runner(pg, delta, clock, context.instance, context.run.run_id, context.log.info)
+        runner = CheckRunner(
+            pg, delta, clock, context.instance, context.run.run_id, context.log.info
+        )
         yield from _run_selected(work, runner, at_once)
 
     return _checks
 
 
 @dataclass(frozen=True)
-class _Runner:
+class CheckRunner:
     """What every pipeline's checks in one step use."""
 
     pg: PostgresConnections
@@ -233,6 +248,8 @@ class _Runner:
     instance: dg.DagsterInstance
     run_id: str
     log: Callable[[str], None]
+    # After a load in the same step: a check that raises is a failed result, not a failed step.
+    contain_errors: bool = False
 
     def results(self, pipeline: PipelineSpec, names: list[str]) -> Iterator[dg.AssetCheckResult]:
         """The named checks of `pipeline`, on connections opened on first use, closed at the
@@ -242,7 +259,7 @@ class _Runner:
         with ExitStack() as stack:
             run = CheckRun(pipeline, self.pg, self.delta, stack, self.clock, load)
             for name in names:
-                outcome = run_check(name, pipeline, run, self.instance)
+                outcome = self._outcome(name, pipeline, run)
                 if outcome is None:
                     left.append(name)
                 else:
@@ -253,6 +270,25 @@ class _Runner:
     def all_results(self, pipeline: PipelineSpec, names: list[str]) -> list[dg.AssetCheckResult]:
         return list(self.results(pipeline, names))
 
+    def _outcome(
+        self, name: str, pipeline: PipelineSpec, run: CheckRun
+    ) -> dg.AssetCheckResult | None:
+        try:
+            return run_check(name, pipeline, run, self.instance)
+        except Exception as exc:
+            if not self.contain_errors:
+                raise
+            failed = raised_result(pipeline, name, exc)
+            self.log(f"pipeline '{pipeline.name}': check {name}: {failed.description}")
+            return failed
+
+
+def raised_result(pipeline: PipelineSpec, name: str, error: Exception) -> dg.AssetCheckResult:
+    """A check that raised after its asset's load, as a failed result naming the error (one
+    line, no password)."""
+    text = f"the check could not run: {exception_line(error)}"
+    return result(pipeline, name, False, ERROR, text)
+
 
 def checked_at_once(pipeline: PipelineSpec) -> int:
     """How many pipelines of a chunk have their checks run at once: as many as a schema-wide
@@ -262,7 +298,7 @@ def checked_at_once(pipeline: PipelineSpec) -> int:
 
 
 def _run_selected(
-    work: list[tuple[PipelineSpec, list[str]]], runner: _Runner, at_once: int
+    work: list[tuple[PipelineSpec, list[str]]], runner: CheckRunner, at_once: int
 ) -> Iterator[dg.AssetCheckResult]:
     """The selected checks, pipeline by pipeline in chunk order, `at_once` pipelines at a
     time in threads. A pipeline whose checks raise does not stop the others': its error fails

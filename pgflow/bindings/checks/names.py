@@ -16,6 +16,9 @@ SLOT_HEALTH = "slot_health"
 VALUE_PARITY = "value_parity"
 REJECTED_ROWS = "rejected_rows"
 
+# The tag of an op that runs checks only, loads nothing (the executor keeps it in-process).
+CHECKS_ONLY_TAG = "pgflow/checks_only"
+
 # The job of the scan checks (those that read whole tables), with their schedules.
 SCAN_JOB = "pgflow_scan_checks"
 

@@ -9,10 +9,11 @@ import dagster as dg
 import psycopg
 import yaml
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.checks.context import Clock
-from pgflow.bindings.checks.definitions import check_names, pipeline_checks
+from pgflow.bindings.checks.definitions import check_names, grouped_checks
+from pgflow.bindings.checks.in_step import checks_in_asset_step
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Project
 from pgflow_tests.bindings.conftest import Env
@@ -69,14 +70,25 @@ def cdc_project(env: Env, slot: str, **extra: object) -> Project:
     return load_project(env.specs)
 
 
+def checked_assets(
+    project: Project, clock: Clock = time.time
+) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The project's assets and checks as its code location declares them: the checks in the
+    asset's own step, a time-partitioned pipeline's in a checks op."""
+    in_step = {p.name for p in project.pipelines if checks_in_asset_step(p)}
+    return [
+        *(pipeline_asset(p, with_checks=p.name in in_step, clock=clock) for p in project.pipelines),
+        *grouped_checks(project, clock, in_asset_steps=in_step),
+    ]
+
+
 def materialize(
     project: Project, instance: dg.DagsterInstance, raise_on_error: bool = True
 ) -> dg.ExecuteInProcessResult:
     """Every pipeline asset, without its checks (a test runs those when it wants)."""
-    assets = [pipeline_asset(p) for p in project.pipelines]
     keys = [dg.AssetKey(list(p.asset_key)) for p in project.pipelines]
     return dg.materialize(
-        [*assets, *pipeline_checks(project)],
+        checked_assets(project),
         instance=instance,
         resources=build_definitions(project).resources,
         selection=dg.AssetSelection.assets(*keys).without_checks(),
@@ -89,7 +101,7 @@ def load_and_check(project: Project, instance: dg.DagsterInstance) -> dg.Execute
     starts it."""
     (spec,) = project.pipelines
     return dg.materialize(
-        [pipeline_asset(spec), *pipeline_checks(project)],
+        checked_assets(project),
         instance=instance,
         resources=build_definitions(project).resources,
         selection=dg.AssetSelection.assets(dg.AssetKey(list(spec.asset_key))),
@@ -126,7 +138,7 @@ def run_checks(
     key = dg.AssetKey(list(spec.asset_key))
     checks = [dg.AssetCheckKey(key, n) for n in (names or check_names(spec))]
     result = dg.materialize(
-        [pipeline_asset(spec), *pipeline_checks(project, clock)],
+        checked_assets(project, clock),
         instance=instance,
         resources=build_definitions(project).resources,
         selection=dg.AssetSelection.checks(*checks),

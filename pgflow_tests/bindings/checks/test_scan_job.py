@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from pgflow.bindings.assets import pipeline_asset
 from pgflow.bindings.checks.names import (
     ROW_COUNT_PARITY,
     SCAN_JOB,
@@ -18,6 +17,7 @@ from pgflow.bindings.checks.names import (
 )
 from pgflow.bindings.checks.scan_job import scan_schedule_name
 from pgflow.bindings.definitions import build_definitions
+from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.model import ScheduleSpec
 from pgflow_tests.bindings.checks.support import (
     BY_ADDED,
