@@ -40,7 +40,9 @@ INCREMENTAL_SPEC = (
 )
 FULL_SPEC = ("", "{mode: full_refresh}")  # the defaults a user gets
 # Read in a process of its own: the bench process never imports Dagster.
-# `steps`: each step of the run (the asset's, its checks') from its start to its success.
+# `steps`: each step of the run from its start to its success (the asset's, which runs its
+# checks; a checks op's where there is one); `checks_in_step`: in the asset's step, from the
+# IO manager's end (HANDLED_OUTPUT) to the step's success: its checks.
 METADATA = """
 import json, dagster as dg
 with dg.DagsterInstance.get() as instance:
@@ -49,14 +51,18 @@ with dg.DagsterInstance.get() as instance:
     figures = {{k.split("/")[1]: meta[k].value for k in
         ("pgflow/rows_written", "pgflow/rows_read", "pgflow/rows_applied",
          "pgflow/duration_seconds") if k in meta}}
-    started, steps = {{}}, {{}}
+    started, steps, handled, checks = {{}}, {{}}, None, None
     for entry in instance.all_logs(event.run_id):
         kind = entry.dagster_event_type
         if kind == dg.DagsterEventType.STEP_START:
             started[entry.step_key] = entry.timestamp
+        elif kind == dg.DagsterEventType.HANDLED_OUTPUT and entry.step_key == event.step_key:
+            handled = entry.timestamp
         elif kind == dg.DagsterEventType.STEP_SUCCESS and entry.step_key in started:
             steps[entry.step_key] = round(entry.timestamp - started[entry.step_key], 2)
-    print(json.dumps({{**figures, "steps": steps}}))
+            if entry.step_key == event.step_key and handled is not None:
+                checks = round(entry.timestamp - handled, 2)
+    print(json.dumps({{**figures, "steps": steps, "checks_in_step": checks}}))
 """
 
 
