@@ -5,8 +5,9 @@ on Postgres, and a fresh step process first re-imports Dagster and pgflow (about
 than a small incremental load takes. So a run of one pgflow step (an asset's, which runs its
 checks too; or a checks op), or of one step and one checks op (a schema-wide spec's tables and
 their checks), executes in the run's own process, and a run of more assets (a group schedule,
-a UI selection) gets a process per step, so their loads overlap as with Dagster's default. Run config chooses as the
-multiprocess executor's does (`execution: {config: {max_concurrent: 4}}`).
+a UI selection) gets a process per step, so their loads overlap as with Dagster's default.
+Run config chooses as the multiprocess executor's does (`execution: {config:
+{max_concurrent: 4}}`).
 
 The run's process also keeps its storage connections: Dagster's Postgres storage opens a new
 connection for every event it writes or reads (about 120 in a one-asset run, each a TCP

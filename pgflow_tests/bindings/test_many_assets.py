@@ -22,7 +22,7 @@ from pgflow.bindings.checks.definitions import (
     pipeline_checks,
 )
 from pgflow.bindings.definitions import build_definitions
-from pgflow.bindings.executor import IN_PROCESS_MAX_STEPS
+from pgflow.bindings.executor import in_process
 from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow.config.loader import load_project
 from pgflow.config.model import Expansion, Project
@@ -87,7 +87,20 @@ def test_a_thousand_pipelines_define_a_thousand_assets_with_all_their_checks(
         asset_selection={asset_key(one)},
         asset_check_selection={dg.AssetCheckKey(asset_key(one), n) for n in check_names(one)},
     )
-    assert len(job.nodes) == 2 <= IN_PROCESS_MAX_STEPS
+    assert len(job.nodes) == 2 and in_process(job.nodes)  # one loads, one checks
+
+
+def test_explicit_pipelines_declare_their_checks_on_their_assets_one_op_each(
+    tmp_path: Path,
+) -> None:
+    project = load_project(many_pipelines(tmp_path, 100), environ=ENVIRON)
+    defs = build_definitions(project)
+    graph = defs.get_repository_def().asset_graph
+    assert graph.asset_check_keys == all_check_keys(project)
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert len(job.nodes) == 100  # no checks ops: each asset's step runs its checks
+    for node in job.nodes:
+        assert len(node.definition.output_defs) == 1 + 4  # the asset and its 4 checks
 
 
 def three_tables(env: Env) -> Project:

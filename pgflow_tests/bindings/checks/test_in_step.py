@@ -57,7 +57,7 @@ def test_the_code_location_runs_a_load_and_its_checks_in_one_step(
     job = defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection={ITEMS_KEY}, asset_check_selection=checks
     )
-    assert len(job.nodes) == 1  # no checks op beside the asset's
+    assert len(job.nodes) == 1 and in_process(job.nodes)  # no checks op beside the asset's
     result = job.execute_in_process(instance=instance)
     assert result.success
     assert step_keys(result) == {STEP}
