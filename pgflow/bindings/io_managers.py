@@ -164,7 +164,7 @@ def _upstream_pipeline(context: dg.InputContext) -> dict[str, str]:
         raise dg.DagsterInvariantViolationError(
             f"asset {'/'.join(context.asset_key.path)} is not a pgflow table"
         )
-    pipeline: dict[str, str] = spec  # assets.pipeline_asset's `pgflow/pipeline`
+    pipeline: dict[str, str] = spec  # assets.asset_metadata's `pgflow/pipeline`
     return pipeline
 
 
