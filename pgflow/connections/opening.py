@@ -67,11 +67,8 @@ def open_conninfo(
     try:
         conn = psycopg.connect(conninfo, **options, **kwargs)
     except psycopg.Error as exc:
-        message = redact(str(exc).strip(), secret_values(conninfo))
-        raise ConnectionConfigError(
-            f"could not connect to '{connection_id}' ({connection_type}): {message}",
-            transient=is_transient(exc),
-        ) from None
+        what = f"could not connect to '{connection_id}' ({connection_type})"
+        raise connection_error(exc, conninfo, what) from None
     if session and not kwargs.get("replication"):
         try:
             apply_session(conn, connection_id, session, os.environ if environ is None else environ)
@@ -79,3 +76,9 @@ def open_conninfo(
             conn.close()
             raise
     return conn
+
+
+def connection_error(exc: psycopg.Error, conninfo: str, what: str) -> ConnectionConfigError:
+    """`<what>: <Postgres' message>` without the conninfo's secrets; transient as `exc` is."""
+    message = redact(str(exc).strip(), secret_values(conninfo))
+    return ConnectionConfigError(f"{what}: {message}", transient=is_transient(exc))

@@ -17,9 +17,7 @@ import psycopg
 
 from pgflow.config.model import ConnectionType, RelationKind, SessionSetup
 from pgflow.config.wildcards import ListedTable, SchemaListing, TableLister
-from pgflow.connections.errors import is_transient
-from pgflow.connections.opening import open_conninfo, resolve_conninfo
-from pgflow.connections.secrets import ConnectionConfigError, redact, secret_values
+from pgflow.connections.opening import connection_error, open_conninfo, resolve_conninfo
 
 CONNECT_TIMEOUT_SECONDS = 10
 APPLICATION_NAME = "pgflow specs"
@@ -140,8 +138,6 @@ def catalog_session(
         try:
             yield conn
         except psycopg.Error as exc:
-            message = redact(str(exc).strip(), secret_values(conninfo))
-            raise ConnectionConfigError(
-                f"could not {what} connection '{connection_id}': {message}",
-                transient=is_transient(exc),
+            raise connection_error(
+                exc, conninfo, f"could not {what} connection '{connection_id}'"
             ) from None

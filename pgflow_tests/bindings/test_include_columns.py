@@ -13,6 +13,7 @@ import pytest
 from pgflow_tests.bindings.checks.support import (
     MERGE,
     delta_pipeline,
+    failure_message,
     materialize,
     pipeline,
     project_of,
@@ -91,8 +92,7 @@ def test_a_listed_column_missing_at_the_source_fails_the_run_naming_it(
     project = project_of(env, pipeline({"mode": "full_refresh"}, source=source))
     result = materialize(project, instance, raise_on_error=False)
     assert not result.success
-    failure = result.failure_data_for_node("landing__items")
-    message = failure.error.message if failure and failure.error else ""
+    message = failure_message(result, "landing__items")
     (spec,) = project.pipelines
     assert (
         f"pipeline 'landing_items' ({spec.file}): field 'source.options.include_columns': "

@@ -5,7 +5,6 @@ field; and `dagster asset materialize` runs one as users do."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import dagster as dg
@@ -18,14 +17,16 @@ from pgflow.bindings.pipeline_asset import pipeline_asset
 from pgflow_tests.bindings.checks.support import (
     ITEMS_KEY,
     evaluated,
+    failure_message,
     load_and_check,
     materialize,
     pipeline,
     project_of,
     run_checks,
 )
-from pgflow_tests.bindings.conftest import REPO, DagsterSetup, Env
-from pgflow_tests.bindings.test_definitions_cli import DAGSTER, latest_materialization
+from pgflow_tests.bindings.conftest import DagsterSetup, Env
+from pgflow_tests.bindings.test_definitions_cli import latest_materialization
+from pgflow_tests.bindings.test_definitions_cli import materialize as materialize_cli
 from pgflow_tests.pg import execute, fetch
 
 # A second table with a name that needs quoting, joined to the items the env fixture made.
@@ -158,8 +159,7 @@ def test_a_query_postgres_refuses_fails_the_run_naming_the_field(
     project = project_of(env, spec)
     result = materialize(project, instance, raise_on_error=False)
     assert not result.success
-    failure = result.failure_data_for_node("landing__items")
-    message = failure.error.message if failure and failure.error else ""
+    message = failure_message(result, "landing__items")
     (loaded,) = project.pipelines
     assert (
         f"pipeline 'landing_items' ({loaded.file}): field 'source.query': holds more than one "
@@ -175,22 +175,7 @@ def test_cli_materializes_a_query_asset(dagster_setup: DagsterSetup) -> None:
     spec = query_pipeline(MERGE, BY_ADDED)
     (setup.specs / "items.yaml").write_text(yaml.safe_dump({"pipelines": [spec]}))
     for _ in range(2):
-        done = subprocess.run(
-            [
-                DAGSTER,
-                "asset",
-                "materialize",
-                "-m",
-                "pgflow.definitions",
-                "--select",
-                "landing/items",
-            ],
-            env=setup.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = materialize_cli(setup, "landing/items")
         assert done.returncode == 0, done.stderr[-3000:]
         assert target_rows(setup.sink_uri) == query_rows(setup.source_uri)
         execute(setup.source_uri, "UPDATE items SET name = 'again', added = now() WHERE id = 7")

@@ -18,6 +18,7 @@ from pgflow.config.catalog_cache import write_cache
 from pgflow.config.loader import load_project
 from pgflow.config.model import Expansion, PipelineSpec, Project
 from pgflow.config.wildcards import ListedTable, SchemaListing
+from pgflow_tests.bindings.checks.support import failure_message
 from pgflow_tests.bindings.conftest import DagsterSetup, Env, empty_dagster_setup
 from pgflow_tests.bindings.test_definitions_cli import instance, materialize
 from pgflow_tests.bindings.test_io_managers_incremental import metadata_of
@@ -184,8 +185,7 @@ def test_a_missing_source_fails_its_asset_only_and_the_error_names_it(
     assert same(env.source_uri, env.sink_uri, "orders")
     assert same(env.source_uri, env.sink_uri, "customers")
     assert [len(materializations(instance, t)) for t in TABLES] == [1, 1, 0]
-    failure = result.failure_data_for_node(STEP)
-    message = failure.error.message if failure and failure.error else ""
+    message = failure_message(result, STEP)
     assert "1 table(s) failed: 'landing_lines'" in message
     assert "source table public.lines not found on connection 'shop'" in message
     assert "'landing_orders'" not in message

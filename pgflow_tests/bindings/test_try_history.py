@@ -4,60 +4,15 @@ first-try success says 0 and carries no last_error."""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 
 import dagster as dg
-import psycopg
 import pytest
 
-from pgflow.bindings.definitions import build_definitions
 from pgflow.bindings.error_text import ERROR_CHARS, error_text
-from pgflow.config.loader import load_project
 from pgflow_tests.bindings.conftest import DagsterSetup
-
-ITEMS = dg.AssetKey(["landing", "items"])
-
-
-def _asset(setup: DagsterSetup, monkeypatch: pytest.MonkeyPatch) -> dg.AssetsDefinition:
-    for name, value in setup.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("PGFLOW_RETRY_DELAY_SECONDS", "0")
-    return build_definitions(load_project(setup.specs)).resolve_assets_def(ITEMS)
-
-
-class TerminateTheFirstLoad:
-    """Holds the target's load lock so the first try waits inside its sink transaction, then
-    terminates that backend (admin_shutdown, 57P01: transient) and lets the retry through."""
-
-    def __init__(self, sink_uri: str) -> None:
-        self.sink_uri = sink_uri
-        self.terminated: list[int] = []
-        self.holder = psycopg.connect(sink_uri, autocommit=True)
-        self.holder.execute(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('pgflow:landing.items', 0))"
-        )
-        self.thread = threading.Thread(target=self._terminate)
-        self.thread.start()
-
-    def _terminate(self) -> None:
-        with psycopg.connect(self.sink_uri, autocommit=True) as admin:
-            for _ in range(300):
-                found = admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgflow'"
-                    " AND wait_event_type = 'Lock' AND datname = current_database()"
-                ).fetchall()
-                if found:
-                    admin.execute("SELECT pg_terminate_backend(%s)", (found[0][0],))
-                    self.terminated.append(found[0][0])
-                    self.holder.execute("COMMIT")  # the retry finds the lock free
-                    return
-                time.sleep(0.1)
-
-    def join(self) -> None:
-        self.thread.join()
-        self.holder.close()
+from pgflow_tests.bindings.test_definitions_cli import rows
+from pgflow_tests.bindings.test_retries import ITEMS, TerminateTheFirstLoad, retrying_asset
 
 
 def _metadata(inst: dg.DagsterInstance) -> dict:
@@ -70,7 +25,7 @@ def test_a_retried_run_reports_one_retry_and_the_first_tries_error(
     dagster_setup: DagsterSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setup = dagster_setup
-    asset = _asset(setup, monkeypatch)
+    asset = retrying_asset(setup, monkeypatch)
     fault = TerminateTheFirstLoad(setup.sink_uri)
     with dg.instance_for_test() as inst:
         result = dg.materialize([asset], instance=inst)
@@ -85,12 +40,16 @@ def test_a_retried_run_reports_one_retry_and_the_first_tries_error(
     assert len(error) <= ERROR_CHARS and "\n" not in error
     assert setup.password not in error
     assert metadata["pgflow/rows_written"].value == 300  # the retry's load, whole
+    query = "SELECT id, name, price FROM {} ORDER BY id"
+    assert rows(setup.sink_uri, query.format("landing.items")) == rows(
+        setup.source_uri, query.format("public.items")
+    )
 
 
 def test_a_first_try_success_reports_no_retries_and_no_error(
     dagster_setup: DagsterSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asset = _asset(dagster_setup, monkeypatch)
+    asset = retrying_asset(dagster_setup, monkeypatch)
     with dg.instance_for_test() as inst:
         assert dg.materialize([asset], instance=inst).success
         metadata = _metadata(inst)

@@ -108,6 +108,12 @@ def load_and_check(project: Project, instance: dg.DagsterInstance) -> dg.Execute
     )
 
 
+def failure_message(result: dg.ExecuteInProcessResult, node: str) -> str:
+    """The error message of the failed step `node`; "" when it did not fail."""
+    failure = result.failure_data_for_node(node)
+    return failure.error.message if failure and failure.error else ""
+
+
 def evaluated(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
